@@ -1,0 +1,47 @@
+#!/usr/bin/env node
+// Runs every test file in its own process (uvu prints a summary per file) and prints
+// one final line "N passed, N failed". `--unit` skips the QEMU end-to-end tests;
+// any other argument filters files by substring.
+import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const args = process.argv.slice(2);
+const unitOnly = args.includes('--unit');
+const filters = args.filter((a) => !a.startsWith('--'));
+
+const walk = (dir) => readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+  e.isDirectory() ? walk(join(dir, e.name)) : /\.test\.ts$/.test(e.name) ? [join(dir, e.name)] : []);
+let files = walk(join(root, 'test')).sort();
+// unit tests first: they are fast and fail early; e2e share one image build.
+files = [...files.filter((f) => !f.includes('/e2e/')), ...files.filter((f) => f.includes('/e2e/'))];
+if (unitOnly) files = files.filter((f) => !f.includes('/e2e/'));
+if (filters.length) files = files.filter((f) => filters.some((x) => f.includes(x)));
+
+let passed = 0, failed = 0;
+for (const file of files) {
+  const name = relative(root, file);
+  process.stdout.write(`\n# ${name}\n`);
+  const out = await new Promise((resolve) => {
+    let text = '';
+    const child = spawn(process.execPath, ['--import', 'tsx', file], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FORCE_COLOR: '0' } });
+    child.stdout.on('data', (d) => { text += d; process.stdout.write(d); });
+    child.on('close', (code) => resolve({ text, code }));
+  });
+  const total = Number(/Total:\s+(\d+)/.exec(out.text)?.[1] ?? NaN);
+  const ok = Number(/Passed:\s+(\d+)/.exec(out.text)?.[1] ?? NaN);
+  const skipped = Number(/Skipped:\s+(\d+)/.exec(out.text)?.[1] ?? 0);
+  if (Number.isNaN(total) || Number.isNaN(ok)) {
+    // The file crashed before uvu could report: count it as one failure.
+    failed += 1;
+    process.stdout.write(`! ${name} exited with code ${out.code} before reporting\n`);
+    continue;
+  }
+  passed += ok;
+  failed += total - ok - skipped;
+  if (out.code !== 0 && total - ok - skipped === 0) { failed += 1; process.stdout.write(`! ${name} exited with code ${out.code}\n`); }
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
