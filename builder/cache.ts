@@ -91,6 +91,37 @@ export class Cache {
     }
   }
 
+  /**
+   * Downloads a file whose sha256 is not yet known (lock time), checking the digest the
+   * publisher gives (`integrity`, e.g. npm's sha512), and returns the pin to record.
+   */
+  async fetchForLock(name: string, url: string, integrity: string, log?: Logger): Promise<Pin> {
+    const tmpDir = join(this.dir, 'tmp');
+    mkdirSync(tmpDir, { recursive: true });
+    const tmp = join(tmpDir, `lock-${process.pid}-${Date.now()}`);
+    try {
+      let res: Response;
+      try { res = await fetch(url); } catch (e) {
+        throw new FetchError(`${name}: cannot download ${url} (${(e as Error).cause ?? (e as Error).message})`);
+      }
+      if (!res.ok || !res.body) throw new FetchError(`${name}: ${url} answered HTTP ${res.status}`);
+      const sha256 = createHash('sha256');
+      const extra = createHash(integrity.split('-')[0]);
+      let size = 0;
+      const total = Number(res.headers.get('content-length')) || undefined;
+      const body = Readable.fromWeb(res.body as any);
+      body.on('data', (c: Buffer) => { sha256.update(c); extra.update(c); size += c.length; log?.progress(`download ${name}`, size, total); });
+      await pipeline(body, createWriteStream(tmp));
+      const pin: Pin = { name, url, sha256: sha256.digest('hex'), size, integrity };
+      this.check(pin, pin.sha256, extra.digest('base64'), size);
+      mkdirSync(join(this.blobPath(pin.sha256), '..'), { recursive: true });
+      renameSync(tmp, this.blobPath(pin.sha256));
+      return pin;
+    } finally {
+      rmSync(tmp, { force: true });
+    }
+  }
+
   /** Adds a local file after checking it against the pin (artifacts folder, `kiln lock`). */
   async importFile(path: string, pin: Pin): Promise<string> {
     const dest = this.blobPath(pin.sha256);

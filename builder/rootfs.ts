@@ -1,0 +1,151 @@
+// Assembles the read-only root tree for one architecture: Debian parts, Node, our init
+// bundle, overlay/, kernel modules and the generated /etc files.
+import { chmodSync, closeSync, openSync, readSync, cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { $ } from 'zx';
+import { ARCH, type Arch } from './arch.ts';
+import { busyboxApplets } from './busybox.ts';
+import type { Cache } from './cache.ts';
+import { extractDeb } from './debian/index.ts';
+import { indexModules, mergeResolutions, modulesDep, resolveModules, type ModuleTree, type Resolution } from './kmod.ts';
+import type { ArchLock, LockedDeb } from './lock.ts';
+import type { Logger } from './log.ts';
+import type { Profile } from './profile.ts';
+
+/** Packages used to make boot files, never copied into the root. */
+export const BOOT_ONLY_PACKAGES = new Set(['systemd-boot-efi']);
+/** Parts of Debian packages an appliance root does not need. */
+const PRUNE = ['usr/share/doc', 'usr/share/man', 'usr/share/info', 'usr/share/locale', 'usr/share/lintian', 'usr/share/bug', 'usr/share/common-licenses'];
+
+/** Extracts a pinned .deb once into the cache and returns the tree. */
+export async function unpackedDeb(pin: LockedDeb, cache: Cache, log?: Logger): Promise<string> {
+  const dir = cache.derivedDir('deb', pin.sha256);
+  if (existsSync(dir)) return dir;
+  const deb = await cache.fetch(pin, log);
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  await extractDeb(deb, tmp);
+  renameSync(tmp, dir);
+  return dir;
+}
+
+export interface Kernel {
+  version: string;
+  vmlinuz: string;
+  config: string;
+  modules: ModuleTree;
+}
+
+export async function kernelFromLock(lock: ArchLock, cache: Cache, log?: Logger): Promise<Kernel> {
+  const tree = await unpackedDeb(lock.kernel, cache, log);
+  const versions = readdirSync(join(tree, 'lib/modules'));
+  if (versions.length !== 1) throw new Error(`${lock.kernel.name}: expected one kernel in lib/modules, found ${versions.join(', ')}`);
+  const version = versions[0];
+  return {
+    version,
+    vmlinuz: join(tree, 'boot', `vmlinuz-${version}`),
+    config: join(tree, 'boot', `config-${version}`),
+    modules: indexModules(join(tree, 'lib/modules', version)),
+  };
+}
+
+export interface RootInputs {
+  arch: Arch;
+  version: string;
+  profile: Profile;
+  lock: ArchLock;
+  kernel: Kernel;
+  nodeBinary: string;
+  initBundle: string;
+  overlayDir: string;
+  sourceDateEpoch: number;
+}
+
+export interface RootResult { dir: string; modules: Resolution }
+
+export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, log?: Logger): Promise<RootResult> {
+  const facts = ARCH[inp.arch];
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  for (const d of ['bin', 'sbin', 'etc', 'lib', 'usr/bin', 'usr/lib/kiln', 'proc', 'sys', 'dev', 'run', 'tmp', 'data', 'var', 'efi', 'root', 'home', 'mnt']) {
+    mkdirSync(join(dir, d), { recursive: true });
+  }
+  chmodSync(join(dir, 'tmp'), 0o1777);
+  chmodSync(join(dir, 'root'), 0o700);
+
+  for (const pin of inp.lock.packages) {
+    if (BOOT_ONLY_PACKAGES.has(pin.package)) continue;
+    const tree = await unpackedDeb(pin, cache, log);
+    await $({ quiet: true })`cp -a ${tree + '/.'} ${dir}`;
+  }
+  for (const p of PRUNE) rmSync(join(dir, p), { recursive: true, force: true });
+  rmSync(join(dir, 'usr/lib', facts.triplet, 'gconv'), { recursive: true, force: true });
+
+  // Busybox applets as symlinks, without overwriting real programs.
+  const busybox = join(dir, 'bin/busybox');
+  if (!existsSync(busybox)) throw new Error('the root has no /bin/busybox: add busybox-static to debian.packages');
+  for (const applet of busyboxApplets(busybox)) {
+    const path = join(dir, 'bin', applet);
+    if (!existsSync(path) && !existsSync(join(dir, 'usr/bin', applet)) && !existsSync(join(dir, 'sbin', applet))) symlinkSync('busybox', path);
+  }
+
+  cpSync(inp.nodeBinary, join(dir, 'usr/bin/node'));
+  chmodSync(join(dir, 'usr/bin/node'), 0o755);
+  cpSync(inp.initBundle, join(dir, 'usr/lib/kiln/init.js'));
+  if (existsSync(inp.overlayDir)) await $({ quiet: true })`cp -a ${inp.overlayDir + '/.'} ${dir}`;
+
+  // Kernel modules: the stage-1 set plus what PID 1 loads, with their dependencies.
+  const k = inp.kernel;
+  const boot = resolveModules(k.modules, inp.profile.modules.boot, 'modules.boot');
+  const all = mergeResolutions(
+    resolveModules(k.modules, inp.profile.modules.stage1, 'modules.stage1'),
+    boot,
+    resolveModules(k.modules, inp.profile.modules.include, 'modules.include'),
+  );
+  const mdir = join(dir, 'lib/modules', k.version);
+  for (const f of all.order) {
+    mkdirSync(dirname(join(mdir, f)), { recursive: true });
+    cpSync(join(k.modules.dir, f), join(mdir, f));
+  }
+  for (const f of ['modules.builtin', 'modules.order', 'modules.builtin.modinfo']) {
+    if (existsSync(join(k.modules.dir, f))) cpSync(join(k.modules.dir, f), join(mdir, f));
+  }
+  writeFileSync(join(mdir, 'modules.dep'), modulesDep(all.order, all.deps));
+  writeFileSync(join(dir, 'usr/lib/kiln/modules-load'), inp.profile.modules.boot.join('\n') + '\n');
+
+  writeEtc(dir, inp);
+  writeFileSync(join(dir, 'usr/lib/kiln/build.json'), JSON.stringify({
+    version: inp.version, arch: inp.arch, kernel: k.version, node: inp.lock.node.version,
+    built: new Date(inp.sourceDateEpoch * 1000).toISOString(),
+  }, null, 2) + '\n');
+  checkElf(join(dir, 'usr/bin/node'), facts.elfMachine, inp.arch);
+  return { dir, modules: all };
+}
+
+function writeEtc(dir: string, inp: RootInputs) {
+  const etc = (name: string, text: string, mode = 0o644) => {
+    const p = join(dir, 'etc', name);
+    if (!existsSync(p)) { writeFileSync(p, text); chmodSync(p, mode); }
+  };
+  writeFileSync(join(dir, 'etc/os-release'), [
+    'NAME=kiln', 'ID=kiln', `VERSION=${inp.version}`, `VERSION_ID=${inp.version}`,
+    `PRETTY_NAME="kiln ${inp.version}"`, `IMAGE_ID=kiln`, `IMAGE_VERSION=${inp.version}`,
+    `KILN_ARCH=${inp.arch}`, `BUILD_ID=${inp.sourceDateEpoch}`, '',
+  ].join('\n'));
+  etc('passwd', 'root:x:0:0:root:/root:/bin/sh\n');
+  etc('group', 'root:x:0:\n');
+  etc('shadow', 'root:*:1::::::\n', 0o600);
+  etc('hostname', 'kiln\n');
+  etc('hosts', '127.0.0.1\tlocalhost\n::1\tlocalhost\n');
+  etc('profile', 'export PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\nexport PS1="\\h:\\w\\$ "\n');
+}
+
+function checkElf(file: string, machine: number, arch: Arch) {
+  const h = Buffer.alloc(20);
+  const fd = openSync(file, 'r');
+  try { readSync(fd, h, 0, 20, 0); } finally { closeSync(fd); }
+  if (h.readUInt32BE(0) !== 0x7f454c46 || h.readUInt16LE(18) !== machine) {
+    throw new Error(`${file} is not an ELF binary for ${arch}`);
+  }
+}

@@ -1,0 +1,16 @@
+// The read-only root image (squashfs with zstd, or erofs), reproducible for a fixed
+// SOURCE_DATE_EPOCH: every file owned by root, every timestamp the same.
+import { rmSync } from 'node:fs';
+import { $ } from 'zx';
+import { stableGuid } from './formats/gpt.ts';
+import { tool } from './tools.ts';
+
+export async function buildRootImage(dir: string, out: string, fs: 'squashfs' | 'erofs', sde: number, seed: string): Promise<string> {
+  rmSync(out, { force: true });
+  if (fs === 'squashfs') {
+    await $({ quiet: true })`${tool('mksquashfs')} ${dir} ${out} -comp zstd -Xcompression-level 15 -b 1M -noappend -all-root -no-xattrs -mkfs-time ${sde} -all-time ${sde} -quiet -no-progress`;
+  } else {
+    await $({ quiet: true })`${tool('mkfs.erofs')} -zlz4hc -T${sde} -U${stableGuid(`erofs:${seed}`).toLowerCase()} --all-root -x-1 ${out} ${dir}`;
+  }
+  return out;
+}

@@ -1,0 +1,61 @@
+#!/bin/busybox sh
+# kiln stage 1: find this slot's root and the data partition by PARTLABEL, mount them,
+# lay writable /etc and /var over the read-only root, and hand over to Node as PID 1.
+# Any failure reboots, so the boot loader's tries counter can fall back to the other slot.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mkdir -p /proc /sys /dev /newroot
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+say() { echo "kiln-stage1: $*" > /dev/console; }
+fail() {
+  say "FATAL: $*"
+  if grep -q 'kiln.stage1=shell' /proc/cmdline; then setsid cttyhack sh; fi
+  say "rebooting in 5 s (the boot loader falls back after the slot's tries are spent)"
+  sleep 5; echo b > /proc/sysrq-trigger; reboot -f
+}
+arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1="*) echo "${w#*=}"; return;; esac; done; }
+
+say "started, kernel $(uname -r)"
+SLOT=$(arg kiln.slot); SLOT=${SLOT:-a}
+for m in $(cat /etc/kiln/stage1-modules); do modprobe "$m" 2>/dev/null || say "module $m failed"; done
+
+# Block devices appear asynchronously after the drivers load.
+partdev() {
+  for u in /sys/class/block/*/uevent; do
+    if grep -qx "PARTNAME=$1" "$u"; then sed -n 's/^DEVNAME=//p' "$u"; return; fi
+  done
+}
+i=0; ROOT=""
+while [ -z "$ROOT" ] && [ $i -lt 500 ]; do ROOT=$(partdev "kiln-root-$SLOT"); [ -n "$ROOT" ] || usleep 20000; i=$((i+1)); done
+[ -n "$ROOT" ] || fail "no partition labelled kiln-root-$SLOT"
+mount -t squashfs -o ro "/dev/$ROOT" /newroot 2>/dev/null || mount -t erofs -o ro "/dev/$ROOT" /newroot \
+  || fail "cannot mount /dev/$ROOT (kiln-root-$SLOT) as squashfs or erofs"
+[ -x /newroot/usr/bin/node ] || fail "kiln-root-$SLOT has no /usr/bin/node"
+
+DATA=$(partdev kiln-data)
+if [ -n "$DATA" ]; then
+  if ! mount -t ext4 -o noatime "/dev/$DATA" /newroot/data 2>/dev/null; then
+    # Only a blank partition is formatted: never destroy something we cannot read.
+    if [ "$(dd if=/dev/$DATA bs=65536 count=16 2>/dev/null | tr -d '\000' | wc -c)" = 0 ]; then
+      say "data partition /dev/$DATA is blank: formatting"
+      mke2fs -q -L kiln-data "/dev/$DATA" && mount -t ext4 -o noatime "/dev/$DATA" /newroot/data
+    fi
+  fi
+fi
+if ! grep -q ' /newroot/data ' /proc/mounts; then
+  say "WARNING: data partition unavailable; /etc and /var changes will not persist"
+  mount -t tmpfs -o mode=0755 tmpfs /newroot/data
+fi
+for d in etc var; do
+  mkdir -p /newroot/data/overlay/$d/upper /newroot/data/overlay/$d/work
+  mount -t overlay overlay -o lowerdir=/newroot/$d,upperdir=/newroot/data/overlay/$d/upper,workdir=/newroot/data/overlay/$d/work /newroot/$d \
+    || fail "cannot mount the /$d overlay"
+done
+
+mount --move /dev /newroot/dev
+mount --move /sys /newroot/sys
+mount --move /proc /newroot/proc
+exec switch_root /newroot /usr/bin/node /usr/lib/kiln/init.js

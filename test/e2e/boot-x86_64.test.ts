@@ -1,0 +1,49 @@
+// x86_64 under OVMF: the default image boots to the ready line, blesses slot A, keeps /var
+// across a reboot, and powers off cleanly on the ACPI power button.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Vm } from '../../builder/qemu.ts';
+import { BOOT_TIMEOUT, espList, READY, scratchCopy, testImage, TEST_VERSION } from './image.ts';
+
+let disk = '';
+let kernel = '';
+
+test.before(async () => {
+  const img = await testImage('x86_64');
+  disk = await scratchCopy(img.raw);
+  kernel = img.rec.kernel.x86_64;
+});
+
+test('first boot reaches ready on slot A, gets a DHCP address and blesses the slot', async () => {
+  assert.equal(await espList(disk, 'EFI/Linux'), ['kiln-a+3.efi']);
+  const vm = await Vm.start({ arch: 'x86_64', disk, memMiB: 256 });
+  try {
+    const m = await vm.waitFor(READY, BOOT_TIMEOUT);
+    assert.is(m[1], TEST_VERSION);
+    assert.is(m[2], 'a');
+    assert.is(m[3], 'x86_64');
+    assert.match(vm.output, new RegExp(`Linux version ${kernel.replace(/[.]/g, '\\.')}`));
+    // QEMU's user network hands out 10.0.2.15.
+    await vm.waitFor(/kiln: network \S+ 10\.0\.2\.15/, 60_000);
+    await vm.waitFor(/kiln: blessed slot a/, 60_000);
+    await vm.qmp('system_powerdown');
+    await vm.waitFor(/kiln: power off/, 120_000);
+    assert.ok(await vm.exited(60_000), 'QEMU should exit after the guest powers off');
+  } finally { await vm.kill(); }
+  // Boot counting ended: the entry lost its tries suffix.
+  assert.equal(await espList(disk, 'EFI/Linux'), ['kiln-a.efi']);
+});
+
+test('the second boot finds what the first wrote to /var, and no zombie is left', async () => {
+  const vm = await Vm.start({ arch: 'x86_64', disk, memMiB: 256 });
+  try {
+    await vm.waitFor(READY, BOOT_TIMEOUT);
+    const boots = await vm.waitFor(/kiln: boot count (\d+)/, 10_000);
+    assert.is(boots[1], '2');
+    await vm.qmp('system_powerdown');
+    await vm.waitFor(/kiln: power off/, 120_000);
+    assert.not.match(vm.output, /kiln: zombies [1-9]/);
+  } finally { await vm.kill(); }
+});
+
+test.run();

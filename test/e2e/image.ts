@@ -1,0 +1,37 @@
+// Shared test images: built once per run (the builder's build key makes a repeat call a
+// no-op), then copied per test so each boot starts from a pristine disk.
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { $ } from 'zx';
+import type { Arch } from '../../builder/arch.ts';
+import { build, REPO } from '../../builder/build.ts';
+import { createLogger } from '../../builder/log.ts';
+
+export const TEST_VERSION = '0.0.1-test';
+
+export async function testImage(arch: Arch) {
+  const out = join(REPO, 'out', `test-${arch}`);
+  const rec = await build({ arches: [arch], formats: ['raw'], out, version: TEST_VERSION, log: createLogger({ quiet: !process.env.KILN_VERBOSE }) });
+  const raw = join(out, rec.outputs.find((o) => o.kind === 'raw')!.file);
+  return { out, raw, rec, work: join(out, '.work', arch) };
+}
+
+/** A private sparse copy of an image, so a test can write to it. */
+export async function scratchCopy(image: string, name = 'disk.raw'): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-e2e-'));
+  const dest = join(dir, name);
+  await $({ quiet: true })`cp --sparse=always ${image} ${dest}`;
+  return dest;
+}
+
+/** Lists a folder of the ESP inside a disk image (mtools reads it at the partition's offset). */
+export async function espList(disk: string, folder: string): Promise<string[]> {
+  const r = await $({ quiet: true, env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } })`mdir -b -i ${disk}@@1M ::/${folder}`;
+  return r.stdout.split('\n').map((l) => l.trim().split('/').pop()!).filter(Boolean).sort();
+}
+
+export const READY = /kiln: ready version=(\S+) slot=([ab]) arch=(\S+)/;
+/** Generous: TCG on a loaded 2-core machine; KVM is far faster. */
+export const BOOT_TIMEOUT = 240_000;
+export { existsSync, mkdirSync, copyFileSync };

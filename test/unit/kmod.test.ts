@@ -1,0 +1,55 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { indexModules, modinfo, moduleDeps, modulesDep, resolveModules, ModuleError } from '../../builder/kmod.ts';
+
+// Module files are ELF objects whose .modinfo section holds NUL-separated key=value strings;
+// the resolver only reads those strings, so a stand-in file carrying them is enough here.
+const ko = (...kv: string[]) => Buffer.concat([Buffer.from('\x7fELF-stand-in'), Buffer.from('\0' + kv.join('\0') + '\0')]);
+
+test('modinfo reads every value of a key', () => {
+  const b = ko('alias=fs-ext4', 'depends=mbcache,jbd2', 'alias=ext3', 'softdep=pre: crc32c post: foo');
+  assert.equal(modinfo(b, 'alias'), ['fs-ext4', 'ext3']);
+  assert.equal(moduleDeps(b), { depends: ['mbcache', 'jbd2'], softPre: ['crc32c'] });
+  assert.equal(moduleDeps(ko('depends=')), { depends: [], softPre: [] });
+});
+
+function tree() {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-kmod-'));
+  const put = (rel: string, b: Buffer) => { mkdirSync(join(dir, rel, '..'), { recursive: true }); writeFileSync(join(dir, rel), b); };
+  put('kernel/drivers/virtio/virtio.ko', ko('depends='));
+  put('kernel/drivers/virtio/virtio_ring.ko', ko('depends='));
+  put('kernel/drivers/block/virtio_blk.ko', ko('depends=virtio,virtio_ring'));
+  put('kernel/fs/fat/fat.ko', ko('depends='));
+  put('kernel/fs/fat/vfat.ko', ko('depends=fat'));
+  put('kernel/drivers/char/hw_random/virtio-rng.ko', ko('depends=virtio_ring,virtio', 'softdep=pre: missing_soft'));
+  writeFileSync(join(dir, 'modules.builtin'), 'kernel/fs/ext4/ext4.ko\n');
+  return dir;
+}
+
+test('dependencies load first, built-ins are noted, dashes and underscores are one name', () => {
+  const t = indexModules(tree());
+  const r = resolveModules(t, ['virtio_blk', 'ext4', 'virtio_rng', 'vfat']);
+  assert.equal(r.order, [
+    'kernel/drivers/virtio/virtio.ko', 'kernel/drivers/virtio/virtio_ring.ko', 'kernel/drivers/block/virtio_blk.ko',
+    'kernel/drivers/char/hw_random/virtio-rng.ko', 'kernel/fs/fat/fat.ko', 'kernel/fs/fat/vfat.ko',
+  ]);
+  assert.equal(r.builtin, ['ext4']);
+  assert.is(modulesDep(r.order, r.deps),
+    'kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n' +
+    'kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n' +
+    'kernel/drivers/virtio/virtio.ko:\n' +
+    'kernel/drivers/virtio/virtio_ring.ko:\n' +
+    'kernel/fs/fat/fat.ko:\n' +
+    'kernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko\n');
+});
+
+test('a module the kernel lacks is an error naming it and the fix', () => {
+  const t = indexModules(tree());
+  assert.throws(() => resolveModules(t, ['nosuchmod'], 'modules.boot'), (e: Error) =>
+    e instanceof ModuleError && /modules.boot: module 'nosuchmod' is neither built into nor shipped/.test(e.message) && /remove it from the profile/.test(e.message));
+});
+
+test.run();
