@@ -1,0 +1,62 @@
+// npm run bench: sizes, boot overhead, minimum RAM, build times, reproducibility.
+// Prints figures; asserts nothing. `npm run bench -- --arch arm64` for the other arch.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { type Arch } from '../builder/arch.ts';
+import { build, REPO } from '../builder/build.ts';
+import { createLogger } from '../builder/log.ts';
+import { Vm } from '../builder/qemu.ts';
+
+const { values } = parseArgs({ options: { arch: { type: 'string', default: 'x86_64' }, quick: { type: 'boolean' } } });
+const arch = values.arch as Arch;
+const log = createLogger({ quiet: true });
+const rows: [string, string][] = [];
+const row = (k: string, v: string) => { rows.push([k, v]); console.log(`${k.padEnd(48)} ${v}`); };
+const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+const secs = async (fn: () => Promise<unknown>) => { const t = performance.now(); await fn(); return (performance.now() - t) / 1000; };
+
+const out = join(REPO, 'out', `bench-${arch}`);
+const coldCache = mkdtempSync(join(tmpdir(), 'kiln-bench-cache-'));
+try {
+  if (!values.quick) row('cold build (empty cache, downloads everything)', `${(await secs(() => build({ arches: [arch], out: join(out, 'cold'), cacheDir: coldCache, log, force: true }))).toFixed(1)} s`);
+} finally { rmSync(coldCache, { recursive: true, force: true }); }
+const warm = await secs(() => build({ arches: [arch], out: join(out, 'a'), log, force: true }));
+row('warm-cache build (nothing downloaded)', `${warm.toFixed(1)} s`);
+row('no-change rebuild', `${(await secs(() => build({ arches: [arch], out: join(out, 'a'), log }))).toFixed(2)} s`);
+const a = await build({ arches: [arch], out: join(out, 'a'), log });
+const b = await build({ arches: [arch], out: join(out, 'b'), log, force: true });
+const same = a.outputs.every((o) => b.outputs.find((p) => p.file === o.file)?.sha256 === o.sha256);
+row('two builds byte-identical', same ? 'yes' : `no (${a.outputs.filter((o) => b.outputs.find((p) => p.file === o.file)?.sha256 !== o.sha256).map((o) => o.file).join(', ')})`);
+
+const raw = join(out, 'a', a.outputs.find((o) => o.kind === 'raw')!.file);
+const root = join(out, 'a', a.outputs.find((o) => o.kind === 'root')!.file);
+const zst = execFileSync('sh', ['-c', `zstd -q -19 -T0 -c ${raw} | wc -c`]).toString().trim();
+row('image, raw (apparent / allocated)', `${mib(statSync(raw).size)} / ${mib(statSync(raw).blocks * 512)}`);
+row('image, zstd -19 compressed (target <= 50 MiB)', mib(Number(zst)));
+row('root image (squashfs zstd)', mib(statSync(root).size));
+row('UKI (kernel + stage-1)', mib(a.outputs.find((o) => o.kind === 'uki')!.size));
+
+async function boot(memMiB: number, timeoutMs = 300_000) {
+  const disk = join(mkdtempSync(join(tmpdir(), 'kiln-bench-')), 'd.raw');
+  execFileSync('cp', ['--sparse=always', raw, disk]);
+  const vm = await Vm.start({ arch, disk, memMiB, allowReboot: false });
+  try {
+    const first = await vm.waitFor(/kiln-stage1: started/, timeoutMs).then(() => vm.elapsed());
+    const ready = await vm.waitFor(/kiln: ready /, timeoutMs).then(() => vm.elapsed(), () => undefined);
+    return { first, ready, accel: vm.accel };
+  } catch { return { first: undefined, ready: undefined, accel: vm.accel }; } finally { await vm.kill(); rmSync(join(disk, '..'), { recursive: true, force: true }); }
+}
+const b1 = await boot(256);
+row(`boot: QEMU start -> stage-1 first line (${b1.accel})`, b1.first ? `${b1.first.toFixed(1)} s` : 'did not boot');
+row(`boot: QEMU start -> ready line (${b1.accel})`, b1.ready ? `${b1.ready.toFixed(1)} s` : 'did not reach ready');
+if (b1.first && b1.ready) row('boot: our overhead over the kernel floor (target <= 1.5 s)', `${(b1.ready - b1.first).toFixed(1)} s`);
+let minRam = 'none of 96..256 MiB';
+for (const mem of [96, 128, 160, 192, 256]) {
+  const r = await boot(mem, 240_000);
+  if (r.ready) { minRam = `${mem} MiB`; break; }
+}
+row('minimum RAM reaching ready (tried 96,128,160,192,256)', minRam);
+console.log(`\n${JSON.stringify(Object.fromEntries(rows))}`);
