@@ -58,4 +58,7 @@ done
 mount --move /dev /newroot/dev
 mount --move /sys /newroot/sys
 mount --move /proc /newroot/proc
-exec switch_root /newroot /usr/bin/node /usr/lib/kiln/init.js
+# tini is the kernel's PID 1: it reaps every orphan (Node cannot wait for processes it did not
+# start) and forwards signals to init, which runs as its only child.
+[ -x /newroot/usr/bin/tini ] || fail "kiln-root-$SLOT has no /usr/bin/tini"
+exec switch_root /newroot /usr/bin/tini -- /usr/bin/node /usr/lib/kiln/init.js

@@ -1,0 +1,60 @@
+// Boot facts and the per-boot records on the data partition (boot count, machine id)
+// plus slot blessing on the ESP.
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { run } from './exec.ts';
+import { blessRename, cmdlineArg, slotFromCmdline, type Slot } from './slot.ts';
+import { mount, partitionByLabel, read } from './system.ts';
+
+export const STATE_DIR = '/var/lib/kiln';
+export const ESP_MOUNT = '/efi';
+
+export interface BootInfo { version: string; arch: string; slot: Slot; cmdline: string; kernel: string }
+
+export function bootInfo(): BootInfo {
+  const os = Object.fromEntries(read('/etc/os-release').split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).replace(/^"|"$/g, '')]));
+  const cmdline = read('/proc/cmdline').trim();
+  return { version: os.VERSION_ID ?? 'unknown', arch: os.KILN_ARCH ?? process.arch, slot: slotFromCmdline(cmdline), cmdline, kernel: read('/proc/sys/kernel/osrelease').trim() };
+}
+
+export function writeAtomic(file: string, text: string, mode = 0o644) {
+  writeFileSync(`${file}.tmp`, text, { mode });
+  renameSync(`${file}.tmp`, file);
+}
+
+/** Increments and returns the persistent boot counter. */
+export function countBoot(dir = STATE_DIR): number {
+  mkdirSync(dir, { recursive: true });
+  const n = (Number(read(`${dir}/boot-count`).trim()) || 0) + 1;
+  writeAtomic(`${dir}/boot-count`, `${n}\n`);
+  return n;
+}
+
+/** /etc/machine-id, made once on first boot and kept (the /etc overlay lives on data). */
+export function ensureMachineId(file = '/etc/machine-id'): string {
+  const cur = read(file).trim();
+  if (/^[0-9a-f]{32}$/.test(cur)) return cur;
+  const id = randomBytes(16).toString('hex');
+  writeAtomic(file, `${id}\n`, 0o444);
+  return id;
+}
+
+export async function mountEsp(): Promise<string> {
+  const dev = partitionByLabel('esp');
+  if (!dev) throw new Error('no partition labelled esp');
+  await mount('vfat', `/dev/${dev}`, ESP_MOUNT, 'rw,noatime,umask=0077,shortname=mixed,utf8=0,iocharset=ascii');
+  return dev;
+}
+
+/** Drops the tries suffix of this slot's boot entry. Returns what it did. */
+export async function blessSlot(slot: Slot, esp = ESP_MOUNT): Promise<string> {
+  const dir = `${esp}/EFI/Linux`;
+  if (!existsSync(dir)) throw new Error(`${dir} does not exist (ESP not mounted?)`);
+  const r = blessRename(readdirSync(dir), slot);
+  if (!r) return `slot ${slot} already blessed`;
+  renameSync(`${dir}/${r.from}`, `${dir}/${r.to}`);
+  await run('sync', [], { timeoutMs: 20_000 });
+  return `blessed slot ${slot}`;
+}
+
+export { cmdlineArg };

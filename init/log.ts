@@ -1,0 +1,60 @@
+// Init's log: every line goes to the console (the user's first view of a node) and to
+// /var/log/kiln/init.log once /var is writable. Files rotate by size so a crash loop
+// cannot fill the data partition.
+import { appendFileSync, existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+export const LOG_DIR = '/var/log/kiln';
+const ROTATE_BYTES = 1 << 20;
+const KEEP = 3;
+
+let consoleWrite: (s: string) => void = (s) => { try { process.stdout.write(s); } catch { /* console gone */ } };
+let fileReady = false;
+const early: string[] = [];
+
+/** Appends to a log file, rotating it (file.1 .. file.KEEP) once it passes ROTATE_BYTES. */
+export function appendRotating(file: string, text: string, rotateBytes = ROTATE_BYTES, keep = KEEP): void {
+  try {
+    if (existsSync(file) && statSync(file).size + text.length > rotateBytes) {
+      for (let i = keep - 1; i >= 1; i--) if (existsSync(`${file}.${i}`)) renameSync(`${file}.${i}`, `${file}.${i + 1}`);
+      renameSync(file, `${file}.1`);
+    }
+    mkdirSync(dirname(file), { recursive: true });
+    appendFileSync(file, text);
+  } catch { /* a full or read-only disk must not stop init */ }
+}
+
+function stamp(): string {
+  let up = '';
+  try { up = (process.uptime() + bootOffset).toFixed(2); } catch { /* */ }
+  return `[${up.padStart(8)}]`;
+}
+let bootOffset = 0;
+export function setBootOffset(s: number) { bootOffset = s; }
+
+/** A line on the console and in init.log. Console lines keep the "kiln: " prefix tests and users grep for. */
+export function say(msg: string): void {
+  const line = `kiln: ${msg}\n`;
+  consoleWrite(line);
+  const f = `${stamp()} ${msg}\n`;
+  if (fileReady) appendRotating(`${LOG_DIR}/init.log`, f);
+  else early.push(f);
+}
+
+/** Detail for init.log only (and the console when kiln.debug is on the command line). */
+export function debug(msg: string): void {
+  if (process.env.KILN_DEBUG) consoleWrite(`kiln: (debug) ${msg}\n`);
+  const f = `${stamp()} ${msg}\n`;
+  if (fileReady) appendRotating(`${LOG_DIR}/init.log`, f);
+  else early.push(f);
+}
+
+/** Called once /var is mounted: flushes what was said before. */
+export function enableFileLog(): void {
+  fileReady = true;
+  if (early.length) appendRotating(`${LOG_DIR}/init.log`, early.splice(0).join(''));
+}
+
+export function disableFileLog(): void { fileReady = false; }
+
+export function setConsole(write: (s: string) => void) { consoleWrite = write; }

@@ -1,0 +1,90 @@
+// Shutdown: triggered by the ACPI power button, by signals (busybox `poweroff` sends
+// SIGUSR2, `halt` SIGUSR1, `reboot` SIGTERM to PID 1, which forwards them to init;
+// Ctrl-Alt-Del arrives as SIGINT), or by init itself (an update, a failed health check).
+import { createReadStream, readdirSync } from 'node:fs';
+import { run } from './exec.ts';
+import { debug, disableFileLog, say } from './log.ts';
+import { isMounted, read, sync, zombies } from './system.ts';
+
+export type PowerAction = 'poweroff' | 'reboot';
+
+const EV_KEY = 1;
+const KEY_POWER = 116;
+/** struct input_event on 64-bit kernels: timeval (16) + type (2) + code (2) + value (4). */
+const EVENT_SIZE = 24;
+
+/** Parses evdev records; true if any is a power-key press. */
+export function hasPowerKeyPress(buf: Buffer): boolean {
+  for (let off = 0; off + EVENT_SIZE <= buf.length; off += EVENT_SIZE) {
+    if (buf.readUInt16LE(off + 16) === EV_KEY && buf.readUInt16LE(off + 18) === KEY_POWER && buf.readInt32LE(off + 20) === 1) return true;
+  }
+  return false;
+}
+
+/** Watches every input device that has a power key (ACPI "Power Button", gpio-keys). */
+export function watchPowerButton(onPress: () => void): string[] {
+  const watched: string[] = [];
+  let entries: string[] = [];
+  try { entries = readdirSync('/sys/class/input').filter((e) => e.startsWith('event')); } catch { return watched; }
+  for (const ev of entries) {
+    const name = read(`/sys/class/input/${ev}/device/name`).trim();
+    // capabilities/key is a hex bitmap, most significant word first; KEY_POWER is bit 116.
+    const words = read(`/sys/class/input/${ev}/device/capabilities/key`).trim().split(/\s+/).reverse();
+    const bits = BigInt(`0x${words[Math.floor(KEY_POWER / 64)] ?? '0'}`);
+    if (!(bits & (1n << BigInt(KEY_POWER % 64)))) continue;
+    let pending = Buffer.alloc(0);
+    const s = createReadStream(`/dev/input/${ev}`, { highWaterMark: EVENT_SIZE * 16 });
+    s.on('data', (d) => {
+      pending = Buffer.concat([pending, d as Buffer]);
+      const whole = pending.length - (pending.length % EVENT_SIZE);
+      if (hasPowerKeyPress(pending.subarray(0, whole))) onPress();
+      pending = pending.subarray(whole);
+    });
+    s.on('error', (e) => debug(`power button ${ev}: ${e.message}`));
+    watched.push(`${ev} (${name})`);
+  }
+  return watched;
+}
+
+export interface ShutdownHooks { stopServices: () => Promise<void> }
+
+let shuttingDown = false;
+export function isShuttingDown() { return shuttingDown; }
+
+/** Stops services, ends every other process, syncs and unmounts, then powers off or reboots. */
+export async function shutdown(action: PowerAction, why: string, hooks: ShutdownHooks): Promise<void> {
+  if (shuttingDown) return;
+  shuttingDown = true;
+  say(`shutting down (${why})`);
+  const guard = setTimeout(() => { void finalAct(action); }, 90_000);
+  try { await hooks.stopServices(); } catch (e) { say(`stopping services: ${(e as Error).message}`); }
+  const z = zombies();
+  say(`zombies ${z.length}${z.length ? ` (${z.map((x) => `${x.comm}[${x.pid}]`).join(' ')})` : ''}`);
+  // Everything not a service (shells, leftover children): TERM, a moment, then KILL.
+  try { process.kill(-1, 'SIGTERM'); } catch { /* none */ }
+  await new Promise((r) => setTimeout(r, 1500));
+  try { process.kill(-1, 'SIGKILL'); } catch { /* none */ }
+  disableFileLog();
+  await sync();
+  for (const m of ['/efi', '/var', '/etc']) {
+    if (isMounted(m)) {
+      const r = await run('umount', [m], { timeoutMs: 10_000 });
+      if (r.code !== 0) await run('mount', ['-o', 'remount,ro', m], { timeoutMs: 10_000 });
+    }
+  }
+  if (isMounted('/data')) {
+    await run('mount', ['-o', 'remount,ro', '/data'], { timeoutMs: 10_000 });
+    const r = await run('umount', ['/data'], { timeoutMs: 10_000 });
+    debug(`umount /data: ${r.code}`);
+  }
+  await sync();
+  clearTimeout(guard);
+  await finalAct(action);
+}
+
+async function finalAct(action: PowerAction) {
+  say(action === 'poweroff' ? 'power off' : 'reboot');
+  await run(action, ['-f'], { timeoutMs: 10_000 });
+  // Still here: ask the kernel directly.
+  try { (await import('node:fs')).writeFileSync('/proc/sysrq-trigger', action === 'poweroff' ? 'o' : 'b'); } catch { /* */ }
+}

@@ -1,0 +1,22 @@
+// What a system service declares (Talos machined style): one small object per service.
+export interface RunSpec { cmd: string; args: string[]; env?: Record<string, string>; cwd?: string }
+
+export interface ServiceSpec {
+  id: string;
+  description: string;
+  /** Services that must be running (and healthy, if they have a health check) first. */
+  depends?: string[];
+  /** Evaluated once at start: false marks the service "skipped" (e.g. no config for it). */
+  condition?: () => boolean | Promise<boolean>;
+  /** How it runs; computed at start so it can read the current config. */
+  run: () => RunSpec | Promise<RunSpec>;
+  restart?: 'always' | 'on-failure' | 'never';
+  /** Exponential backoff between restarts, reset after a run that lasted resetAfterMs. */
+  backoff?: { initialMs: number; maxMs: number; resetAfterMs: number };
+  health?: { check: () => Promise<boolean>; intervalMs?: number };
+  /** SIGTERM (or stopSignal), then SIGKILL after this long. */
+  stopTimeoutMs?: number;
+  stopSignal?: NodeJS.Signals;
+}
+
+export const DEFAULT_BACKOFF = { initialMs: 1000, maxMs: 60_000, resetAfterMs: 120_000 };
