@@ -17,7 +17,7 @@ import { assembleRoot, kernelFromLock, unpackedDeb } from './rootfs.ts';
 import { buildStage1 } from './stage1.ts';
 import { tool } from './tools.ts';
 import { buildUki } from './uki.ts';
-import { bundleInit } from '../init/bundle.ts';
+import { bundleCli, bundleInit } from '../init/bundle.ts';
 
 export const REPO = resolve(new URL('..', import.meta.url).pathname);
 
@@ -98,7 +98,8 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
   mkdirSync(out, { recursive: true });
   const work = join(out, '.work');
   const initBundle = join(work, 'init.js');
-  await log.stage('bundle init', async () => { mkdirSync(work, { recursive: true }); await bundleInit(initBundle); });
+  const cliBundle = join(work, 'kiln.js');
+  await log.stage('bundle init', async () => { mkdirSync(work, { recursive: true }); await bundleInit(initBundle); await bundleCli(cliBundle); });
 
   const outputs: Output[] = [];
   const kernels: Record<string, string> = {};
@@ -114,7 +115,7 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
     kernels[arch] = kernel.version;
     const node = await log.stage(`${arch}: node ${al.node.version}`, () => nodeBinary(al.node, arch, cache, log));
     const root = await log.stage(`${arch}: root tree`, () => assembleRoot(join(w, 'root'), {
-      arch, version, profile, lock: al, kernel, nodeBinary: node, initBundle, overlayDir: join(REPO, 'overlay'), sourceDateEpoch: sde,
+      arch, version, profile, lock: al, kernel, nodeBinary: node, initBundle, cliBundle, overlayDir: join(REPO, 'overlay'), sourceDateEpoch: sde,
     }, cache, log));
     const rootImg = await log.stage(`${arch}: root image (${profile.root.filesystem})`, () =>
       buildRootImage(root.dir, `${base}.root.${profile.root.filesystem}`, profile.root.filesystem, sde, `${version}:${arch}`));

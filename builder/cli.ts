@@ -8,6 +8,8 @@ import { createLogger } from './log.ts';
 import { lockProfile } from './lockcmd.ts';
 import { FORMATS, loadProfile, profileHelp, type Format } from './profile.ts';
 import { runImage } from './run.ts';
+import { configCli, CONFIG_USAGE } from '../init/config/cli.ts';
+import { releaseCli } from './release.ts';
 
 type Opt = { type: 'string' | 'boolean'; multiple?: boolean; short?: string; help: string };
 const COMMON: Record<string, Opt> = {
@@ -46,6 +48,40 @@ const COMMANDS: Record<string, { summary: string; usage: string; options: Record
       ssh: { type: 'string', help: 'forward this host port to the guest\'s port 22' },
     },
   },
+  config: {
+    summary: 'check node config files, or print their reference',
+    usage: CONFIG_USAGE,
+    options: { help: COMMON.help! },
+  },
+  keys: {
+    summary: 'make a release signing key and its trust root',
+    usage: 'kiln keys generate --out DIR',
+    options: {
+      out: { type: 'string', help: 'folder for kiln-release.key (private) and trust.json' },
+      help: COMMON.help!,
+    },
+  },
+  release: {
+    summary: 'publish, promote or verify signed channel manifests',
+    usage: 'kiln release --channel C [--from out/] --to DIR --key FILE [--serial N] [--expires-days D] [--rollout-hours H]\n' +
+      '       kiln release promote --from beta --to rc --to-dir DIR --key FILE [--version V]\n' +
+      '       kiln release verify DIR --channel C --trust trust.json',
+    options: {
+      channel: { type: 'string', help: 'beta, rc or stable' },
+      from: { type: 'string', help: 'build output folder (default out/); with promote, the source channel' },
+      to: { type: 'string', help: 'channel tree folder; with promote, the target channel' },
+      'to-dir': { type: 'string', help: 'promote: the channel tree folder' },
+      key: { type: 'string', help: 'release key (kiln-release.key)' },
+      trust: { type: 'string', help: 'trust root (trust.json), for verify and promote' },
+      serial: { type: 'string', help: 'manifest serial (default: previous + 1); verify: serial already seen' },
+      'expires-days': { type: 'string', help: 'manifest lifetime in days (default 30)' },
+      'rollout-hours': { type: 'string', help: 'roll out gradually over this many hours' },
+      'min-from': { type: 'string', help: 'nodes older than this version need an intermediate release' },
+      downgrade: { type: 'boolean', help: 'publish a rollback to an older version' },
+      version: { type: 'string', help: 'promote: which release (default the newest)' },
+      help: COMMON.help!,
+    },
+  },
 };
 
 function usage(cmd?: string): string {
@@ -65,7 +101,7 @@ async function main(argv: string[]) {
   if (!spec) { console.error(`kiln: unknown command '${cmd}' (valid: ${Object.keys(COMMANDS).join(', ')})`); return 2; }
   let parsed;
   try {
-    parsed = parseArgs({ args: rest, options: Object.fromEntries(Object.entries(spec.options).map(([k, o]) => [k, { type: o.type, multiple: o.multiple, short: o.short }])), allowPositionals: cmd === 'run' });
+    parsed = parseArgs({ args: rest, options: Object.fromEntries(Object.entries(spec.options).map(([k, o]) => [k, { type: o.type, ...(o.multiple ? { multiple: true } : {}), ...(o.short ? { short: o.short } : {}) }])), allowPositionals: cmd === 'run' || cmd === 'config' || cmd === 'keys' || cmd === 'release' });
   } catch (e) {
     console.error(`kiln ${cmd}: ${(e as Error).message}\n\n${usage(cmd)}`);
     return 2;
@@ -85,6 +121,8 @@ async function main(argv: string[]) {
     await lockProfile(loadProfile(v.profile), { arches, cacheDir: v['cache-dir'], log });
     return 0;
   }
+  if (cmd === 'keys' || cmd === 'release') return releaseCli(cmd, parsed.positionals, v);
+  if (cmd === 'config') return configCli(parsed.positionals);
   if (cmd === 'run') {
     const image = parsed.positionals[0];
     if (!image) { console.error(`kiln run: which image? e.g. kiln run out/kiln-0.1.0-x86_64.raw\n\n${usage('run')}`); return 2; }

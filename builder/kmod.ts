@@ -87,10 +87,27 @@ export function resolveModules(tree: ModuleTree, names: string[], what = 'module
   return { order, deps, builtin };
 }
 
-/** modules.dep text for a set of module files (busybox modprobe reads this format). */
+/**
+ * modules.dep text for a set of module files. Like depmod's, each line lists the whole
+ * dependency closure with the module loaded first at the end: modprobe loads the list
+ * back to front.
+ */
 export function modulesDep(files: string[], deps: Map<string, string[]>): string {
   const included = new Set(files);
-  return [...files].sort().map((f) => `${f}: ${(deps.get(f) ?? []).filter((d) => included.has(d)).join(' ')}`.trimEnd()).join('\n') + '\n';
+  const closure = (f: string): string[] => {
+    const order: string[] = [];
+    const visit = (x: string) => {
+      for (const d of deps.get(x) ?? []) if (included.has(d) && !order.includes(d)) { visit(d); order.push(d); }
+    };
+    visit(f);
+    return order.filter((x) => x !== f).reverse();
+  };
+  return [...files].sort().map((f) => `${f}: ${closure(f).join(' ')}`.trimEnd()).join('\n') + '\n';
+}
+
+/** The requested names that are real module files (built-in ones need no loading). */
+export function loadableNames(tree: ModuleTree, names: string[]): string[] {
+  return names.filter((n) => tree.byName.has(normalise(n)));
 }
 
 /** Merges resolutions keeping the first-seen load order. */

@@ -1,7 +1,7 @@
 // Image profiles (images/<name>.yaml): what to build. The JSON Schema below is the one
 // place each setting is declared (type, default, help); validation, defaults and
 // `kiln build --help-profile` all derive from it.
-import Ajv from 'ajv';
+import { Ajv } from 'ajv';
 import { readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parse } from 'yaml';

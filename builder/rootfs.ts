@@ -7,7 +7,7 @@ import { ARCH, type Arch } from './arch.ts';
 import { busyboxApplets } from './busybox.ts';
 import type { Cache } from './cache.ts';
 import { extractDeb } from './debian/index.ts';
-import { indexModules, mergeResolutions, modulesDep, resolveModules, type ModuleTree, type Resolution } from './kmod.ts';
+import { indexModules, loadableNames, mergeResolutions, modulesDep, resolveModules, type ModuleTree, type Resolution } from './kmod.ts';
 import type { ArchLock, LockedDeb } from './lock.ts';
 import type { Logger } from './log.ts';
 import type { Profile } from './profile.ts';
@@ -58,6 +58,7 @@ export interface RootInputs {
   kernel: Kernel;
   nodeBinary: string;
   initBundle: string;
+  cliBundle: string;
   overlayDir: string;
   sourceDateEpoch: number;
 }
@@ -93,6 +94,7 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
   cpSync(inp.nodeBinary, join(dir, 'usr/bin/node'));
   chmodSync(join(dir, 'usr/bin/node'), 0o755);
   cpSync(inp.initBundle, join(dir, 'usr/lib/kiln/init.js'));
+  cpSync(inp.cliBundle, join(dir, 'usr/lib/kiln/kiln.js'));
   if (existsSync(inp.overlayDir)) await $({ quiet: true })`cp -a ${inp.overlayDir + '/.'} ${dir}`;
 
   // Kernel modules: the stage-1 set plus what PID 1 loads, with their dependencies.
@@ -112,7 +114,7 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
     if (existsSync(join(k.modules.dir, f))) cpSync(join(k.modules.dir, f), join(mdir, f));
   }
   writeFileSync(join(mdir, 'modules.dep'), modulesDep(all.order, all.deps));
-  writeFileSync(join(dir, 'usr/lib/kiln/modules-load'), inp.profile.modules.boot.join('\n') + '\n');
+  writeFileSync(join(dir, 'usr/lib/kiln/modules-load'), loadableNames(k.modules, inp.profile.modules.boot).join('\n') + '\n');
 
   writeEtc(dir, inp);
   writeFileSync(join(dir, 'usr/lib/kiln/build.json'), JSON.stringify({

@@ -8,7 +8,9 @@ import { tool } from './tools.ts';
 export async function buildRootImage(dir: string, out: string, fs: 'squashfs' | 'erofs', sde: number, seed: string): Promise<string> {
   rmSync(out, { force: true });
   if (fs === 'squashfs') {
-    await $({ quiet: true })`${tool('mksquashfs')} ${dir} ${out} -comp zstd -Xcompression-level 15 -b 1M -noappend -all-root -no-xattrs -mkfs-time ${sde} -all-time ${sde} -quiet -no-progress`;
+    // mksquashfs refuses SOURCE_DATE_EPOCH together with explicit times; the flags say it all.
+    const { SOURCE_DATE_EPOCH: _, ...env } = process.env;
+    await $({ quiet: true, env })`${tool('mksquashfs')} ${dir} ${out} -comp zstd -Xcompression-level 15 -b 1M -noappend -all-root -no-xattrs -mkfs-time ${sde} -all-time ${sde} -quiet -no-progress`;
   } else {
     await $({ quiet: true })`${tool('mkfs.erofs')} -zlz4hc -T${sde} -U${stableGuid(`erofs:${seed}`).toLowerCase()} --all-root -x-1 ${out} ${dir}`;
   }

@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { $ } from 'zx';
 import { writeCpio, type CpioEntry } from './formats/cpio.ts';
-import { modulesDep, resolveModules } from './kmod.ts';
+import { loadableNames, modulesDep, resolveModules } from './kmod.ts';
 import type { Kernel } from './rootfs.ts';
 import { tool } from './tools.ts';
 
@@ -19,7 +19,7 @@ export function stage1Entries(kernel: Kernel, busybox: string, modules: string[]
     { path: 'dev/console', type: 'char', mode: 0o600, major: 5, minor: 1 },
     { path: 'etc', type: 'dir', mode: 0o755 },
     { path: 'etc/kiln', type: 'dir', mode: 0o755 },
-    { path: 'etc/kiln/stage1-modules', type: 'file', mode: 0o644, data: Buffer.from(modules.join('\n') + '\n') },
+    { path: 'etc/kiln/stage1-modules', type: 'file', mode: 0o644, data: Buffer.from(loadableNames(kernel.modules, modules).join('\n') + '\n') },
     { path: 'bin/busybox', type: 'file', mode: 0o755, data: readFileSync(busybox) },
     { path: 'init', type: 'file', mode: 0o755, data: readFileSync(STAGE1_INIT) },
     { path: 'lib', type: 'dir', mode: 0o755 },

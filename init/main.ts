@@ -2,6 +2,7 @@
 // signals; this process is the init proper: boot phases, services, health, shutdown.
 // Nothing here may end the process: tini would exit and the kernel would panic.
 import { existsSync, mkdirSync } from 'node:fs';
+import { serveControl } from './control.ts';
 import { blessSlot, bootInfo, countBoot, ensureMachineId, mountEsp } from './boot.ts';
 import { debug, enableFileLog, LOG_DIR, say, setBootOffset } from './log.ts';
 import { ethernetLinks, linkUp, waitForLease } from './network.ts';
@@ -68,13 +69,23 @@ const phases: Phase[] = [
   },
 ];
 
+const bootCount = () => Number(read('/var/lib/kiln/boot-count').trim()) || 0;
+const notes: string[] = [];
+
 async function boot() {
   say(`init started: kiln ${info.version} slot ${info.slot} (${info.arch}, kernel ${info.kernel}, node ${process.version})`);
   const buttons = watchPowerButton(() => power('poweroff', 'power button'));
   debug(`power button: ${buttons.join(', ') || 'none found'}`);
   const results = await runPhases(phases);
+  serveControl({
+    status: () => ({ ...info, uptimeMs: Math.round(Number(read('/proc/uptime').split(' ')[0]) * 1000), bootCount: bootCount(), notes, services: supervisor.status() }),
+    logs: (a) => supervisor.logTail(String(a.id), Number(a.lines) || 50),
+    reboot: () => { setTimeout(() => power('reboot', 'kiln reboot'), 100); return 'rebooting'; },
+    poweroff: () => { setTimeout(() => power('poweroff', 'kiln poweroff'), 100); return 'powering off'; },
+  });
   if (isShuttingDown()) return;
   const failed = results.filter((r) => !r.ok);
+  for (const f of failed) notes.push(`boot step ${f.phase}/${f.task} failed: ${f.error}`);
   say(`ready version=${info.version} slot=${info.slot} arch=${info.arch}${failed.length ? ` (degraded: ${failed.map((f) => `${f.phase}/${f.task}`).join(', ')})` : ''}`);
   try { say(await blessSlot(info.slot)); } catch (e) { say(`cannot bless slot ${info.slot}: ${(e as Error).message}`); }
 }

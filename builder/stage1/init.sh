@@ -49,7 +49,7 @@ if ! grep -q ' /newroot/data ' /proc/mounts; then
   say "WARNING: data partition unavailable; /etc and /var changes will not persist"
   mount -t tmpfs -o mode=0755 tmpfs /newroot/data
 fi
-for d in etc var; do
+for d in etc var root home; do
   mkdir -p /newroot/data/overlay/$d/upper /newroot/data/overlay/$d/work
   mount -t overlay overlay -o lowerdir=/newroot/$d,upperdir=/newroot/data/overlay/$d/upper,workdir=/newroot/data/overlay/$d/work /newroot/$d \
     || fail "cannot mount the /$d overlay"

@@ -210,7 +210,10 @@ export class Supervisor extends EventEmitter {
       let ok = false;
       if (inst.state === 'running') { try { ok = await h.check(); } catch { ok = false; } }
       if (ok !== inst.healthy && inst.state === 'running') {
+        const first = inst.healthy === undefined;
         inst.healthy = ok;
+        // Not yet healthy after a start is expected; only report a change.
+        if (first && !ok) return void (inst.healthTimer = setTimeout(tick, h.intervalMs ?? 2000));
         this.o.say?.(`service ${inst.spec.id} ${ok ? 'healthy' : 'unhealthy'}`);
         this.emit('change', inst.spec.id, inst.state);
       }

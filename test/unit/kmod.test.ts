@@ -38,12 +38,18 @@ test('dependencies load first, built-ins are noted, dashes and underscores are o
   ]);
   assert.equal(r.builtin, ['ext4']);
   assert.is(modulesDep(r.order, r.deps),
-    'kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n' +
-    'kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n' +
+    'kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n' +
+    'kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n' +
     'kernel/drivers/virtio/virtio.ko:\n' +
     'kernel/drivers/virtio/virtio_ring.ko:\n' +
     'kernel/fs/fat/fat.ko:\n' +
     'kernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko\n');
+});
+
+test('modules.dep lists the whole closure, loaded back to front (a chain of three)', () => {
+  const deps = new Map([['c.ko', ['b.ko', 'x.ko']], ['b.ko', ['a.ko']], ['a.ko', []], ['x.ko', []]]);
+  // modprobe loads from the end: a, b, x, then c itself.
+  assert.is(modulesDep(['a.ko', 'b.ko', 'c.ko', 'x.ko'], deps), 'a.ko:\nb.ko: a.ko\nc.ko: x.ko b.ko a.ko\nx.ko:\n');
 });
 
 test('a module the kernel lacks is an error naming it and the fix', () => {

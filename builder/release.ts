@@ -1,0 +1,397 @@
+// Workstation side of release channels: make a signing key, publish a build to a channel,
+// promote a release to another channel, and verify a published channel the way a node would.
+// Layout (see channels/README.md):  DIR/<channel>/manifest.json, manifest.json.sig,
+// DIR/<channel>/<version>/<arch>/<file>; artifact URLs are relative to the manifest.
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { createReadStream, existsSync, readFileSync, mkdirSync, copyFileSync, renameSync, statSync, writeFileSync, openSync, fsyncSync, closeSync, rmSync } from 'node:fs';
+import { basename, join, relative, resolve, sep } from 'node:path';
+import semver from 'semver';
+import {
+  CHANNELS, MANIFEST_SCHEMA, canonicalize, keyIdOf, makeTrustRoot, parseTrustRoot, privateKeyFrom, serializeManifest,
+  signBytes, validateManifest, verifyChannel, verifySignatures,
+  type ArchArtifacts, type Artifact, type Channel, type Manifest, type Release, type TrustRoot,
+} from '../init/update/manifest.ts';
+
+export const KEY_FILE = 'kiln-release.key';
+export const TRUST_FILE = 'trust.json';
+/** Releases kept in a manifest (newest first): room for min_from stepping stones, not a history. */
+export const KEEP_RELEASES = 5;
+const PUBLISHED_KINDS = ['root', 'uki', 'kernel', 'initrd'] as const;
+type PublishedKind = typeof PUBLISHED_KINDS[number];
+
+export interface BuildOutput { file: string; arch: string; kind: string; size: number; sha256: string }
+export interface BuildJson { version: string; outputs: BuildOutput[] }
+
+// ---------------------------------------------------------------------------------------------
+// keys
+
+export function generateKeys(outDir: string): { keyFile: string; trustFile: string; keyid: string } {
+  const keyFile = join(outDir, KEY_FILE), trustFile = join(outDir, TRUST_FILE);
+  // Check both first: overwriting either would orphan every node that trusts the old key.
+  for (const f of [keyFile, trustFile]) if (existsSync(f)) throw new Error(`${f} already exists; refusing to overwrite a release key (move it away first)`);
+  mkdirSync(outDir, { recursive: true });
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const root = makeTrustRoot([publicKey]);
+  // 'wx' fails if the file appeared meanwhile; 0600 because this key signs what nodes install.
+  writeFileSync(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600, flag: 'wx' });
+  writeFileSync(trustFile, JSON.stringify(root, null, 2) + '\n', { flag: 'wx' });
+  return { keyFile, trustFile, keyid: keyIdOf(publicKey) };
+}
+
+function loadKey(file: string) {
+  if (!existsSync(file)) throw new Error(`release key ${file} does not exist (create one with 'kiln keys generate --out DIR')`);
+  const mode = statSync(file).mode & 0o077;
+  if (mode) console.warn(`warning: ${file} is readable by group/others (mode ${(statSync(file).mode & 0o777).toString(8)}); chmod 600 it`);
+  return privateKeyFrom(readFileSync(file, 'utf8'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// files
+
+export async function hashFile(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** temp + fsync + rename, so a web server never serves half a manifest. */
+function writeAtomic(path: string, data: Uint8Array | string) {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w', 0o644);
+  try { writeFileSync(fd, data); fsyncSync(fd); } finally { closeSync(fd); }
+  renameSync(tmp, path);
+}
+
+function channelDir(dir: string, channel: Channel) { return join(dir, channel); }
+
+function parseChannel(c: unknown, flag = '--channel'): Channel {
+  if (typeof c !== 'string' || !(CHANNELS as readonly string[]).includes(c)) throw new Error(`${flag} must be one of ${CHANNELS.join(', ')} (got ${c === undefined ? 'nothing' : `'${c}'`})`);
+  return c as Channel;
+}
+
+function readManifestFile(dir: string, channel: Channel): Manifest | undefined {
+  const file = join(channelDir(dir, channel), 'manifest.json');
+  if (!existsSync(file)) return undefined;
+  let obj: unknown;
+  try { obj = JSON.parse(readFileSync(file, 'utf8')); } catch (e) { throw new Error(`${file}: not JSON (${(e as Error).message})`); }
+  const v = validateManifest(obj);
+  if (!v.ok) throw new Error(`${file} does not match the manifest schema: ${v.errors.join('; ')}`);
+  return v.manifest;
+}
+
+/** A relative artifact URL as a path under the channel folder; undefined for remote URLs. */
+function localPath(chDir: string, url: string): string | undefined {
+  if (/^[a-z][a-z0-9+.-]*:/i.test(url)) return undefined;
+  const base = resolve(chDir);
+  const p = resolve(base, decodeURI(url.split(/[?#]/)[0]!));
+  if (!p.startsWith(base + sep)) throw new Error(`artifact URL ${url} leaves the channel folder`);
+  return p;
+}
+
+/** Copies src to dst (temp + rename) and checks the copy; an existing dst must already match. */
+async function placeArtifact(src: string, dst: string, want: { size: number; sha256: string }): Promise<void> {
+  if (existsSync(dst)) {
+    // A version names fixed bytes: republishing different bytes under it would split the fleet.
+    if (statSync(dst).size === want.size && await hashFile(dst) === want.sha256) return;
+    throw new Error(`${dst} already exists with other content; a published version cannot change (bump the version)`);
+  }
+  mkdirSync(resolve(dst, '..'), { recursive: true });
+  const tmp = `${dst}.tmp-${process.pid}`;
+  copyFileSync(src, tmp);
+  const size = statSync(tmp).size, sha = await hashFile(tmp);
+  if (size !== want.size || sha !== want.sha256) {
+    rmSync(tmp, { force: true });
+    throw new Error(`${src} is ${size} bytes sha256 ${sha.slice(0, 16)}…, but the record says ${want.size} bytes sha256 ${want.sha256.slice(0, 16)}… (stale build.json? rebuild)`);
+  }
+  renameSync(tmp, dst);
+}
+
+// ---------------------------------------------------------------------------------------------
+// writing a channel
+
+interface SignOptions { serial?: number; expiresDays?: number; now?: Date }
+
+const isoSeconds = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+/**
+ * Adds `release` to the channel's manifest (replacing an identical-artifacts entry of the same
+ * version), bumps the serial, signs and writes. Refuses a downgrade unless it is flagged, and
+ * a flagged downgrade drops the newer releases so nodes actually go back.
+ */
+function writeChannel(dir: string, channel: Channel, release: Release, key: ReturnType<typeof privateKeyFrom>, opts: SignOptions): { manifest: Manifest; file: string; dropped: string[] } {
+  const prev = readManifestFile(dir, channel);
+  const serial = opts.serial ?? (prev ? prev.serial + 1 : 1);
+  if (!Number.isSafeInteger(serial) || serial < 1) throw new Error(`--serial must be a positive integer (got ${opts.serial})`);
+  if (prev && serial <= prev.serial) throw new Error(`serial ${serial} is not above the published ${prev.serial} on ${channel}; nodes would refuse it as a replay`);
+
+  let releases = (prev?.releases ?? []).filter((r) => {
+    if (r.version !== release.version) return true;
+    if (canonicalize(r.artifacts) !== canonicalize(release.artifacts)) {
+      throw new Error(`${release.version} is already on ${channel} with other artifacts; a published version cannot change (bump the version)`);
+    }
+    return false;
+  });
+  const dropped: string[] = [];
+  const newer = releases.filter((r) => semver.gt(r.version, release.version));
+  if (newer.length) {
+    if (!release.downgrade) throw new Error(`${release.version} is older than ${newer.map((r) => r.version).join(', ')} on ${channel}; publish a rollback with --downgrade`);
+    dropped.push(...newer.map((r) => r.version));
+    releases = releases.filter((r) => !newer.includes(r));
+  }
+  releases = [release, ...releases].sort((a, b) => semver.rcompare(a.version, b.version)).slice(0, KEEP_RELEASES);
+
+  const now = opts.now ?? new Date();
+  const days = opts.expiresDays ?? 30;
+  if (!(days > 0)) throw new Error(`--expires-days must be above 0 (got ${opts.expiresDays})`);
+  const manifest: Manifest = {
+    schema: MANIFEST_SCHEMA, channel, serial,
+    issued: isoSeconds(now),
+    expires: isoSeconds(new Date(now.getTime() + days * 86400_000)),
+    releases,
+  };
+  const bytes = serializeManifest(manifest);
+  const chDir = channelDir(dir, channel);
+  mkdirSync(chDir, { recursive: true });
+  const file = join(chDir, 'manifest.json');
+  writeAtomic(`${file}.sig`, signBytes(bytes, [key]));
+  writeAtomic(file, bytes);
+  return { manifest, file, dropped };
+}
+
+function rolloutFor(hours: number | undefined, now: Date): Release['rollout'] {
+  if (hours === undefined) return undefined;
+  if (!(hours >= 0)) throw new Error(`--rollout-hours must be 0 or more (got ${hours})`);
+  return { start_value: 0, start_epoch: Math.floor(now.getTime() / 1000), duration_s: Math.round(hours * 3600) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// release
+
+export interface ReleaseOptions extends SignOptions {
+  channel: Channel;
+  /** The build output folder holding build.json. */
+  from: string;
+  /** The channel tree. */
+  to: string;
+  /** Private key file (PKCS#8 PEM). */
+  key: string;
+  rolloutHours?: number;
+  minFrom?: string;
+  downgrade?: boolean;
+}
+
+export function readBuildJson(from: string): BuildJson {
+  const file = join(from, 'build.json');
+  if (!existsSync(file)) throw new Error(`${file} does not exist; run 'kiln build' first`);
+  const b = JSON.parse(readFileSync(file, 'utf8')) as BuildJson;
+  if (typeof b?.version !== 'string' || !semver.valid(b.version)) throw new Error(`${file}: version '${b?.version}' is not semver`);
+  if (!Array.isArray(b.outputs)) throw new Error(`${file}: no outputs[]`);
+  for (const o of b.outputs) {
+    if (typeof o?.file !== 'string' || typeof o.arch !== 'string' || typeof o.kind !== 'string' || !Number.isSafeInteger(o.size) || !/^[0-9a-f]{64}$/.test(o.sha256 ?? '')) {
+      throw new Error(`${file}: malformed output ${JSON.stringify(o)}`);
+    }
+  }
+  return b;
+}
+
+export async function publishRelease(opts: ReleaseOptions): Promise<{ manifest: Manifest; file: string; version: string; dropped: string[] }> {
+  const channel = parseChannel(opts.channel);
+  const key = loadKey(opts.key);
+  const build = readBuildJson(opts.from);
+  const version = semver.valid(build.version)!;
+  if (opts.minFrom !== undefined && !semver.valid(opts.minFrom)) throw new Error(`--min-from '${opts.minFrom}' is not semver`);
+  const now = opts.now ?? new Date();
+  const chDir = channelDir(opts.to, channel);
+  const artifacts: Record<string, ArchArtifacts> = {};
+  for (const o of build.outputs) {
+    if (!(PUBLISHED_KINDS as readonly string[]).includes(o.kind)) continue; // raw/qcow2 are install media, not updates
+    if (!/^[a-z0-9_]{1,32}$/.test(o.arch)) throw new Error(`build.json: arch '${o.arch}' is not a valid name`);
+    const name = basename(o.file);
+    const rel = `${version}/${o.arch}/${name}`;
+    await placeArtifact(resolve(opts.from, o.file), join(chDir, rel), o);
+    const a = (artifacts[o.arch] ??= {} as ArchArtifacts);
+    if (a[o.kind as PublishedKind]) throw new Error(`build.json lists two ${o.kind} outputs for ${o.arch}`);
+    a[o.kind as PublishedKind] = { url: rel.split('/').map(encodeURIComponent).join('/'), size: o.size, sha256: o.sha256 };
+  }
+  for (const [arch, a] of Object.entries(artifacts)) if (!a.root) throw new Error(`build.json has no root image for ${arch}; nothing a node could install`);
+  if (!Object.keys(artifacts).length) throw new Error(`build.json lists no root images; nothing to release`);
+  const release: Release = {
+    version, artifacts,
+    min_from: opts.minFrom ? semver.valid(opts.minFrom)! : undefined,
+    downgrade: opts.downgrade ? true : undefined,
+    rollout: rolloutFor(opts.rolloutHours, now),
+  };
+  const { manifest, file, dropped } = writeChannel(opts.to, channel, release, key, { ...opts, now });
+  return { manifest, file, version, dropped };
+}
+
+// ---------------------------------------------------------------------------------------------
+// promote
+
+export interface PromoteOptions extends SignOptions {
+  from: Channel;
+  to: Channel;
+  /** The channel tree holding both channels. */
+  dir: string;
+  key: string;
+  /** Defaults to the newest release on `from`. */
+  version?: string;
+  /** A fresh rollout on the target channel; without it the release's bytes are kept as they are. */
+  rolloutHours?: number;
+  /** Trust root to check the source manifest against (default: the signing key alone). */
+  trust?: string;
+}
+
+export async function promoteRelease(opts: PromoteOptions): Promise<{ manifest: Manifest; file: string; version: string; dropped: string[] }> {
+  const from = parseChannel(opts.from, '--from'), to = parseChannel(opts.to, '--to');
+  if (from === to) throw new Error(`--from and --to are both '${from}'`);
+  const key = loadKey(opts.key);
+  // Promote only what was really published: check the source as a node would (except expiry:
+  // promoting the last beta after its manifest lapsed is legitimate).
+  const srcDir = channelDir(opts.dir, from);
+  const mf = join(srcDir, 'manifest.json');
+  if (!existsSync(mf)) throw new Error(`${mf} does not exist; nothing to promote`);
+  const bytes = readFileSync(mf);
+  const trust: TrustRoot = opts.trust ? parseTrustRoot(readFileSync(opts.trust)) : makeTrustRoot([key]);
+  const sigFile = `${mf}.sig`;
+  if (!existsSync(sigFile)) throw new Error(`${sigFile} does not exist; the source manifest is unsigned`);
+  const sig = verifySignatures(bytes, readFileSync(sigFile), trust);
+  if (!sig.ok) throw new Error(`${mf}: ${sig.message}${opts.trust ? '' : ' (pass --trust if it was signed by another key)'}`);
+  const src = readManifestFile(opts.dir, from)!;
+  if (!src.releases.length) throw new Error(`${mf} offers no releases`);
+  const want = opts.version ? semver.valid(opts.version) : undefined;
+  if (opts.version && !want) throw new Error(`--version '${opts.version}' is not semver`);
+  const sorted = [...src.releases].sort((a, b) => semver.rcompare(a.version, b.version));
+  const rel = want ? sorted.find((r) => semver.eq(r.version, want)) : sorted[0];
+  if (!rel) throw new Error(`${want} is not on ${from} (offered: ${sorted.map((r) => r.version).join(', ')})`);
+
+  const dstDir = channelDir(opts.dir, to);
+  for (const arts of Object.values(rel.artifacts)) {
+    for (const a of Object.values(arts) as Artifact[]) {
+      const s = localPath(srcDir, a.url);
+      if (!s) continue; // remote URL: nothing to copy, it resolves the same from any channel
+      if (!existsSync(s)) throw new Error(`${s} (from ${from}'s manifest) is missing`);
+      await placeArtifact(s, localPath(dstDir, a.url)!, a);
+    }
+  }
+  const now = opts.now ?? new Date();
+  // Same release bytes, unless a fresh rollout was asked for.
+  const release: Release = JSON.parse(canonicalize(rel));
+  if (opts.rolloutHours !== undefined) release.rollout = rolloutFor(opts.rolloutHours, now);
+  const { manifest, file, dropped } = writeChannel(opts.dir, to, release, key, { ...opts, now });
+  return { manifest, file, version: rel.version, dropped };
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify
+
+export interface VerifyOptions {
+  dir: string;
+  channel: Channel;
+  /** Trust root file (trust.json). */
+  trust: string;
+  now?: Date;
+  /** Serial a node has already seen (default 0: a fresh node). */
+  lastSerial?: number;
+}
+
+export interface VerifyReport { ok: boolean; problems: string[]; warnings: string[]; manifest?: Manifest; checked: number }
+
+/** Checks a published channel as a node would, plus every local artifact's size and sha256. */
+export async function verifyPublished(opts: VerifyOptions): Promise<VerifyReport> {
+  const problems: string[] = [], warnings: string[] = [];
+  const report = (manifest?: Manifest, checked = 0): VerifyReport => ({ ok: problems.length === 0, problems, warnings, manifest, checked });
+  const channel = parseChannel(opts.channel);
+  let trust: TrustRoot;
+  try { trust = parseTrustRoot(readFileSync(opts.trust)); } catch (e) { problems.push(`trust root ${opts.trust}: ${(e as Error).message}`); return report(); }
+  const chDir = resolve(channelDir(opts.dir, channel));
+  const mf = join(chDir, 'manifest.json');
+  for (const f of [mf, `${mf}.sig`]) if (!existsSync(f)) problems.push(`${f} is missing`);
+  if (problems.length) return report();
+  const now = opts.now ?? new Date();
+  const r = verifyChannel({
+    manifestBytes: readFileSync(mf), sigBytes: readFileSync(`${mf}.sig`), trust, channel,
+    state: { lastSerial: opts.lastSerial ?? 0 }, now,
+  });
+  if (!r.ok) { problems.push(`${mf}: ${r.reason}: ${r.message}`); return report(); }
+  const m = r.manifest;
+  const left = Date.parse(m.expires) - now.getTime();
+  if (left < 7 * 86400_000) warnings.push(`manifest expires ${m.expires} (in ${(left / 86400_000).toFixed(1)} days): re-sign it before then, or nodes stop updating`);
+  if (!m.releases.length) warnings.push('the manifest offers no releases');
+  let checked = 0;
+  for (const rel of m.releases) {
+    for (const [arch, arts] of Object.entries(rel.artifacts)) {
+      for (const [kind, a] of Object.entries(arts) as [string, Artifact][]) {
+        const what = `${rel.version} ${arch} ${kind} (${a.url})`;
+        let p: string | undefined;
+        try { p = localPath(chDir, a.url); } catch (e) { problems.push(`${what}: ${(e as Error).message}`); continue; }
+        if (!p) { warnings.push(`${what}: remote URL, not checked`); continue; }
+        if (!existsSync(p)) { problems.push(`${what}: ${relative(process.cwd(), p) || p} is missing`); continue; }
+        const size = statSync(p).size;
+        if (size !== a.size) { problems.push(`${what}: ${size} bytes on disk, manifest says ${a.size}`); continue; }
+        const sha = await hashFile(p);
+        if (sha !== a.sha256) { problems.push(`${what}: sha256 ${sha} on disk, manifest says ${a.sha256}`); continue; }
+        checked++;
+      }
+    }
+  }
+  return report(m, checked);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI (called from builder/cli.ts)
+
+function num(v: unknown, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n)) throw new Error(`${flag} wants a number (got '${v}')`);
+  return n;
+}
+
+function need(v: Record<string, unknown>, flag: string, cmd: string): string {
+  const x = v[flag];
+  if (typeof x !== 'string' || !x) throw new Error(`${cmd}: --${flag} is required`);
+  return x;
+}
+
+/** `kiln keys …` and `kiln release …`; returns the exit code. */
+export async function releaseCli(cmd: 'keys' | 'release', positionals: string[], v: Record<string, unknown>): Promise<number> {
+  const [sub, ...args] = positionals;
+  try {
+    if (cmd === 'keys') {
+      if (sub !== 'generate') { console.error(`kiln keys: unknown subcommand '${sub ?? ''}' (valid: generate)`); return 2; }
+      const r = generateKeys(need(v, 'out', 'kiln keys generate'));
+      console.log(`wrote ${r.keyFile} (private, mode 0600: keep it offline) and ${r.trustFile} (bake into images)\nkeyid ${r.keyid}`);
+      return 0;
+    }
+    if (sub === 'verify') {
+      const dir = args[0];
+      if (!dir) { console.error('kiln release verify: which folder? e.g. kiln release verify channels-out --channel beta --trust trust.json'); return 2; }
+      const r = await verifyPublished({ dir, channel: parseChannel(v.channel), trust: need(v, 'trust', 'kiln release verify'), lastSerial: num(v.serial, '--serial') });
+      for (const w of r.warnings) console.log(`warning: ${w}`);
+      for (const p of r.problems) console.log(`FAIL: ${p}`);
+      if (r.ok) console.log(`ok: ${r.manifest!.channel} serial ${r.manifest!.serial}, ${r.manifest!.releases.map((x) => x.version).join(', ') || 'no releases'}, ${r.checked} artifact(s) checked, expires ${r.manifest!.expires}`);
+      return r.ok ? 0 : 1;
+    }
+    if (sub === 'promote') {
+      const r = await promoteRelease({
+        from: parseChannel(v.from, '--from'), to: parseChannel(v.to, '--to'), dir: need(v, 'to-dir', 'kiln release promote'), key: need(v, 'key', 'kiln release promote'),
+        version: v.version as string | undefined, serial: num(v.serial, '--serial'), expiresDays: num(v['expires-days'], '--expires-days'),
+        rolloutHours: num(v['rollout-hours'], '--rollout-hours'), trust: v.trust as string | undefined,
+      });
+      console.log(`promoted ${r.version} to ${r.manifest.channel}: ${r.file} serial ${r.manifest.serial}, expires ${r.manifest.expires}${r.dropped.length ? `; dropped newer ${r.dropped.join(', ')}` : ''}`);
+      return 0;
+    }
+    if (sub !== undefined) { console.error(`kiln release: unknown subcommand '${sub}' (valid: promote, verify, or none to publish)`); return 2; }
+    const r = await publishRelease({
+      channel: parseChannel(v.channel), from: (v.from as string | undefined) ?? 'out', to: need(v, 'to', 'kiln release'), key: need(v, 'key', 'kiln release'),
+      serial: num(v.serial, '--serial'), expiresDays: num(v['expires-days'], '--expires-days'), rolloutHours: num(v['rollout-hours'], '--rollout-hours'),
+      minFrom: v['min-from'] as string | undefined, downgrade: v.downgrade as boolean | undefined,
+    });
+    console.log(`released ${r.version} on ${r.manifest.channel}: ${r.file} serial ${r.manifest.serial}, expires ${r.manifest.expires}${r.dropped.length ? `; dropped newer ${r.dropped.join(', ')}` : ''}`);
+    return 0;
+  } catch (e) {
+    console.error(`kiln ${cmd}${sub ? ` ${sub}` : ''}: ${(e as Error).message}`);
+    return 1;
+  }
+}

@@ -1,0 +1,43 @@
+// `kiln` on the node: asks init (over its control socket) what is going on.
+import { callControl } from '../control.ts';
+import type { ServiceStatus } from '../services/supervisor.ts';
+
+const USAGE = `kiln: manage this node
+  kiln status             system and service state
+  kiln logs SERVICE [-n N] last lines of a service's log (files: /var/log/kiln/)
+  kiln reboot | poweroff  clean restart or power-off`;
+
+function ago(ms: number): string {
+  const s = Math.round(ms / 1000);
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') { console.log(USAGE); return cmd ? 0 : 2; }
+  if (cmd === 'status') {
+    const st = await callControl('status');
+    console.log(`kiln ${st.version} (${st.arch}), slot ${st.slot}, up ${ago(st.uptimeMs)}, boot ${st.bootCount}`);
+    for (const line of st.notes ?? []) console.log(`  ${line}`);
+    console.log('');
+    console.log('SERVICE'.padEnd(18) + 'STATE'.padEnd(10) + 'HEALTH'.padEnd(10) + 'RESTARTS'.padEnd(10) + 'SINCE'.padEnd(8) + 'LAST EXIT');
+    for (const s of st.services as ServiceStatus[]) {
+      const health = s.healthy === undefined ? '-' : s.healthy ? 'ok' : 'failing';
+      console.log(s.id.padEnd(18) + s.state.padEnd(10) + health.padEnd(10) + String(s.restarts).padEnd(10) + ago(Date.now() - s.since).padEnd(8) + (s.lastExit ?? ''));
+    }
+    return 0;
+  }
+  if (cmd === 'logs') {
+    const id = rest.find((a) => !a.startsWith('-'));
+    if (!id) { console.error('kiln logs: which service? (kiln status lists them)'); return 2; }
+    const n = Number(rest[rest.indexOf('-n') + 1]) || 50;
+    const lines: string[] = await callControl('logs', { id, lines: n });
+    for (const l of lines) console.log(l);
+    return 0;
+  }
+  if (cmd === 'reboot' || cmd === 'poweroff') { await callControl(cmd); console.log(`kiln: ${cmd} started`); return 0; }
+  console.error(`kiln: unknown command '${cmd}'\n${USAGE}`);
+  return 2;
+}
+
+main(process.argv.slice(2)).then((c) => { process.exitCode = c; }, (e) => { console.error(`kiln: ${(e as Error).message}`); process.exitCode = 1; });

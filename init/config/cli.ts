@@ -1,0 +1,29 @@
+// `kiln config validate FILE...` and `kiln config docs`, for the workstation CLI.
+import { readFileSync } from 'node:fs';
+import { renderDocs } from './docs.ts';
+import { formatProblem, parseConfig } from './parse.ts';
+
+export const CONFIG_USAGE = 'kiln config validate FILE...\n       kiln config docs > docs/config.md';
+
+/** Returns the exit code: 0 all good, 1 a file has problems, 2 usage error. */
+export function configCli(args: string[], out: (s: string) => void = console.log, err: (s: string) => void = console.error): number {
+  const [sub, ...files] = args;
+  if (sub === 'docs' && !files.length) { out(renderDocs().trimEnd()); return 0; }
+  if (sub === 'validate' && files.length) {
+    let bad = 0;
+    for (const f of files) {
+      let text: string;
+      try { text = readFileSync(f, 'utf8'); } catch (e) {
+        out(`${f}:1:1 (file): cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+        bad++;
+        continue;
+      }
+      const { problems } = parseConfig(text, f);
+      for (const p of problems) out(formatProblem(p));
+      if (problems.length) bad++; else out(`${f}: ok`);
+    }
+    return bad ? 1 : 0;
+  }
+  err(`kiln config: ${sub === undefined ? 'which subcommand?' : sub === 'validate' ? 'which file(s)?' : `unknown subcommand '${sub}'`}\n\n${CONFIG_USAGE}`);
+  return 2;
+}

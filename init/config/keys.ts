@@ -1,0 +1,104 @@
+// Expands github:USER / gitlab:USER / launchpad:USER entries into the public keys those
+// services publish. Each user's keys are cached on the data partition, so a node that boots
+// without network (or while the service is down) still lets its owners in.
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export interface KeyOptions {
+  githubUrl?: string;
+  gitlabUrl?: string;
+  launchpadUrl?: string;
+  cacheDir: string;
+  fetch?: typeof fetch;
+  /** per request; default 10 s */
+  timeoutMs?: number;
+  /** extra attempts after a network error or a 5xx answer; default 2 */
+  retries?: number;
+  /** pause before each retry; default 1 s */
+  retryDelayMs?: number;
+}
+
+const SERVICES = {
+  github: (o: KeyOptions, u: string) => `${o.githubUrl ?? 'https://github.com'}/${u}.keys`,
+  gitlab: (o: KeyOptions, u: string) => `${o.gitlabUrl ?? 'https://gitlab.com'}/${u}.keys`,
+  launchpad: (o: KeyOptions, u: string) => `${o.launchpadUrl ?? 'https://launchpad.net'}/~${u}/+sshkeys`,
+} as const;
+type Service = keyof typeof SERVICES;
+
+// A line that is a public key (what the services serve); anything else, e.g. a captive
+// portal's HTML page, means the answer is not a key list.
+const KEY_LINE = /^(ssh-(rsa|dss|ed25519)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/]+={0,3}( .*)?$/;
+const USER = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+class Fatal extends Error {}
+
+/** Plain keys are kept as they are; service users are fetched (or read from the cache). The
+ *  result has no duplicates. Problems are readable one-line strings; none of them is fatal. */
+export async function expandAuthorizedKeys(entries: string[], o: KeyOptions): Promise<{ keys: string[]; problems: string[] }> {
+  const keys: string[] = [];
+  const problems: string[] = [];
+  const add = (k: string) => { if (!keys.includes(k)) keys.push(k); };
+  for (const entry of entries) {
+    const m = /^(github|gitlab|launchpad):(.*)$/.exec(entry.trim());
+    if (!m) { if (entry.trim()) add(entry.trim()); continue; }
+    const service = m[1] as Service;
+    const user = m[2];
+    if (!USER.test(user)) { problems.push(`${entry}: '${user}' is not a valid user name`); continue; }
+    const url = SERVICES[service](o, user);
+    const cacheFile = join(o.cacheDir, `${service}-${user}.keys`);
+    let fetched: string[] | undefined;
+    let failure: string;
+    try {
+      fetched = await fetchKeys(url, o);
+      failure = '';
+    } catch (e) {
+      failure = (e as Error).message;
+    }
+    if (fetched) {
+      if (!fetched.length) problems.push(`${entry}: the user has no public keys on ${service}`);
+      await store(cacheFile, fetched).catch((e) => problems.push(`${entry}: cannot cache the keys in ${cacheFile}: ${(e as Error).message}`));
+      fetched.forEach(add);
+      continue;
+    }
+    const cached = await readFile(cacheFile, 'utf8').then((t) => t.split('\n').filter(Boolean), () => undefined);
+    if (cached) {
+      problems.push(`${entry}: ${failure}; using the ${cached.length} cached key(s)`);
+      cached.forEach(add);
+    } else {
+      problems.push(`${entry}: ${failure}; no cached keys either`);
+    }
+  }
+  return { keys, problems };
+}
+
+async function fetchKeys(url: string, o: KeyOptions): Promise<string[]> {
+  const f = o.fetch ?? fetch;
+  const timeoutMs = o.timeoutMs ?? 10_000;
+  const retries = o.retries ?? 2;
+  let last = '';
+  for (let attempt = 0; attempt <= retries; attempt++) {
+    if (attempt) await new Promise((r) => setTimeout(r, o.retryDelayMs ?? 1000));
+    try {
+      const res = await f(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'follow' });
+      const body = await res.text();
+      if (res.status >= 500) { last = `${url} answered ${res.status}`; continue; }
+      if (res.status !== 200) throw new Fatal(res.status === 404 ? `${url} answered 404: no such user` : `${url} answered ${res.status}`);
+      const lines = body.split('\n').map((l) => l.trim()).filter(Boolean);
+      if (!lines.every((l) => KEY_LINE.test(l))) throw new Fatal(`${url} did not answer with a list of public keys`);
+      return lines;
+    } catch (e) {
+      if (e instanceof Fatal) throw e;
+      const err = e as Error;
+      last = err.name === 'TimeoutError' || err.name === 'AbortError' ? `${url} did not answer within ${timeoutMs} ms` : `cannot reach ${url}: ${(err.cause as Error)?.message ?? err.message}`;
+    }
+  }
+  throw new Error(last);
+}
+
+// temp file + rename: a power cut leaves the old copy or the new one, never half of one
+async function store(file: string, keys: string[]) {
+  await mkdir(join(file, '..'), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}`;
+  await writeFile(tmp, keys.map((k) => `${k}\n`).join(''), { mode: 0o644 });
+  await rename(tmp, file);
+}

@@ -1,0 +1,271 @@
+// The node configuration schema: the one place every key is declared. Validation
+// (parse.ts), merging (merge.ts, through `x-merge`), the kernel command line (through the
+// types), key aliases (`x-aliases`) and docs/config.md (docs.ts) all derive from it.
+//
+// Annotations beyond JSON Schema draft-07:
+//   x-aliases  other spellings of a key (k3os's singular forms, cloud-init's names);
+//              renamed before validation, never reported as errors.
+//   x-merge    for lists: 'append' (later sources add items, duplicates dropped) or
+//              'replace' (the last source that sets the list wins). Maps always merge deeply.
+//   x-merge-key  for 'append' lists of maps: a later item with the same value of this
+//              key replaces the earlier item instead of being added.
+//   x-hint     the fix printed when a value does not match the pattern or format.
+//   x-string   map values may be written as numbers or booleans; they become strings.
+
+const s = (description: string, extra: Record<string, unknown> = {}) => ({ type: 'string', default: '', description, ...extra });
+const b = (description: string, def = false) => ({ type: 'boolean', default: def, description });
+const list = (merge: 'append' | 'replace', items: Record<string, unknown>, description: string, extra: Record<string, unknown> = {}) =>
+  ({ type: 'array', items, default: [], 'x-merge': merge, description, ...extra });
+const strMap = (description: string, keys: Record<string, unknown>) => ({
+  type: 'object', default: {}, 'x-string': true, description,
+  propertyNames: keys,
+  additionalProperties: { type: ['string', 'number', 'boolean'] },
+});
+
+const IP_HINT = "an IPv4 or IPv6 address, e.g. '192.168.1.1' or 'fd00::1'";
+const AUTH_KEY = {
+  type: 'string',
+  // a public key line (options allowed before the type), or a user on a key service
+  pattern: '^((github|gh|gitlab|gl|launchpad|lp):[A-Za-z0-9][A-Za-z0-9._-]*|(.+ )?(ssh-(rsa|dss|ed25519)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\\.com) [A-Za-z0-9+/]+={0,3}( .*)?)$',
+  'x-hint': "a public key line like 'ssh-ed25519 AAAA... me@laptop', or github:USER, gitlab:USER, launchpad:USER",
+};
+const IMPORT_ID = {
+  type: 'string',
+  pattern: '^((github|gh|gitlab|gl|launchpad|lp):)?[A-Za-z0-9][A-Za-z0-9._-]*$',
+  'x-hint': 'gh:USER (GitHub), gl:USER (GitLab) or lp:USER (Launchpad; a bare USER means Launchpad too)',
+};
+const COMMAND = {
+  type: ['string', 'array'], items: { type: 'string' }, minItems: 1,
+  'x-hint': "a shell command line such as 'echo hi', or an argv list such as [echo, hi]",
+};
+const commands = (when: string, aliases: string[] = []) => list('append', COMMAND,
+  `Commands run ${when}, in order. Each is a shell command line (run by /bin/sh -c) or an argv list (run without a shell).`,
+  aliases.length ? { 'x-aliases': aliases } : {});
+
+export const ENCODINGS = ['text', 'text/plain', '', 'b64', 'base64', 'gz', 'gzip', 'gz+base64', 'gzip+base64', 'gz+b64', 'gzip+b64'] as const;
+export const DATA_SOURCES = ['nocloud', 'cdrom', 'ec2', 'aws', 'openstack', 'gcp', 'hetzner', 'digitalocean', 'vultr', 'scaleway', 'packet'] as const;
+export const CHANNELS = ['beta', 'rc', 'stable'] as const;
+
+const USER = {
+  type: ['string', 'object'],
+  description: "A user to create: a name, or an object. The name 'default' stands for the built-in 'kiln' user.",
+  required: ['name'], additionalProperties: false,
+  properties: {
+    name: { type: 'string', pattern: '^[a-z_][a-z0-9_-]{0,31}$', 'x-hint': 'lower case letters, digits, _ and -, starting with a letter or _', description: 'Login name.' },
+    groups: { type: ['string', 'array'], items: { type: 'string' }, default: [], description: "Extra groups: a list, or cloud-init's comma-separated string." },
+    sudo: { type: ['string', 'array', 'boolean'], items: { type: 'string' }, default: false, description: "sudoers rule(s) such as 'ALL=(ALL) NOPASSWD:ALL'; false for none, true for that rule." },
+    shell: s('Login shell; empty for the image default (/bin/sh).'),
+    lock_passwd: b('Disable password login for this user.', true),
+    passwd: s("Password hash (crypt(3) format, e.g. '$6$...'); empty for none."),
+    ssh_authorized_keys: list('append', AUTH_KEY, 'Public keys (or github:USER, gitlab:USER) allowed to log in as this user.', { 'x-aliases': ['ssh_authorized_key'] }),
+    ssh_import_id: list('append', IMPORT_ID, 'Key service users whose public keys may log in as this user (gh:USER, gl:USER, lp:USER).'),
+  },
+};
+
+const WRITE_FILE = {
+  type: 'object', additionalProperties: false, required: ['path'],
+  description: 'A file written at boot, before init_cmd runs.',
+  properties: {
+    path: { type: 'string', pattern: '^/', 'x-hint': "an absolute path such as '/etc/motd'", description: 'Absolute path of the file.' },
+    content: s('File content, encoded as `encoding` says.'),
+    encoding: { enum: ENCODINGS, default: 'text', description: "How `content` is encoded: text (also '' and text/plain), base64 (b64), gzip+base64 (gz+base64, gz+b64, gzip+b64) or gzip (gz; the same as gzip+base64 since YAML text cannot hold raw bytes)." },
+    owner: { type: 'string', default: 'root:root', pattern: '^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$', 'x-hint': "USER or USER:GROUP, e.g. 'root:root'", description: 'Owner as USER or USER:GROUP (names or numeric ids).' },
+    permissions: { type: 'string', default: '0644', pattern: '^0?[0-7]{3,4}$', 'x-hint': "an octal string in quotes, e.g. '0644' (unquoted 0644 is read as the number 644)", description: 'Mode as an octal string.' },
+    append: b('Append to the file instead of replacing it.'),
+  },
+};
+
+const INTERFACE = {
+  type: 'object', additionalProperties: false,
+  description: 'Settings for one network interface. Give `dhcp: true`, or static `addresses` (or both).',
+  properties: {
+    dhcp: b('Get an address by DHCP (v4) and SLAAC (v6).'),
+    addresses: list('replace', { type: 'string', format: 'cidr', 'x-hint': "an address with its prefix length, e.g. '192.168.1.10/24' or 'fd00::10/64'" }, 'Static addresses in CIDR notation.'),
+    gateway: s('Default gateway for the static addresses; empty for none.', { format: 'ip-or-empty', 'x-hint': IP_HINT }),
+    dns: list('replace', { type: 'string', format: 'ip', 'x-hint': IP_HINT }, 'Name servers learnt through this interface (added to kiln.dns_nameservers).'),
+    mtu: { type: 'integer', minimum: 68, maximum: 65535, default: 1500, description: 'Maximum transmission unit in bytes.' },
+  },
+};
+
+const INSTALL = {
+  type: 'object', additionalProperties: false, default: {},
+  description: 'Unattended installation from the live ISO (`kiln install` reads these; any left empty is asked for unless `silent`).',
+  properties: {
+    device: s("Disk to install to, e.g. '/dev/sda'; it is erased.", { pattern: '^(/dev/.+)?$', 'x-hint': "a block device path such as '/dev/sda'" }),
+    config_url: s('URL (http, https, tftp or file) of the config copied to the installed data partition.'),
+    iso_url: s('URL of the ISO to install from instead of the booted medium.'),
+    silent: b('Ask nothing; fail if a needed answer is missing.'),
+    force: b('Install even if the device already holds partitions.'),
+    force_efi: b('Install the UEFI boot loader even when booted in BIOS mode.'),
+    no_format: b('Keep the existing data partition (reinstall the system only).'),
+    power_off: b('Power off when the installation is done.'),
+    reboot: b('Reboot into the installed system when done.'),
+    debug: b('Log every step of the installer.'),
+    tty: s("Console for the installed system, e.g. 'ttyS0'; empty for the current one."),
+    server_url: s('kiln.server_url written into the installed config.'),
+    token: s('kiln.token written into the installed config.'),
+    password: s('kiln.password written into the installed config.'),
+  },
+};
+
+const KILN = {
+  type: 'object', additionalProperties: false, default: {},
+  'x-aliases': ['k3os'],
+  description: 'Settings of the kiln system (k3os users: this is the `k3os:` section, which is accepted too).',
+  properties: {
+    data_sources: list('replace', { enum: DATA_SOURCES }, "Where to look for cloud config besides the local files: nocloud (`ds=nocloud;s=URL` and a CIDATA volume), cdrom (an attached config drive), ec2/aws, openstack, gcp, hetzner, digitalocean, vultr, scaleway, packet. Empty: nocloud only.", { 'x-aliases': ['data_source'] }),
+    modules: list('append', { type: 'string', pattern: '^[A-Za-z0-9_-]+$', 'x-hint': "a kernel module name such as 'br_netfilter'" }, 'Kernel modules loaded at boot (with their dependencies), after the ones k3s needs.', { 'x-aliases': ['module'] }),
+    sysctls: { ...strMap('Kernel parameters set at boot, e.g. `net.ipv4.ip_forward: 1`.', { pattern: '^[A-Za-z0-9_*-]+([./][A-Za-z0-9_*-]+)+$', 'x-hint': "a sysctl name such as 'net.ipv4.ip_forward'" }), 'x-aliases': ['sysctl'] },
+    dns_nameservers: list('replace', { type: 'string', format: 'ip', 'x-hint': IP_HINT }, 'Name servers; empty: those from DHCP.', { 'x-aliases': ['dns_nameserver'] }),
+    ntp_servers: list('replace', { type: 'string', minLength: 1 }, 'NTP servers; empty: those from DHCP, else pool.ntp.org.', { 'x-aliases': ['ntp_server'] }),
+    wifi: list('append', {
+      type: 'object', additionalProperties: false, required: ['name'],
+      properties: {
+        name: { type: 'string', minLength: 1, maxLength: 32, description: 'Network name (SSID).' },
+        passphrase: s('WPA passphrase; empty for an open network.', { pattern: '^(|.{8,63}|[0-9a-fA-F]{64})$', 'x-hint': '8 to 63 characters, or 64 hex digits; empty for an open network' }),
+      },
+    }, 'Wi-Fi networks to join, tried in order. A later entry with the same name replaces the earlier one.', { 'x-merge-key': 'name' }),
+    password: s("Password of the 'kiln' user, plain or crypt(3) hashed ('$6$...'); empty: password login disabled."),
+    environment: strMap('Environment variables for k3s and boot commands, e.g. http_proxy.', { pattern: '^[A-Za-z_][A-Za-z0-9_]*$', 'x-hint': 'letters, digits and _, not starting with a digit' }),
+    server_url: s("URL of a k3s server to join as an agent, e.g. 'https://10.0.0.1:6443'; empty: run a server.", { pattern: '^(https://.+)?$', 'x-hint': "an https URL such as 'https://10.0.0.1:6443'" }),
+    token: s('Cluster join token (k3s --token); empty on the first server: one is generated.'),
+    labels: { ...strMap('Kubernetes node labels.', { pattern: '^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$', 'x-hint': "a label key such as 'region' or 'example.com/tier'" }), 'x-aliases': ['label'] },
+    taints: list('append', { type: 'string', pattern: '^[^=:\\s]+(=[^:\\s]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$', 'x-hint': "KEY[=VALUE]:EFFECT with EFFECT one of NoSchedule, PreferNoSchedule, NoExecute, e.g. 'dedicated=db:NoSchedule'" }, 'Kubernetes node taints.', { 'x-aliases': ['taint'] }),
+    k3s_args: list('replace', { type: 'string' }, "Arguments for k3s. Empty: 'server' (or 'agent' when server_url is set). A list starting with 'server' or 'agent' chooses the role.", { 'x-aliases': ['k3s_arg'] }),
+    channel: { enum: CHANNELS, default: 'stable', description: 'Update channel the node follows.' },
+    manifests: {
+      type: 'object', additionalProperties: false, default: {},
+      description: 'Kubernetes manifests on the data partition (/var/lib/kiln/manifests).',
+      properties: { auto_apply: b('Apply the manifests in the folder when k3s is up (opt-in).') },
+    },
+    network: {
+      type: 'object', additionalProperties: false, default: {},
+      description: 'Network settings. Without any, every wired interface uses DHCP.',
+      properties: {
+        interfaces: {
+          type: 'object', default: {}, description: "Per-interface settings, keyed by interface name (e.g. 'eth0').",
+          propertyNames: { pattern: '^[A-Za-z0-9_.:-]{1,15}$', 'x-hint': 'an interface name of at most 15 characters, e.g. eth0' },
+          additionalProperties: INTERFACE,
+        },
+      },
+    },
+    install: INSTALL,
+  },
+};
+
+export const CONFIG_SCHEMA: SchemaNode = {
+  $schema: 'http://json-schema.org/draft-07/schema#',
+  $id: 'https://kiln.dev/schemas/config.json',
+  title: 'kiln node configuration',
+  type: 'object', additionalProperties: false,
+  description: 'A cloud-config style YAML file (the `#cloud-config` first line is optional).',
+  properties: {
+    hostname: s('Host name of the node; empty: kiln-XXXXXX, chosen once from the machine id.', {
+      pattern: '^$|^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$',
+      'x-hint': "letters, digits and '-' (dots between labels), e.g. 'node-1'",
+    }),
+    ssh_authorized_keys: list('append', AUTH_KEY, "Public keys allowed to log in as the 'kiln' user; github:USER / gitlab:USER / launchpad:USER fetch that user's published keys at boot.", { 'x-aliases': ['ssh_authorized_key'] }),
+    ssh_import_id: list('append', IMPORT_ID, "cloud-init's form of key service users for the 'kiln' user: gh:USER, gl:USER, lp:USER."),
+    users: list('append', USER, 'Extra users to create (cloud-init style). A later entry with the same name replaces the earlier one.', { 'x-merge-key': 'name' }),
+    write_files: list('append', WRITE_FILE, 'Files written at boot, in order.'),
+    init_cmd: commands('early at boot, before the network is up'),
+    boot_cmd: commands('at every boot once the network is up, before k3s starts', ['bootcmd']),
+    run_cmd: commands('at every boot after k3s has started', ['runcmd']),
+    kiln: KILN,
+  },
+};
+
+// ---- Types of a normalised, defaults-filled config (parse.ts normalises the input). ----
+
+export type Command = string | string[];
+export type Encoding = 'text' | 'base64' | 'gzip+base64';
+export type DataSource = (typeof DATA_SOURCES)[number];
+export type Channel = (typeof CHANNELS)[number];
+
+export interface User {
+  name: string;
+  groups: string[];
+  sudo: string[];
+  shell: string;
+  lock_passwd: boolean;
+  passwd: string;
+  ssh_authorized_keys: string[];
+  ssh_import_id: string[];
+}
+export interface WriteFile { path: string; content: string; encoding: Encoding; owner: string; permissions: string; append: boolean }
+export interface Wifi { name: string; passphrase: string }
+export interface Interface { dhcp: boolean; addresses: string[]; gateway: string; dns: string[]; mtu: number }
+export interface Install {
+  device: string; config_url: string; iso_url: string; silent: boolean; force: boolean; force_efi: boolean;
+  no_format: boolean; power_off: boolean; reboot: boolean; debug: boolean; tty: string;
+  server_url: string; token: string; password: string;
+}
+export interface KilnSection {
+  data_sources: DataSource[];
+  modules: string[];
+  sysctls: Record<string, string>;
+  dns_nameservers: string[];
+  ntp_servers: string[];
+  wifi: Wifi[];
+  password: string;
+  environment: Record<string, string>;
+  server_url: string;
+  token: string;
+  labels: Record<string, string>;
+  taints: string[];
+  k3s_args: string[];
+  channel: Channel;
+  manifests: { auto_apply: boolean };
+  network: { interfaces: Record<string, Interface> };
+  install: Install;
+}
+export interface KilnConfig {
+  hostname: string;
+  ssh_authorized_keys: string[];
+  ssh_import_id: string[];
+  users: User[];
+  write_files: WriteFile[];
+  init_cmd: Command[];
+  boot_cmd: Command[];
+  run_cmd: Command[];
+  kiln: KilnSection;
+}
+
+type DeepPartial<T> = T extends (infer U)[] ? DeepPartial<U>[] : T extends object ? { [K in keyof T]?: DeepPartial<T[K]> } : T;
+/** One source's config: normalised, but only the keys it sets (no defaults). */
+export type KilnConfigInput = DeepPartial<KilnConfig>;
+
+// ---- Schema walking helpers shared by parse, merge and docs. ----
+
+export type SchemaNode = Record<string, any>;
+
+/** The schema of the child `key` of an object schema (a declared property or a map entry). */
+export function childSchema(node: SchemaNode | undefined, key: string | number): SchemaNode | undefined {
+  if (!node) return undefined;
+  if (typeof key === 'number') return typeof node.items === 'object' ? node.items : undefined;
+  if (node.properties && Object.hasOwn(node.properties, key)) return node.properties[key];
+  if (typeof node.additionalProperties === 'object') return node.additionalProperties;
+  return undefined;
+}
+
+/** The schema at a path of keys, or undefined when the path leaves the schema. */
+export function schemaAt(path: (string | number)[]): SchemaNode | undefined {
+  let node: SchemaNode | undefined = CONFIG_SCHEMA;
+  for (const k of path) node = childSchema(node, k);
+  return node;
+}
+
+/** alias -> canonical name, for the declared properties of an object schema. */
+export function aliasesOf(node: SchemaNode | undefined): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const [k, v] of Object.entries<SchemaNode>(node?.properties ?? {})) for (const a of v['x-aliases'] ?? []) m.set(a, k);
+  return m;
+}
+
+/** The JSON Schema types a node accepts. */
+export function typesOf(node: SchemaNode | undefined): string[] {
+  if (!node) return [];
+  if (node.type) return ([] as string[]).concat(node.type);
+  if (node.enum) return [...new Set(node.enum.map((v: unknown) => typeof v))] as string[];
+  return [];
+}

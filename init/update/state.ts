@@ -1,0 +1,137 @@
+// The node's memory of its release channel: the newest manifest it accepted (serial, issued,
+// digest), and the versions that failed their health check here. Lives on the data partition
+// under the channel's space: beta has its own (/var/lib/kiln/beta/) so leaving beta returns a
+// clean stable state; rc shares stable's (/var/lib/kiln/stable/).
+//
+// Rule for callers: load -> verifyChannel -> pickRelease -> acceptManifest -> saveState. Persist
+// only after every check passed; saving anything learnt from a manifest that was then refused
+// would let a forged or stale one move the replay and clock floors.
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync, unlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import semver from 'semver';
+import { CHANNELS, type Channel, type ChannelStateView, type Manifest } from './manifest.ts';
+
+export const DEFAULT_STATE_BASE = '/var/lib/kiln';
+export const STATE_FILE = 'channel-state.json';
+
+export type Space = 'stable' | 'beta';
+
+/** Where a channel keeps config and state: beta alone, rc with stable. */
+export function channelSpace(channel: Channel): Space {
+  switch (channel) {
+    case 'beta': return 'beta';
+    case 'rc': case 'stable': return 'stable';
+    default: throw new Error(`unknown channel '${channel as string}' (valid: ${CHANNELS.join(', ')})`);
+  }
+}
+
+export function spaceDir(baseDir: string, channel: Channel): string { return join(baseDir, channelSpace(channel)); }
+export function stateFile(baseDir: string, channel: Channel): string { return join(spaceDir(baseDir, channel), STATE_FILE); }
+
+export interface ChannelState extends ChannelStateView {
+  /** The channel this state was loaded for; lastSerial/lastDigest are that channel's. */
+  channel: Channel;
+  lastSerial: number;
+  lastIssued: string | null;
+  lastDigest: string | null;
+  /** Versions that fell back after an update: never tried again (fedora-coreos-tracker#1938). */
+  badVersions: string[];
+}
+
+/**
+ * On disk, serials are kept per channel: rc and stable share a space but number their
+ * manifests independently, and switching rc -> stable -> rc must not reopen a replay window.
+ */
+interface StateFile {
+  schema: 'kiln-channel-state/1';
+  channel: Channel;
+  lastIssued: string | null;
+  badVersions: string[];
+  serials: Partial<Record<Channel, { serial: number; digest: string | null }>>;
+}
+
+export function emptyState(channel: Channel): ChannelState {
+  channelSpace(channel);
+  return { channel, lastSerial: 0, lastIssued: null, lastDigest: null, badVersions: [] };
+}
+
+function readFile(path: string): StateFile | undefined {
+  let text: string;
+  try { text = readFileSync(path, 'utf8'); } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  let f: StateFile;
+  try { f = JSON.parse(text); } catch (e) { throw new Error(`${path}: not JSON (${(e as Error).message})`); }
+  if (f?.schema !== 'kiln-channel-state/1' || typeof f.serials !== 'object' || !Array.isArray(f.badVersions)) {
+    throw new Error(`${path}: not a kiln channel state file`);
+  }
+  return f;
+}
+
+/**
+ * The state for `channel` under baseDir (default /var/lib/kiln). A missing file is a fresh
+ * node. A damaged one throws: the caller decides (saves are atomic, so damage means a disk
+ * problem, and quietly starting from zero would reopen the replay window).
+ */
+export function loadState(baseDir: string, channel: Channel): ChannelState {
+  const f = readFile(stateFile(baseDir, channel));
+  if (!f) return emptyState(channel);
+  const s = f.serials[channel];
+  return {
+    channel,
+    lastSerial: Number.isSafeInteger(s?.serial) ? s!.serial : 0,
+    lastIssued: typeof f.lastIssued === 'string' ? f.lastIssued : null,
+    lastDigest: typeof s?.digest === 'string' ? s.digest : null,
+    badVersions: f.badVersions.filter((v) => typeof v === 'string'),
+  };
+}
+
+/** Writes temp + fsync + rename + fsync(dir), merging this channel's serial into the file. */
+export function saveState(baseDir: string, state: ChannelState): void {
+  const path = stateFile(baseDir, state.channel);
+  mkdirSync(dirname(path), { recursive: true });
+  let prev: StateFile | undefined;
+  try { prev = readFile(path); } catch { prev = undefined; } // a damaged file is replaced by a good one
+  const next: StateFile = {
+    schema: 'kiln-channel-state/1',
+    channel: state.channel,
+    lastIssued: state.lastIssued,
+    badVersions: [...new Set(state.badVersions)],
+    serials: { ...(prev?.serials ?? {}), [state.channel]: { serial: state.lastSerial, digest: state.lastDigest } },
+  };
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    writeSync(fd, JSON.stringify(next, null, 2) + '\n');
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    try { unlinkSync(tmp); } catch { /* already gone */ }
+    throw e;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+  // The rename is only durable once the directory entry is on disk.
+  const dfd = openSync(dirname(path), 'r');
+  try { fsyncSync(dfd); } finally { closeSync(dfd); }
+}
+
+/** The state after accepting a verified manifest (pure; save it afterwards). */
+export function acceptManifest(state: ChannelState, manifest: Manifest, digest: string): ChannelState {
+  if (manifest.channel !== state.channel) throw new Error(`manifest for '${manifest.channel}' given to '${state.channel}' state`);
+  const issued = Date.parse(manifest.issued);
+  const floor = state.lastIssued ? Date.parse(state.lastIssued) : -Infinity;
+  return {
+    ...state,
+    lastSerial: Math.max(state.lastSerial, manifest.serial),
+    lastDigest: manifest.serial >= state.lastSerial ? digest : state.lastDigest,
+    lastIssued: issued > floor ? manifest.issued : state.lastIssued,
+  };
+}
+
+/** The state after `version` fell back: it will be skipped from now on (pure). */
+export function recordBadVersion(state: ChannelState, version: string): ChannelState {
+  const v = semver.valid(version) ?? version;
+  return state.badVersions.includes(v) ? state : { ...state, badVersions: [...state.badVersions, v] };
+}

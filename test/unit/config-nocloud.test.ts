@@ -1,0 +1,61 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { gzipSync } from 'node:zlib';
+import { parseMetaData, parseNoCloudCmdline, splitUserData } from '../../init/config/nocloud.ts';
+import { parseConfig } from '../../init/config/parse.ts';
+
+test('ds=nocloud and ds=nocloud-net seeds are read from the command line', () => {
+  assert.equal(parseNoCloudCmdline('quiet ds=nocloud;s=http://10.0.0.2:8000/node1/ console=ttyS0'), { kind: 'nocloud', seedUrl: 'http://10.0.0.2:8000/node1/' });
+  assert.equal(parseNoCloudCmdline('"ds=nocloud-net;seedfrom=http://x/seed;h=node-1;i=iid-1"'), { kind: 'nocloud-net', seedUrl: 'http://x/seed/', hostname: 'node-1', instanceId: 'iid-1' });
+  assert.equal(parseNoCloudCmdline('ds=nocloud'), { kind: 'nocloud' });
+  assert.is(parseNoCloudCmdline('ds=ec2 root=/dev/sda'), undefined);
+  assert.is(parseNoCloudCmdline('ds=nocloudy'), undefined);
+});
+
+test('meta-data in YAML or JSON', () => {
+  const y = parseMetaData('instance-id: iid-123\nlocal-hostname: node-1\n');
+  assert.equal([y.instanceId, y.localHostname, y.problems], ['iid-123', 'node-1', []]);
+  const j = parseMetaData('{"instance-id": "i-9", "local-hostname": "n9", "extra": 1}');
+  assert.equal([j.instanceId, j.localHostname, j.raw.extra], ['i-9', 'n9', 1]);
+  assert.equal(parseMetaData('').problems, []);
+  assert.equal(parseMetaData('[1]').problems, ['meta-data is not a map of keys']);
+  assert.match(parseMetaData('a: [').problems[0], /^meta-data is neither YAML nor JSON/);
+});
+
+test('user-data: cloud-config, script, gzip', () => {
+  const cc = '#cloud-config\nhostname: n1\n';
+  assert.equal(splitUserData(cc), { cloudConfigs: [cc], scripts: [], problems: [] });
+  assert.equal(splitUserData('#!/bin/sh\necho hi\n'), { cloudConfigs: [], scripts: [{ name: 'user-data', text: '#!/bin/sh\necho hi\n' }], problems: [] });
+  assert.equal(splitUserData(gzipSync(Buffer.from(cc))).cloudConfigs, [cc]);
+  assert.equal(splitUserData(''), { cloudConfigs: [], scripts: [], problems: [] });
+  assert.match(splitUserData('#include http://x\n').problems[0], /unsupported user-data/);
+  assert.match(splitUserData(Buffer.from([0x1f, 0x8b, 1, 2])).problems[0], /does not decompress/);
+});
+
+test('user-data: MIME multipart with cloud-config and script parts', () => {
+  const mime = [
+    'Content-Type: multipart/mixed; boundary="==BOUNDARY=="',
+    'MIME-Version: 1.0',
+    '',
+    '--==BOUNDARY==',
+    'Content-Type: text/cloud-config; charset="us-ascii"',
+    '',
+    'hostname: from-mime',
+    '',
+    '--==BOUNDARY==',
+    'Content-Type: text/x-shellscript',
+    'Content-Disposition: attachment; filename="setup.sh"',
+    'Content-Transfer-Encoding: base64',
+    '',
+    Buffer.from('#!/bin/sh\necho set up\n').toString('base64'),
+    '--==BOUNDARY==--',
+    '',
+  ].join('\r\n');
+  const u = splitUserData(mime);
+  assert.equal(u.problems, []);
+  assert.equal(u.cloudConfigs, ['hostname: from-mime\n']);
+  assert.equal(u.scripts, [{ name: 'setup.sh', text: '#!/bin/sh\necho set up\n' }]);
+  assert.is(parseConfig(u.cloudConfigs[0], 'user-data').config?.hostname, 'from-mime');
+});
+
+test.run();
