@@ -125,7 +125,7 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
     const efiDir = join(sdboot, 'usr/lib/systemd/boot/efi');
     const uki = await log.stage(`${arch}: unified kernel image`, () => buildUki({
       arch, stub: join(efiDir, ARCH[arch].stub), kernel: kernel.vmlinuz, initrd,
-      cmdline: slotCmdline(arch, 'a', profile), osRelease: ukiOsRelease(version, 'a'), out: `${base}.efi`,
+      cmdline: ukiCmdline(arch, profile), osRelease: ukiOsRelease(version), out: `${base}.efi`,
     }));
     const esp = await log.stage(`${arch}: ESP`, () => buildEsp({
       out: join(w, 'esp.img'), sizeMiB: profile.disk.esp_mib, label: 'ESP', volumeId: volumeId(`${version}:${arch}`),
@@ -169,12 +169,18 @@ export function entryName(slot: 'a' | 'b', tries?: number): string {
   return `kiln-${slot}${tries !== undefined ? `+${tries}` : ''}.efi`;
 }
 
+/** The UKI's command line: no slot, stage 1 reads it from the boot entry systemd-boot picked. */
+export function ukiCmdline(arch: Arch, profile: Profile): string {
+  return `console=${ARCH[arch].console} ${profile.kernel.cmdline}`.trim();
+}
+
+/** For boot loaders that pass a command line (U-Boot, direct kernel boot). */
 export function slotCmdline(arch: Arch, slot: 'a' | 'b', profile: Profile): string {
   return `console=${ARCH[arch].console} kiln.slot=${slot} ${profile.kernel.cmdline}`.trim();
 }
 
-export function ukiOsRelease(version: string, slot: 'a' | 'b'): string {
-  return `NAME=kiln\nID=kiln\nIMAGE_ID=kiln\nVERSION_ID=${version}\nIMAGE_VERSION=${version}\nPRETTY_NAME="kiln ${version} (slot ${slot})"\n`;
+export function ukiOsRelease(version: string): string {
+  return `NAME=kiln\nID=kiln\nIMAGE_ID=kiln\nVERSION_ID=${version}\nIMAGE_VERSION=${version}\nPRETTY_NAME="kiln ${version}"\n`;
 }
 
 function volumeId(seed: string): string {

@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { $ } from 'zx';
 import { ARCH, type Arch } from './arch.ts';
 import { busyboxApplets } from './busybox.ts';
+import { checkSharedLibraries } from './elfdeps.ts';
 import type { Cache } from './cache.ts';
 import { extractDeb } from './debian/index.ts';
 import { indexModules, loadableNames, mergeResolutions, modulesDep, resolveModules, type ModuleTree, type Resolution } from './kmod.ts';
@@ -122,6 +123,7 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
     built: new Date(inp.sourceDateEpoch * 1000).toISOString(),
   }, null, 2) + '\n');
   checkElf(join(dir, 'usr/bin/node'), facts.elfMachine, inp.arch);
+  await checkSharedLibraries(dir, facts.triplet);
   return { dir, modules: all };
 }
 

@@ -12,6 +12,7 @@ export const TOOL_PACKAGES: Record<string, string> = {
   'mkfs.ext4': 'e2fsprogs',
   'objcopy': 'binutils',
   'strip': 'binutils',
+  'readelf': 'binutils',
   'aarch64-linux-gnu-objcopy': 'binutils-aarch64-linux-gnu',
   'aarch64-linux-gnu-strip': 'binutils-aarch64-linux-gnu',
   'qemu-img': 'qemu-utils',

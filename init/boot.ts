@@ -14,7 +14,7 @@ export interface BootInfo { version: string; arch: string; slot: Slot; cmdline: 
 export function bootInfo(): BootInfo {
   const os = Object.fromEntries(read('/etc/os-release').split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).replace(/^"|"$/g, '')]));
   const cmdline = read('/proc/cmdline').trim();
-  return { version: os.VERSION_ID ?? 'unknown', arch: os.KILN_ARCH ?? process.arch, slot: slotFromCmdline(cmdline), cmdline, kernel: read('/proc/sys/kernel/osrelease').trim() };
+  return { version: os.VERSION_ID ?? 'unknown', arch: os.KILN_ARCH ?? process.arch, slot: process.env.KILN_SLOT === 'a' || process.env.KILN_SLOT === 'b' ? process.env.KILN_SLOT : slotFromCmdline(cmdline), cmdline, kernel: read('/proc/sys/kernel/osrelease').trim() };
 }
 
 export function writeAtomic(file: string, text: string, mode = 0o644) {

@@ -1,16 +1,23 @@
 // kiln's init. The kernel's PID 1 is tini, which only reaps orphans and forwards
-// signals; this process is the init proper: boot phases, services, health, shutdown.
-// Nothing here may end the process: tini would exit and the kernel would panic.
+// signals; this process is the init proper: boot phases, config, services, health,
+// shutdown. Nothing here may end the process: tini would exit and the kernel would panic.
 import { existsSync, mkdirSync } from 'node:fs';
-import { serveControl } from './control.ts';
 import { blessSlot, bootInfo, countBoot, ensureMachineId, mountEsp } from './boot.ts';
+import { applyDefaults } from './config/parse.ts';
+import type { KilnConfig } from './config/schema.ts';
+import {
+  applyDns, applyHostname, applyModules, applyPassword, applySshKeys, applySysctls, applyUsers, chooseAndReport,
+  chooseHostname, gatherSources, runCommands, runScripts, writeFiles, type Chosen,
+} from './configure.ts';
+import { serveControl } from './control.ts';
 import { debug, enableFileLog, LOG_DIR, say, setBootOffset } from './log.ts';
-import { ethernetLinks, linkUp, waitForLease } from './network.ts';
+import { configureStatic, ethernetLinks, linkUp, waitForLease } from './network.ts';
 import { isShuttingDown, shutdown, watchPowerButton, type PowerAction } from './power.ts';
 import { runPhases, type Phase } from './sequencer.ts';
 import { dhcpService } from './services/dhcp.ts';
+import { sshService } from './services/ssh.ts';
 import { Supervisor } from './services/supervisor.ts';
-import { isMounted, loadModules, mountBase, read, setHostname } from './system.ts';
+import { isMounted, loadModules, mountBase, read } from './system.ts';
 
 process.on('uncaughtException', (e) => { try { say(`internal error (contained): ${e?.stack ?? e}`); } catch { /* */ } });
 process.on('unhandledRejection', (e) => { try { say(`internal error (contained): ${(e as Error)?.stack ?? e}`); } catch { /* */ } });
@@ -26,9 +33,33 @@ for (const [sig, action] of [['SIGUSR2', 'poweroff'], ['SIGUSR1', 'poweroff'], [
 }
 process.on('SIGHUP', () => debug('SIGHUP ignored'));
 
-let iface: string | undefined;
+let machineId = '';
+let chosen: Chosen | undefined;
+// If choosing failed outright, run with the defaults: a node that boots can be repaired.
+const cfg = (): KilnConfig => chosen?.config ?? applyDefaults({});
+const env = () => cfg().kiln.environment;
+const report = (problems: string[]) => { for (const p of problems) say(`config: ${p}`); };
+const notes: string[] = [];
+
+/** Applies what can be applied before the network (and again if a network source changed it). */
+async function applyLocal(c: KilnConfig) {
+  applyHostname(chooseHostname(c, chosen?.gathered ?? { sources: [], scripts: [], notes: [] }, machineId));
+  report(writeFiles(c));
+  report(await applyModules(c));
+  report(applySysctls(c));
+  applyDns(c);
+  const pw = await applyPassword(c);
+  if (pw) report([pw]);
+  report(applyUsers(c));
+}
+
 const phases: Phase[] = [
-  { name: 'mount', tasks: [{ name: 'base filesystems', run: mountBase }] },
+  {
+    name: 'mount', tasks: [
+      { name: 'base filesystems', run: mountBase },
+      { name: 'control socket', run: () => { startControl(); } },
+    ],
+  },
   {
     name: 'modules', tasks: [{
       name: 'load', run: async () => {
@@ -37,57 +68,109 @@ const phases: Phase[] = [
         if (r.failed.length) say(`modules not loaded: ${r.failed.join(', ')}`);
         return `${r.loaded.length} loaded`;
       },
+    }, {
+      // After the modules: the button and evdev drivers make the input device.
+      name: 'power button', run: () => `power button: ${watchPowerButton(() => power('poweroff', 'power button')).join(', ') || 'none found'}`,
     }],
   },
   {
     name: 'data', tasks: [
       { name: 'logs', run: () => { if (!isMounted('/data')) say('WARNING: no data partition: nothing persists'); mkdirSync(LOG_DIR, { recursive: true }); enableFileLog(); } },
       { name: 'boot count', run: () => { say(`boot count ${countBoot()}`); } },
-      { name: 'machine id', run: () => `machine-id ${ensureMachineId()}` },
+      { name: 'machine id', run: () => { machineId = ensureMachineId(); return `machine-id ${machineId}`; } },
       { name: 'esp', run: async () => `esp on /dev/${await mountEsp()}` },
     ],
   },
   {
-    name: 'identity', tasks: [{ name: 'hostname', run: () => { const h = read('/etc/hostname').trim() || 'kiln'; setHostname(h); return h; } }],
+    name: 'config', tasks: [
+      {
+        name: 'choose', run: async () => {
+          chosen = await chooseAndReport(await gatherSources('local', info.cmdline), { fetchUrl: false });
+          return `config: ${chosen.used}, ${chosen.gathered.sources.length} sources`;
+        },
+      },
+      { name: 'apply', run: () => applyLocal(cfg()) },
+      // Keys known from earlier boots, so SSH works even when the network never comes.
+      { name: 'ssh keys (cached)', run: async () => { const r = await applySshKeys(cfg(), { offline: true }); return `${r.count} keys from cache`; } },
+      { name: 'init_cmd', run: async () => report(await runCommands('init_cmd', cfg().init_cmd, env())) },
+      { name: 'ssh', run: () => { supervisor.add(sshService({ passwordLogin: () => !!cfg().kiln.password })); void supervisor.start('ssh'); } },
+    ],
   },
   {
     name: 'network', tasks: [
       { name: 'loopback', run: () => linkUp('lo') },
       {
-        name: 'dhcp', run: async () => {
-          iface = ethernetLinks()[0];
-          if (!iface) { say('network: no ethernet link found'); return; }
-          await linkUp(iface);
-          supervisor.add(dhcpService(iface, () => read('/proc/sys/kernel/hostname').trim()));
-          void supervisor.start(`dhcp-${iface}`);
-          const l = await waitForLease(iface, 30_000);
-          if (l) say(`network ${iface} ${l.ip}/${l.mask} gateway ${l.router || '-'}`);
-          else say(`network ${iface}: no DHCP lease yet (still trying)`);
+        name: 'links', run: async () => {
+          const ifs = cfg().kiln.network.interfaces;
+          const links = ethernetLinks();
+          if (!links.length) { say('network: no ethernet link found'); return; }
+          const dhcp = links.filter((l, i) => ifs[l] ? ifs[l].dhcp && !ifs[l].addresses.length : Object.keys(ifs).length === 0 ? i === 0 : false);
+          for (const l of links.filter((x) => ifs[x] && ifs[x].addresses.length)) {
+            try { say(`network ${l} ${await configureStatic(l, ifs[l])} (static)`); } catch (e) { say(`network ${l}: ${(e as Error).message}`); }
+          }
+          for (const l of dhcp) {
+            await linkUp(l);
+            supervisor.add(dhcpService(l, () => read('/proc/sys/kernel/hostname').trim()));
+            void supervisor.start(`dhcp-${l}`);
+          }
+          for (const l of dhcp) {
+            const lease = await waitForLease(l, 30_000);
+            if (lease) say(`network ${l} ${lease.ip}/${lease.mask} gateway ${lease.router || '-'}`);
+            else say(`network ${l}: no DHCP lease yet (still trying)`);
+          }
         },
       },
     ],
   },
+  {
+    name: 'config-network', tasks: [
+      {
+        name: 'network sources', run: async () => {
+          const g = await gatherSources('network', info.cmdline, cfg().kiln.data_sources);
+          const again = await chooseAndReport(g, { fetchUrl: true });
+          if (JSON.stringify(again.config) !== JSON.stringify(cfg())) { chosen = again; await applyLocal(cfg()); return 'network sources changed the config'; }
+          chosen = again;
+        },
+      },
+      {
+        name: 'ssh keys', run: async () => {
+          const r = await applySshKeys(cfg());
+          report(r.problems);
+          return `${r.count} keys`;
+        },
+      },
+      { name: 'boot_cmd', run: async () => report(await runCommands('boot_cmd', cfg().boot_cmd, env())) },
+    ],
+  },
+  {
+    name: 'late', tasks: [
+      { name: 'run_cmd', run: async () => report(await runCommands('run_cmd', cfg().run_cmd, env())) },
+      { name: 'user-data scripts', run: async () => report(await runScripts(chosen?.gathered.scripts ?? [], env())) },
+    ],
+  },
 ];
 
-const bootCount = () => Number(read('/var/lib/kiln/boot-count').trim()) || 0;
-const notes: string[] = [];
-
-async function boot() {
-  say(`init started: kiln ${info.version} slot ${info.slot} (${info.arch}, kernel ${info.kernel}, node ${process.version})`);
-  const buttons = watchPowerButton(() => power('poweroff', 'power button'));
-  debug(`power button: ${buttons.join(', ') || 'none found'}`);
-  const results = await runPhases(phases);
+function startControl() {
   serveControl({
-    status: () => ({ ...info, uptimeMs: Math.round(Number(read('/proc/uptime').split(' ')[0]) * 1000), bootCount: bootCount(), notes, services: supervisor.status() }),
+    status: () => ({ ...info, uptimeMs: Math.round(Number(read('/proc/uptime').split(' ')[0]) * 1000), bootCount: bootCount(), notes, services: supervisor.status(), config: chosen?.used }),
     logs: (a) => supervisor.logTail(String(a.id), Number(a.lines) || 50),
     reboot: () => { setTimeout(() => power('reboot', 'kiln reboot'), 100); return 'rebooting'; },
     poweroff: () => { setTimeout(() => power('poweroff', 'kiln poweroff'), 100); return 'powering off'; },
   });
+}
+
+const bootCount = () => Number(read('/var/lib/kiln/boot-count').trim()) || 0;
+
+async function boot() {
+  say(`init started: kiln ${info.version} slot ${info.slot} (${info.arch}, kernel ${info.kernel}, node ${process.version})`);
+  const results = await runPhases(phases);
   if (isShuttingDown()) return;
   const failed = results.filter((r) => !r.ok);
   for (const f of failed) notes.push(`boot step ${f.phase}/${f.task} failed: ${f.error}`);
   say(`ready version=${info.version} slot=${info.slot} arch=${info.arch}${failed.length ? ` (degraded: ${failed.map((f) => `${f.phase}/${f.task}`).join(', ')})` : ''}`);
   try { say(await blessSlot(info.slot)); } catch (e) { say(`cannot bless slot ${info.slot}: ${(e as Error).message}`); }
+  // Revoked keys disappear: refetch the key services' lists every hour.
+  setInterval(() => { if (chosen) void applySshKeys(cfg()).catch(() => undefined); }, 3600_000);
 }
 
 if (!existsSync('/proc/1')) say('warning: /proc is not mounted');

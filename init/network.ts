@@ -32,3 +32,18 @@ export async function waitForLease(iface: string, timeoutMs: number): Promise<Re
   }
   return undefined;
 }
+
+/** Static addresses, gateway and DNS for one interface; returns a summary. */
+export async function configureStatic(iface: string, c: { addresses: string[]; gateway: string; dns: string[]; mtu: number }): Promise<string> {
+  await linkUp(iface);
+  if (c.mtu) { const e = await runOk('ip', ['link', 'set', iface, 'mtu', String(c.mtu)]); if (e) throw new Error(e); }
+  for (const a of c.addresses) { const e = await runOk('ip', ['addr', 'add', a, 'dev', iface]); if (e && !/File exists/.test(e)) throw new Error(e); }
+  if (c.gateway) { const e = await runOk('ip', ['route', 'replace', 'default', 'via', c.gateway, 'dev', iface]); if (e) throw new Error(e); }
+  if (c.dns.length) {
+    const { writeFileSync, mkdirSync } = await import('node:fs');
+    mkdirSync('/run/kiln', { recursive: true });
+    writeFileSync('/run/kiln/dns-static', '');
+    writeFileSync('/etc/resolv.conf', c.dns.map((d) => `nameserver ${d}`).join('\n') + '\n');
+  }
+  return `${c.addresses.join(' ')}${c.gateway ? ` gateway ${c.gateway}` : ''}`;
+}

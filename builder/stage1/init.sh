@@ -19,8 +19,19 @@ fail() {
 arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1="*) echo "${w#*=}"; return;; esac; done; }
 
 say "started, kernel $(uname -r)"
-SLOT=$(arg kiln.slot); SLOT=${SLOT:-a}
 for m in $(cat /etc/kiln/stage1-modules); do modprobe "$m" 2>/dev/null || say "module $m failed"; done
+
+# The slot: kiln.slot= when a boot loader passes it (U-Boot on the Pi, direct kernel boot);
+# otherwise the systemd-boot entry that was picked (LoaderEntrySelected, UTF-16 after 4
+# attribute bytes), so one unified kernel image serves either slot.
+SLOT=$(arg kiln.slot)
+if [ -z "$SLOT" ] && [ -d /sys/firmware/efi ]; then
+  mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
+  ENTRY=$(tail -c +5 /sys/firmware/efi/efivars/LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f 2>/dev/null | tr -d '\000')
+  case "$ENTRY" in kiln-a*) SLOT=a;; kiln-b*) SLOT=b;; esac
+fi
+SLOT=${SLOT:-a}
+say "slot $SLOT${ENTRY:+ (boot entry $ENTRY)}"
 
 # Block devices appear asynchronously after the drivers load.
 partdev() {
@@ -61,4 +72,5 @@ mount --move /proc /newroot/proc
 # tini is the kernel's PID 1: it reaps every orphan (Node cannot wait for processes it did not
 # start) and forwards signals to init, which runs as its only child.
 [ -x /newroot/usr/bin/tini ] || fail "kiln-root-$SLOT has no /usr/bin/tini"
+export KILN_SLOT=$SLOT
 exec switch_root /newroot /usr/bin/tini -- /usr/bin/node /usr/lib/kiln/init.js

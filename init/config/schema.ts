@@ -125,7 +125,16 @@ const KILN = {
         passphrase: s('WPA passphrase; empty for an open network.', { pattern: '^(|.{8,63}|[0-9a-fA-F]{64})$', 'x-hint': '8 to 63 characters, or 64 hex digits; empty for an open network' }),
       },
     }, 'Wi-Fi networks to join, tried in order. A later entry with the same name replaces the earlier one.', { 'x-merge-key': 'name' }),
-    password: s("Password of the 'kiln' user, plain or crypt(3) hashed ('$6$...'); empty: password login disabled."),
+    password: s("Password of root, plain or crypt(3) hashed ('$6$...'); empty: password login disabled (SSH keys only)."),
+    key_services: {
+      type: 'object', additionalProperties: false, default: {},
+      description: 'Where github:, gitlab: and launchpad: keys are fetched from (e.g. a GitHub Enterprise server).',
+      properties: {
+        github: s('Base URL for github:USER keys (USER.keys is appended); empty: https://github.com.', { pattern: '^(https?://.+)?$', 'x-hint': "an http(s) URL such as 'https://github.example.com'" }),
+        gitlab: s('Base URL for gitlab:USER keys; empty: https://gitlab.com.', { pattern: '^(https?://.+)?$', 'x-hint': "an http(s) URL such as 'https://gitlab.example.com'" }),
+        launchpad: s('Base URL for launchpad:USER keys; empty: https://launchpad.net.', { pattern: '^(https?://.+)?$', 'x-hint': "an http(s) URL" }),
+      },
+    },
     environment: strMap('Environment variables for k3s and boot commands, e.g. http_proxy.', { pattern: '^[A-Za-z_][A-Za-z0-9_]*$', 'x-hint': 'letters, digits and _, not starting with a digit' }),
     server_url: s("URL of a k3s server to join as an agent, e.g. 'https://10.0.0.1:6443'; empty: run a server.", { pattern: '^(https://.+)?$', 'x-hint': "an https URL such as 'https://10.0.0.1:6443'" }),
     token: s('Cluster join token (k3s --token); empty on the first server: one is generated.'),
@@ -164,8 +173,8 @@ export const CONFIG_SCHEMA: SchemaNode = {
       pattern: '^$|^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$',
       'x-hint': "letters, digits and '-' (dots between labels), e.g. 'node-1'",
     }),
-    ssh_authorized_keys: list('append', AUTH_KEY, "Public keys allowed to log in as the 'kiln' user; github:USER / gitlab:USER / launchpad:USER fetch that user's published keys at boot.", { 'x-aliases': ['ssh_authorized_key'] }),
-    ssh_import_id: list('append', IMPORT_ID, "cloud-init's form of key service users for the 'kiln' user: gh:USER, gl:USER, lp:USER."),
+    ssh_authorized_keys: list('append', AUTH_KEY, "Public keys allowed to log in as root; github:USER / gitlab:USER / launchpad:USER fetch that user's published keys at boot.", { 'x-aliases': ['ssh_authorized_key'] }),
+    ssh_import_id: list('append', IMPORT_ID, "cloud-init's form of key service users for root: gh:USER, gl:USER, lp:USER."),
     users: list('append', USER, 'Extra users to create (cloud-init style). A later entry with the same name replaces the earlier one.', { 'x-merge-key': 'name' }),
     write_files: list('append', WRITE_FILE, 'Files written at boot, in order.'),
     init_cmd: commands('early at boot, before the network is up'),
@@ -208,6 +217,7 @@ export interface KilnSection {
   ntp_servers: string[];
   wifi: Wifi[];
   password: string;
+  key_services: { github: string; gitlab: string; launchpad: string };
   environment: Record<string, string>;
   server_url: string;
   token: string;

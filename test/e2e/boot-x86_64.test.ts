@@ -22,7 +22,7 @@ test('first boot reaches ready on slot A, gets a DHCP address and blesses the sl
     assert.is(m[1], TEST_VERSION);
     assert.is(m[2], 'a');
     assert.is(m[3], 'x86_64');
-    assert.match(vm.output, new RegExp(`Linux version ${kernel.replace(/[.]/g, '\\.')}`));
+    assert.match(vm.output, new RegExp(`kiln-stage1: started, kernel ${kernel.replace(/[.]/g, '\\.')}`));
     // QEMU's user network hands out 10.0.2.15.
     await vm.waitFor(/kiln: network \S+ 10\.0\.2\.15/, 60_000);
     await vm.waitFor(/kiln: blessed slot a/, 60_000);

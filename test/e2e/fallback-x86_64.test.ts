@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ARCH } from '../../builder/arch.ts';
-import { entryName, LOADER_CONF, slotCmdline, ukiOsRelease } from '../../builder/build.ts';
+import { entryName, LOADER_CONF, ukiCmdline, ukiOsRelease } from '../../builder/build.ts';
 import { assembleDisk } from '../../builder/disk.ts';
 import { buildEsp } from '../../builder/esp.ts';
 import { loadProfile } from '../../builder/profile.ts';
@@ -26,8 +26,8 @@ test('a slot whose root is broken is abandoned after its tries; the other slot b
   const efiDir = join(await unpackedDeb(al.packages.find((p) => p.package === 'systemd-boot-efi')!, cache), 'usr/lib/systemd/boot/efi');
   const initrd = join(img.work, 'stage1.cpio.zst');
   const w = img.work;
-  const ukiA = await buildUki({ arch, stub: join(efiDir, ARCH[arch].stub), kernel: kernel.vmlinuz, initrd, cmdline: slotCmdline(arch, 'a', profile), osRelease: ukiOsRelease('9.0.0', 'a'), out: join(w, 'fallback-a.efi') });
-  const ukiB = await buildUki({ arch, stub: join(efiDir, ARCH[arch].stub), kernel: kernel.vmlinuz, initrd, cmdline: slotCmdline(arch, 'b', profile), osRelease: ukiOsRelease('1.0.0', 'b'), out: join(w, 'fallback-b.efi') });
+  const ukiA = await buildUki({ arch, stub: join(efiDir, ARCH[arch].stub), kernel: kernel.vmlinuz, initrd, cmdline: ukiCmdline(arch, profile), osRelease: ukiOsRelease('9.0.0'), out: join(w, 'fallback-a.efi') });
+  const ukiB = await buildUki({ arch, stub: join(efiDir, ARCH[arch].stub), kernel: kernel.vmlinuz, initrd, cmdline: ukiCmdline(arch, profile), osRelease: ukiOsRelease('1.0.0'), out: join(w, 'fallback-b.efi') });
   const esp = await buildEsp({
     out: join(w, 'fallback-esp.img'), sizeMiB: profile.disk.esp_mib, label: 'ESP', volumeId: '12345678',
     files: [

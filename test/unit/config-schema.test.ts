@@ -31,6 +31,7 @@ const ACCEPT: [string, (c: any) => unknown, unknown][] = [
   ['kiln:\n  sysctls:\n    net.ipv4.ip_forward: 1\n    kernel.printk: 4 4 1 7\n    net.ipv4.conf.all.rp_filter: true\n', (c) => c.kiln.sysctls, { 'net.ipv4.ip_forward': '1', 'kernel.printk': '4 4 1 7', 'net.ipv4.conf.all.rp_filter': 'true' }],
   ['kiln:\n  dns_nameservers: [1.1.1.1, "2606:4700::1111"]\n  ntp_servers: [0.pool.ntp.org]\n', (c) => [c.kiln.dns_nameservers.length, c.kiln.ntp_servers], [2, ['0.pool.ntp.org']]],
   ['kiln:\n  wifi:\n    - name: home\n      passphrase: secret123\n    - name: cafe\n', (c) => c.kiln.wifi, [{ name: 'home', passphrase: 'secret123' }, { name: 'cafe' }]],
+  ['kiln:\n  key_services:\n    github: https://ghe.example.com\n    gitlab: https://gl.example.com\n    launchpad: http://lp.example.com\n', (c) => c.kiln.key_services, { github: 'https://ghe.example.com', gitlab: 'https://gl.example.com', launchpad: 'http://lp.example.com' }],
   ['kiln:\n  password: rancher\n  token: K10abc\n  server_url: https://10.0.0.1:6443\n', (c) => [c.kiln.password, c.kiln.token, c.kiln.server_url], ['rancher', 'K10abc', 'https://10.0.0.1:6443']],
   ['kiln:\n  environment:\n    http_proxy: http://proxy:3128\n    RETRIES: 3\n', (c) => c.kiln.environment, { http_proxy: 'http://proxy:3128', RETRIES: '3' }],
   ['kiln:\n  labels:\n    region: eu\n    example.com/tier: db\n  taints: ["dedicated=db:NoSchedule", "gpu:NoExecute"]\n', (c) => [c.kiln.labels, c.kiln.taints], [{ region: 'eu', 'example.com/tier': 'db' }, ['dedicated=db:NoSchedule', 'gpu:NoExecute']]],

@@ -1,0 +1,288 @@
+// The node's configuration at boot: gather the sources (files, NoCloud volume or seed URL,
+// config drive, EC2-style metadata, kernel command line, kiln.config_url), choose what to
+// run with (falling back to the last good config on any problem), and apply it.
+// Every step reports and carries on: nothing in user config may stop init.
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { expandAuthorizedKeys } from './config/keys.ts';
+import { chooseConfig, PATHS, readLocalSources, type SourceText } from './config/merge.ts';
+import { parseMetaData, parseNoCloudCmdline, splitUserData } from './config/nocloud.ts';
+import { decodeContent, formatProblem } from './config/parse.ts';
+import type { Command, KilnConfig } from './config/schema.ts';
+import { run, runOk } from './exec.ts';
+import { appendRotating, LOG_DIR, say } from './log.ts';
+import { loadModules, mount, read, setHostname, setSysctl } from './system.ts';
+
+export interface Gathered { sources: SourceText[]; scripts: { name: string; text: string }[]; hostname?: string; notes: string[] }
+
+async function fetchText(url: string, timeoutMs = 5000, headers: Record<string, string> = {}): Promise<string | undefined> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers });
+    if (!res.ok) return undefined;
+    return await res.text();
+  } catch { return undefined; }
+}
+
+/** A volume with this filesystem label, mounted read-only under /run/kiln (busybox findfs). */
+async function mountLabelled(labels: string[], where: string): Promise<string | undefined> {
+  for (const label of labels) {
+    const r = await run('findfs', [`LABEL=${label}`], { timeoutMs: 5000 });
+    const dev = r.code === 0 ? r.stdout.trim() : '';
+    if (!dev) continue;
+    for (const type of ['vfat', 'iso9660']) {
+      try { await mount(type, dev, where, 'ro'); return dev; } catch { /* next type */ }
+    }
+  }
+  return undefined;
+}
+
+function addUserData(g: Gathered, origin: string, data: Buffer | string) {
+  const u = splitUserData(data);
+  u.cloudConfigs.forEach((text, i) => g.sources.push({ file: u.cloudConfigs.length > 1 ? `${origin}#${i + 1}` : origin, text }));
+  for (const s of u.scripts) g.scripts.push({ name: `${origin}:${s.name}`, text: s.text });
+  for (const p of u.problems) g.notes.push(`${origin}: ${p}`);
+}
+
+function addMetaData(g: Gathered, origin: string, text: string) {
+  const m = parseMetaData(text);
+  if (m.localHostname) g.hostname = m.localHostname;
+  for (const p of m.problems) g.notes.push(`${origin}: ${p}`);
+}
+
+/**
+ * Sources in merge order. The local pass reads what needs no network; the network pass
+ * adds seed URLs, metadata services and kiln.config_url.
+ */
+export async function gatherSources(pass: 'local' | 'network', cmdline: string, dataSources: string[] = []): Promise<Gathered> {
+  const g: Gathered = { sources: await readLocalSources('/'), scripts: [], notes: [] };
+  // NoCloud volume (label cidata, any case), and an OpenStack config drive.
+  const cidata = '/run/kiln/cidata';
+  if (existsSync(`${cidata}/user-data`) || await mountLabelled(['CIDATA', 'cidata'], cidata)) {
+    const md = read(`${cidata}/meta-data`);
+    if (md) addMetaData(g, 'CIDATA:meta-data', md);
+    if (existsSync(`${cidata}/user-data`)) addUserData(g, 'CIDATA:user-data', readFileSync(`${cidata}/user-data`));
+  }
+  const drive = '/run/kiln/config-2';
+  if (existsSync(`${drive}/openstack`) || await mountLabelled(['config-2', 'CONFIG-2'], drive)) {
+    const ud = `${drive}/openstack/latest/user_data`;
+    if (existsSync(ud)) addUserData(g, 'config-drive:user_data', readFileSync(ud));
+    const md = read(`${drive}/openstack/latest/meta_data.json`);
+    if (md) addMetaData(g, 'config-drive:meta_data.json', md);
+  }
+  if (pass === 'network') {
+    const seed = parseNoCloudCmdline(cmdline);
+    if (seed?.seedUrl && /^https?:/.test(seed.seedUrl)) {
+      const md = await fetchText(`${seed.seedUrl}meta-data`);
+      if (md) addMetaData(g, `${seed.seedUrl}meta-data`, md);
+      const ud = await fetchText(`${seed.seedUrl}user-data`);
+      if (ud !== undefined) addUserData(g, `${seed.seedUrl}user-data`, ud);
+      else g.notes.push(`NoCloud seed ${seed.seedUrl}user-data: not reachable`);
+    }
+    if (seed?.hostname) g.hostname = seed.hostname;
+    if (dataSources.some((d) => d === 'ec2' || d === 'aws')) {
+      // IMDSv2 first (a session token), then v1.
+      const base = 'http://169.254.169.254/latest';
+      let token: string | undefined;
+      try {
+        const r = await fetch(`${base}/api/token`, { method: 'PUT', headers: { 'x-aws-ec2-metadata-token-ttl-seconds': '300' }, signal: AbortSignal.timeout(3000) });
+        if (r.ok) token = await r.text();
+      } catch { /* v1 */ }
+      const h: Record<string, string> = token ? { 'x-aws-ec2-metadata-token': token } : {};
+      const ud = await fetchText(`${base}/user-data`, 5000, h);
+      if (ud !== undefined) addUserData(g, 'ec2:user-data', ud);
+      else g.notes.push('EC2 metadata service: no user-data');
+      const host = await fetchText(`${base}/meta-data/local-hostname`, 3000, h);
+      if (host) g.hostname = host.trim().split('.')[0];
+    }
+  }
+  g.sources.push({ file: '/proc/cmdline', text: cmdline, kind: 'cmdline' });
+  return g;
+}
+
+export interface Chosen { config: KilnConfig; used: string; configUrl?: string; gathered: Gathered }
+
+/** Chooses the config, saves it as last good when every source was fine, reports problems. */
+export async function chooseAndReport(g: Gathered, opts: { fetchUrl: boolean }): Promise<Chosen> {
+  let lastGood: string | undefined;
+  try { lastGood = readFileSync(PATHS.lastGood, 'utf8'); } catch { /* first boot */ }
+  let choice = chooseConfig({ sources: g.sources, lastGood });
+  if (opts.fetchUrl && choice.configUrl) {
+    const text = await fetchText(choice.configUrl, 10_000);
+    if (text === undefined) g.notes.push(`kiln.config_url ${choice.configUrl}: not reachable`);
+    else {
+      // The URL's config sits just before the command line, which stays last.
+      g.sources.splice(g.sources.length - 1, 0, { file: choice.configUrl, text });
+      choice = chooseConfig({ sources: g.sources, lastGood });
+    }
+  }
+  for (const p of choice.problems) {
+    const line = formatProblem(p);
+    say(`config: ${line}`);
+    appendRotating(`${LOG_DIR}/config.log`, `${new Date().toISOString()} ${line}\n`);
+  }
+  for (const n of g.notes) say(`config: ${n}`);
+  if (choice.used === 'new' && choice.lastGood !== undefined) {
+    try {
+      mkdirSync(dirname(PATHS.lastGood), { recursive: true });
+      writeFileSync(`${PATHS.lastGood}.tmp`, choice.lastGood);
+      renameSync(`${PATHS.lastGood}.tmp`, PATHS.lastGood);
+    } catch (e) { say(`config: cannot save the last good config: ${(e as Error).message}`); }
+  } else if (choice.used === 'last-good') say(`config: problems above: running with the last good config (${PATHS.lastGood})`);
+  else if (choice.used === 'partial') say('config: problems above: running with the sources that had none');
+  return { config: choice.config, used: choice.used, configUrl: choice.configUrl, gathered: g };
+}
+
+/** The host name: config, else the data source's, else kiln-<6 hex of the machine id>. */
+export function chooseHostname(c: KilnConfig, g: Gathered, machineId: string): string {
+  return c.hostname || g.hostname || `kiln-${machineId.slice(0, 6)}`;
+}
+
+export function applyHostname(name: string): void {
+  setHostname(name);
+  if (read('/etc/hostname').trim() !== name) writeFileSync('/etc/hostname', `${name}\n`);
+  const hosts = read('/etc/hosts');
+  if (!hosts.includes(` ${name}`) && !hosts.includes(`\t${name}`)) appendFileSync('/etc/hosts', `127.0.1.1\t${name}\n`);
+}
+
+function idsOf(owner: string): { uid: number; gid: number } {
+  const [user, group] = owner.split(':');
+  const lookup = (file: string, name: string) => {
+    if (/^\d+$/.test(name)) return Number(name);
+    const line = read(file).split('\n').find((l) => l.split(':')[0] === name);
+    if (!line) throw new Error(`unknown ${file === '/etc/passwd' ? 'user' : 'group'} '${name}'`);
+    return Number(line.split(':')[2]);
+  };
+  const uid = lookup('/etc/passwd', user || 'root');
+  return { uid, gid: group ? lookup('/etc/group', group) : uid === 0 ? 0 : uid };
+}
+
+export function writeFiles(c: KilnConfig): string[] {
+  const problems: string[] = [];
+  c.write_files.forEach((f, i) => {
+    try {
+      const data = decodeContent(f);
+      mkdirSync(dirname(f.path), { recursive: true });
+      if (f.append) appendFileSync(f.path, data);
+      else { writeFileSync(`${f.path}.kiln-tmp`, data); renameSync(`${f.path}.kiln-tmp`, f.path); }
+      chmodSync(f.path, parseInt(f.permissions || '0644', 8));
+      const { uid, gid } = idsOf(f.owner || 'root:root');
+      chownSync(f.path, uid, gid);
+    } catch (e) { problems.push(`write_files[${i}] ${f.path}: ${(e as Error).message}`); }
+  });
+  return problems;
+}
+
+export function applySysctls(c: KilnConfig): string[] {
+  const problems: string[] = [];
+  for (const [k, v] of Object.entries(c.kiln.sysctls)) {
+    try { setSysctl(k, v); } catch (e) { problems.push(`kiln.sysctls ${k}: ${(e as Error).message}`); }
+  }
+  return problems;
+}
+
+export function applyDns(c: KilnConfig): void {
+  if (!c.kiln.dns_nameservers.length) return;
+  mkdirSync('/run/kiln', { recursive: true });
+  writeFileSync('/run/kiln/dns-static', '');
+  writeFileSync('/etc/resolv.conf', c.kiln.dns_nameservers.map((d) => `nameserver ${d}`).join('\n') + '\n');
+}
+
+/** root's password: a crypt(3) hash as is, plain text hashed with busybox mkpasswd. Empty: locked. */
+export async function applyPassword(c: KilnConfig): Promise<string | undefined> {
+  let hash = '*';
+  const p = c.kiln.password;
+  if (p) {
+    if (/^\$\d\$/.test(p) || /^\$[a-z0-9]+\$/.test(p)) hash = p;
+    else {
+      const r = await run('mkpasswd', ['-m', 'sha512', p], { timeoutMs: 10_000 });
+      if (r.code !== 0) return `kiln.password: cannot hash it: ${r.stderr.trim()}`;
+      hash = r.stdout.trim();
+    }
+  }
+  const lines = read('/etc/shadow').split('\n').filter(Boolean);
+  const i = lines.findIndex((l) => l.startsWith('root:'));
+  const fields = (i >= 0 ? lines[i] : 'root:*:1::::::').split(':');
+  fields[1] = hash;
+  if (i >= 0) lines[i] = fields.join(':'); else lines.push(fields.join(':'));
+  writeFileSync('/etc/shadow.tmp', lines.join('\n') + '\n', { mode: 0o600 });
+  renameSync('/etc/shadow.tmp', '/etc/shadow');
+  return undefined;
+}
+
+/** Creates configured users (passwd, group, shadow, home) if missing. */
+export function applyUsers(c: KilnConfig): string[] {
+  const problems: string[] = [];
+  for (const u of c.users) {
+    if (u.name === 'default' || u.name === 'root') continue;
+    try {
+      const passwd = read('/etc/passwd');
+      if (!passwd.split('\n').some((l) => l.split(':')[0] === u.name)) {
+        const used = new Set(passwd.split('\n').map((l) => Number(l.split(':')[2])));
+        let uid = 1000; while (used.has(uid)) uid++;
+        appendFileSync('/etc/passwd', `${u.name}:x:${uid}:${uid}::/home/${u.name}:${u.shell || '/bin/sh'}\n`);
+        appendFileSync('/etc/group', `${u.name}:x:${uid}:\n`);
+        appendFileSync('/etc/shadow', `${u.name}:${u.lock_passwd || !u.passwd ? '*' : u.passwd}:1::::::\n`);
+        mkdirSync(`/home/${u.name}`, { recursive: true, mode: 0o750 });
+        chownSync(`/home/${u.name}`, uid, uid);
+      }
+    } catch (e) { problems.push(`users ${u.name}: ${(e as Error).message}`); }
+  }
+  return problems;
+}
+
+/** Writes authorized_keys for root and each user, expanding github:/gitlab:/launchpad: users. */
+export async function applySshKeys(c: KilnConfig, o: { fetch?: typeof fetch; offline?: boolean } = {}): Promise<{ count: number; problems: string[] }> {
+  const ks = c.kiln.key_services;
+  const opts = { githubUrl: ks.github || undefined, gitlabUrl: ks.gitlab || undefined, launchpadUrl: ks.launchpad || undefined, cacheDir: PATHS.keyCache, fetch: o.fetch, timeoutMs: o.offline ? 1 : 8000, retries: o.offline ? 0 : 2 };
+  const problems: string[] = [];
+  const install = async (home: string, entries: string[], uid: number, gid: number) => {
+    const r = await expandAuthorizedKeys(entries, opts);
+    problems.push(...r.problems);
+    mkdirSync(`${home}/.ssh`, { recursive: true, mode: 0o700 });
+    writeFileSync(`${home}/.ssh/authorized_keys.tmp`, r.keys.map((k) => `${k}\n`).join(''), { mode: 0o600 });
+    renameSync(`${home}/.ssh/authorized_keys.tmp`, `${home}/.ssh/authorized_keys`);
+    chownSync(`${home}/.ssh`, uid, gid); chownSync(`${home}/.ssh/authorized_keys`, uid, gid);
+    return r.keys.length;
+  };
+  let count = await install('/root', [...c.ssh_authorized_keys, ...c.ssh_import_id], 0, 0);
+  for (const u of c.users) {
+    if (!u.ssh_authorized_keys.length && !u.ssh_import_id.length) continue;
+    try {
+      const { uid, gid } = idsOf(u.name === 'default' ? 'root' : u.name);
+      const home = uid === 0 ? '/root' : `/home/${u.name}`;
+      count += await install(home, [...u.ssh_authorized_keys, ...u.ssh_import_id], uid, gid);
+    } catch (e) { problems.push(`users ${u.name}: ${(e as Error).message}`); }
+  }
+  return { count, problems };
+}
+
+export async function applyModules(c: KilnConfig): Promise<string[]> {
+  if (!c.kiln.modules.length) return [];
+  const r = await loadModules(c.kiln.modules);
+  return r.failed.map((f) => `kiln.modules: ${f}`);
+}
+
+/** Runs a *_cmd list: strings through /bin/sh -c, lists as argv. Output goes to commands.log. */
+export async function runCommands(what: string, cmds: Command[], env: Record<string, string>, timeoutMs = 300_000): Promise<string[]> {
+  const problems: string[] = [];
+  for (const [i, c] of cmds.entries()) {
+    const [cmd, args] = typeof c === 'string' ? ['/bin/sh', ['-c', c]] : [c[0], c.slice(1)];
+    const r = await run(cmd, args as string[], { timeoutMs, env: { ...process.env, PATH: '/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin', HOME: '/root', ...env } });
+    appendRotating(`${LOG_DIR}/commands.log`, `${new Date().toISOString()} ${what}[${i}] ${JSON.stringify(c)} -> ${r.error ?? (r.signal ? `killed by ${r.signal}` : `exit ${r.code}`)}\n${r.stdout}${r.stderr}`);
+    if (r.code !== 0) problems.push(`${what}[${i}] ${JSON.stringify(c)}: ${r.error ?? (r.signal ? `killed by ${r.signal} (timeout ${timeoutMs / 1000} s?)` : `exit ${r.code}`)}${r.stderr.trim() ? `: ${r.stderr.trim().split('\n').pop()}` : ''}`);
+  }
+  return problems;
+}
+
+/** User-data scripts (`#!...`), run like run_cmd entries. */
+export async function runScripts(scripts: { name: string; text: string }[], env: Record<string, string>): Promise<string[]> {
+  const problems: string[] = [];
+  mkdirSync('/run/kiln/scripts', { recursive: true });
+  for (const [i, s] of scripts.entries()) {
+    const f = `/run/kiln/scripts/${i}`;
+    writeFileSync(f, s.text, { mode: 0o700 });
+    const err = await runOk(f, [], { timeoutMs: 300_000, env: { ...process.env, ...env } });
+    if (err) problems.push(`${s.name}: ${err}`);
+  }
+  return problems;
+}

@@ -1,0 +1,694 @@
+// The node side of updates: poll the signed channel, stream the chosen root image into the
+// INACTIVE slot, stage its UKI as "try 3 times", reboot under the fleet lock and inside the
+// maintenance window, and after the reboot bless the slot or mark the version bad.
+// Design: /work/shared/DESIGN.md §4, channels/README.md. Everything machine-specific (paths,
+// block devices, clock, fetch, reboot) is injected so the whole flow runs in unit tests
+// against plain files and a local HTTP server.
+//
+// Files in the channel's state space (/var/lib/kiln/<space>/, state.ts channelSpace):
+//   channel-state.json  serial/issued/digest + bad versions (state.ts)
+//   pending.json        {version, slot, from, fromSlot, bootId}: an update staged, not yet judged
+//   download.json       progress of an interrupted root download (resume with HTTP Range)
+//   last-check.json     result of the last check, for `kiln upgrade --check`/status
+//   last-boot.json      what afterBoot/rollback decided, for status
+import { createHash, type Hash } from 'node:crypto';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync, existsSync, realpathSync } from 'node:fs';
+import { open, rename, rm, mkdir, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import semver from 'semver';
+import { run } from '../exec.ts';
+import { blessRename, otherSlot, type Slot } from '../slot.ts';
+import {
+  pickRelease, verifyChannel, wariness as warinessOf, parseTrustRoot,
+  type Artifact, type Channel, type RefuseReason, type Time, type TrustRoot,
+} from './manifest.ts';
+import { acceptManifest, loadState, recordBadVersion, saveState, spaceDir, type ChannelState } from './state.ts';
+import { FleetLockError, preReboot, steadyState } from './fleetlock.ts';
+import { DEFAULT_TRIES, countingName, demoteEntries, entriesOf, entryDir, fsyncDir, isBlessed, listEntries, removeEntries } from './entries.ts';
+import { inWindow, nextWindowStart, parseWindows, type MaintenanceWindow } from './window.ts';
+
+export const PENDING_FILE = 'pending.json';
+export const PROGRESS_FILE = 'download.json';
+export const LAST_CHECK_FILE = 'last-check.json';
+export const LAST_BOOT_FILE = 'last-boot.json';
+
+export interface UpdaterOptions {
+  /** Base URL of the published tree, e.g. http://host/channels (the channel is appended). */
+  channelUrl: string;
+  channel: Channel;
+  /** Manifest arch name (x86_64, arm64). */
+  arch: string;
+  /** Default /var/lib/kiln. */
+  stateBase?: string;
+  /** The baked-in trust root; null/undefined disables updates (with a status line saying why). */
+  trust?: TrustRoot | null;
+  /** Why there is no trust root, for the status line. */
+  trustProblem?: string;
+  /** VERSION_ID of the running system. */
+  currentVersion: string;
+  bootedSlot: Slot;
+  /** When the running image was built: a floor for the clock. */
+  buildTime?: Time;
+  machineId: string;
+  /** Override the rollout position (canary nodes: 0). Default: wariness(machineId). */
+  wariness?: number;
+  devices: { slotDevice(slot: Slot): string };
+  /** ESP mount point, default /efi. */
+  esp?: string;
+  now?: () => Date;
+  fetch?: typeof fetch;
+  reboot: () => Promise<void> | void;
+  /** Runs right before reboot() (drain the node). A throw postpones the reboot. */
+  beforeReboot?: () => Promise<void> | void;
+  fleetlock?: { base: string; group?: string; id?: string; timeoutMs?: number };
+  /** e.g. "Sat 02:00-04:00" (local time), see window.ts. */
+  window?: string;
+  log?: (line: string) => void;
+  /** Identifies this boot (/proc/sys/kernel/random/boot_id): tells "staged, not rebooted yet" from "rebooted". */
+  bootId?: string;
+  /** Flushes file systems after ESP changes; default runs sync(1). */
+  sync?: () => Promise<void>;
+  /** Tries a freshly staged entry gets (systemd-boot counts them down). Default 3. */
+  tries?: number;
+  /** Attempts per apply() to finish a root download, each resuming where the last stopped. */
+  downloadAttempts?: number;
+  /** fsync the slot and record progress every this many bytes (default 8 MiB). */
+  progressEveryBytes?: number;
+  /** Deadline for manifest requests and for a stalled artifact stream (default 30 s / 60 s). */
+  fetchTimeoutMs?: number;
+  stallTimeoutMs?: number;
+  /** Pause between health probes in afterBoot (default 5 s). */
+  healthIntervalMs?: number;
+}
+
+export interface PendingMarker {
+  version: string;
+  slot: Slot;
+  from: string;
+  fromSlot: Slot;
+  /** Boot in which it was staged; afterBoot in the same boot means "not rebooted yet". */
+  bootId: string;
+  stagedAt: string;
+}
+
+interface Progress { version: string; slot: Slot; device: string; url: string; size: number; sha256: string; written: number }
+
+export type CheckResult =
+  | { action: 'install'; version: string; from: string; slot: Slot; serial: number; throttle: number; root: Artifact; uki: Artifact; rootUrl: string; ukiUrl: string; message: string; skipped: { version: string; why: string }[] }
+  | { action: 'none'; reason: 'up-to-date' | 'throttled' | 'none-eligible' | 'no-release-for-arch' | 'bad-current' | 'no-uki'; serial: number; message: string; skipped: { version: string; why: string }[] }
+  | { action: 'refused'; reason: RefuseReason | 'fetch' | 'state'; message: string }
+  | { action: 'disabled'; message: string };
+
+export interface RebootResult { rebooted: boolean; waiting?: 'window' | 'lock' | 'drain' | 'nothing-staged'; message: string }
+
+export type ApplyResult =
+  | { ok: true; version: string; slot: Slot; reboot: RebootResult; message: string }
+  | { ok: false; stage: 'check' | 'busy' | 'pending' | 'safety' | 'download' | 'verify' | 'stage'; message: string; check?: CheckResult };
+
+export type AfterBootResult =
+  | { outcome: 'none' | 'not-rebooted'; message: string }
+  | { outcome: 'blessed'; version: string; slot: Slot; message: string }
+  | { outcome: 'failed'; version: string; slot: Slot; message: string }
+  | { outcome: 'fell-back'; version: string; slot: Slot; message: string };
+
+export type RollbackResult =
+  | { ok: true; to: Slot; from: Slot; demoted: string[]; reboot?: RebootResult; message: string }
+  | { ok: false; message: string };
+
+/** An artifact whose bytes are not what the signed manifest says: never resumed, never retried as is. */
+class IntegrityError extends Error { override name = 'IntegrityError'; }
+
+const errText = (e: unknown) => (e as Error)?.message ?? String(e);
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function readJson<T>(path: string): T | undefined {
+  try { return JSON.parse(readFileSync(path, 'utf8')) as T; } catch { return undefined; }
+}
+
+/** temp + fsync + rename + fsync(dir): a crash leaves the old or the new file, never half. */
+function writeJsonAtomic(path: string, value: unknown): void {
+  const dir = join(path, '..');
+  mkdirSync(dir, { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try { writeSync(fd, JSON.stringify(value, null, 2) + '\n'); fsyncSync(fd); } finally { closeSync(fd); }
+  renameSync(tmp, path);
+  fsyncDir(dir);
+}
+
+/** The id FleetLock sees: stable per machine, but not the raw machine-id (which is a secret-ish identifier). */
+export function fleetLockId(machineId: string): string {
+  return createHash('sha256').update(`kiln/fleetlock/1:${machineId.trim().toLowerCase()}`).digest('hex').slice(0, 32);
+}
+
+export class Updater {
+  readonly o: UpdaterOptions;
+  private readonly space: string;
+  private readonly esp: string;
+  private readonly windows: MaintenanceWindow[] | undefined;
+  private readonly bootId: string;
+  private readonly log: (line: string) => void;
+  private busy = false;
+  private last: { at: string; result: CheckResult } | undefined;
+
+  constructor(opts: UpdaterOptions) {
+    this.o = opts;
+    this.space = spaceDir(opts.stateBase ?? '/var/lib/kiln', opts.channel);
+    this.esp = opts.esp ?? '/efi';
+    // A bad window must fail at start-up, not silently allow reboots at any hour.
+    this.windows = opts.window ? parseWindows(opts.window) : undefined;
+    this.bootId = opts.bootId ?? readBootId();
+    this.log = opts.log ?? ((l) => { try { process.stdout.write(`kiln: ${l}\n`); } catch { /* console gone */ } });
+    if (opts.bootedSlot !== 'a' && opts.bootedSlot !== 'b') throw new Error(`booted slot '${opts.bootedSlot as string}' is not a or b`);
+    this.last = readJson(join(this.space, LAST_CHECK_FILE));
+  }
+
+  private now(): Date { return this.o.now ? this.o.now() : new Date(); }
+  private get fetchFn(): typeof fetch { return this.o.fetch ?? fetch; }
+  private file(name: string) { return join(this.space, name); }
+  private manifestUrl(): string { return `${this.o.channelUrl.replace(/\/+$/, '')}/${this.o.channel}/manifest.json`; }
+  private async syncFs() { if (this.o.sync) await this.o.sync(); else await run('sync', [], { timeoutMs: 60_000 }); }
+
+  readPending(): PendingMarker | undefined { return readJson<PendingMarker>(this.file(PENDING_FILE)); }
+  private clearPending() { rmSync(this.file(PENDING_FILE), { force: true }); }
+
+  // -------------------------------------------------------------------------------------------
+  // check
+
+  private async fetchBytes(url: string): Promise<Buffer> {
+    const res = await this.fetchFn(url, { signal: AbortSignal.timeout(this.o.fetchTimeoutMs ?? 30_000), redirect: 'follow' });
+    if (res.status !== 200) throw new Error(`GET ${url}: HTTP ${res.status}`);
+    return Buffer.from(await res.arrayBuffer());
+  }
+
+  /**
+   * Fetches and verifies the channel's manifest and picks a release, as `kiln upgrade --check`
+   * shows it. Channel state (serial, issued floor) is saved only after verifyChannel and
+   * pickRelease both ran on a manifest that passed every check.
+   */
+  async check(): Promise<CheckResult> {
+    const result = await this.checkInner();
+    this.last = { at: this.now().toISOString(), result };
+    try { writeJsonAtomic(this.file(LAST_CHECK_FILE), this.last); } catch { /* status only */ }
+    return result;
+  }
+
+  private async checkInner(): Promise<CheckResult> {
+    const o = this.o;
+    if (!o.trust) return { action: 'disabled', message: `updates disabled: ${o.trustProblem ?? 'no trust root in this image (/usr/lib/kiln/trust.json)'}` };
+    let state: ChannelState;
+    try { state = loadState(o.stateBase ?? '/var/lib/kiln', o.channel); } catch (e) {
+      return { action: 'refused', reason: 'state', message: `cannot read channel state: ${errText(e)}` };
+    }
+    const url = this.manifestUrl();
+    let manifestBytes: Buffer, sigBytes: Buffer;
+    try {
+      [manifestBytes, sigBytes] = await Promise.all([this.fetchBytes(url), this.fetchBytes(`${url}.sig`)]);
+    } catch (e) {
+      return { action: 'refused', reason: 'fetch', message: `cannot fetch the ${o.channel} manifest: ${errText(e)}` };
+    }
+    const now = this.now();
+    const v = verifyChannel({ manifestBytes, sigBytes, trust: o.trust, channel: o.channel, state, now, buildTime: o.buildTime });
+    if (!v.ok) {
+      this.log(`update check refused the ${o.channel} manifest (${v.reason}): ${v.message}`);
+      return { action: 'refused', reason: v.reason, message: v.message };
+    }
+    const pick = pickRelease(v.manifest, {
+      current: o.currentVersion, arch: o.arch, now,
+      wariness: o.wariness ?? warinessOf(o.machineId), badVersions: state.badVersions,
+    });
+    // Every check passed: remember the serial/issued floor (skipped when nothing changed, so a
+    // poll of an unchanged manifest does not rewrite the file).
+    const next = acceptManifest(state, v.manifest, v.digest);
+    if (next.lastSerial !== state.lastSerial || next.lastDigest !== state.lastDigest || next.lastIssued !== state.lastIssued) {
+      try { saveState(o.stateBase ?? '/var/lib/kiln', next); } catch (e) {
+        return { action: 'refused', reason: 'state', message: `cannot save channel state: ${errText(e)}` };
+      }
+    }
+    const serial = v.manifest.serial;
+    if (!pick.ok) return { action: 'none', reason: pick.reason, serial, message: pick.message, skipped: pick.skipped };
+    const { root, uki } = pick.artifacts;
+    if (!uki) {
+      return { action: 'none', reason: 'no-uki', serial, skipped: [], message: `${pick.release.version} has no UKI for ${o.arch}; this node boots with systemd-boot and needs one` };
+    }
+    const version = semver.valid(pick.release.version)!;
+    const slot = otherSlot(o.bootedSlot);
+    return {
+      action: 'install', version, from: o.currentVersion, slot, serial, throttle: pick.throttle, root, uki,
+      rootUrl: new URL(root.url, url).href, ukiUrl: new URL(uki.url, url).href, skipped: [],
+      message: `${o.currentVersion} -> ${version} into slot ${slot} (${o.channel} serial ${serial}, rollout ${(pick.throttle * 100).toFixed(0)}%)`,
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // apply
+
+  /**
+   * check(), then stream the release into the inactive slot, stage its UKI with tries, write
+   * the pending marker, and reboot when the window and the fleet lock allow. An update staged
+   * earlier in this boot (reboot postponed) goes straight to the reboot step.
+   */
+  async apply(): Promise<ApplyResult> {
+    if (this.busy) return { ok: false, stage: 'busy', message: 'an update is already running' };
+    this.busy = true;
+    try { return await this.applyInner(); } finally { this.busy = false; }
+  }
+
+  private async applyInner(): Promise<ApplyResult> {
+    const staged = this.readPending();
+    if (staged && staged.bootId === this.bootId) {
+      return { ok: true, version: staged.version, slot: staged.slot, reboot: await this.rebootIfAllowed(), message: `${staged.version} already staged in slot ${staged.slot}` };
+    }
+    // Staged in an earlier boot and not judged yet: afterBoot must decide first, or a poll
+    // could overwrite the slot we may be running from (or lose the fallback record).
+    if (staged) return { ok: false, stage: 'pending', message: `${staged.version} in slot ${staged.slot} waits for its post-boot check` };
+    const c = await this.check();
+    if (c.action !== 'install') return { ok: false, stage: 'check', message: c.message, check: c };
+
+    const target = c.slot;
+    try { this.assertNotBooted(target); } catch (e) { return { ok: false, stage: 'safety', message: errText(e), check: c }; }
+
+    // The target's old entry goes first: while its root is half-written it must not be bootable.
+    try {
+      const gone = await removeEntries(this.esp, target);
+      if (gone.length) { await this.syncFs(); this.log(`update: removed old boot entries of slot ${target}: ${gone.join(', ')}`); }
+    } catch (e) { return { ok: false, stage: 'stage', message: `cannot clear slot ${target}'s boot entries: ${errText(e)}`, check: c }; }
+
+    this.log(`update: writing ${c.version} (${c.root.size} bytes) into slot ${target}`);
+    try { await this.writeRoot(c, target); } catch (e) {
+      const integrity = e instanceof IntegrityError;
+      this.log(`update: ${integrity ? 'refused' : 'download failed'}: ${errText(e)}`);
+      return { ok: false, stage: integrity ? 'verify' : 'download', message: errText(e), check: c };
+    }
+    try { await this.stageUki(c, target); } catch (e) {
+      const integrity = e instanceof IntegrityError;
+      this.log(`update: ${integrity ? 'refused UKI' : 'staging UKI failed'}: ${errText(e)}`);
+      return { ok: false, stage: integrity ? 'verify' : 'stage', message: errText(e), check: c };
+    }
+    const pending: PendingMarker = { version: c.version, slot: target, from: this.o.currentVersion, fromSlot: this.o.bootedSlot, bootId: this.bootId, stagedAt: this.now().toISOString() };
+    writeJsonAtomic(this.file(PENDING_FILE), pending);
+    rmSync(this.file(PROGRESS_FILE), { force: true });
+    this.log(`update: ${c.version} staged in slot ${target} (${this.o.tries ?? DEFAULT_TRIES} tries); rebooting when allowed`);
+    return { ok: true, version: c.version, slot: target, reboot: await this.rebootIfAllowed(), message: `staged ${c.version} in slot ${target}` };
+  }
+
+  /** Refuses to touch the running root: wrong slot, or both slots naming the same device. */
+  private assertNotBooted(target: Slot): void {
+    const booted = this.o.bootedSlot;
+    if (target === booted) throw new Error(`refusing to write slot ${target}: it is the booted slot`);
+    const t = this.o.devices.slotDevice(target), b = this.o.devices.slotDevice(booted);
+    const real = (p: string) => { try { return realpathSync(p); } catch { return p; } };
+    if (real(t) === real(b)) throw new Error(`refusing to write ${t}: it is the booted slot's device too`);
+  }
+
+  private saveProgress(p: Progress) { writeJsonAtomic(this.file(PROGRESS_FILE), p); }
+
+  /** Streams the root image into the slot device while hashing, resuming a recorded partial download. */
+  private async writeRoot(c: Extract<CheckResult, { action: 'install' }>, target: Slot): Promise<void> {
+    const device = this.o.devices.slotDevice(target);
+    const want = c.root;
+    const fh = await open(device, 'r+'); // r+: a partition cannot be created or truncated
+    try {
+      const st = { offset: 0, hash: createHash('sha256') };
+      const prev = readJson<Progress>(this.file(PROGRESS_FILE));
+      if (prev && prev.version === c.version && prev.slot === target && prev.device === device && prev.sha256 === want.sha256
+        && prev.size === want.size && Number.isSafeInteger(prev.written) && prev.written > 0 && prev.written <= want.size) {
+        // The hash state is not persisted: re-read what is already on the device. Anything wrong
+        // in that prefix shows up as a sha256 mismatch at the end, never as a bad slot.
+        await hashPrefix(fh, prev.written, st.hash);
+        st.offset = prev.written;
+        this.log(`update: resuming ${c.version} at byte ${st.offset} of ${want.size}`);
+      }
+      const progress = (written: number): Progress => ({ version: c.version, slot: target, device, url: c.rootUrl, size: want.size, sha256: want.sha256, written });
+      const attempts = Math.max(1, this.o.downloadAttempts ?? 3);
+      for (let i = 1; st.offset < want.size; i++) {
+        try {
+          await this.streamInto(fh, c.rootUrl, want.size, st, (n) => this.saveProgress(progress(n)));
+        } catch (e) {
+          if (e instanceof IntegrityError) { rmSync(this.file(PROGRESS_FILE), { force: true }); throw e; }
+          // Keep what arrived: durable bytes first, then the record that claims them.
+          await fh.sync();
+          if (st.offset > 0) this.saveProgress(progress(st.offset));
+          if (i >= attempts) throw new Error(`${c.rootUrl}: ${errText(e)} (${st.offset} of ${want.size} bytes kept; the next attempt resumes)`);
+          this.log(`update: download interrupted at byte ${st.offset} (${errText(e)}); resuming`);
+        }
+      }
+      await fh.sync();
+      const got = st.hash.digest('hex');
+      if (st.offset !== want.size || got !== want.sha256) {
+        rmSync(this.file(PROGRESS_FILE), { force: true });
+        throw new IntegrityError(`root image for ${c.version}: ${st.offset} bytes with sha256 ${got}, but the signed manifest says ${want.size} bytes with sha256 ${want.sha256}`);
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * One HTTP request from st.offset (Range when resuming). Writes each chunk at its offset
+   * before hashing it, so st always describes bytes that are really on the device.
+   */
+  private async streamInto(fh: FileHandle, url: string, size: number, st: { offset: number; hash: Hash }, onProgress: (written: number) => void): Promise<void> {
+    const ctrl = new AbortController();
+    const stallMs = this.o.stallTimeoutMs ?? 60_000;
+    let timer = setTimeout(() => ctrl.abort(new Error(`no data for ${stallMs} ms`)), stallMs);
+    const poke = () => { clearTimeout(timer); timer = setTimeout(() => ctrl.abort(new Error(`no data for ${stallMs} ms`)), stallMs); };
+    try {
+      const headers: Record<string, string> = st.offset > 0 ? { range: `bytes=${st.offset}-` } : {};
+      const res = await this.fetchFn(url, { headers, signal: ctrl.signal, redirect: 'follow' });
+      if (st.offset > 0 && res.status === 200) {
+        // The server ignored Range: take the whole file again from the start.
+        this.log(`update: ${new URL(url).host} does not support resuming; starting over`);
+        st.offset = 0; st.hash = createHash('sha256');
+      } else if (st.offset > 0 && res.status === 206) {
+        const cr = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '');
+        if (!cr || Number(cr[1]) !== st.offset) throw new Error(`server answered Range ${st.offset}- with Content-Range '${res.headers.get('content-range')}'`);
+      } else if (res.status !== 200) {
+        throw new Error(`GET ${url}: HTTP ${res.status}`);
+      }
+      if (!res.body) throw new Error(`GET ${url}: empty body`);
+      const every = this.o.progressEveryBytes ?? 8 << 20;
+      let since = 0;
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        poke();
+        if (st.offset + chunk.length > size) throw new IntegrityError(`${url} sends more than the ${size} bytes the signed manifest says`);
+        await fh.write(chunk, 0, chunk.length, st.offset);
+        st.hash.update(chunk);
+        st.offset += chunk.length;
+        since += chunk.length;
+        if (since >= every) { since = 0; await fh.sync(); onProgress(st.offset); }
+      }
+      if (st.offset < size) throw new Error(`connection ended after ${st.offset} of ${size} bytes`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** UKI -> ESP: temp file (not *.efi, so systemd-boot ignores it), fsync, verify, rename, fsync dir, sync. */
+  private async stageUki(c: Extract<CheckResult, { action: 'install' }>, target: Slot): Promise<void> {
+    const dir = entryDir(this.esp);
+    await mkdir(dir, { recursive: true });
+    const tmp = join(dir, `kiln-${target}.tmp`);
+    const fh = await open(tmp, 'w');
+    const st = { offset: 0, hash: createHash('sha256') };
+    try {
+      await this.streamInto(fh, c.ukiUrl, c.uki.size, st, () => { /* small: no resume */ });
+      await fh.sync();
+    } catch (e) {
+      await fh.close();
+      await rm(tmp, { force: true });
+      throw e;
+    }
+    await fh.close();
+    const got = st.hash.digest('hex');
+    if (got !== c.uki.sha256) {
+      await rm(tmp, { force: true });
+      throw new IntegrityError(`UKI for ${c.version}: sha256 ${got}, but the signed manifest says ${c.uki.sha256}`);
+    }
+    await removeEntries(this.esp, target);
+    const name = countingName(target, this.o.tries ?? DEFAULT_TRIES);
+    await rename(tmp, join(dir, name));
+    fsyncDir(dir);
+    await this.syncFs();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // reboot
+
+  /** Reboots into the staged update if the maintenance window is open and the fleet lock is ours. */
+  async rebootIfAllowed(opts: { ignoreWindow?: boolean } = {}): Promise<RebootResult> {
+    const p = this.readPending();
+    const what = p ? `${p.version} in slot ${p.slot}` : 'the other slot';
+    if (this.windows && !opts.ignoreWindow && !inWindow(this.windows, this.now())) {
+      const next = nextWindowStart(this.windows, this.now());
+      const message = `reboot into ${what} waits for the maintenance window (${this.windows.map((w) => w.text).join('; ')}; next opens ${next?.toString() ?? 'never'})`;
+      this.log(`update: ${message}`);
+      return { rebooted: false, waiting: 'window', message };
+    }
+    if (this.o.fleetlock) {
+      try {
+        await preReboot({ base: this.o.fleetlock.base, id: this.o.fleetlock.id ?? fleetLockId(this.o.machineId), group: this.o.fleetlock.group, timeoutMs: this.o.fleetlock.timeoutMs });
+      } catch (e) {
+        const message = `reboot into ${what} waits for the fleet lock: ${e instanceof FleetLockError ? e.message : errText(e)}`;
+        this.log(`update: ${message}`);
+        return { rebooted: false, waiting: 'lock', message };
+      }
+    }
+    if (this.o.beforeReboot) {
+      try { await this.o.beforeReboot(); } catch (e) {
+        const message = `reboot into ${what} postponed: preparing the node failed: ${errText(e)}`;
+        this.log(`update: ${message}`);
+        return { rebooted: false, waiting: 'drain', message };
+      }
+    }
+    this.log(`update: rebooting into ${what}`);
+    await this.o.reboot();
+    return { rebooted: true, message: `rebooting into ${what}` };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // after boot
+
+  /**
+   * Judges a staged update after the reboot. In the expected slot and version: probe health
+   * until it passes or `deadlineMs` runs out; pass -> bless, fail -> entry to +0, version bad,
+   * reboot (the other slot's entry then sorts first). In the other slot: the boot loader fell
+   * back; the version is recorded bad and never retried.
+   */
+  async afterBoot(health: () => Promise<boolean>, deadlineMs: number): Promise<AfterBootResult> {
+    const p = this.readPending();
+    if (!p) {
+      await this.releaseLock();
+      return { outcome: 'none', message: 'no update pending' };
+    }
+    if (p.bootId === this.bootId) return { outcome: 'not-rebooted', message: `${p.version} is staged in slot ${p.slot}; not rebooted into it yet` };
+    const { bootedSlot, currentVersion } = this.o;
+
+    if (bootedSlot !== p.slot) {
+      const message = `update to ${p.version} failed to boot; running ${currentVersion} from slot ${bootedSlot}; ${p.version} will not be retried`;
+      this.recordBad(p.version);
+      // If the loader fell back because someone picked the old entry by hand, the new one may
+      // still have tries: take them away so the next reboot does not land in it again.
+      await demoteEntries(this.esp, p.slot).catch((e) => this.log(`update: cannot demote slot ${p.slot}: ${errText(e)}`));
+      await this.syncFs().catch(() => undefined);
+      this.clearPending();
+      this.recordBoot('fell-back', message);
+      this.log(message);
+      await this.releaseLock();
+      return { outcome: 'fell-back', version: p.version, slot: bootedSlot, message };
+    }
+
+    let problem: string | undefined;
+    if (semver.valid(currentVersion) !== semver.valid(p.version)) {
+      problem = `slot ${p.slot} runs ${currentVersion}, not the staged ${p.version}`;
+    } else if (!(await this.probe(health, deadlineMs))) {
+      problem = `health check did not pass within ${Math.round(deadlineMs / 1000)} s`;
+    }
+    if (problem) {
+      const message = `update to ${p.version} failed in slot ${p.slot}: ${problem}; returning to ${p.from} in slot ${p.fromSlot}; ${p.version} will not be retried`;
+      this.recordBad(p.version);
+      await demoteEntries(this.esp, p.slot);
+      await this.syncFs();
+      this.clearPending();
+      this.recordBoot('failed', message);
+      this.log(message);
+      // We still hold the fleet lock from pre-reboot: this reboot is part of the same update.
+      await this.o.reboot();
+      return { outcome: 'failed', version: p.version, slot: p.slot, message };
+    }
+
+    const r = blessRename((await listEntries(this.esp)).map((e) => e.file), p.slot);
+    if (r) {
+      await rename(join(entryDir(this.esp), r.from), join(entryDir(this.esp), r.to));
+      fsyncDir(entryDir(this.esp));
+      await this.syncFs();
+    }
+    this.clearPending();
+    const message = `update to ${p.version} succeeded: slot ${p.slot} blessed (was ${p.from} in slot ${p.fromSlot})`;
+    this.recordBoot('blessed', message);
+    this.log(message);
+    await this.releaseLock();
+    return { outcome: 'blessed', version: p.version, slot: p.slot, message };
+  }
+
+  private async probe(health: () => Promise<boolean>, deadlineMs: number): Promise<boolean> {
+    const start = performance.now();
+    const interval = this.o.healthIntervalMs ?? 5000;
+    for (;;) {
+      let ok = false;
+      try { ok = await health(); } catch (e) { this.log(`update: health check threw: ${errText(e)}`); }
+      if (ok) return true;
+      const left = deadlineMs - (performance.now() - start);
+      if (left <= 0) return false;
+      await sleep(Math.min(interval, left));
+    }
+  }
+
+  private recordBad(version: string) {
+    const base = this.o.stateBase ?? '/var/lib/kiln';
+    saveState(base, recordBadVersion(loadState(base, this.o.channel), version));
+  }
+
+  private recordBoot(outcome: string, message: string) {
+    try { writeJsonAtomic(this.file(LAST_BOOT_FILE), { at: this.now().toISOString(), outcome, message }); } catch { /* status only */ }
+  }
+
+  /** FleetLock steady-state, best effort: a lock server outage must not break a healthy node. */
+  private async releaseLock() {
+    if (!this.o.fleetlock) return;
+    try {
+      await steadyState({ base: this.o.fleetlock.base, id: this.o.fleetlock.id ?? fleetLockId(this.o.machineId), group: this.o.fleetlock.group, timeoutMs: this.o.fleetlock.timeoutMs });
+    } catch (e) { this.log(`update: could not release the fleet lock (retried at the next poll): ${errText(e)}`); }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // rollback
+
+  /**
+   * Goes back to the other slot, if it holds a blessed entry. Because the versions in the
+   * UKIs outrank file names (entries.ts), the only file-level way to prefer an older slot is
+   * to push this slot's entry to +0. By default the running version is recorded bad, so the
+   * next poll does not install it straight back; `markBad: false` keeps it eligible.
+   * The reboot takes the fleet lock but ignores the maintenance window (an operator asked).
+   */
+  async rollback(opts: { markBad?: boolean; reboot?: boolean } = {}): Promise<RollbackResult> {
+    if (this.busy) return { ok: false, message: 'an update is running; try again when it is done' };
+    this.busy = true;
+    try {
+      const from = this.o.bootedSlot, to = otherSlot(from);
+      const entries = await listEntries(this.esp);
+      const good = entriesOf(entries, to).find(isBlessed);
+      if (!good) {
+        const seen = entriesOf(entries, to).map((e) => e.file).join(', ') || 'no entry';
+        return { ok: false, message: `cannot roll back: slot ${to} holds no blessed boot entry (${seen})` };
+      }
+      if (!entriesOf(entries, from).length) return { ok: false, message: `cannot roll back: the booted slot ${from} has no boot entry on ${this.esp}` };
+      const demoted = await demoteEntries(this.esp, from);
+      await this.syncFs();
+      if (opts.markBad !== false) this.recordBad(this.o.currentVersion);
+      this.clearPending();
+      rmSync(this.file(PROGRESS_FILE), { force: true });
+      const message = `rolled back: slot ${to} (${good.file}) boots next; slot ${from} running ${this.o.currentVersion} demoted${opts.markBad !== false ? `; ${this.o.currentVersion} will not be reinstalled` : ''}`;
+      this.recordBoot('rolled-back', message);
+      this.log(message);
+      const reboot = opts.reboot === false ? undefined : await this.rebootIfAllowed({ ignoreWindow: true });
+      return { ok: true, to, from, demoted: demoted.map((d) => d.to), reboot, message };
+    } finally { this.busy = false; }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // status and polling
+
+  status(): string[] {
+    const o = this.o;
+    const lines: string[] = [];
+    lines.push(`channel: ${o.channel} from ${o.channelUrl}`);
+    lines.push(`running: ${o.currentVersion} in slot ${o.bootedSlot}`);
+    if (!o.trust) lines.push(`updates disabled: ${o.trustProblem ?? 'no trust root in this image (/usr/lib/kiln/trust.json)'}`);
+    if (this.last) lines.push(`last check: ${this.last.at}: ${this.last.result.action}${'reason' in this.last.result ? ` (${this.last.result.reason})` : ''}: ${this.last.result.message}`);
+    else lines.push('last check: never');
+    const p = this.readPending();
+    if (p) lines.push(`pending: ${p.version} staged in slot ${p.slot} (from ${p.from})${p.bootId === this.bootId ? ', waiting to reboot' : ''}`);
+    const prog = readJson<Progress>(this.file(PROGRESS_FILE));
+    if (prog) lines.push(`download: ${prog.version} ${prog.written} of ${prog.size} bytes in slot ${prog.slot} (resumes at the next attempt)`);
+    const boot = readJson<{ at: string; outcome: string; message: string }>(this.file(LAST_BOOT_FILE));
+    if (boot) lines.push(`last update: ${boot.at}: ${boot.message}`);
+    let bad: string[] = [];
+    try { bad = loadState(o.stateBase ?? '/var/lib/kiln', o.channel).badVersions; } catch (e) { lines.push(`channel state unreadable: ${errText(e)}`); }
+    lines.push(`bad versions: ${bad.length ? bad.join(', ') : 'none'}`);
+    if (this.windows) lines.push(`maintenance window: ${this.windows.map((w) => w.text).join('; ')}`);
+    return lines;
+  }
+
+  /** One poll: retry a postponed reboot, or check and apply. Never throws. */
+  async pollOnce(): Promise<void> {
+    try {
+      if (!this.o.trust) return;
+      const p = this.readPending();
+      if (p && p.bootId === this.bootId) { if (!this.busy) await this.rebootIfAllowed(); return; }
+      const r = await this.apply();
+      if (!r.ok && r.stage !== 'check') this.log(`update: ${r.message}`);
+    } catch (e) {
+      this.log(`update: poll failed: ${errText(e)}`);
+    }
+  }
+
+  /**
+   * Polls every intervalMs plus up to jitterMs (so a fleet does not arrive at once), the first
+   * time after just the jitter (shortly after boot). Never throws; stop() ends it.
+   */
+  startPolling(intervalMs: number, jitterMs: number): { stop(): void } {
+    let timer: NodeJS.Timeout | undefined;
+    let stopped = false;
+    const jitter = () => Math.floor(Math.random() * Math.max(0, jitterMs));
+    const schedule = (ms: number) => {
+      if (stopped) return;
+      timer = setTimeout(async () => {
+        try { await this.pollOnce(); } catch { /* pollOnce never throws; belt and braces */ }
+        schedule(Math.max(1000, intervalMs) + jitter());
+      }, ms);
+      timer.unref?.();
+    };
+    schedule(jitter());
+    return { stop: () => { stopped = true; if (timer) clearTimeout(timer); } };
+  }
+}
+
+async function hashPrefix(fh: FileHandle, length: number, h: Hash): Promise<void> {
+  const buf = Buffer.alloc(1 << 20);
+  let pos = 0;
+  while (pos < length) {
+    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - pos), pos);
+    if (bytesRead === 0) throw new Error(`device ended at byte ${pos} while re-reading ${length} bytes`);
+    h.update(buf.subarray(0, bytesRead));
+    pos += bytesRead;
+  }
+}
+
+function readBootId(): string {
+  try { return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { return `pid-${process.pid}-${Date.now()}`; }
+}
+
+// ---------------------------------------------------------------------------------------------
+// System facts, for wiring the updater into init.
+
+/** Manifest arch names for Node's process.arch. */
+export function manifestArch(arch: string): string {
+  return ({ x64: 'x86_64', arm64: 'arm64', aarch64: 'arm64', amd64: 'x86_64' } as Record<string, string>)[arch] ?? arch;
+}
+
+/** Slot devices by GPT PARTLABEL (udev's symlinks; stage 1 makes the same ones). */
+export const partlabelDevices = { slotDevice: (slot: Slot) => `/dev/disk/by-partlabel/kiln-root-${slot}` };
+
+export interface SystemFacts {
+  currentVersion: string;
+  arch: string;
+  buildTime?: number;
+  machineId: string;
+  trust: TrustRoot | null;
+  trustProblem?: string;
+}
+
+/** Reads VERSION_ID, build time, machine id and the trust root from an image rooted at `root`. */
+export function readSystemFacts(root = '/'): SystemFacts {
+  const p = (f: string) => join(root, f);
+  const text = (f: string) => { try { return readFileSync(p(f), 'utf8'); } catch { return ''; } };
+  const os = Object.fromEntries(text('etc/os-release').split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).replace(/^"|"$/g, '')]));
+  let buildTime: number | undefined;
+  const built = (readJson<{ built?: string }>(p('usr/lib/kiln/build.json')) ?? {}).built;
+  if (typeof built === 'string' && !Number.isNaN(Date.parse(built))) buildTime = Date.parse(built);
+  let trust: TrustRoot | null = null, trustProblem: string | undefined;
+  const tf = p('usr/lib/kiln/trust.json');
+  if (!existsSync(tf)) trustProblem = `this image has no trust root (${tf}); build it with one to enable updates`;
+  else {
+    try { trust = parseTrustRoot(readFileSync(tf)); } catch (e) { trustProblem = `trust root ${tf} is unusable: ${errText(e)}`; }
+  }
+  return {
+    currentVersion: os.VERSION_ID ?? 'unknown',
+    arch: manifestArch(os.KILN_ARCH ?? process.arch),
+    buildTime,
+    machineId: text('etc/machine-id').trim(),
+    trust, trustProblem,
+  };
+}

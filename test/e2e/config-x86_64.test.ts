@@ -1,0 +1,82 @@
+// Configuration end to end: a NoCloud CIDATA volume sets the host name, writes a file, runs
+// a command and authorises github:alice, whose keys come from a loopback stand-in for
+// GitHub. We log in over SSH with alice's key. Then a broken user-data: the node still
+// boots, says where the error is, and SSH still works with the last good config.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Vm } from '../../builder/qemu.ts';
+import { cidataImage, freePort, keyServiceStandIn, ssh, sshKeypair } from './helpers.ts';
+import { BOOT_TIMEOUT, READY, scratchCopy, testImage } from './image.ts';
+
+const alice = sshKeypair();
+let disk = '';
+let gh: Awaited<ReturnType<typeof keyServiceStandIn>>;
+
+test.before(async () => {
+  const img = await testImage('x86_64');
+  disk = await scratchCopy(img.raw);
+  gh = await keyServiceStandIn({ alice: [alice.pub] });
+});
+test.after(() => { gh.server.close(); });
+
+test('CIDATA user-data: hostname, write_files, run_cmd and github: keys, checked over SSH', async () => {
+  const userData = `#cloud-config
+hostname: e2e-node
+ssh_authorized_keys:
+  - github:alice
+write_files:
+  - path: /etc/e2e/hello.txt
+    content: aGVsbG8gZnJvbSB1c2VyLWRhdGEK
+    encoding: b64
+    permissions: '0640'
+run_cmd:
+  - echo "ran as $(id -u)" > /var/tmp/run_cmd.out
+  # leaves an orphan behind: the reaper must collect it
+  - sh -c 'sleep 2 &'
+kiln:
+  key_services:
+    github: http://10.0.2.2:${gh.port}
+`;
+  const cidata = await cidataImage(userData);
+  const port = await freePort();
+  const vm = await Vm.start({ arch: 'x86_64', disk, memMiB: 384, hostfwd: [[port, 22]], extraDrives: [`file=${cidata},format=raw,if=virtio,readonly=on`] });
+  try {
+    await vm.waitFor(READY, BOOT_TIMEOUT);
+    assert.ok(gh.hits.includes('/alice.keys'), `the node should have fetched alice's keys; requests seen: ${gh.hits.join(', ')}`);
+    const out = await ssh(port, alice.key, 'hostname; cat /etc/e2e/hello.txt; stat -c %a /etc/e2e/hello.txt; cat /var/tmp/run_cmd.out; kiln status');
+    const lines = out.split('\n');
+    assert.is(lines[0], 'e2e-node');
+    assert.is(lines[1], 'hello from user-data');
+    assert.is(lines[2], '640');
+    assert.is(lines[3], 'ran as 0');
+    assert.match(out, /ssh\s+running/);
+    await new Promise((r) => setTimeout(r, 3000));
+    const z = await ssh(port, alice.key, "grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l");
+    assert.is(z.trim(), '0', 'no zombie may be left');
+    await vm.qmp('system_powerdown');
+    await vm.waitFor(/kiln: power off/, 120_000);
+    assert.match(vm.output, /kiln: zombies 0/);
+  } finally { await vm.kill(); }
+});
+
+test('a broken user-data is reported with its line and column; the last good config keeps SSH working', async () => {
+  const broken = `#cloud-config
+hostname: e2e-node
+ssh_authorized_keys: github:alice
+kiln:
+  sysctls: {net.ipv4.ip_forward: 1}
+`;
+  const cidata = await cidataImage(broken);
+  const port = await freePort();
+  gh.server.close(); // GitHub is "down": the cached keys must be enough
+  const vm = await Vm.start({ arch: 'x86_64', disk, memMiB: 384, hostfwd: [[port, 22]], extraDrives: [`file=${cidata},format=raw,if=virtio,readonly=on`] });
+  try {
+    await vm.waitFor(READY, BOOT_TIMEOUT);
+    assert.match(vm.output, /kiln: config: CIDATA:user-data:3:22 ssh_authorized_keys: /);
+    assert.match(vm.output, /running with the last good config/);
+    const out = await ssh(port, alice.key, 'hostname; cat /etc/e2e/hello.txt');
+    assert.is(out.split('\n')[0], 'e2e-node');
+  } finally { await vm.kill(); }
+});
+
+test.run();

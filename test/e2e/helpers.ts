@@ -1,0 +1,62 @@
+// Pieces the end-to-end tests share: a NoCloud CIDATA volume, a stand-in for GitHub's
+// key service on loopback, an SSH client, free ports.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { createServer as netServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { $ } from 'zx';
+
+/** A FAT volume labelled CIDATA holding user-data and meta-data (what cloud-init's NoCloud reads). */
+export async function cidataImage(userData: string, metaData = 'instance-id: e2e\n'): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-cidata-'));
+  writeFileSync(join(dir, 'user-data'), userData);
+  writeFileSync(join(dir, 'meta-data'), metaData);
+  const img = join(dir, 'cidata.img');
+  await $({ quiet: true })`mkfs.vfat -n CIDATA -C ${img} 2048`;
+  await $({ quiet: true, env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } })`mcopy -i ${img} ${join(dir, 'user-data')} ${join(dir, 'meta-data')} ::`;
+  return img;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = netServer();
+    s.listen(0, '127.0.0.1', () => { const p = (s.address() as any).port; s.close(() => resolve(p)); });
+    s.on('error', reject);
+  });
+}
+
+/** Test double for GitHub's https://github.com/<user>.keys, on 127.0.0.1 (the guest reaches it as 10.0.2.2). */
+export async function keyServiceStandIn(users: Record<string, string[]>): Promise<{ server: Server; port: number; hits: string[] }> {
+  const hits: string[] = [];
+  const server = createServer((req, res) => {
+    hits.push(req.url ?? '');
+    const m = /^\/([^/]+)\.keys$/.exec(req.url ?? '');
+    const keys = m ? users[m[1]] : undefined;
+    if (!keys) { res.writeHead(404); res.end('Not Found'); return; }
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end(keys.join('\n') + '\n');
+  });
+  await new Promise<void>((r) => server.listen(0, '0.0.0.0', () => r()));
+  return { server, port: (server.address() as any).port, hits };
+}
+
+export function sshKeypair(): { key: string; pub: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-ssh-'));
+  const key = join(dir, 'id_ed25519');
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'alice@e2e', '-f', key]);
+  return { key, pub: readFileSync(`${key}.pub`, 'utf8').trim() };
+}
+
+/** Runs a command on the guest over SSH (through QEMU's hostfwd), retrying while sshd comes up. */
+export async function ssh(port: number, key: string, command: string, tries = 30): Promise<string> {
+  let last = '';
+  for (let i = 0; i < tries; i++) {
+    const r = await $({ quiet: true, nothrow: true, timeout: '60s' })`ssh -i ${key} -p ${port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20 -o BatchMode=yes -o LogLevel=ERROR root@127.0.0.1 ${command}`;
+    if (r.exitCode === 0) return r.stdout;
+    last = `${r.stderr.trim()} (exit ${r.exitCode})`;
+    await new Promise((res) => setTimeout(res, 3000));
+  }
+  throw new Error(`ssh ${command}: ${last}`);
+}
