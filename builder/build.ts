@@ -13,7 +13,9 @@ import { createLogger, type Logger } from './log.ts';
 import { nodeBinary } from './node-runtime.ts';
 import { FORMATS, loadProfile, type Format, type Profile } from './profile.ts';
 import { buildRootImage } from './rootimage.ts';
-import { assembleRoot, kernelFromLock, unpackedDeb } from './rootfs.ts';
+import { assembleRoot, kernelFromLock, unpackedDeb, type RootInputs } from './rootfs.ts';
+import { k3sBinary } from './k3s.ts';
+import { k3sKernelModulesFromFile } from './k3s-kernel.ts';
 import { buildStage1 } from './stage1.ts';
 import { tool } from './tools.ts';
 import { buildUki } from './uki.ts';
@@ -31,6 +33,8 @@ export interface BuildOptions {
   cacheDir?: string;
   quiet?: boolean;
   sourceDateEpoch?: number;
+  /** A local file used as the k3s binary for every arch instead of the pinned download (test stand-ins). */
+  k3sBinary?: string;
   /** Rebuild even when the recorded build key matches. */
   force?: boolean;
   log?: Logger;
@@ -45,6 +49,7 @@ export interface BuildRecord {
   outputs: Output[];
   inputs: Record<string, ArchLock>;
   kernel: Record<string, string>;
+  k3s: Record<string, string>;
 }
 
 /** SOURCE_DATE_EPOCH, else the time of the checkout's last commit, else 0. */
@@ -55,9 +60,10 @@ export function defaultSourceDateEpoch(): number {
 }
 
 /** Hash of everything that determines the outputs: a match means nothing to rebuild. */
-function buildKey(profile: Profile, opts: { version: string; sde: number; arches: Arch[]; formats: Format[] }): string {
+function buildKey(profile: Profile, opts: { version: string; sde: number; arches: Arch[]; formats: Format[]; k3sBinary?: string }): string {
   const h = createHash('sha256');
   h.update(JSON.stringify({ ...opts, profile: readFileSync(profile.file, 'utf8') }));
+  if (opts.k3sBinary) h.update(readFileSync(opts.k3sBinary));
   if (existsSync(profile.lockFile)) h.update(readFileSync(profile.lockFile));
   const walk = (dir: string) => {
     if (!existsSync(dir)) return;
@@ -85,7 +91,7 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
   const cache = new Cache(opts.cacheDir, opts.artifacts);
   process.env.SOURCE_DATE_EPOCH = String(sde);
 
-  const key = buildKey(profile, { version, sde, arches, formats });
+  const key = buildKey(profile, { version, sde, arches, formats, k3sBinary: opts.k3sBinary });
   const recordFile = join(out, 'build.json');
   if (!opts.force && existsSync(recordFile)) {
     const prev = JSON.parse(readFileSync(recordFile, 'utf8')) as BuildRecord;
@@ -103,6 +109,7 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
 
   const outputs: Output[] = [];
   const kernels: Record<string, string> = {};
+  const k3sInfo: Record<string, string> = {};
   const record = async (file: string, arch: Arch, kind: string) => {
     outputs.push({ file: relative(out, file), arch, kind, size: statSync(file).size, sha256: await hashFile(file) });
   };
@@ -114,8 +121,20 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
     const kernel = await log.stage(`${arch}: kernel ${al.kernel.version}`, () => kernelFromLock(al, cache, log));
     kernels[arch] = kernel.version;
     const node = await log.stage(`${arch}: node ${al.node.version}`, () => nodeBinary(al.node, arch, cache, log));
+    let k3s: RootInputs['k3s'];
+    if (profile.k3s.version !== 'none') {
+      const modules = k3sKernelModulesFromFile(kernel.config);
+      if (opts.k3sBinary) {
+        k3s = { binary: resolve(opts.k3sBinary), version: `stand-in (${relative(REPO, resolve(opts.k3sBinary))})`, modules };
+      } else {
+        if (!al.k3s) throw new Error(`${profile.lockFile} has no k3s pin for ${arch}; run 'kiln lock'`);
+        const pin = al.k3s;
+        k3s = { binary: await log.stage(`${arch}: k3s ${pin.version}`, () => k3sBinary(pin, cache, log)), version: pin.version, modules };
+      }
+      k3sInfo[arch] = k3s.version;
+    }
     const root = await log.stage(`${arch}: root tree`, () => assembleRoot(join(w, 'root'), {
-      arch, version, profile, lock: al, kernel, nodeBinary: node, initBundle, cliBundle, overlayDir: join(REPO, 'overlay'), sourceDateEpoch: sde,
+      arch, version, profile, lock: al, kernel, nodeBinary: node, initBundle, cliBundle, overlayDir: join(REPO, 'overlay'), sourceDateEpoch: sde, k3s,
     }, cache, log));
     const rootImg = await log.stage(`${arch}: root image (${profile.root.filesystem})`, () =>
       buildRootImage(root.dir, `${base}.root.${profile.root.filesystem}`, profile.root.filesystem, sde, `${version}:${arch}`));
@@ -151,7 +170,7 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
       if (!formats.includes('raw')) rmSync(raw);
     }
   }
-  const rec: BuildRecord = { profile: profile.name, version, sourceDateEpoch: sde, key, outputs, inputs: lock.arches as Record<string, ArchLock>, kernel: kernels };
+  const rec: BuildRecord = { profile: profile.name, version, sourceDateEpoch: sde, key, outputs, inputs: lock.arches as Record<string, ArchLock>, kernel: kernels, k3s: k3sInfo };
   writeFileSync(recordFile, JSON.stringify(rec, null, 2) + '\n');
   for (const o of outputs) log.info(`${o.file}  ${(o.size / 1048576).toFixed(1)} MiB  sha256 ${o.sha256.slice(0, 16)}…`);
   return rec;

@@ -3,16 +3,17 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Arch } from './arch.ts';
 import type { Pin } from './cache.ts';
+import type { K3sPin } from './k3s.ts';
 import type { Profile } from './profile.ts';
 
 export interface LockedDeb extends Pin { package: string; version: string; arch: string; suite: string }
 export interface LockedNode extends Pin { package: string; version: string }
-export interface ArchLock { kernel: LockedDeb; packages: LockedDeb[]; node: LockedNode }
+export interface ArchLock { kernel: LockedDeb; packages: LockedDeb[]; node: LockedNode; k3s?: K3sPin }
 export interface Lock {
   schema: 1;
   profile: string;
   /** What was asked for, so a changed profile is noticed. */
-  request: { kernel: string; packages: string[]; node: string; sources: string[] };
+  request: { kernel: string; packages: string[]; node: string; sources: string[]; k3s: string };
   arches: Partial<Record<Arch, ArchLock>>;
 }
 
@@ -27,6 +28,7 @@ export function lockRequest(profile: Profile): Lock['request'] {
     kernel: profile.kernel.flavour,
     packages: [...profile.debian.packages].sort(),
     node: profile.node.version,
+    k3s: profile.k3s.version,
     sources: profile.debian.sources.map((s) => `${s.mirror} ${s.suite} ${(s.components ?? ['main']).join(',')}`),
   };
 }

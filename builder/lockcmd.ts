@@ -6,6 +6,7 @@ import { resolvePackages } from './debian/index.ts';
 import { kernelPackage, lockRequest, readLock, writeLock, type ArchLock, type Lock, type LockedDeb } from './lock.ts';
 import type { Logger } from './log.ts';
 import { resolveNodeRuntime } from './node-runtime.ts';
+import { resolveK3s } from './k3s.ts';
 import type { Profile } from './profile.ts';
 
 export async function lockProfile(profile: Profile, o: { arches?: Arch[]; cacheDir?: string; log: Logger }): Promise<Lock> {
@@ -27,6 +28,7 @@ export async function lockProfile(profile: Profile, o: { arches?: Arch[]; cacheD
     const kernel = pins.find((p) => p.package.startsWith('linux-image-')) as LockedDeb;
     const packages = pins.filter((p) => p !== kernel) as LockedDeb[];
     const entry: ArchLock = { kernel, packages, node: nodes[arch] };
+    if (profile.k3s.version !== 'none') entry.k3s = await log.stage(`${arch}: k3s ${profile.k3s.version}`, () => resolveK3s(profile.k3s.version, arch, prev?.arches[arch]?.k3s, log));
     lock.arches[arch] = entry;
     log.info(`${arch}: kernel ${kernel.package} ${kernel.version}, node ${entry.node.version}, ${packages.map((p) => `${p.package} ${p.version}`).join(', ')}`);
   }

@@ -62,6 +62,12 @@ export const PROFILE_SCHEMA = {
         packages: { type: 'array', items: { type: 'string' }, default: [], description: 'Debian packages unpacked for the image (the kernel is added from kernel.flavour)' },
       },
     },
+    k3s: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        version: { type: 'string', default: 'v1.34.3+k3s1', description: "k3s release (upstream binary, pinned in the lock); 'none' builds an image without k3s" },
+      },
+    },
     node: {
       type: 'object', additionalProperties: false, default: {},
       properties: {
@@ -82,6 +88,7 @@ export interface Profile {
   root: { filesystem: 'squashfs' | 'erofs' };
   disk: { esp_mib: number; root_mib: number; data_mib: number };
   debian: { sources: DebianSource[]; packages: string[] };
+  k3s: { version: string };
   node: { version: string };
   /** Absolute path of the profile file and of its lock. */
   file: string;

@@ -62,6 +62,8 @@ export interface RootInputs {
   cliBundle: string;
   overlayDir: string;
   sourceDateEpoch: number;
+  /** k3s binary (upstream, or a named stand-in) and the modules it needs loaded. */
+  k3s?: { binary: string; version: string; modules: string[] };
 }
 
 export interface RootResult { dir: string; modules: Resolution }
@@ -94,13 +96,20 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
 
   cpSync(inp.nodeBinary, join(dir, 'usr/bin/node'));
   chmodSync(join(dir, 'usr/bin/node'), 0o755);
+  if (inp.k3s) {
+    cpSync(inp.k3s.binary, join(dir, 'usr/bin/k3s'));
+    chmodSync(join(dir, 'usr/bin/k3s'), 0o755);
+    // The multi-call names k3s's installer would create.
+    for (const n of ['kubectl', 'crictl', 'ctr']) if (!existsSync(join(dir, 'usr/bin', n))) symlinkSync('k3s', join(dir, 'usr/bin', n));
+  }
   cpSync(inp.initBundle, join(dir, 'usr/lib/kiln/init.js'));
   cpSync(inp.cliBundle, join(dir, 'usr/lib/kiln/kiln.js'));
   if (existsSync(inp.overlayDir)) await $({ quiet: true })`cp -a ${inp.overlayDir + '/.'} ${dir}`;
 
   // Kernel modules: the stage-1 set plus what PID 1 loads, with their dependencies.
   const k = inp.kernel;
-  const boot = resolveModules(k.modules, inp.profile.modules.boot, 'modules.boot');
+  const bootNames = [...inp.profile.modules.boot, ...(inp.k3s?.modules ?? []).filter((m) => !inp.profile.modules.boot.includes(m))];
+  const boot = resolveModules(k.modules, bootNames, 'modules.boot');
   const all = mergeResolutions(
     resolveModules(k.modules, inp.profile.modules.stage1, 'modules.stage1'),
     boot,
@@ -115,11 +124,11 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
     if (existsSync(join(k.modules.dir, f))) cpSync(join(k.modules.dir, f), join(mdir, f));
   }
   writeFileSync(join(mdir, 'modules.dep'), modulesDep(all.order, all.deps));
-  writeFileSync(join(dir, 'usr/lib/kiln/modules-load'), loadableNames(k.modules, inp.profile.modules.boot).join('\n') + '\n');
+  writeFileSync(join(dir, 'usr/lib/kiln/modules-load'), loadableNames(k.modules, bootNames).join('\n') + '\n');
 
   writeEtc(dir, inp);
   writeFileSync(join(dir, 'usr/lib/kiln/build.json'), JSON.stringify({
-    version: inp.version, arch: inp.arch, kernel: k.version, node: inp.lock.node.version,
+    version: inp.version, arch: inp.arch, kernel: k.version, node: inp.lock.node.version, k3s: inp.k3s?.version ?? null,
     built: new Date(inp.sourceDateEpoch * 1000).toISOString(),
   }, null, 2) + '\n');
   checkElf(join(dir, 'usr/bin/node'), facts.elfMachine, inp.arch);

@@ -15,9 +15,12 @@ import { configureStatic, ethernetLinks, linkUp, waitForLease } from './network.
 import { isShuttingDown, shutdown, watchPowerButton, type PowerAction } from './power.ts';
 import { runPhases, type Phase } from './sequencer.ts';
 import { dhcpService } from './services/dhcp.ts';
+import { k3sService } from './services/k3s.ts';
 import { sshService } from './services/ssh.ts';
 import { Supervisor } from './services/supervisor.ts';
-import { isMounted, loadModules, mountBase, read } from './system.ts';
+import { isMounted, loadModules, mountBase, partitionByLabel, read } from './system.ts';
+import { readSystemFacts, Updater } from './update/updater.ts';
+import type { Slot } from './slot.ts';
 
 process.on('uncaughtException', (e) => { try { say(`internal error (contained): ${e?.stack ?? e}`); } catch { /* */ } });
 process.on('unhandledRejection', (e) => { try { say(`internal error (contained): ${(e as Error)?.stack ?? e}`); } catch { /* */ } });
@@ -143,6 +146,18 @@ const phases: Phase[] = [
     ],
   },
   {
+    name: 'k3s', tasks: [{
+      name: 'start', run: async () => {
+        supervisor.add(k3sService(cfg));
+        void supervisor.start('k3s');
+        // run_cmd comes "after k3s has started": wait for the process, not for the cluster.
+        const t0 = Date.now();
+        while (Date.now() - t0 < 60_000 && !['running', 'skipped', 'failed', 'backoff'].includes(supervisor.status().find((x) => x.id === 'k3s')?.state ?? '')) await new Promise((r) => setTimeout(r, 100));
+        return supervisor.status().find((x) => x.id === 'k3s')?.state;
+      },
+    }],
+  },
+  {
     name: 'late', tasks: [
       { name: 'run_cmd', run: async () => report(await runCommands('run_cmd', cfg().run_cmd, env())) },
       { name: 'user-data scripts', run: async () => report(await runScripts(chosen?.gathered.scripts ?? [], env())) },
@@ -152,12 +167,51 @@ const phases: Phase[] = [
 
 function startControl() {
   serveControl({
-    status: () => ({ ...info, uptimeMs: Math.round(Number(read('/proc/uptime').split(' ')[0]) * 1000), bootCount: bootCount(), notes, services: supervisor.status(), config: chosen?.used }),
+    status: () => ({ ...info, update: updaterRef?.status(), uptimeMs: Math.round(Number(read('/proc/uptime').split(' ')[0]) * 1000), bootCount: bootCount(), notes, services: supervisor.status(), config: chosen?.used }),
     logs: (a) => supervisor.logTail(String(a.id), Number(a.lines) || 50),
     reboot: () => { setTimeout(() => power('reboot', 'kiln reboot'), 100); return 'rebooting'; },
     poweroff: () => { setTimeout(() => power('poweroff', 'kiln poweroff'), 100); return 'powering off'; },
   });
 }
+
+/** The boot is healthy when every boot step passed and k3s (if the image has it) is ready. */
+async function healthy(): Promise<boolean> {
+  const k3s = supervisor.status().find((x) => x.id === 'k3s');
+  if (k3s && k3s.state !== 'skipped') return supervisor.waitReady('k3s').then(() => k3s.healthy === true || supervisor.status().find((x) => x.id === 'k3s')?.healthy === true);
+  return true;
+}
+
+const HEALTH_DEADLINE_MS = 10 * 60_000;
+
+/** Blesses the slot once the node is healthy (an update's first boot is judged by the updater), then polls for updates. */
+async function healthAndUpdates(stepsOk: boolean) {
+  const c = cfg();
+  const facts = readSystemFacts('/');
+  const updater = new Updater({
+    channelUrl: c.kiln.updates.url || 'http://updates-not-configured.invalid', channel: c.kiln.channel, arch: facts.arch,
+    trust: c.kiln.updates.url ? facts.trust : null, trustProblem: c.kiln.updates.url ? facts.trustProblem : 'no kiln.updates.url in the config',
+    currentVersion: facts.currentVersion, bootedSlot: info.slot, buildTime: facts.buildTime, machineId: facts.machineId || machineId,
+    wariness: c.kiln.updates.canary ? 0 : undefined,
+    devices: { slotDevice: (slot: Slot) => { const d = partitionByLabel(`kiln-root-${slot}`); if (!d) throw new Error(`no partition labelled kiln-root-${slot}`); return `/dev/${d}`; } },
+    reboot: () => power('reboot', 'update'), log: say, window: c.kiln.updates.window || undefined,
+    fleetlock: c.kiln.updates.fleetlock_url ? { base: c.kiln.updates.fleetlock_url, group: c.kiln.updates.fleetlock_group || 'default' } : undefined,
+    bootId: read('/proc/sys/kernel/random/boot_id').trim(),
+  });
+  updaterRef = updater;
+  const health = async () => stepsOk && await healthy();
+  const r = await updater.afterBoot(health, HEALTH_DEADLINE_MS);
+  if (r.outcome === 'none' || r.outcome === 'not-rebooted' || r.outcome === 'fell-back') {
+    if (r.outcome === 'fell-back') notes.push(r.message);
+    // No update was pending: a fresh image's first boots are blessed once healthy.
+    const deadline = Date.now() + HEALTH_DEADLINE_MS;
+    let ok = await health();
+    while (!ok && Date.now() < deadline && !isShuttingDown()) { await new Promise((res) => setTimeout(res, 5000)); ok = await health(); }
+    if (ok) { try { say(await blessSlot(info.slot)); } catch (e) { say(`cannot bless slot ${info.slot}: ${(e as Error).message}`); } }
+    else say(`not blessing slot ${info.slot}: the node is not healthy (boot steps ${stepsOk ? 'ok' : 'failed'}, k3s not ready)`);
+  }
+  if (c.kiln.updates.url) updater.startPolling(c.kiln.updates.poll_minutes * 60_000, c.kiln.updates.poll_minutes * 30_000);
+}
+let updaterRef: Updater | undefined;
 
 const bootCount = () => Number(read('/var/lib/kiln/boot-count').trim()) || 0;
 
@@ -168,7 +222,7 @@ async function boot() {
   const failed = results.filter((r) => !r.ok);
   for (const f of failed) notes.push(`boot step ${f.phase}/${f.task} failed: ${f.error}`);
   say(`ready version=${info.version} slot=${info.slot} arch=${info.arch}${failed.length ? ` (degraded: ${failed.map((f) => `${f.phase}/${f.task}`).join(', ')})` : ''}`);
-  try { say(await blessSlot(info.slot)); } catch (e) { say(`cannot bless slot ${info.slot}: ${(e as Error).message}`); }
+  await healthAndUpdates(failed.length === 0);
   // Revoked keys disappear: refetch the key services' lists every hour.
   setInterval(() => { if (chosen) void applySshKeys(cfg()).catch(() => undefined); }, 3600_000);
 }

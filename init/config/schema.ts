@@ -142,6 +142,18 @@ const KILN = {
     taints: list('append', { type: 'string', pattern: '^[^=:\\s]+(=[^:\\s]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$', 'x-hint': "KEY[=VALUE]:EFFECT with EFFECT one of NoSchedule, PreferNoSchedule, NoExecute, e.g. 'dedicated=db:NoSchedule'" }, 'Kubernetes node taints.', { 'x-aliases': ['taint'] }),
     k3s_args: list('replace', { type: 'string' }, "Arguments for k3s. Empty: 'server' (or 'agent' when server_url is set). A list starting with 'server' or 'agent' chooses the role.", { 'x-aliases': ['k3s_arg'] }),
     channel: { enum: CHANNELS, default: 'stable', description: 'Update channel the node follows.' },
+    updates: {
+      type: 'object', additionalProperties: false, default: {},
+      description: 'Automatic updates from a published release tree (see channels/README.md).',
+      properties: {
+        url: s("Base URL of the release tree (the channel name is appended); empty: no automatic updates.", { pattern: '^(https?://.+)?$', 'x-hint': "an http(s) URL such as 'https://releases.example.com/kiln'" }),
+        poll_minutes: { type: 'integer', minimum: 1, default: 240, description: 'Minutes between checks (a random delay of up to half of it is added).' },
+        window: s("When reboots may happen, e.g. 'Sat 02:00-04:00' or 'Mon-Fri 01:00-05:00; Sun 00:00-24:00' (local time); empty: any time."),
+        fleetlock_url: s('FleetLock server that allows one node at a time to reboot; empty: no lock.', { pattern: '^(https?://.+)?$', 'x-hint': 'an http(s) URL' }),
+        fleetlock_group: s("FleetLock group of this node; empty: 'default'."),
+        canary: b('Take every release as soon as it is published, ignoring the staged rollout.'),
+      },
+    },
     manifests: {
       type: 'object', additionalProperties: false, default: {},
       description: 'Kubernetes manifests on the data partition (/var/lib/kiln/manifests).',
@@ -225,6 +237,7 @@ export interface KilnSection {
   taints: string[];
   k3s_args: string[];
   channel: Channel;
+  updates: { url: string; poll_minutes: number; window: string; fleetlock_url: string; fleetlock_group: string; canary: boolean };
   manifests: { auto_apply: boolean };
   network: { interfaces: Record<string, Interface> };
   install: Install;

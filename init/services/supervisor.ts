@@ -245,6 +245,7 @@ export class Supervisor extends EventEmitter {
       try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ }
       await exited;
     }
+    this.o.say?.(`service ${id} stopped (${inst.lastExit})`);
   }
 
   /** Stops everything in reverse start order. */

@@ -9,10 +9,12 @@ import { build, REPO } from '../../builder/build.ts';
 import { createLogger } from '../../builder/log.ts';
 
 export const TEST_VERSION = '0.0.1-test';
+/** TEST DOUBLE for k3s (real releases cannot be downloaded here): see its header. */
+export const K3S_STANDIN = join(REPO, 'test/standins/k3s');
 
 export async function testImage(arch: Arch) {
   const out = join(REPO, 'out', `test-${arch}`);
-  const rec = await build({ arches: [arch], formats: ['raw'], out, version: TEST_VERSION, log: createLogger({ quiet: !process.env.KILN_VERBOSE }) });
+  const rec = await build({ arches: [arch], formats: ['raw'], out, version: TEST_VERSION, k3sBinary: K3S_STANDIN, log: createLogger({ quiet: !process.env.KILN_VERBOSE }) });
   const raw = join(out, rec.outputs.find((o) => o.kind === 'raw')!.file);
   return { out, raw, rec, work: join(out, '.work', arch) };
 }
@@ -31,7 +33,8 @@ export async function espList(disk: string, folder: string): Promise<string[]> {
   return r.stdout.split('\n').map((l) => l.trim().split('/').pop()!).filter(Boolean).sort();
 }
 
-export const READY = /kiln: ready version=(\S+) slot=([ab]) arch=(\S+)/;
+// The trailing character makes a match wait for the whole line, not a chunk of it.
+export const READY = /kiln: ready version=(\S+) slot=([ab]) arch=(\S+)[\r\n ]/;
 /** Generous: TCG on a loaded 2-core machine; KVM is far faster. */
 export const BOOT_TIMEOUT = 240_000;
 export { existsSync, mkdirSync, copyFileSync };

@@ -1,0 +1,50 @@
+// k3s as the supervised main service, exercised with the k3s TEST DOUBLE
+// (test/standins/k3s; real k3s cannot be downloaded here): started after the network with
+// arguments from config, its readiness gating the slot's blessing, restarted after being
+// killed, stopped with SIGTERM on power-off.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Vm } from '../../builder/qemu.ts';
+import { cidataImage, freePort, ssh, sshKeypair } from './helpers.ts';
+import { BOOT_TIMEOUT, READY, scratchCopy, testImage } from './image.ts';
+
+test('k3s: config to flags, health gates blessing, restart after a kill, clean stop', async () => {
+  const img = await testImage('x86_64');
+  const disk = await scratchCopy(img.raw);
+  const me = sshKeypair();
+  const cidata = await cidataImage(`#cloud-config
+ssh_authorized_keys: ['${me.pub}']
+kiln:
+  labels: {role: e2e}
+  taints: ['dedicated=test:NoSchedule']
+  k3s_args: [server, --disable, traefik]
+`);
+  const port = await freePort();
+  const vm = await Vm.start({ arch: 'x86_64', disk, memMiB: 384, hostfwd: [[port, 22]], extraDrives: [`file=${cidata},format=raw,if=virtio,readonly=on`] });
+  try {
+    await vm.waitFor(READY, BOOT_TIMEOUT);
+    const healthyAt = (await vm.waitFor(/kiln: service k3s healthy/, 120_000)).index;
+    const network = vm.output.search(/kiln: network eth0 /);
+    const started = vm.output.search(/kiln: service k3s running/);
+    assert.ok(network >= 0 && started > network, 'k3s starts after the network is up');
+    const blessed = (await vm.waitFor(/kiln: blessed slot a/, 60_000)).index;
+    assert.ok(blessed > healthyAt, 'the slot is blessed only after k3s is ready');
+    const args = JSON.parse(await ssh(port, me.key, 'cat /var/lib/rancher/k3s/standin/args'));
+    assert.equal(args.args, ['--disable', 'traefik', '--node-label', 'role=e2e', '--node-taint', 'dedicated=test:NoSchedule', '--write-kubeconfig-mode', '0600']);
+    assert.is(args.role, 'server');
+    // The data lives on the data partition, not on the /var overlay.
+    assert.match(await ssh(port, me.key, 'grep " /var/lib/rancher " /proc/mounts'), /\/var\/lib\/rancher ext4/);
+    const from = vm.output.length;
+    await ssh(port, me.key, 'kill -9 $(cat /var/lib/rancher/k3s/standin/pid)');
+    await vm.waitFor(/kiln: service k3s backoff: killed by SIGKILL; restart in/, 30_000, from);
+    await vm.waitFor(/kiln: service k3s running/, 30_000, from);
+    await vm.waitFor(/kiln: service k3s healthy/, 60_000, from);
+    const status = await ssh(port, me.key, 'kiln status');
+    assert.match(status, /k3s\s+running\s+ok\s+1\s/);
+    await vm.qmp('system_powerdown');
+    await vm.waitFor(/kiln: power off/, 120_000);
+    assert.match(vm.output, /kiln: service k3s stopped \(exited with code 0\)/);
+  } finally { await vm.kill(); }
+});
+
+test.run();
