@@ -15,6 +15,7 @@ import { FORMATS, loadProfile, type Format, type Profile } from './profile.ts';
 import { buildRootImage } from './rootimage.ts';
 import { assembleRoot, kernelFromLock, unpackedDeb, type RootInputs } from './rootfs.ts';
 import { k3sBinary } from './k3s.ts';
+import { chartsForImage } from './charts.ts';
 import { k3sKernelModulesFromFile } from './k3s-kernel.ts';
 import { buildStage1 } from './stage1.ts';
 import { tool } from './tools.ts';
@@ -73,7 +74,7 @@ function buildKey(profile: Profile, opts: { version: string; sde: number; arches
       else { h.update(relative(REPO, p)); h.update(e.isSymbolicLink() ? 'link' : readFileSync(p)); }
     }
   };
-  for (const d of ['builder', 'init', 'overlay']) walk(join(REPO, d));
+  for (const d of ['builder', 'init', 'overlay', 'charts']) walk(join(REPO, d));
   h.update(readFileSync(join(REPO, 'package-lock.json')));
   return h.digest('hex');
 }
@@ -106,6 +107,8 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
   const initBundle = join(work, 'init.js');
   const cliBundle = join(work, 'kiln.js');
   await log.stage('bundle init', async () => { mkdirSync(work, { recursive: true }); await bundleInit(initBundle); await bundleCli(cliBundle); });
+  // Add-ons: our charts as HelmChart objects (chart inside), installed by init after k3s is up.
+  const addons = profile.k3s.version === 'none' ? [] : await log.stage('package charts', () => chartsForImage(join(REPO, 'charts'), sde));
 
   const outputs: Output[] = [];
   const kernels: Record<string, string> = {};
@@ -134,7 +137,7 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
       k3sInfo[arch] = k3s.version;
     }
     const root = await log.stage(`${arch}: root tree`, () => assembleRoot(join(w, 'root'), {
-      arch, version, profile, lock: al, kernel, nodeBinary: node, initBundle, cliBundle, overlayDir: join(REPO, 'overlay'), sourceDateEpoch: sde, k3s,
+      arch, version, profile, lock: al, kernel, nodeBinary: node, initBundle, cliBundle, overlayDir: join(REPO, 'overlay'), sourceDateEpoch: sde, k3s, addons: addons.map((a) => a.resource),
     }, cache, log));
     const rootImg = await log.stage(`${arch}: root image (${profile.root.filesystem})`, () =>
       buildRootImage(root.dir, `${base}.root.${profile.root.filesystem}`, profile.root.filesystem, sde, `${version}:${arch}`));

@@ -64,6 +64,8 @@ export interface RootInputs {
   sourceDateEpoch: number;
   /** k3s binary (upstream, or a named stand-in) and the modules it needs loaded. */
   k3s?: { binary: string; version: string; modules: string[] };
+  /** HelmChart objects for /usr/lib/kiln/addons. */
+  addons?: { metadata: { name: string } }[];
 }
 
 export interface RootResult { dir: string; modules: Resolution }
@@ -101,6 +103,10 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
     chmodSync(join(dir, 'usr/bin/k3s'), 0o755);
     // The multi-call names k3s's installer would create.
     for (const n of ['kubectl', 'crictl', 'ctr']) if (!existsSync(join(dir, 'usr/bin', n))) symlinkSync('k3s', join(dir, 'usr/bin', n));
+  }
+  if (inp.addons?.length) {
+    mkdirSync(join(dir, 'usr/lib/kiln/addons'), { recursive: true });
+    for (const a of inp.addons) writeFileSync(join(dir, 'usr/lib/kiln/addons', `${a.metadata.name}.json`), JSON.stringify(a, null, 2) + '\n');
   }
   cpSync(inp.initBundle, join(dir, 'usr/lib/kiln/init.js'));
   cpSync(inp.cliBundle, join(dir, 'usr/lib/kiln/kiln.js'));

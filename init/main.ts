@@ -15,7 +15,9 @@ import { configureStatic, ethernetLinks, linkUp, waitForLease } from './network.
 import { isShuttingDown, shutdown, watchPowerButton, type PowerAction } from './power.ts';
 import { runPhases, type Phase } from './sequencer.ts';
 import { dhcpService } from './services/dhcp.ts';
-import { k3sService } from './services/k3s.ts';
+import { reconcileAddons, resealAddon, type AddonResult } from './addons/apply.ts';
+import { k3sCommand, k3sService } from './services/k3s.ts';
+import { run } from './exec.ts';
 import { sshService } from './services/ssh.ts';
 import { Supervisor } from './services/supervisor.ts';
 import { isMounted, loadModules, mountBase, partitionByLabel, read } from './system.ts';
@@ -169,6 +171,9 @@ function startControl() {
   serveControl({
     status: () => ({ ...info, update: updaterRef?.status(), uptimeMs: Math.round(Number(read('/proc/uptime').split(' ')[0]) * 1000), bootCount: bootCount(), notes, services: supervisor.status(), config: chosen?.used }),
     logs: (a) => supervisor.logTail(String(a.id), Number(a.lines) || 50),
+    addons: () => addonResults.map((r) => ({ name: r.name, state: r.error ? `error: ${r.error}` : ADDON_MESSAGES[r.decision!.action], message: r.decision?.message })),
+    reseal: async (a) => { const m = await resealAddon(String(a.name)); addonResults = await reconcileAddons(); return m; },
+    ui: () => uiLogin(),
     reboot: () => { setTimeout(() => power('reboot', 'kiln reboot'), 100); return 'rebooting'; },
     poweroff: () => { setTimeout(() => power('poweroff', 'kiln poweroff'), 100); return 'powering off'; },
   });
@@ -209,9 +214,45 @@ async function healthAndUpdates(stepsOk: boolean) {
     if (ok) { try { say(await blessSlot(info.slot)); } catch (e) { say(`cannot bless slot ${info.slot}: ${(e as Error).message}`); } }
     else say(`not blessing slot ${info.slot}: the node is not healthy (boot steps ${stepsOk ? 'ok' : 'failed'}, k3s not ready)`);
   }
+  void addonsLoop();
   if (c.kiln.updates.url) updater.startPolling(c.kiln.updates.poll_minutes * 60_000, c.kiln.updates.poll_minutes * 30_000);
 }
 let updaterRef: Updater | undefined;
+let addonResults: AddonResult[] = [];
+
+const ADDON_MESSAGES: Record<string, string> = { install: 'installed', upgrade: 'upgraded', unchanged: 'up to date', 'user-owned': 'left alone (changed by you)', 'broken-seal': 'left alone (seal broken by you)' };
+
+/** Add-ons after k3s is ready (never part of its start), then again every 30 minutes. */
+async function addonsLoop() {
+  const k3s = supervisor.status().find((x) => x.id === 'k3s');
+  if (!k3s || k3s.state === 'skipped' || k3sCommand(cfg()).args[0] !== 'server') return;
+  const pass = async (first: boolean) => {
+    if (!(await supervisor.waitReady('k3s'))) return;
+    addonResults = await reconcileAddons();
+    for (const r of addonResults) {
+      if (r.error) say(`addon ${r.name}: ${r.error}`);
+      else if (first || r.decision!.action !== 'unchanged') say(`addon ${r.name}: ${ADDON_MESSAGES[r.decision!.action]}${r.decision!.action === 'user-owned' && r.decision!.changedFields?.length ? ` (${r.decision!.changedFields.join(', ')})` : ''}`);
+    }
+    if (cfg().kiln.manifests.auto_apply) {
+      const dir = '/var/lib/kiln/manifests';
+      mkdirSync(dir, { recursive: true });
+      const r = await run('/usr/bin/k3s', ['kubectl', 'apply', '-f', dir], { timeoutMs: 120_000 });
+      if (r.code !== 0) say(`manifests in ${dir}: ${r.stderr.trim().split('\n').pop()}`);
+    }
+  };
+  await pass(true);
+  const lease = read('/run/kiln/net/eth0').match(/^ip=(.*)$/m)?.[1];
+  if (addonResults.some((r) => r.name === 'headlamp' && !r.error)) say(`UI: https://${lease ?? '<node address>'}/headlamp/ (sign in: ssh root@${lease ?? '<node>'} kiln ui)`);
+  setInterval(() => { void pass(false); }, 30 * 60_000);
+}
+
+/** A short-lived token for the UI's admin account (TokenRequest API: nothing stored). */
+async function uiLogin() {
+  const r = await run('/usr/bin/k3s', ['kubectl', 'create', 'token', 'kiln-ui-admin', '-n', 'kube-system', '--duration=1h'], { timeoutMs: 30_000 });
+  if (r.code !== 0) throw new Error(`cannot create a token: ${r.stderr.trim() || r.error} (is k3s ready? kiln status)`);
+  const ip = read('/run/kiln/net/eth0').match(/^ip=(.*)$/m)?.[1] ?? read('/proc/sys/kernel/hostname').trim();
+  return { url: `https://${ip}/headlamp/`, token: r.stdout.trim(), expires: new Date(Date.now() + 3600_000).toISOString() };
+}
 
 const bootCount = () => Number(read('/var/lib/kiln/boot-count').trim()) || 0;
 

@@ -5,6 +5,8 @@ import type { ServiceStatus } from '../services/supervisor.ts';
 const USAGE = `kiln: manage this node
   kiln status             system and service state
   kiln logs SERVICE [-n N] last lines of a service's log (files: /var/log/kiln/)
+  kiln ui                 the web UI's address and a sign-in token valid for one hour
+  kiln addons [reseal NAME] add-ons and whether kiln maintains them; reseal returns one to kiln
   kiln reboot | poweroff  clean restart or power-off`;
 
 function ago(ms: number): string {
@@ -19,6 +21,7 @@ export async function main(argv: string[]): Promise<number> {
     const st = await callControl('status');
     console.log(`kiln ${st.version} (${st.arch}), slot ${st.slot}, up ${ago(st.uptimeMs)}, boot ${st.bootCount}`);
     for (const line of st.notes ?? []) console.log(`  ${line}`);
+    for (const line of st.update ?? []) console.log(`  ${line}`);
     console.log('');
     console.log('SERVICE'.padEnd(18) + 'STATE'.padEnd(10) + 'HEALTH'.padEnd(10) + 'RESTARTS'.padEnd(10) + 'SINCE'.padEnd(8) + 'LAST EXIT');
     for (const s of st.services as ServiceStatus[]) {
@@ -33,6 +36,23 @@ export async function main(argv: string[]): Promise<number> {
     const n = Number(rest[rest.indexOf('-n') + 1]) || 50;
     const lines: string[] = await callControl('logs', { id, lines: n });
     for (const l of lines) console.log(l);
+    return 0;
+  }
+  if (cmd === 'ui') {
+    const u = await callControl('ui');
+    console.log(`Open ${u.url} (the certificate is k3s's own; accept it once)`);
+    console.log(`Sign in with this token (valid until ${u.expires}):\n\n${u.token}\n`);
+    return 0;
+  }
+  if (cmd === 'addons') {
+    if (rest[0] === 'reseal') {
+      if (!rest[1]) { console.error('kiln addons reseal: which add-on? (kiln addons lists them)'); return 2; }
+      console.log(await callControl('reseal', { name: rest[1] }));
+      return 0;
+    }
+    const list: { name: string; state: string; message?: string }[] = await callControl('addons');
+    if (!list.length) console.log('no add-ons installed yet (k3s not ready, or this node is an agent)');
+    for (const a of list) console.log(`${a.name.padEnd(16)}${a.state}${a.message ? `\n${' '.repeat(16)}${a.message}` : ''}`);
     return 0;
   }
   if (cmd === 'reboot' || cmd === 'poweroff') { await callControl(cmd); console.log(`kiln: ${cmd} started`); return 0; }

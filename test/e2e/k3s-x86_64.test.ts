@@ -34,6 +34,18 @@ kiln:
     assert.is(args.role, 'server');
     // The data lives on the data partition, not on the /var overlay.
     assert.match(await ssh(port, me.key, 'grep " /var/lib/rancher " /proc/mounts'), /\/var\/lib\/rancher ext4/);
+    // Add-ons: applied as HelmChart objects only after k3s was ready, carrying the seal.
+    const addonAt = (await vm.waitFor(/kiln: addon headlamp: installed/, 60_000)).index;
+    assert.ok(addonAt > healthyAt, 'add-ons are installed after k3s is ready, not during its start');
+    await vm.waitFor(/kiln: addon kiln-system: installed/, 60_000);
+    const obj = JSON.parse(await ssh(port, me.key, 'cat /var/lib/rancher/k3s/standin/objects/helmchart.kube-system.headlamp.json'));
+    assert.is(obj.apiVersion, 'helm.cattle.io/v1');
+    assert.match(obj.metadata.annotations['kiln.io/seal'], /^[0-9a-f]{64}$/);
+    assert.ok(obj.spec.chartContent.length > 1000, 'the chart travels inside the HelmChart');
+    const ui = await ssh(port, me.key, 'kiln ui');
+    assert.match(ui, /Open https:\/\/10\.0\.2\.15\/headlamp\//);
+    assert.match(ui, /standin-token-[0-9a-f]{16}/);
+    assert.match(await ssh(port, me.key, 'kiln addons'), /headlamp\s+installed/);
     const from = vm.output.length;
     await ssh(port, me.key, 'kill -9 $(cat /var/lib/rancher/k3s/standin/pid)');
     await vm.waitFor(/kiln: service k3s backoff: killed by SIGKILL; restart in/, 30_000, from);
