@@ -16,6 +16,8 @@ import { buildRootImage } from './rootimage.ts';
 import { assembleRoot, kernelFromLock, unpackedDeb, type RootInputs } from './rootfs.ts';
 import { k3sBinary } from './k3s.ts';
 import { chartsForImage } from './charts.ts';
+import { formatProblem, parseConfig } from '../init/config/parse.ts';
+import { parseTrustRoot } from '../init/update/manifest.ts';
 import { k3sKernelModulesFromFile } from './k3s-kernel.ts';
 import { buildStage1 } from './stage1.ts';
 import { tool } from './tools.ts';
@@ -34,6 +36,10 @@ export interface BuildOptions {
   cacheDir?: string;
   quiet?: boolean;
   sourceDateEpoch?: number;
+  /** Node config baked into the image as /usr/lib/kiln/config.yaml (validated first). */
+  config?: string;
+  /** Release trust root (from `kiln keys generate`) baked in as /usr/lib/kiln/trust.json: enables updates. */
+  trust?: string;
   /** A local file used as the k3s binary for every arch instead of the pinned download (test stand-ins). */
   k3sBinary?: string;
   /** Rebuild even when the recorded build key matches. */
@@ -61,10 +67,10 @@ export function defaultSourceDateEpoch(): number {
 }
 
 /** Hash of everything that determines the outputs: a match means nothing to rebuild. */
-function buildKey(profile: Profile, opts: { version: string; sde: number; arches: Arch[]; formats: Format[]; k3sBinary?: string }): string {
+function buildKey(profile: Profile, opts: { version: string; sde: number; arches: Arch[]; formats: Format[]; k3sBinary?: string; config?: string; trust?: string }): string {
   const h = createHash('sha256');
   h.update(JSON.stringify({ ...opts, profile: readFileSync(profile.file, 'utf8') }));
-  if (opts.k3sBinary) h.update(readFileSync(opts.k3sBinary));
+  for (const f of [opts.k3sBinary, opts.config, opts.trust]) if (f) h.update(readFileSync(f));
   if (existsSync(profile.lockFile)) h.update(readFileSync(profile.lockFile));
   const walk = (dir: string) => {
     if (!existsSync(dir)) return;
@@ -92,7 +98,8 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
   const cache = new Cache(opts.cacheDir, opts.artifacts);
   process.env.SOURCE_DATE_EPOCH = String(sde);
 
-  const key = buildKey(profile, { version, sde, arches, formats, k3sBinary: opts.k3sBinary });
+  const baked = checkBakedFiles(opts);
+  const key = buildKey(profile, { version, sde, arches, formats, k3sBinary: opts.k3sBinary, config: opts.config, trust: opts.trust });
   const recordFile = join(out, 'build.json');
   if (!opts.force && existsSync(recordFile)) {
     const prev = JSON.parse(readFileSync(recordFile, 'utf8')) as BuildRecord;
@@ -137,7 +144,7 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
       k3sInfo[arch] = k3s.version;
     }
     const root = await log.stage(`${arch}: root tree`, () => assembleRoot(join(w, 'root'), {
-      arch, version, profile, lock: al, kernel, nodeBinary: node, initBundle, cliBundle, overlayDir: join(REPO, 'overlay'), sourceDateEpoch: sde, k3s, addons: addons.map((a) => a.resource),
+      arch, version, profile, lock: al, kernel, nodeBinary: node, initBundle, cliBundle, overlayDir: join(REPO, 'overlay'), sourceDateEpoch: sde, k3s, addons: addons.map((a) => a.resource), baked,
     }, cache, log));
     const rootImg = await log.stage(`${arch}: root image (${profile.root.filesystem})`, () =>
       buildRootImage(root.dir, `${base}.root.${profile.root.filesystem}`, profile.root.filesystem, sde, `${version}:${arch}`));
@@ -177,6 +184,23 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
   writeFileSync(recordFile, JSON.stringify(rec, null, 2) + '\n');
   for (const o of outputs) log.info(`${o.file}  ${(o.size / 1048576).toFixed(1)} MiB  sha256 ${o.sha256.slice(0, 16)}…`);
   return rec;
+}
+
+/** Checks --config and --trust before anything is built; returns the files to lay into the root. */
+function checkBakedFiles(opts: BuildOptions): Record<string, string> {
+  const baked: Record<string, string> = {};
+  if (opts.config) {
+    const text = readFileSync(opts.config, 'utf8');
+    const r = parseConfig(text, opts.config);
+    if (r.problems.length) throw new Error(`--config ${opts.config} has problems:\n  ${r.problems.map(formatProblem).join('\n  ')}`);
+    baked['usr/lib/kiln/config.yaml'] = text;
+  }
+  if (opts.trust) {
+    const text = readFileSync(opts.trust, 'utf8');
+    try { parseTrustRoot(text); } catch (e) { throw new Error(`--trust ${opts.trust}: ${(e as Error).message} (make one with 'kiln keys generate')`); }
+    baked['usr/lib/kiln/trust.json'] = text;
+  }
+  return baked;
 }
 
 function missingPkg(name: string): never {

@@ -22,13 +22,16 @@ const COMMON: Record<string, Opt> = {
 const COMMANDS: Record<string, { summary: string; usage: string; options: Record<string, Opt> }> = {
   build: {
     summary: 'build disk images from the profile and its lock',
-    usage: 'kiln build [--profile FILE] [--arch A]... [--format F]... [--out DIR] [--version V] [--artifacts DIR]',
+    usage: 'kiln build [--profile FILE] [--arch A]... [--format F]... [--out DIR] [--version V] [--artifacts DIR] [--config FILE] [--trust FILE]',
     options: {
       ...COMMON,
       format: { type: 'string', multiple: true, help: `output format, repeatable (${FORMATS.join(', ')})` },
       out: { type: 'string', help: 'output folder (default out/)' },
       version: { type: 'string', help: 'image version (default: the profile\'s)' },
       artifacts: { type: 'string', help: 'folder of pre-downloaded inputs, for offline builds' },
+      config: { type: 'string', help: 'node config (YAML) baked into the image, checked first' },
+      trust: { type: 'string', help: 'release trust root (kiln keys generate) baked in: enables updates' },
+      'k3s-binary': { type: 'string', help: 'use this file as k3s instead of the pinned download' },
       force: { type: 'boolean', help: 'rebuild even if nothing changed' },
       'help-profile': { type: 'boolean', help: 'list the profile settings' },
     },
@@ -114,7 +117,7 @@ async function main(argv: string[]) {
   if (cmd === 'build') {
     const formats = (v.format ?? []) as string[];
     for (const f of formats) if (!(FORMATS as readonly string[]).includes(f)) { console.error(`kiln build: unknown format '${f}' (valid: ${FORMATS.join(', ')})`); return 2; }
-    await build({ profile: v.profile, arches, formats: formats as Format[], out: v.out, version: v.version, artifacts: v.artifacts, cacheDir: v['cache-dir'], force: v.force, log });
+    await build({ profile: v.profile, arches, formats: formats as Format[], out: v.out, version: v.version, artifacts: v.artifacts, cacheDir: v['cache-dir'], force: v.force, config: v.config, trust: v.trust, k3sBinary: v['k3s-binary'], log });
     return 0;
   }
   if (cmd === 'lock') {

@@ -66,6 +66,8 @@ export interface RootInputs {
   k3s?: { binary: string; version: string; modules: string[] };
   /** HelmChart objects for /usr/lib/kiln/addons. */
   addons?: { metadata: { name: string } }[];
+  /** Files laid into the root as given (path relative to / -> contents). */
+  baked?: Record<string, string>;
 }
 
 export interface RootResult { dir: string; modules: Resolution }
@@ -104,6 +106,7 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
     // The multi-call names k3s's installer would create.
     for (const n of ['kubectl', 'crictl', 'ctr']) if (!existsSync(join(dir, 'usr/bin', n))) symlinkSync('k3s', join(dir, 'usr/bin', n));
   }
+  for (const [p, text] of Object.entries(inp.baked ?? {})) { mkdirSync(dirname(join(dir, p)), { recursive: true }); writeFileSync(join(dir, p), text); }
   if (inp.addons?.length) {
     mkdirSync(join(dir, 'usr/lib/kiln/addons'), { recursive: true });
     for (const a of inp.addons) writeFileSync(join(dir, 'usr/lib/kiln/addons', `${a.metadata.name}.json`), JSON.stringify(a, null, 2) + '\n');

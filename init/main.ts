@@ -174,6 +174,13 @@ function startControl() {
     addons: () => addonResults.map((r) => ({ name: r.name, state: r.error ? `error: ${r.error}` : ADDON_MESSAGES[r.decision!.action], message: r.decision?.message })),
     reseal: async (a) => { const m = await resealAddon(String(a.name)); addonResults = await reconcileAddons(); return m; },
     ui: () => uiLogin(),
+    upgrade: async (a) => {
+      if (!updaterRef) throw new Error('the updater starts once boot is done; try again in a moment');
+      if (a.check) return (await updaterRef.check()).message;
+      const r = await updaterRef.apply();
+      return r.message;
+    },
+    rollback: async () => { if (!updaterRef) throw new Error('the updater is not running yet'); return (await updaterRef.rollback()).message ?? 'rolling back'; },
     reboot: () => { setTimeout(() => power('reboot', 'kiln reboot'), 100); return 'rebooting'; },
     poweroff: () => { setTimeout(() => power('poweroff', 'kiln poweroff'), 100); return 'powering off'; },
   });
@@ -205,6 +212,7 @@ async function healthAndUpdates(stepsOk: boolean) {
   updaterRef = updater;
   const health = async () => stepsOk && await healthy();
   const r = await updater.afterBoot(health, HEALTH_DEADLINE_MS);
+  if (r.outcome !== 'none') say(r.message);
   if (r.outcome === 'none' || r.outcome === 'not-rebooted' || r.outcome === 'fell-back') {
     if (r.outcome === 'fell-back') notes.push(r.message);
     // No update was pending: a fresh image's first boots are blessed once healthy.

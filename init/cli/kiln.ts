@@ -7,6 +7,8 @@ const USAGE = `kiln: manage this node
   kiln logs SERVICE [-n N] last lines of a service's log (files: /var/log/kiln/)
   kiln ui                 the web UI's address and a sign-in token valid for one hour
   kiln addons [reseal NAME] add-ons and whether kiln maintains them; reseal returns one to kiln
+  kiln upgrade [--check]  look for an update on the channel (--check) or install it now
+  kiln rollback           boot the other slot's good version
   kiln reboot | poweroff  clean restart or power-off`;
 
 function ago(ms: number): string {
@@ -55,6 +57,8 @@ export async function main(argv: string[]): Promise<number> {
     for (const a of list) console.log(`${a.name.padEnd(16)}${a.state}${a.message ? `\n${' '.repeat(16)}${a.message}` : ''}`);
     return 0;
   }
+  if (cmd === 'upgrade') { console.log(await callControl('upgrade', { check: rest.includes('--check') })); return 0; }
+  if (cmd === 'rollback') { console.log(await callControl('rollback')); return 0; }
   if (cmd === 'reboot' || cmd === 'poweroff') { await callControl(cmd); console.log(`kiln: ${cmd} started`); return 0; }
   console.error(`kiln: unknown command '${cmd}'\n${USAGE}`);
   return 2;

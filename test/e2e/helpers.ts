@@ -60,3 +60,25 @@ export async function ssh(port: number, key: string, command: string, tries = 30
   }
   throw new Error(`ssh ${command}: ${last}`);
 }
+
+/** Serves a folder over HTTP on all interfaces (the guest reaches it as 10.0.2.2), with Range support. */
+export async function staticServer(dir: string): Promise<{ server: Server; port: number; hits: string[] }> {
+  const { createReadStream, existsSync, statSync } = await import('node:fs');
+  const hits: string[] = [];
+  const server = createServer((req, res) => {
+    const path = join(dir, decodeURIComponent((req.url ?? '/').split('?')[0]));
+    hits.push(`${req.method} ${req.url}${req.headers.range ? ` ${req.headers.range}` : ''}`);
+    if (!path.startsWith(dir) || !existsSync(path) || !statSync(path).isFile()) { res.writeHead(404); res.end(); return; }
+    const size = statSync(path).size;
+    const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    if (m && Number(m[1]) < size) {
+      res.writeHead(206, { 'content-length': size - Number(m[1]), 'content-range': `bytes ${m[1]}-${size - 1}/${size}` });
+      createReadStream(path, { start: Number(m[1]) }).pipe(res);
+      return;
+    }
+    res.writeHead(200, { 'content-length': size });
+    createReadStream(path).pipe(res);
+  });
+  await new Promise<void>((r) => server.listen(0, '0.0.0.0', () => r()));
+  return { server, port: (server.address() as any).port, hits };
+}

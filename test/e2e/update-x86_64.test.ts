@@ -1,0 +1,94 @@
+// A/B update end to end: a v1 node follows a channel served from loopback, installs v2 into
+// slot B, reboots into it and blesses it once healthy. Then a broken v3 (its root does not
+// mount) is published: the node installs it, its tries run out, the boot loader falls back
+// to v2 by itself, and v3 is recorded as bad and not taken again.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ARCH } from '../../builder/arch.ts';
+import { build, REPO, ukiCmdline, ukiOsRelease } from '../../builder/build.ts';
+import { Cache } from '../../builder/cache.ts';
+import { readLock } from '../../builder/lock.ts';
+import { loadProfile } from '../../builder/profile.ts';
+import { kernelFromLock, unpackedDeb } from '../../builder/rootfs.ts';
+import { buildUki } from '../../builder/uki.ts';
+import { createLogger } from '../../builder/log.ts';
+import { Vm } from '../../builder/qemu.ts';
+import { generateKeys, publishRelease } from '../../builder/release.ts';
+import { cidataImage, freePort, ssh, sshKeypair, staticServer } from './helpers.ts';
+import { BOOT_TIMEOUT, espList, K3S_STANDIN, scratchCopy } from './image.ts';
+
+const log = createLogger({ quiet: !process.env.KILN_VERBOSE });
+const work = mkdtempSync(join(tmpdir(), 'kiln-update-'));
+const keys = generateKeys(join(work, 'keys'));
+const channels = join(work, 'channels');
+const imageOf = (v: string) => build({ arches: ['x86_64'], formats: ['raw'], out: join(REPO, 'out', `update-${v}`), version: v, trust: keys.trustFile, k3sBinary: K3S_STANDIN, log });
+const readyRe = (v: string, slot: string) => new RegExp(`kiln: ready version=${v.replace(/[.]/g, '\\.')} slot=${slot} arch=x86_64[\\r\\n ]`);
+
+test('v1 -> v2 through the stable channel, then a broken v3 falls back to v2 and is never retried', async () => {
+  const v1 = await imageOf('1.0.0');
+  const v2 = await imageOf('1.1.0');
+  await publishRelease({ channel: 'stable', from: join(REPO, 'out', 'update-1.1.0'), to: channels, key: keys.keyFile });
+  const http = await staticServer(channels);
+  const me = sshKeypair();
+  const cidata = await cidataImage(`#cloud-config
+ssh_authorized_keys: ['${me.pub}']
+kiln:
+  updates:
+    url: http://10.0.2.2:${http.port}
+    canary: true
+    poll_minutes: 600
+`);
+  const disk = await scratchCopy(join(REPO, 'out', 'update-1.0.0', v1.outputs.find((o) => o.kind === 'raw')!.file));
+  const port = await freePort();
+  const vm = await Vm.start({ arch: 'x86_64', disk, memMiB: 384, hostfwd: [[port, 22]], extraDrives: [`file=${cidata},format=raw,if=virtio,readonly=on`] });
+  try {
+    await vm.waitFor(readyRe('1.0.0', 'a'), BOOT_TIMEOUT);
+    await vm.waitFor(/kiln: blessed slot a/, 120_000);
+    assert.match(await ssh(port, me.key, 'kiln upgrade --check'), /1\.1\.0/);
+    await ssh(port, me.key, 'kiln upgrade');
+    // The node reboots by itself into slot b, which is judged healthy and blessed.
+    await vm.waitFor(readyRe('1.1.0', 'b'), BOOT_TIMEOUT);
+    await vm.waitFor(/kiln: update to 1\.1\.0 succeeded: slot b blessed/, 300_000);
+    assert.ok(http.hits.some((h) => h.includes('/stable/manifest.json')), 'the manifest was fetched');
+    assert.equal(await espList(disk, 'EFI/Linux'), ['kiln-a.efi', 'kiln-b.efi']);
+
+    // v3: signed and well-formed, but its root image is junk, so stage 1 cannot mount it.
+    const bad = join(work, 'out-1.2.0');
+    mkdirSync(bad, { recursive: true });
+    const rec = JSON.parse(readFileSync(join(REPO, 'out', 'update-1.1.0', 'build.json'), 'utf8'));
+    const junk = randomBytes(4 << 20);
+    writeFileSync(join(bad, 'kiln-1.2.0-x86_64.root.squashfs'), junk);
+    // Its UKI must say 1.2.0 (systemd-boot prefers the newest version), with v2's kernel and stage 1.
+    const profile = loadProfile();
+    const al = readLock(profile)!.arches.x86_64!;
+    const cache = new Cache();
+    const kernel = await kernelFromLock(al, cache);
+    const efiDir = join(await unpackedDeb(al.packages.find((p) => p.package === 'systemd-boot-efi')!, cache), 'usr/lib/systemd/boot/efi');
+    await buildUki({ arch: 'x86_64', stub: join(efiDir, ARCH.x86_64.stub), kernel: kernel.vmlinuz, initrd: join(REPO, 'out', 'update-1.1.0', '.work', 'x86_64', 'stage1.cpio.zst'),
+      cmdline: ukiCmdline('x86_64', profile), osRelease: ukiOsRelease('1.2.0'), out: join(bad, 'kiln-1.2.0-x86_64.efi') });
+    const { createHash } = await import('node:crypto');
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    const uki = readFileSync(join(bad, 'kiln-1.2.0-x86_64.efi'));
+    writeFileSync(join(bad, 'build.json'), JSON.stringify({ ...rec, version: '1.2.0', outputs: [
+      { file: 'kiln-1.2.0-x86_64.root.squashfs', arch: 'x86_64', kind: 'root', size: junk.length, sha256: sha(junk) },
+      { file: 'kiln-1.2.0-x86_64.efi', arch: 'x86_64', kind: 'uki', size: uki.length, sha256: sha(uki) },
+    ] }));
+    await publishRelease({ channel: 'stable', from: bad, to: channels, key: keys.keyFile });
+    const from = vm.output.length;
+    await ssh(port, me.key, 'kiln upgrade');
+    // Three failed tries of slot a, then systemd-boot picks b (1.1.0) on its own.
+    await vm.waitFor(readyRe('1.1.0', 'b'), BOOT_TIMEOUT * 3, from);
+    const tries = vm.output.slice(from).match(/kiln-stage1: FATAL/g) ?? [];
+    assert.is(tries.length, 3, 'the broken slot is tried exactly three times');
+    await vm.waitFor(/update to 1\.2\.0 failed to boot; running 1\.1\.0 from slot b; 1\.2\.0 will not be retried/, 120_000, from);
+    const again = await ssh(port, me.key, 'kiln upgrade --check');
+    assert.not.match(again, /install/i, `1.2.0 must not be offered again: ${again}`);
+    assert.match(await ssh(port, me.key, 'kiln status'), /1\.2\.0/);
+  } finally { await vm.kill(); http.server.close(); }
+});
+
+test.run();
