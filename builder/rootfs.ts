@@ -76,10 +76,11 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
   const facts = ARCH[inp.arch];
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  for (const d of ['bin', 'sbin', 'etc', 'lib', 'usr/bin', 'usr/lib/kiln', 'proc', 'sys', 'dev', 'run', 'tmp', 'data', 'var', 'efi', 'root', 'home', 'mnt']) {
+  for (const d of ['bin', 'sbin', 'etc', 'lib', 'usr/bin', 'usr/lib/kiln', 'proc', 'sys', 'dev', 'run', 'tmp', 'data', 'var', 'var/tmp', 'var/log', 'var/lib', 'efi', 'root', 'home', 'mnt']) {
     mkdirSync(join(dir, d), { recursive: true });
   }
   chmodSync(join(dir, 'tmp'), 0o1777);
+  chmodSync(join(dir, 'var/tmp'), 0o1777);
   chmodSync(join(dir, 'root'), 0o700);
 
   for (const pin of inp.lock.packages) {

@@ -5,7 +5,7 @@ import { debug, say } from './log.ts';
 
 export interface Task { name: string; run: () => Promise<void | string> | void | string }
 export interface Phase { name: string; tasks: Task[] }
-export interface TaskResult { phase: string; task: string; ok: boolean; ms: number; error?: string }
+export interface TaskResult { phase: string; task: string; ok: boolean; ms: number; error?: string; /** ms since init started, when the task ended */ at: number }
 
 export async function runPhases(phases: Phase[]): Promise<TaskResult[]> {
   const results: TaskResult[] = [];
@@ -16,11 +16,11 @@ export async function runPhases(phases: Phase[]): Promise<TaskResult[]> {
       const t = performance.now();
       try {
         const note = await task.run();
-        results.push({ phase: phase.name, task: task.name, ok: true, ms: performance.now() - t });
+        results.push({ phase: phase.name, task: task.name, ok: true, ms: performance.now() - t, at: performance.now() });
         if (note) debug(`${phase.name}/${task.name}: ${note}`);
       } catch (e) {
         const error = (e as Error)?.message ?? String(e);
-        results.push({ phase: phase.name, task: task.name, ok: false, ms: performance.now() - t, error });
+        results.push({ phase: phase.name, task: task.name, ok: false, ms: performance.now() - t, error, at: performance.now() });
         say(`${phase.name}/${task.name} failed: ${error}`);
       }
     }
