@@ -26,7 +26,8 @@ export async function detectAccel(arch: Arch, probeKernel?: string): Promise<'kv
   const bootId = (() => { try { return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { return 'unknown'; } })();
   const memo = join(defaultCacheDir(), 'kvm-probe', `${arch}-${bootId}`);
   if (existsSync(memo)) return (accelMemo = readFileSync(memo, 'utf8').trim() as 'kvm' | 'tcg');
-  if (!probeKernel) return 'tcg';
+  probeKernel ??= process.env.KILN_PROBE_KERNEL;
+  if (!probeKernel || !existsSync(probeKernel)) return 'tcg';
   const facts = ARCH[arch];
   const p = execa(tool(facts.qemu.binary), [...facts.qemu.machine, '-accel', 'kvm', '-cpu', 'host', '-m', '128', '-nodefaults', '-nographic',
     '-serial', 'stdio', '-monitor', 'none', '-no-reboot', '-kernel', probeKernel, '-append', `console=${facts.console} panic=-1`],

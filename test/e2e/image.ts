@@ -4,9 +4,13 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { $ } from 'zx';
-import type { Arch } from '../../builder/arch.ts';
+import { hostArch, type Arch } from '../../builder/arch.ts';
 import { build, REPO } from '../../builder/build.ts';
 import { createLogger } from '../../builder/log.ts';
+import { Cache } from '../../builder/cache.ts';
+import { readLock } from '../../builder/lock.ts';
+import { loadProfile } from '../../builder/profile.ts';
+import { kernelFromLock } from '../../builder/rootfs.ts';
 
 export const TEST_VERSION = '0.0.1-test';
 /** TEST DOUBLE for k3s (real releases cannot be downloaded here): see its header. */
@@ -16,6 +20,11 @@ export async function testImage(arch: Arch) {
   const out = join(REPO, 'out', `test-${arch}`);
   const rec = await build({ arches: [arch], formats: ['raw'], out, version: TEST_VERSION, k3sBinary: K3S_STANDIN, log: createLogger({ quiet: !process.env.KILN_VERBOSE }) });
   const raw = join(out, rec.outputs.find((o) => o.kind === 'raw')!.file);
+  // Lets the QEMU runner check once whether KVM really starts this kernel (else TCG).
+  if (!process.env.KILN_PROBE_KERNEL && arch === hostArch()) {
+    const al = readLock(loadProfile())!.arches[arch]!;
+    process.env.KILN_PROBE_KERNEL = (await kernelFromLock(al, new Cache())).vmlinuz;
+  }
   return { out, raw, rec, work: join(out, '.work', arch) };
 }
 
