@@ -5,7 +5,7 @@
 import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { expandAuthorizedKeys } from './config/keys.ts';
-import { chooseConfig, PATHS, readLocalSources, type SourceText } from './config/merge.ts';
+import { chooseConfig, configPaths, PATHS, readLocalSources, type ConfigPaths, type SourceText } from './config/merge.ts';
 import { parseMetaData, parseNoCloudCmdline, splitUserData } from './config/nocloud.ts';
 import { decodeContent, formatProblem } from './config/parse.ts';
 import type { Command, KilnConfig } from './config/schema.ts';
@@ -26,7 +26,8 @@ async function fetchText(url: string, timeoutMs = 5000, headers: Record<string, 
 /** A volume with this filesystem label, mounted read-only under /run/kiln (busybox findfs). */
 async function mountLabelled(labels: string[], where: string): Promise<string | undefined> {
   for (const label of labels) {
-    const r = await run('findfs', [`LABEL=${label}`], { timeoutMs: 5000 });
+    // util-linux's findfs (in /sbin) replaces busybox's applet when the image ships it.
+    const r = await run('findfs', [`LABEL=${label}`], { timeoutMs: 5000, env: { ...process.env, PATH: '/bin:/sbin:/usr/bin:/usr/sbin' } });
     const dev = r.code === 0 ? r.stdout.trim() : '';
     if (!dev) continue;
     for (const type of ['vfat', 'iso9660']) {
@@ -54,7 +55,7 @@ function addMetaData(g: Gathered, origin: string, text: string) {
  * adds seed URLs, metadata services and kiln.config_url.
  */
 export async function gatherSources(pass: 'local' | 'network', cmdline: string, dataSources: string[] = []): Promise<Gathered> {
-  const g: Gathered = { sources: await readLocalSources('/'), scripts: [], notes: [] };
+  const g: Gathered = { sources: await readLocalSources('/', activePaths()), scripts: [], notes: [] };
   // NoCloud volume (label cidata, any case), and an OpenStack config drive.
   const cidata = '/run/kiln/cidata';
   if (existsSync(`${cidata}/user-data`) || await mountLabelled(['CIDATA', 'cidata'], cidata)) {
@@ -99,12 +100,39 @@ export async function gatherSources(pass: 'local' | 'network', cmdline: string, 
   return g;
 }
 
+/** The channel chosen with `kiln channel set` (it outranks kiln.channel: it picks the config space). */
+export const CHANNEL_FILE = '/var/lib/kiln/channel';
+export function selectedChannel(): 'beta' | 'rc' | 'stable' | undefined {
+  const c = read(CHANNEL_FILE).trim();
+  return c === 'beta' || c === 'rc' || c === 'stable' ? c : undefined;
+}
+export function activePaths(): ConfigPaths { return configPaths(selectedChannel() === 'beta' ? 'beta' : 'stable'); }
+
+/**
+ * Switches channel. Entering beta copies stable's node config into beta's own space the first
+ * time; stable's files are never touched, so leaving beta finds them as they were.
+ */
+export async function setChannel(channel: 'beta' | 'rc' | 'stable'): Promise<string> {
+  const beta = configPaths('beta'), stable = configPaths('stable');
+  if (channel === 'beta' && !existsSync(dirname(beta.data))) {
+    mkdirSync(dirname(beta.data), { recursive: true });
+    if (existsSync(stable.data)) writeFileSync(beta.data, readFileSync(stable.data));
+    if (existsSync(stable.dropIns)) await run('cp', ['-a', stable.dropIns, beta.dropIns]);
+  }
+  mkdirSync(dirname(CHANNEL_FILE), { recursive: true });
+  writeFileSync(`${CHANNEL_FILE}.tmp`, `${channel}\n`);
+  renameSync(`${CHANNEL_FILE}.tmp`, CHANNEL_FILE);
+  const space = channel === 'beta' ? beta : stable;
+  return `channel ${channel}: node config in ${space.data}${channel === 'beta' ? ' (stable\'s is kept as it is)' : ''}; takes effect at the next boot (or now for updates)`;
+}
+
 export interface Chosen { config: KilnConfig; used: string; configUrl?: string; gathered: Gathered }
 
 /** Chooses the config, saves it as last good when every source was fine, reports problems. */
 export async function chooseAndReport(g: Gathered, opts: { fetchUrl: boolean }): Promise<Chosen> {
   let lastGood: string | undefined;
-  try { lastGood = readFileSync(PATHS.lastGood, 'utf8'); } catch { /* first boot */ }
+  const lg = activePaths().lastGood;
+  try { lastGood = readFileSync(lg, 'utf8'); } catch { /* first boot */ }
   let choice = chooseConfig({ sources: g.sources, lastGood });
   if (opts.fetchUrl && choice.configUrl) {
     const text = await fetchText(choice.configUrl, 10_000);
@@ -123,11 +151,11 @@ export async function chooseAndReport(g: Gathered, opts: { fetchUrl: boolean }):
   for (const n of g.notes) say(`config: ${n}`);
   if (choice.used === 'new' && choice.lastGood !== undefined) {
     try {
-      mkdirSync(dirname(PATHS.lastGood), { recursive: true });
-      writeFileSync(`${PATHS.lastGood}.tmp`, choice.lastGood);
-      renameSync(`${PATHS.lastGood}.tmp`, PATHS.lastGood);
+      mkdirSync(dirname(lg), { recursive: true });
+      writeFileSync(`${lg}.tmp`, choice.lastGood);
+      renameSync(`${lg}.tmp`, lg);
     } catch (e) { say(`config: cannot save the last good config: ${(e as Error).message}`); }
-  } else if (choice.used === 'last-good') say(`config: problems above: running with the last good config (${PATHS.lastGood})`);
+  } else if (choice.used === 'last-good') say(`config: problems above: running with the last good config (${lg})`);
   else if (choice.used === 'partial') say('config: problems above: running with the sources that had none');
   return { config: choice.config, used: choice.used, configUrl: choice.configUrl, gathered: g };
 }

@@ -7,7 +7,7 @@ import { applyDefaults } from './config/parse.ts';
 import type { KilnConfig } from './config/schema.ts';
 import {
   applyDns, applyHostname, applyModules, applyPassword, applySshKeys, applySysctls, applyUsers, chooseAndReport,
-  chooseHostname, gatherSources, runCommands, runScripts, writeFiles, type Chosen,
+  chooseHostname, gatherSources, runCommands, runScripts, selectedChannel, setChannel, writeFiles, type Chosen,
 } from './configure.ts';
 import { serveControl } from './control.ts';
 import { debug, enableFileLog, LOG_DIR, say, setBootOffset } from './log.ts';
@@ -21,6 +21,7 @@ import { run } from './exec.ts';
 import { sshService } from './services/ssh.ts';
 import { Supervisor } from './services/supervisor.ts';
 import { isMounted, loadModules, mountBase, partitionByLabel, read } from './system.ts';
+import { growDataPartition } from './grow.ts';
 import { readSystemFacts, Updater } from './update/updater.ts';
 import type { Slot } from './slot.ts';
 
@@ -81,6 +82,8 @@ const phases: Phase[] = [
   {
     name: 'data', tasks: [
       { name: 'logs', run: () => { if (!isMounted('/data')) say('WARNING: no data partition: nothing persists'); mkdirSync(LOG_DIR, { recursive: true }); enableFileLog(); } },
+      // A disk larger than the image (resized qcow2, cloud volume): kiln-data takes the rest.
+      { name: 'grow', run: async () => { const m = await growDataPartition(); if (m) say(m); } },
       { name: 'boot count', run: () => { say(`boot count ${countBoot()}`); } },
       { name: 'machine id', run: () => { machineId = ensureMachineId(); return `machine-id ${machineId}`; } },
       { name: 'esp', run: async () => `esp on /dev/${await mountEsp()}` },
@@ -182,6 +185,12 @@ function startControl() {
       const r = await updaterRef.apply();
       return r.message;
     },
+    channel: async (a) => {
+      const want = a.set as string | undefined;
+      if (!want) return `${selectedChannel() ?? cfg().kiln.channel}${selectedChannel() ? ' (set with kiln channel set)' : ' (from config kiln.channel)'}`;
+      if (!['beta', 'rc', 'stable'].includes(want)) throw new Error(`unknown channel '${want}' (valid: beta, rc, stable)`);
+      return setChannel(want as 'beta' | 'rc' | 'stable');
+    },
     rollback: async () => { if (!updaterRef) throw new Error('the updater is not running yet'); return (await updaterRef.rollback()).message ?? 'rolling back'; },
     reboot: () => { setTimeout(() => power('reboot', 'kiln reboot'), 100); return 'rebooting'; },
     poweroff: () => { setTimeout(() => power('poweroff', 'kiln poweroff'), 100); return 'powering off'; },
@@ -202,7 +211,7 @@ async function healthAndUpdates(stepsOk: boolean) {
   const c = cfg();
   const facts = readSystemFacts('/');
   const updater = new Updater({
-    channelUrl: c.kiln.updates.url || 'http://updates-not-configured.invalid', channel: c.kiln.channel, arch: facts.arch,
+    channelUrl: c.kiln.updates.url || 'http://updates-not-configured.invalid', channel: selectedChannel() ?? c.kiln.channel, arch: facts.arch,
     trust: c.kiln.updates.url ? facts.trust : null, trustProblem: c.kiln.updates.url ? facts.trustProblem : 'no kiln.updates.url in the config',
     currentVersion: facts.currentVersion, bootedSlot: info.slot, buildTime: facts.buildTime, machineId: facts.machineId || machineId,
     wariness: c.kiln.updates.canary ? 0 : undefined,

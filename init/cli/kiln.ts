@@ -9,6 +9,7 @@ const USAGE = `kiln: manage this node
   kiln addons [reseal NAME] add-ons and whether kiln maintains them; reseal returns one to kiln
   kiln upgrade [--check]  look for an update on the channel (--check) or install it now
   kiln rollback           boot the other slot's good version
+  kiln channel [set NAME] the release channel (beta, rc, stable); beta keeps its own config
   kiln reboot | poweroff  clean restart or power-off`;
 
 function ago(ms: number): string {
@@ -58,6 +59,11 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (cmd === 'upgrade') { console.log(await callControl('upgrade', { check: rest.includes('--check') })); return 0; }
+  if (cmd === 'channel') {
+    if (rest[0] === 'set' && !rest[1]) { console.error('kiln channel set: which channel? (beta, rc, stable)'); return 2; }
+    console.log(await callControl('channel', rest[0] === 'set' ? { set: rest[1] } : {}));
+    return 0;
+  }
   if (cmd === 'rollback') { console.log(await callControl('rollback')); return 0; }
   if (cmd === 'reboot' || cmd === 'poweroff') { await callControl(cmd); console.log(`kiln: ${cmd} started`); return 0; }
   console.error(`kiln: unknown command '${cmd}'\n${USAGE}`);

@@ -15,6 +15,17 @@ export const PATHS = {
   keyCache: '/var/lib/kiln/state/keys',
 } as const;
 
+export type ConfigPaths = { data: string; dropIns: string; lastGood: string };
+
+/**
+ * Where the node's own config lives for a channel space: `stable` (also rc) uses the paths
+ * above; `beta` keeps its own copy, so leaving beta returns to stable's untouched config.
+ */
+export function configPaths(space: 'stable' | 'beta'): ConfigPaths {
+  if (space === 'stable') return { data: PATHS.data, dropIns: PATHS.dropIns, lastGood: PATHS.lastGood };
+  return { data: '/var/lib/kiln/beta/config.yaml', dropIns: '/var/lib/kiln/beta/config.d', lastGood: '/var/lib/kiln/beta/state/config.last-good.yaml' };
+}
+
 /** The merge order, lowest priority first; also printed in docs/config.md. */
 export const MERGE_ORDER = [
   ['image', `the image's built-in config, \`${PATHS.image}\``],
@@ -240,17 +251,17 @@ export function chooseConfig(o: { sources: SourceText[]; lastGood?: string }): C
 }
 
 /** Reads the local sources in merge order (image, data partition, config.d). Missing files are skipped. */
-export async function readLocalSources(root = '/'): Promise<SourceText[]> {
+export async function readLocalSources(root = '/', paths: ConfigPaths = configPaths('stable')): Promise<SourceText[]> {
   const read = async (p: string) => { try { return await readFile(join(root, p), 'utf8'); } catch { return undefined; } };
   const out: SourceText[] = [];
-  for (const p of [PATHS.image, PATHS.data]) {
+  for (const p of [PATHS.image, paths.data]) {
     const text = await read(p);
     if (text !== undefined) out.push({ file: p, text });
   }
   let names: string[] = [];
-  try { names = (await readdir(join(root, PATHS.dropIns))).filter((n) => /\.ya?ml$/.test(n)).sort(); } catch { /* no drop-ins */ }
+  try { names = (await readdir(join(root, paths.dropIns))).filter((n) => /\.ya?ml$/.test(n)).sort(); } catch { /* no drop-ins */ }
   for (const n of names) {
-    const p = `${PATHS.dropIns}/${n}`;
+    const p = `${paths.dropIns}/${n}`;
     const text = await read(p);
     if (text !== undefined) out.push({ file: p, text });
   }

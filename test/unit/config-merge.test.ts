@@ -138,4 +138,20 @@ test('local sources are read in merge order; config.d sorted by name', async () 
   assert.is(chooseConfig({ sources: s }).config.hostname, 'c');
 });
 
+test('beta keeps its node config in its own space; rc shares stable\'s', async () => {
+  const { configPaths, readLocalSources } = await import('../../init/config/merge.ts');
+  const { mkdtempSync, mkdirSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const root = mkdtempSync(join(tmpdir(), 'kiln-space-'));
+  mkdirSync(join(root, 'var/lib/kiln/beta'), { recursive: true });
+  writeFileSync(join(root, 'var/lib/kiln/config.yaml'), 'hostname: stable-node\n');
+  writeFileSync(join(root, 'var/lib/kiln/beta/config.yaml'), 'hostname: beta-node\n');
+  const stable = await readLocalSources(root, configPaths('stable'));
+  const beta = await readLocalSources(root, configPaths('beta'));
+  assert.equal(stable.map((x) => x.text), ['hostname: stable-node\n']);
+  assert.equal(beta.map((x) => x.text), ['hostname: beta-node\n']);
+  assert.is.not(configPaths('beta').lastGood, configPaths('stable').lastGood);
+});
+
 test.run();
