@@ -126,6 +126,8 @@ export async function setChannel(channel: 'beta' | 'rc' | 'stable'): Promise<str
   return `channel ${channel}: node config in ${space.data}${channel === 'beta' ? ' (stable\'s is kept as it is)' : ''}; takes effect at the next boot (or now for updates)`;
 }
 
+const reported = new Set<string>();
+
 export interface Chosen { config: KilnConfig; used: string; configUrl?: string; gathered: Gathered }
 
 /** Chooses the config, saves it as last good when every source was fine, reports problems. */
@@ -145,18 +147,23 @@ export async function chooseAndReport(g: Gathered, opts: { fetchUrl: boolean }):
   }
   for (const p of choice.problems) {
     const line = formatProblem(p);
+    // The network pass sees the local sources again: say each problem once per boot.
+    if (reported.has(line)) continue;
+    reported.add(line);
     say(`config: ${line}`);
     appendRotating(`${LOG_DIR}/config.log`, `${new Date().toISOString()} ${line}\n`);
   }
-  for (const n of g.notes) say(`config: ${n}`);
+  for (const n of g.notes) if (!reported.has(n)) { reported.add(n); say(`config: ${n}`); }
   if (choice.used === 'new' && choice.lastGood !== undefined) {
     try {
       mkdirSync(dirname(lg), { recursive: true });
       writeFileSync(`${lg}.tmp`, choice.lastGood);
       renameSync(`${lg}.tmp`, lg);
     } catch (e) { say(`config: cannot save the last good config: ${(e as Error).message}`); }
-  } else if (choice.used === 'last-good') say(`config: problems above: running with the last good config (${lg})`);
-  else if (choice.used === 'partial') say('config: problems above: running with the sources that had none');
+  } else {
+    const line = choice.used === 'last-good' ? `config: problems above: running with the last good config (${lg})` : 'config: problems above: running with the sources that had none';
+    if (!reported.has(line)) { reported.add(line); say(line); }
+  }
   return { config: choice.config, used: choice.used, configUrl: choice.configUrl, gathered: g };
 }
 

@@ -2,7 +2,8 @@
 // signals; this process is the init proper: boot phases, config, services, health,
 // shutdown. Nothing here may end the process: tini would exit and the kernel would panic.
 import { existsSync, mkdirSync } from 'node:fs';
-import { blessSlot, bootInfo, countBoot, ensureMachineId, mountEsp } from './boot.ts';
+import { blessSlot, bootInfo, cmdlineArg, countBoot, ensureMachineId, mountEsp } from './boot.ts';
+import { candidateDisks, install, installedConfig, mountMedium, readManifest } from './install.ts';
 import { applyDefaults } from './config/parse.ts';
 import type { KilnConfig } from './config/schema.ts';
 import {
@@ -20,7 +21,7 @@ import { k3sCommand, k3sService } from './services/k3s.ts';
 import { run } from './exec.ts';
 import { sshService } from './services/ssh.ts';
 import { Supervisor } from './services/supervisor.ts';
-import { isMounted, loadModules, mountBase, partitionByLabel, read } from './system.ts';
+import { isMounted, loadModules, mountBase, partitionByLabel, read, settleDevices } from './system.ts';
 import { growDataPartition } from './grow.ts';
 import { readSystemFacts, Updater } from './update/updater.ts';
 import type { Slot } from './slot.ts';
@@ -32,6 +33,8 @@ setInterval(() => { /* idle */ }, 1 << 30);
 setBootOffset(Number(read('/proc/uptime').split(' ')[0]) - process.uptime());
 
 const info = bootInfo();
+/** Booted from the ISO: root image on the medium, data on tmpfs, no ESP, no slots to bless. */
+const live = cmdlineArg(info.cmdline, 'kiln.live') !== undefined;
 const supervisor = new Supervisor({ logDir: LOG_DIR, say });
 const power = (action: PowerAction, why: string) => { void shutdown(action, why, { stopServices: () => supervisor.stopAll() }); };
 for (const [sig, action] of [['SIGUSR2', 'poweroff'], ['SIGUSR1', 'poweroff'], ['SIGTERM', 'reboot'], ['SIGINT', 'reboot']] as const) {
@@ -83,14 +86,16 @@ const phases: Phase[] = [
     name: 'data', tasks: [
       { name: 'logs', run: () => { if (!isMounted('/data')) say('WARNING: no data partition: nothing persists'); mkdirSync(LOG_DIR, { recursive: true }); enableFileLog(); } },
       // A disk larger than the image (resized qcow2, cloud volume): kiln-data takes the rest.
-      { name: 'grow', run: async () => { const m = await growDataPartition(); if (m) say(m); } },
+      { name: 'grow', run: async () => { if (live) return 'live system'; const m = await growDataPartition(); if (m) say(m); } },
       { name: 'boot count', run: () => { say(`boot count ${countBoot()}`); } },
       { name: 'machine id', run: () => { machineId = ensureMachineId(); return `machine-id ${machineId}`; } },
-      { name: 'esp', run: async () => `esp on /dev/${await mountEsp()}` },
+      // The live ISO has no ESP (and must not touch one on a disk it may install to).
+      { name: 'esp', run: async () => live ? 'live system: no ESP' : `esp on /dev/${await mountEsp()}` },
     ],
   },
   {
     name: 'config', tasks: [
+      { name: 'devices', run: () => settleDevices() },
       {
         name: 'choose', run: async () => {
           chosen = await chooseAndReport(await gatherSources('local', info.cmdline), { fetchUrl: false });
@@ -153,6 +158,10 @@ const phases: Phase[] = [
     ],
   },
   {
+    // The live ISO installs itself when the config names a disk or the boot menu's install entry was picked.
+    name: 'install', tasks: [{ name: 'unattended', run: () => unattendedInstall() }],
+  },
+  {
     name: 'k3s', tasks: [{
       name: 'start', run: async () => {
         supervisor.add(k3sService(cfg));
@@ -191,6 +200,7 @@ function startControl() {
       if (!['beta', 'rc', 'stable'].includes(want)) throw new Error(`unknown channel '${want}' (valid: beta, rc, stable)`);
       return setChannel(want as 'beta' | 'rc' | 'stable');
     },
+    'install-config': async (a) => installConfigText(typeof a.configUrl === 'string' ? a.configUrl : cfg().kiln.install.config_url, typeof a.extra === 'string' ? a.extra : undefined),
     rollback: async () => { if (!updaterRef) throw new Error('the updater is not running yet'); return (await updaterRef.rollback()).message ?? 'rolling back'; },
     reboot: () => { setTimeout(() => power('reboot', 'kiln reboot'), 100); return 'rebooting'; },
     poweroff: () => { setTimeout(() => power('poweroff', 'kiln poweroff'), 100); return 'powering off'; },
@@ -208,6 +218,7 @@ const HEALTH_DEADLINE_MS = 10 * 60_000;
 
 /** Blesses the slot once the node is healthy (an update's first boot is judged by the updater), then polls for updates. */
 async function healthAndUpdates(stepsOk: boolean) {
+  if (live) { say('live system: not blessing or updating (install it with kiln install)'); void addonsLoop(); return; }
   const c = cfg();
   const facts = readSystemFacts('/');
   const updater = new Updater({
@@ -271,6 +282,51 @@ async function uiLogin() {
   if (r.code !== 0) throw new Error(`cannot create a token: ${r.stderr.trim() || r.error} (is k3s ready? kiln status)`);
   const ip = read('/run/kiln/net/eth0').match(/^ip=(.*)$/m)?.[1] ?? read('/proc/sys/kernel/hostname').trim();
   return { url: `https://${ip}/headlamp/`, token: r.stdout.trim(), expires: new Date(Date.now() + 3600_000).toISOString() };
+}
+
+/** The installed node's config: what this live system runs with, plus kiln.install.config_url's file. */
+async function installConfigText(url: string, answers?: string): Promise<{ text: string; problems: string[] }> {
+  const extra = [];
+  if (url) {
+    let text: string | undefined;
+    if (url.startsWith('file://')) text = read(url.slice(7)) || undefined;
+    else if (/^https?:\/\//.test(url)) {
+      try { const r = await fetch(url, { signal: AbortSignal.timeout(15_000) }); if (r.ok) text = await r.text(); } catch { /* reported below */ }
+    } else return { text: '', problems: [`kiln.install.config_url ${url}: only http, https and file URLs are supported`] };
+    if (text === undefined) return { text: '', problems: [`kiln.install.config_url ${url}: not reachable`] };
+    extra.push({ file: url, text });
+  }
+  if (answers) extra.push({ file: 'kiln install (answers)', text: answers });
+  return installedConfig(chosen?.gathered.sources ?? [], extra);
+}
+
+/** The boot task: install when asked to, then power off or reboot as the config says. */
+async function unattendedInstall(): Promise<string | undefined> {
+  const inst = cfg().kiln.install;
+  const asked = cmdlineArg(info.cmdline, 'kiln.install') !== undefined;
+  if (!inst.device && !asked) return undefined;
+  if (!live) return 'not the live ISO: kiln.install is ignored';
+  let device = inst.device;
+  if (!device) {
+    if (inst.silent) throw new Error('install: kiln.install.device is not set and kiln.install.silent is on');
+    // The install entry without a device: the only disk there is, else ask for one.
+    const medium = await mountMedium(info.cmdline);
+    const disks = candidateDisks(readManifest(), medium);
+    if (disks.length !== 1) {
+      say(`install: ${disks.length ? `several disks (${disks.map((d) => d.name).join(', ')})` : 'no disk large enough'}: set kiln.install.device or log in and run 'kiln install'`);
+      return 'waiting for kiln install';
+    }
+    device = `/dev/${disks[0]!.name}`;
+  }
+  const conf = await installConfigText(inst.config_url);
+  if (conf.problems.length) throw new Error(`install: the config for the installed node has problems: ${conf.problems.join('; ')}`);
+  say(await install({ device, config: conf.text, force: inst.force, forceEfi: inst.force_efi, cmdline: info.cmdline, log: (l) => say(`install: ${l}`) }));
+  const action = inst.power_off ? 'poweroff' : inst.reboot ? 'reboot' : undefined;
+  if (!action) return `installed to ${device}`;
+  power(action, 'installed');
+  // Hold the boot here: nothing after this (k3s) should start while shutting down.
+  await new Promise((r) => setTimeout(r, 600_000));
+  return undefined;
 }
 
 const bootCount = () => Number(read('/var/lib/kiln/boot-count').trim()) || 0;

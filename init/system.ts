@@ -76,3 +76,23 @@ export function zombies(): { pid: number; ppid: number; comm: string }[] {
 }
 
 export async function sync(): Promise<void> { await run('sync', [], { timeoutMs: 30_000 }); }
+
+/**
+ * Waits (bounded) until every virtio device has its driver bound and the list of block
+ * devices stops changing: a config volume probed a moment after the root must not be missed.
+ */
+export async function settleDevices(maxMs = 8000): Promise<string> {
+  const t0 = Date.now();
+  const unbound = () => { try { return readdirSync('/sys/bus/virtio/devices').filter((d) => !existsSync(`/sys/bus/virtio/devices/${d}/driver`)); } catch { return []; } };
+  const blocks = () => { try { return readdirSync('/sys/class/block').join(' '); } catch { return ''; } };
+  let last = blocks();
+  let stableSince = Date.now();
+  while (Date.now() - t0 < maxMs) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = blocks();
+    if (now !== last) { last = now; stableSince = Date.now(); }
+    if (!unbound().length && Date.now() - stableSince >= 300) break;
+  }
+  const left = unbound();
+  return `devices settled in ${Date.now() - t0} ms${left.length ? ` (no driver yet: ${left.join(', ')})` : ''}`;
+}

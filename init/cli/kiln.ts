@@ -1,5 +1,9 @@
 // `kiln` on the node: asks init (over its control socket) what is going on.
+import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline/promises';
+import { stringify } from 'yaml';
 import { callControl } from '../control.ts';
+import { candidateDisks, install, mountMedium, readManifest } from '../install.ts';
 import type { ServiceStatus } from '../services/supervisor.ts';
 
 const USAGE = `kiln: manage this node
@@ -10,11 +14,53 @@ const USAGE = `kiln: manage this node
   kiln upgrade [--check]  look for an update on the channel (--check) or install it now
   kiln rollback           boot the other slot's good version
   kiln channel [set NAME] the release channel (beta, rc, stable); beta keeps its own config
-  kiln reboot | poweroff  clean restart or power-off`;
+  kiln reboot | poweroff  clean restart or power-off
+  kiln install [DEVICE] [--force] [--force-efi] [--config-url URL] [--yes] [--reboot|--poweroff]
+                          (live ISO) write kiln to a disk, erasing it; asks what is missing`;
 
 function ago(ms: number): string {
   const s = Math.round(ms / 1000);
   return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
+
+/** `kiln install`: interactive unless --yes; the disk writing itself is init/install.ts. */
+async function installCmd(args: string[]): Promise<number> {
+  const flag = (f: string) => args.includes(f);
+  const value = (f: string) => { const i = args.indexOf(f); return i >= 0 ? args[i + 1] : undefined; };
+  const cmdline = readFileSync('/proc/cmdline', 'utf8');
+  const medium = await mountMedium(cmdline);
+  const m = readManifest();
+  let device = args.find((a, i) => !a.startsWith('-') && args[i - 1] !== '--config-url');
+  const ask = !flag('--yes') && process.stdin.isTTY;
+  const rl = ask ? createInterface({ input: process.stdin, output: process.stdout }) : undefined;
+  try {
+    const answers: Record<string, any> = {};
+    if (!device) {
+      const disks = candidateDisks(m, medium);
+      if (!disks.length) { console.error('kiln install: no disk is large enough (or every disk is the live medium)'); return 1; }
+      if (disks.length === 1 || !rl) {
+        if (disks.length > 1) { console.error(`kiln install: which disk? ${disks.map((d) => `/dev/${d.name}`).join(', ')}`); return 2; }
+        device = `/dev/${disks[0]!.name}`;
+      } else {
+        disks.forEach((d, i) => console.log(`  ${i + 1}) /dev/${d.name}  ${Math.round(d.sizeBytes / 2 ** 30)} GiB${d.partitions.length ? `  (has partitions: ${d.partitions.join(', ')})` : ''}`));
+        const n = Number(await rl.question('Install to disk number: '));
+        if (!disks[n - 1]) { console.error('kiln install: no such disk'); return 2; }
+        device = `/dev/${disks[n - 1]!.name}`;
+      }
+      if (rl) {
+        const gh = (await rl.question('GitHub users whose SSH keys may log in (comma separated, empty: none): ')).split(/[,\s]+/).filter(Boolean);
+        if (gh.length) answers.ssh_authorized_keys = gh.map((u) => `github:${u}`);
+        const server = (await rl.question('Join an existing cluster? Its server URL (empty: be a server): ')).trim();
+        if (server) answers.kiln = { server_url: server, token: (await rl.question('Cluster token: ')).trim() };
+      }
+    }
+    if (rl && (await rl.question(`Erase ${device} and install kiln ${m.version}? Type yes: `)).trim() !== 'yes') { console.log('kiln install: nothing written'); return 1; }
+    const conf = await callControl('install-config', { configUrl: value('--config-url'), extra: Object.keys(answers).length ? stringify(answers) : undefined });
+    if (conf.problems.length) { console.error(`kiln install: the config for the installed node has problems:\n  ${conf.problems.join('\n  ')}`); return 1; }
+    console.log(await install({ device: device!, config: conf.text, force: flag('--force'), forceEfi: flag('--force-efi'), cmdline, log: (l) => console.log(l) }));
+    if (flag('--reboot') || flag('--poweroff')) await callControl(flag('--reboot') ? 'reboot' : 'poweroff');
+    return 0;
+  } finally { rl?.close(); }
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -64,6 +110,7 @@ export async function main(argv: string[]): Promise<number> {
     console.log(await callControl('channel', rest[0] === 'set' ? { set: rest[1] } : {}));
     return 0;
   }
+  if (cmd === 'install') return installCmd(rest);
   if (cmd === 'rollback') { console.log(await callControl('rollback')); return 0; }
   if (cmd === 'reboot' || cmd === 'poweroff') { await callControl(cmd); console.log(`kiln: ${cmd} started`); return 0; }
   console.error(`kiln: unknown command '${cmd}'\n${USAGE}`);

@@ -96,6 +96,10 @@ export function tokenizeCmdline(cmdline: string): Token[] {
   return out;
 }
 
+/** Parameters for stage 1 and the boot itself, not config keys (`kiln.install` alone: the ISO's
+ *  install entry; `kiln.install.<key>=` is config as usual). */
+export const BOOT_PARAMS = new Set(['slot', 'live', 'stage1', 'install']);
+
 const TRUE = new Set(['', 'true', '1', 'yes', 'on']);
 const FALSE = new Set(['false', '0', 'no', 'off']);
 
@@ -124,6 +128,7 @@ export function parseCmdline(cmdline: string, file = '/proc/cmdline'): CmdlineCo
     const m = /^(kiln|k3os)\.([^=]+)(?:=(.*))?$/s.exec(tok.text);
     if (!m) continue;
     const [, , name, raw] = m;
+    if (BOOT_PARAMS.has(name)) continue;
     const bad = (message: string, fix: string, key = name) => problems.push({ file, line: 1, col: tok.col, key, message, fix });
     if (name === 'config_url') {
       if (!raw) bad('needs a URL', 'write kiln.config_url=https://host/config.yaml');

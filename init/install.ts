@@ -1,0 +1,213 @@
+// `kiln install`: from the live ISO, write the A/B GPT disk that `kiln build` makes (same
+// layout code, builder/layout.ts) to a real disk: the ESP image and root image from the
+// medium, an empty root-b, and a fresh kiln-data holding the node's config. The pure checks
+// are exported for tests; the rest does I/O on block devices and must run as root.
+import { randomUUID } from 'node:crypto';
+import { closeSync, createReadStream, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { createGunzip } from 'node:zlib';
+import { stringify } from 'yaml';
+import { buildGpt, stableGuid } from '../builder/formats/gpt.ts';
+import type { LayoutPartition } from '../builder/formats/gpt.ts';
+import type { IsoManifest } from '../builder/iso.ts';
+import { layoutFor, minDiskBytes, PARTLABELS } from '../builder/layout.ts';
+import { mergeConfigs, type SourceText, parseCmdline } from './config/merge.ts';
+import { formatProblem, parseConfig } from './config/parse.ts';
+import { run, runOk, sleep } from './exec.ts';
+
+const MiB = 1024 * 1024;
+export const MEDIUM_MOUNT = '/run/kiln/medium';
+
+/** What the checks need to know about a disk (from sysfs and /proc/mounts). */
+export interface DiskFacts {
+  name: string;
+  sizeBytes: number;
+  readOnly: boolean;
+  partitions: string[];
+  /** Mount points on the disk or its partitions (and swap, holders). */
+  inUse: string[];
+  /** The disk the live medium is on. */
+  isMedium: boolean;
+}
+
+/** 'vda' + 4 -> 'vda4'; 'nvme0n1' + 4 -> 'nvme0n1p4' (names ending in a digit take a 'p'). */
+export function partitionName(disk: string, n: number): string {
+  return /\d$/.test(disk) ? `${disk}p${n}` : `${disk}${n}`;
+}
+
+/** The layout to write, or an error saying why this disk cannot take it. */
+export function planInstall(d: DiskFacts, m: Pick<IsoManifest, 'arch' | 'espMiB' | 'rootMiB' | 'minDataMiB' | 'rootBytes'>, force: boolean): LayoutPartition[] {
+  const dev = `/dev/${d.name}`;
+  if (d.isMedium) throw new Error(`${dev} holds the live medium this system runs from; pick another disk`);
+  if (d.readOnly) throw new Error(`${dev} is read-only`);
+  if (d.inUse.length) throw new Error(`${dev} is in use (${d.inUse.join(', ')}); unmount it first`);
+  const min = minDiskBytes(m.espMiB, m.rootMiB, m.minDataMiB);
+  if (d.sizeBytes < min) throw new Error(`${dev} is too small: ${Math.floor(d.sizeBytes / MiB)} MiB, kiln needs at least ${min / MiB} MiB (ESP ${m.espMiB} + 2 x root ${m.rootMiB} + data ${m.minDataMiB} MiB)`);
+  if (m.rootBytes > m.rootMiB * MiB) throw new Error(`the root image (${Math.ceil(m.rootBytes / MiB)} MiB) is larger than a root slot (${m.rootMiB} MiB)`);
+  if (d.partitions.length && !force) throw new Error(`${dev} already has partitions (${d.partitions.join(', ')}); set kiln.install.force: true (or --force) to erase it`);
+  return layoutFor(m.arch, Math.floor(d.sizeBytes / MiB) * MiB, m.espMiB, m.rootMiB);
+}
+
+/**
+ * The config the installed node starts with: every source the live system used (data
+ * sources, kiln.config_url, the command line) merged, plus `extra` on top (kiln.install.config_url's
+ * file, the installer's answers), without the install section. The image's own config is left out: it is in the root.
+ */
+export function installedConfig(sources: SourceText[], extra: SourceText[] = []): { text: string; problems: string[] } {
+  const problems: string[] = [];
+  const layers = [];
+  for (const s of [...sources.filter((x) => x.file !== '/usr/lib/kiln/config.yaml'), ...extra]) {
+    const r = s.kind === 'cmdline' ? parseCmdline(s.text, s.file) : parseConfig(s.text, s.file);
+    problems.push(...r.problems.map(formatProblem));
+    if (r.config) layers.push(r.config);
+  }
+  const merged = mergeConfigs(layers) as Record<string, any>;
+  const inst = merged.kiln?.install ?? {};
+  // The installer's own shortcuts for the installed node's join settings and password.
+  for (const k of ['server_url', 'token', 'password']) if (inst[k]) merged.kiln[k] = inst[k];
+  if (merged.kiln) { delete merged.kiln.install; if (!Object.keys(merged.kiln).length) delete merged.kiln; }
+  const from = [...sources, ...extra].map((s) => s.file).join(', ') || 'nothing';
+  return { text: `#cloud-config\n# written by kiln install from: ${from}\n${Object.keys(merged).length ? stringify(merged) : ''}`, problems };
+}
+
+const read = (p: string) => { try { return readFileSync(p, 'utf8'); } catch { return ''; } };
+
+/** The disk a block device (partition or disk, e.g. 'sr0', 'sdb1') belongs to. */
+function diskOf(dev: string): string {
+  for (const d of readdirSync('/sys/block')) if (d === dev || existsSync(`/sys/block/${d}/${dev}`)) return d;
+  return dev;
+}
+
+export function diskFacts(name: string, mediumDev?: string): DiskFacts {
+  const sys = `/sys/block/${name}`;
+  if (!existsSync(sys)) throw new Error(`/dev/${name} is not a disk (not in /sys/block; kiln install takes a whole disk such as /dev/sda)`);
+  const partitions = readdirSync(sys).filter((p) => existsSync(`${sys}/${p}/partition`)).sort();
+  const devs = new Set([name, ...partitions].map((p) => `/dev/${p}`));
+  const inUse = read('/proc/mounts').split('\n').map((l) => l.split(' ')).filter((f) => devs.has(f[0]!)).map((f) => `${f[0]} on ${f[1]}`);
+  inUse.push(...read('/proc/swaps').split('\n').slice(1).map((l) => l.split(/\s+/)[0]!).filter((d) => devs.has(d)).map((d) => `${d} is swap`));
+  for (const p of [name, ...partitions]) {
+    const h = existsSync(`${sys}/${p === name ? '' : `${p}/`}holders`) ? readdirSync(`${sys}/${p === name ? '' : `${p}/`}holders`) : [];
+    if (h.length) inUse.push(`/dev/${p} is held by ${h.join(', ')}`);
+  }
+  return {
+    name, partitions, inUse,
+    sizeBytes: Number(read(`${sys}/size`).trim()) * 512,
+    readOnly: read(`${sys}/ro`).trim() === '1',
+    isMedium: mediumDev ? diskOf(mediumDev.replace(/^\/dev\//, '')) === name : false,
+  };
+}
+
+/** Disks one could install to: not the medium, not loop/ram/CD, writable, big enough. */
+export function candidateDisks(m: IsoManifest, mediumDev?: string): DiskFacts[] {
+  const min = minDiskBytes(m.espMiB, m.rootMiB, m.minDataMiB);
+  return readdirSync('/sys/block').filter((d) => !/^(loop|ram|sr|zram|fd|md|dm-)/.test(d)).sort()
+    .map((d) => diskFacts(d, mediumDev)).filter((d) => !d.isMedium && !d.readOnly && d.sizeBytes >= min);
+}
+
+/** Mounts the live medium (by the label stage 1 found it by) and returns its device. */
+export async function mountMedium(cmdline: string): Promise<string> {
+  const label = /(?:^|\s)kiln\.live=(\S+)/.exec(cmdline)?.[1];
+  if (!label) throw new Error('this is not the live system (no kiln.live= on the kernel command line): boot the kiln ISO to install');
+  const r = await run('findfs', [`LABEL=${label}`], { timeoutMs: 10_000 });
+  const dev = r.stdout.trim();
+  if (r.code !== 0 || !dev) throw new Error(`cannot find the live medium labelled ${label}`);
+  if (!existsSync(`${MEDIUM_MOUNT}/kiln/install.json`)) {
+    mkdirSync(MEDIUM_MOUNT, { recursive: true });
+    const err = await runOk('mount', ['-t', 'iso9660', '-o', 'ro', dev, MEDIUM_MOUNT], { timeoutMs: 20_000 });
+    if (err) throw new Error(`cannot mount the live medium ${dev}: ${err}`);
+  }
+  return dev;
+}
+
+export function readManifest(dir = MEDIUM_MOUNT): IsoManifest {
+  try { return JSON.parse(readFileSync(`${dir}/kiln/install.json`, 'utf8')) as IsoManifest; } catch (e) {
+    throw new Error(`the live medium has no usable kiln/install.json (${(e as Error).message})`);
+  }
+}
+
+export interface InstallRequest {
+  device: string;
+  /** Text of /var/lib/kiln/config.yaml on the new disk. */
+  config: string;
+  force: boolean;
+  /** Proceed on a BIOS-booted machine (the installed disk boots with UEFI only). */
+  forceEfi: boolean;
+  cmdline: string;
+  log: (line: string) => void;
+}
+
+/** Copies a stream into `fd` from byte `offset`, at most `limit` bytes. */
+async function streamInto(fd: number, src: NodeJS.ReadableStream, offset: number, limit: number): Promise<number> {
+  let pos = 0;
+  for await (const chunk of src as AsyncIterable<Buffer>) {
+    if (pos + chunk.length > limit) throw new Error(`image larger than its partition (${limit / MiB} MiB)`);
+    let done = 0;
+    while (done < chunk.length) done += writeSync(fd, chunk, done, chunk.length - done, offset + pos + done);
+    pos += chunk.length;
+  }
+  return pos;
+}
+
+function program(name: string): string | undefined {
+  return ['/usr/sbin', '/sbin', '/usr/bin', '/bin'].map((d) => `${d}/${name}`).find((p) => existsSync(p));
+}
+
+/** Writes the disk. Throws with a message meant for the person installing. */
+export async function install(req: InstallRequest): Promise<string> {
+  const t0 = Date.now();
+  const medium = await mountMedium(req.cmdline);
+  const m = readManifest();
+  const name = req.device.replace(/^\/dev\//, '');
+  if (!existsSync('/sys/firmware/efi') && !req.forceEfi) {
+    throw new Error('this machine booted in BIOS mode, and the installed disk boots with UEFI only; switch the firmware to UEFI, or set kiln.install.force_efi: true (--force-efi) to install anyway');
+  }
+  const layout = planInstall(diskFacts(name, medium), m, req.force);
+  const dev = `/dev/${name}`;
+  const seed = randomUUID();
+  const gpt = buildGpt({
+    diskSizeBytes: Math.floor(diskFacts(name).sizeBytes / MiB) * MiB, diskGuid: stableGuid(`${seed}:disk`),
+    partitions: layout.map((p) => ({ ...p, guid: stableGuid(`${seed}:${p.name}`) })),
+  });
+  const at = (label: string) => layout.find((p) => p.name === label)!;
+  const bytes = (p: LayoutPartition) => (p.lastLba - p.firstLba + 1) * 512;
+  req.log(`installing kiln ${m.version} to ${dev} (${Math.floor(diskFacts(name).sizeBytes / MiB)} MiB)`);
+  const fd = openSync(dev, 'r+');
+  try {
+    // Old signatures at the start of each partition could be mistaken for ours: zero them.
+    const zero = Buffer.alloc(MiB);
+    writeSync(fd, zero, 0, MiB, 0);
+    for (const p of layout) writeSync(fd, zero, 0, MiB, p.firstLba * 512);
+    req.log('writing the ESP (systemd-boot, the unified kernel image)');
+    await streamInto(fd, createReadStream(`${MEDIUM_MOUNT}/${m.esp}`).pipe(createGunzip()), at(PARTLABELS.esp).firstLba * 512, bytes(at(PARTLABELS.esp)));
+    req.log(`writing root slot a (${Math.ceil(m.rootBytes / MiB)} MiB)`);
+    await streamInto(fd, createReadStream(`${MEDIUM_MOUNT}/${m.root}`, { highWaterMark: MiB }), at(PARTLABELS.rootA).firstLba * 512, bytes(at(PARTLABELS.rootA)));
+    // The tables last: a disk interrupted before this has no half-valid kiln layout.
+    writeSync(fd, gpt.backup, 0, gpt.backup.length, gpt.backupOffset);
+    writeSync(fd, gpt.primary, 0, gpt.primary.length, 0);
+    fsyncSync(fd);
+  } finally { closeSync(fd); }
+  // The kernel reads the new table; the data partition's node appears shortly after.
+  const reread = await runOk(program('blockdev') ?? 'blockdev', ['--rereadpt', dev], { timeoutMs: 20_000 });
+  if (reread) throw new Error(`the kernel did not take the new partition table: ${reread}`);
+  const data = `/dev/${partitionName(name, layout.indexOf(at(PARTLABELS.data)) + 1)}`;
+  for (let i = 0; i < 100 && !existsSync(data); i++) await sleep(100);
+  if (!existsSync(data)) throw new Error(`${data} did not appear after writing the partition table`);
+  req.log(`formatting ${data} (kiln-data, ${Math.floor(bytes(at(PARTLABELS.data)) / MiB)} MiB)`);
+  const mkfs = program('mkfs.ext4');
+  const err = mkfs ? await runOk(mkfs, ['-q', '-F', '-L', 'kiln-data', data], { timeoutMs: 300_000 })
+    : await runOk('mke2fs', ['-F', '-L', 'kiln-data', data], { timeoutMs: 300_000 });
+  if (err) throw new Error(`formatting ${data}: ${err}`);
+  const mnt = '/run/kiln/install-data';
+  mkdirSync(mnt, { recursive: true });
+  const merr = await runOk('mount', ['-t', 'ext4', data, mnt], { timeoutMs: 20_000 });
+  if (merr) throw new Error(`mounting the new data partition: ${merr}`);
+  try {
+    // Stage 1 lays /var over the root from data/overlay/var/upper: this is /var/lib/kiln/config.yaml.
+    const dir = `${mnt}/overlay/var/upper/lib/kiln`;
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    writeFileSync(`${dir}/config.yaml`, req.config, { mode: 0o600 });
+  } finally {
+    await run('sync', [], { timeoutMs: 60_000 });
+    await runOk('umount', [mnt], { timeoutMs: 20_000 });
+  }
+  return `installed kiln ${m.version} to ${dev} in ${Math.round((Date.now() - t0) / 1000)} s; remove the medium and boot from the disk`;
+}
