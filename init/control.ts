@@ -14,7 +14,8 @@ export function serveControl(handlers: Record<string, Handler>, path = CONTROL_S
   rmSync(path, { force: true });
   const server = createServer((sock) => {
     let buf = '';
-    sock.setTimeout(30_000, () => sock.destroy());
+    // Long enough for an upgrade to download and stage; a stuck client is dropped after that.
+    sock.setTimeout(15 * 60_000, () => sock.destroy());
     sock.on('error', () => { /* client went away */ });
     sock.on('data', async (d) => {
       buf += d;

@@ -62,7 +62,17 @@ export async function ssh(port: number, key: string, command: string, tries = 30
 }
 
 /** Serves a folder over HTTP on all interfaces (the guest reaches it as 10.0.2.2), with Range support. */
-export async function staticServer(dir: string): Promise<{ server: Server; port: number; hits: string[] }> {
+export async function staticServer(dir: string, o: { bytesPerSecond?: number } = {}): Promise<{ server: Server; port: number; hits: string[]; sent: () => number }> {
+  const { Transform } = await import('node:stream');
+  let sent = 0;
+  // Optional throttle, so a test can cut the power in the middle of a download.
+  const throttle = () => new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      sent += chunk.length;
+      if (!o.bytesPerSecond) return cb(null, chunk);
+      setTimeout(() => cb(null, chunk), (chunk.length / o.bytesPerSecond) * 1000);
+    },
+  });
   const { createReadStream, existsSync, statSync } = await import('node:fs');
   const hits: string[] = [];
   const server = createServer((req, res) => {
@@ -73,12 +83,12 @@ export async function staticServer(dir: string): Promise<{ server: Server; port:
     const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
     if (m && Number(m[1]) < size) {
       res.writeHead(206, { 'content-length': size - Number(m[1]), 'content-range': `bytes ${m[1]}-${size - 1}/${size}` });
-      createReadStream(path, { start: Number(m[1]) }).pipe(res);
+      createReadStream(path, { start: Number(m[1]), highWaterMark: 64 * 1024 }).pipe(throttle()).pipe(res);
       return;
     }
     res.writeHead(200, { 'content-length': size });
-    createReadStream(path).pipe(res);
+    createReadStream(path, { highWaterMark: 64 * 1024 }).pipe(throttle()).pipe(res);
   });
   await new Promise<void>((r) => server.listen(0, '0.0.0.0', () => r()));
-  return { server, port: (server.address() as any).port, hits };
+  return { server, port: (server.address() as any).port, hits, sent: () => sent };
 }
