@@ -8,10 +8,13 @@ import { ARCH, type Arch } from './arch.ts';
 import { Cache, hashFile } from './cache.ts';
 import { assembleDisk, makeDataFs } from './disk.ts';
 import { buildEsp } from './esp.ts';
+import { buildIso } from './iso.ts';
+import { buildRpiImage, rpiCmdline } from './rpi.ts';
 import { checkLock, readLock, type ArchLock } from './lock.ts';
 import { createLogger, type Logger } from './log.ts';
 import { nodeBinary } from './node-runtime.ts';
-import { FORMATS, loadProfile, type Format, type Profile } from './profile.ts';
+import { checkFormats, compressZst } from './formats.ts';
+import { loadProfile, type Format, type Profile } from './profile.ts';
 import { buildRootImage } from './rootimage.ts';
 import { assembleRoot, kernelFromLock, unpackedDeb, type RootInputs } from './rootfs.ts';
 import { k3sBinary } from './k3s.ts';
@@ -42,6 +45,8 @@ export interface BuildOptions {
   trust?: string;
   /** A local file used as the k3s binary for every arch instead of the pinned download (test stand-ins). */
   k3sBinary?: string;
+  /** --format iso: kiln.config_url= passed by every boot menu entry. */
+  isoConfigUrl?: string;
   /** Rebuild even when the recorded build key matches. */
   force?: boolean;
   log?: Logger;
@@ -67,7 +72,7 @@ export function defaultSourceDateEpoch(): number {
 }
 
 /** Hash of everything that determines the outputs: a match means nothing to rebuild. */
-function buildKey(profile: Profile, opts: { version: string; sde: number; arches: Arch[]; formats: Format[]; k3sBinary?: string; config?: string; trust?: string }): string {
+function buildKey(profile: Profile, opts: { version: string; sde: number; arches: Arch[]; formats: Format[]; k3sBinary?: string; config?: string; trust?: string; isoConfigUrl?: string }): string {
   const h = createHash('sha256');
   h.update(JSON.stringify({ ...opts, profile: readFileSync(profile.file, 'utf8') }));
   for (const f of [opts.k3sBinary, opts.config, opts.trust]) if (f) h.update(readFileSync(f));
@@ -90,7 +95,9 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
   const profile = loadProfile(opts.profile);
   const arches = opts.arches?.length ? opts.arches : profile.arches;
   const formats = opts.formats?.length ? opts.formats : profile.formats;
-  for (const f of formats) if (!(FORMATS as readonly string[]).includes(f)) throw new Error(`unknown format '${f}' (valid: ${FORMATS.join(', ')})`);
+  checkFormats(formats, arches);
+  if (formats.includes('rpi') && profile.kernel.flavour !== 'generic') throw new Error(`--format rpi needs Debian's generic arm64 kernel (the ${profile.kernel.flavour} one has no Raspberry Pi drivers); use --profile images/rpi.yaml`);
+  if (formats.includes('iso') && arches.some((a) => a !== 'x86_64')) throw new Error(`--format iso is x86_64 only (arm64 machines boot the raw/qcow2 image with UEFI); add --arch x86_64`);
   const version = opts.version ?? profile.version;
   const sde = opts.sourceDateEpoch ?? defaultSourceDateEpoch();
   const out = resolve(opts.out ?? 'out');
@@ -99,7 +106,7 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
   process.env.SOURCE_DATE_EPOCH = String(sde);
 
   const baked = checkBakedFiles(opts);
-  const key = buildKey(profile, { version, sde, arches, formats, k3sBinary: opts.k3sBinary, config: opts.config, trust: opts.trust });
+  const key = buildKey(profile, { version, sde, arches, formats, k3sBinary: opts.k3sBinary, config: opts.config, trust: opts.trust, isoConfigUrl: opts.isoConfigUrl });
   const recordFile = join(out, 'build.json');
   if (!opts.force && existsSync(recordFile)) {
     const prev = JSON.parse(readFileSync(recordFile, 'utf8')) as BuildRecord;
@@ -177,7 +184,34 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
       const q = `${base}.qcow2`;
       await log.stage(`${arch}: qcow2`, () => $({ quiet: true })`${tool('qemu-img')} convert -f raw -O qcow2 -c ${raw} ${q}`);
       await record(q, arch, 'qcow2');
-      if (!formats.includes('raw')) rmSync(raw);
+    }
+    if (formats.includes('raw.zst')) {
+      const z = `${raw}.zst`;
+      await log.stage(`${arch}: raw.zst`, () => compressZst(raw, z));
+      await record(z, arch, 'raw.zst');
+    }
+    if (!formats.includes('raw') && (formats.includes('qcow2') || formats.includes('raw.zst'))) rmSync(raw);
+    if (formats.includes('rpi')) {
+      const pkg = (n: string) => unpackedDeb(al.packages.find((p) => p.package === n) ?? missingPkg(n), cache, log);
+      const firmwareDir = join(await pkg('raspi-firmware'), 'usr/lib/raspi-firmware');
+      const ubootDir = join(await pkg('u-boot-rpi'), 'usr/lib/u-boot');
+      const pi = await log.stage(`${arch}: Raspberry Pi SD image`, () => buildRpiImage({
+        out: `${base}.rpi.img`, work: w, vmlinuz: kernel.vmlinuz, initrd, rootImage: rootImg, firmwareDir, ubootDir,
+        plan: { espMiB: profile.disk.esp_mib, rootMiB: profile.disk.root_mib, dataMiB: profile.disk.data_mib },
+        cmdline: rpiCmdline(profile.kernel.cmdline), seed: `${version}:${arch}`, sourceDateEpoch: sde,
+      }));
+      await record(pi.img, arch, 'rpi');
+      await record(pi.xz, arch, 'rpi.xz');
+      if (!formats.includes('raw') && existsSync(raw)) rmSync(raw);
+    }
+    if (formats.includes('iso')) {
+      const iso = `${base}.iso`;
+      await log.stage(`${arch}: ISO (live + installer)`, () => buildIso({
+        arch, out: iso, version, kernel: kernel.vmlinuz, initrd, rootImage: rootImg, espImage: esp, espMiB: profile.disk.esp_mib,
+        rootMiB: profile.disk.root_mib, minDataMiB: profile.disk.data_mib, cmdline: `console=tty0 ${ukiCmdline(arch, profile)}`,
+        configUrl: opts.isoConfigUrl, sourceDateEpoch: sde, work: w,
+      }));
+      await record(iso, arch, 'iso');
     }
   }
   const rec: BuildRecord = { profile: profile.name, version, sourceDateEpoch: sde, key, outputs, inputs: lock.arches as Record<string, ArchLock>, kernel: kernels, k3s: k3sInfo };

@@ -6,7 +6,8 @@ import { parseArch, ARCHES, type Arch } from './arch.ts';
 import { build } from './build.ts';
 import { createLogger } from './log.ts';
 import { lockProfile } from './lockcmd.ts';
-import { FORMATS, loadProfile, profileHelp, type Format } from './profile.ts';
+import { checkFormats, formatsByArch } from './formats.ts';
+import { loadProfile, profileHelp, type Format } from './profile.ts';
 import { runImage } from './run.ts';
 import { configCli, CONFIG_USAGE } from '../init/config/cli.ts';
 import { releaseCli } from './release.ts';
@@ -25,13 +26,14 @@ const COMMANDS: Record<string, { summary: string; usage: string; options: Record
     usage: 'kiln build [--profile FILE] [--arch A]... [--format F]... [--out DIR] [--version V] [--artifacts DIR] [--config FILE] [--trust FILE]',
     options: {
       ...COMMON,
-      format: { type: 'string', multiple: true, help: `output format, repeatable (${FORMATS.join(', ')})` },
+      format: { type: 'string', multiple: true, help: `output format, repeatable (${formatsByArch()})` },
       out: { type: 'string', help: 'output folder (default out/)' },
       version: { type: 'string', help: 'image version (default: the profile\'s)' },
       artifacts: { type: 'string', help: 'folder of pre-downloaded inputs, for offline builds' },
       config: { type: 'string', help: 'node config (YAML) baked into the image, checked first' },
       trust: { type: 'string', help: 'release trust root (kiln keys generate) baked in: enables updates' },
       'k3s-binary': { type: 'string', help: 'use this file as k3s instead of the pinned download' },
+      'config-url': { type: 'string', help: '--format iso: boot menu entries pass kiln.config_url=URL' },
       force: { type: 'boolean', help: 'rebuild even if nothing changed' },
       'help-profile': { type: 'boolean', help: 'list the profile settings' },
     },
@@ -116,8 +118,8 @@ async function main(argv: string[]) {
   const log = createLogger({ quiet: v.quiet });
   if (cmd === 'build') {
     const formats = (v.format ?? []) as string[];
-    for (const f of formats) if (!(FORMATS as readonly string[]).includes(f)) { console.error(`kiln build: unknown format '${f}' (valid: ${FORMATS.join(', ')})`); return 2; }
-    await build({ profile: v.profile, arches, formats: formats as Format[], out: v.out, version: v.version, artifacts: v.artifacts, cacheDir: v['cache-dir'], force: v.force, config: v.config, trust: v.trust, k3sBinary: v['k3s-binary'], log });
+    try { checkFormats(formats, arches ?? loadProfile(v.profile).arches); } catch (e) { console.error(`kiln build: ${(e as Error).message}`); return 2; }
+    await build({ profile: v.profile, arches, formats: formats as Format[], out: v.out, version: v.version, artifacts: v.artifacts, cacheDir: v['cache-dir'], force: v.force, config: v.config, trust: v.trust, k3sBinary: v['k3s-binary'], isoConfigUrl: v['config-url'], log });
     return 0;
   }
   if (cmd === 'lock') {

@@ -3,36 +3,17 @@
 // skipping zero blocks so the image stays sparse. No root, no loop devices.
 import { closeSync, ftruncateSync, openSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { $ } from 'zx';
-import { ARCH, type Arch } from './arch.ts';
-import { buildGpt, layoutPartitions, stableGuid, GPT_TYPES } from './formats/gpt.ts';
+import { buildGpt, stableGuid } from './formats/gpt.ts';
+import { diskLayout, PARTLABELS, type DiskPlan } from './layout.ts';
 import { tool } from './tools.ts';
 
 const MiB = 1024 * 1024;
 
-export interface DiskPlan {
-  arch: Arch;
-  espMiB: number;
-  rootMiB: number;
-  dataMiB: number;
-  /** Seed for the disk's GUIDs (same seed, same GUIDs: reproducible). */
-  seed: string;
-}
-
-export const PARTLABELS = { esp: 'esp', rootA: 'kiln-root-a', rootB: 'kiln-root-b', data: 'kiln-data' } as const;
-
-export function diskLayout(plan: DiskPlan) {
-  const size = (1 + plan.espMiB + 2 * plan.rootMiB + plan.dataMiB + 1) * MiB;
-  const parts = layoutPartitions(size, [
-    { name: PARTLABELS.esp, sizeBytes: plan.espMiB * MiB, type: GPT_TYPES.esp },
-    { name: PARTLABELS.rootA, sizeBytes: plan.rootMiB * MiB, type: ARCH[plan.arch].rootTypeGuid },
-    { name: PARTLABELS.rootB, sizeBytes: plan.rootMiB * MiB, type: ARCH[plan.arch].rootTypeGuid },
-    { name: PARTLABELS.data, sizeBytes: 'rest', type: GPT_TYPES.linuxData },
-  ]);
-  return { size, parts };
-}
+// The layout itself is pure (builder/layout.ts) so the node's installer shares it.
+export { PARTLABELS, diskLayout, type DiskPlan } from './layout.ts';
 
 /** Copies `src` into `fd` at byte `offset`, leaving all-zero blocks as holes. */
-function copyInto(fd: number, src: string, offset: number, limit: number) {
+export function copyInto(fd: number, src: string, offset: number, limit: number) {
   const size = statSync(src).size;
   if (size > limit) throw new Error(`${src} is ${Math.ceil(size / MiB)} MiB but its partition holds ${limit / MiB} MiB; raise the size in the profile's disk settings`);
   const buf = Buffer.alloc(MiB);

@@ -7,7 +7,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { ARCHES, type Arch } from './arch.ts';
 
-export const FORMATS = ['raw', 'qcow2'] as const;
+export const FORMATS = ['raw', 'qcow2', 'raw.zst', 'iso', 'rpi'] as const;
 export type Format = (typeof FORMATS)[number];
 
 const source = {

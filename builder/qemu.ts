@@ -50,6 +50,8 @@ export interface VmOptions {
   snapshot?: boolean;
   /** Forward host TCP ports to the guest: [hostPort, guestPort]. */
   hostfwd?: [number, number][];
+  /** More user-network options, appended to -netdev user (e.g. 'net=169.254.0.0/16,guestfwd=...'). */
+  netdevExtra?: string;
   extraDrives?: string[];
   extraArgs?: string[];
   /** A kernel for the KVM probe (see detectAccel). */
@@ -58,23 +60,34 @@ export interface VmOptions {
   interactive?: boolean;
   /** Keep the VM alive across guest reboots (default); false adds -no-reboot. */
   allowReboot?: boolean;
+  /** An ISO in a CD drive (virtio-scsi: the cloud kernel has no AHCI), booted first. */
+  cdrom?: string;
+  /** 'uefi' (default: OVMF/AAVMF) or 'bios' (SeaBIOS, x86_64 only). */
+  firmware?: 'uefi' | 'bios';
 }
 
 export async function qemuCommand(o: VmOptions, workDir: string): Promise<{ cmd: string; args: string[]; qmp: string; accel: string }> {
   const facts = ARCH[o.arch];
   const accel = await detectAccel(o.arch, o.probeKernel);
+  const bios = o.firmware === 'bios';
+  if (bios && o.arch !== 'x86_64') throw new Error(`firmware 'bios' is x86_64 only`);
   const vars = join(workDir, 'efivars.fd');
-  if (!existsSync(vars)) copyFileSync(hostFile(facts.qemu.firmware.vars), vars);
+  if (!bios && !existsSync(vars)) copyFileSync(hostFile(facts.qemu.firmware.vars), vars);
+  const firmware = bios ? ['-bios', hostFile('seabios')] : [
+    '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${hostFile(facts.qemu.firmware.code)}`,
+    '-drive', `if=pflash,format=raw,unit=1,file=${vars}`,
+  ];
+  const cdrom = o.cdrom ? ['-device', 'virtio-scsi-pci,id=scsi0', '-drive', `file=${o.cdrom},if=none,id=cd0,media=cdrom,readonly=on,format=raw`, '-device', 'scsi-cd,drive=cd0,bootindex=0'] : [];
   const qmp = join(workDir, 'qmp.sock');
   const cpu = accel === 'kvm' ? ['-cpu', 'host'] : facts.qemu.cpu;
   const fwd = (o.hostfwd ?? []).map(([h, g]) => `,hostfwd=tcp:127.0.0.1:${h}-:${g}`).join('');
   const args = [
     ...facts.qemu.machine, '-accel', accel, ...cpu, '-m', String(o.memMiB ?? 256), '-smp', '1',
     '-nographic', '-nodefaults', '-serial', o.interactive ? 'mon:stdio' : 'stdio',
-    '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${hostFile(facts.qemu.firmware.code)}`,
-    '-drive', `if=pflash,format=raw,unit=1,file=${vars}`,
+    ...firmware,
+    ...cdrom,
     '-drive', `file=${o.disk},format=${o.format ?? (o.disk.endsWith('.qcow2') ? 'qcow2' : 'raw')},if=virtio${o.snapshot ? ',snapshot=on' : ''}`,
-    '-netdev', `user,id=n0${fwd}`, '-device', 'virtio-net-pci,netdev=n0',
+    '-netdev', `user,id=n0${fwd}${o.netdevExtra ? `,${o.netdevExtra}` : ''}`, '-device', 'virtio-net-pci,netdev=n0',
     '-device', 'virtio-rng-pci',
     '-qmp', `unix:${qmp},server=on,wait=off`,
     ...(o.allowReboot === false ? ['-no-reboot'] : []),

@@ -14,9 +14,11 @@ import type { Logger } from './log.ts';
 import type { Profile } from './profile.ts';
 
 /** Packages used to make boot files, never copied into the root. */
-export const BOOT_ONLY_PACKAGES = new Set(['systemd-boot-efi']);
+export const BOOT_ONLY_PACKAGES = new Set(['systemd-boot-efi', 'raspi-firmware', 'u-boot-rpi']);
 /** Parts of Debian packages an appliance root does not need. */
 const PRUNE = ['usr/share/doc', 'usr/share/man', 'usr/share/info', 'usr/share/locale', 'usr/share/lintian', 'usr/share/bug', 'usr/share/common-licenses'];
+/** util-linux's PAM programs: the root has no PAM modules, so busybox's applets serve instead. */
+const PAM_PROGRAMS = ['bin/su', 'sbin/runuser', 'usr/sbin/runuser'];
 
 /** Extracts a pinned .deb once into the cache and returns the tree. */
 export async function unpackedDeb(pin: LockedDeb, cache: Cache, log?: Logger): Promise<string> {
@@ -88,7 +90,7 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
     const tree = await unpackedDeb(pin, cache, log);
     await $({ quiet: true })`cp -a ${tree + '/.'} ${dir}`;
   }
-  for (const p of PRUNE) rmSync(join(dir, p), { recursive: true, force: true });
+  for (const p of [...PRUNE, ...PAM_PROGRAMS]) rmSync(join(dir, p), { recursive: true, force: true });
   rmSync(join(dir, 'usr/lib', facts.triplet, 'gconv'), { recursive: true, force: true });
 
   // Busybox applets as symlinks, without overwriting real programs.

@@ -22,6 +22,10 @@ export const TOOL_PACKAGES: Record<string, string> = {
   'xz': 'xz-utils',
   'tar': 'tar',
   'gpgv': 'gpgv',
+  // The ISO: grub-mkrescue drives xorriso, and mformat/mcopy for its EFI image.
+  'grub-mkrescue': 'grub-common',
+  'xorriso': 'xorriso',
+  'mformat': 'mtools',
 };
 
 export class MissingToolError extends Error {
@@ -55,6 +59,10 @@ export const HOST_FILES = {
   ovmfVars: { path: '/usr/share/OVMF/OVMF_VARS_4M.fd', alt: ['/usr/share/OVMF/OVMF_VARS.fd'], pkg: 'ovmf' },
   aavmfCode: { path: '/usr/share/AAVMF/AAVMF_CODE.fd', alt: [], pkg: 'qemu-efi-aarch64' },
   aavmfVars: { path: '/usr/share/AAVMF/AAVMF_VARS.fd', alt: [], pkg: 'qemu-efi-aarch64' },
+  // GRUB's platform files for grub-mkrescue: BIOS (El Torito, hybrid MBR) and UEFI.
+  grubPc: { path: '/usr/lib/grub/i386-pc/boot_hybrid.img', alt: [], pkg: 'grub-pc-bin' },
+  grubEfi: { path: '/usr/lib/grub/x86_64-efi/kernel.img', alt: [], pkg: 'grub-efi-amd64-bin' },
+  seabios: { path: '/usr/share/seabios/bios-256k.bin', alt: ['/usr/share/qemu/bios-256k.bin'], pkg: 'seabios' },
   debianKeyring: { path: '/usr/share/keyrings/debian-archive-keyring.gpg', alt: [], pkg: 'debian-archive-keyring' },
 } as const;
 

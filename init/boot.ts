@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'n
 import { run } from './exec.ts';
 import { blessRename, cmdlineArg, slotFromCmdline, type Slot } from './slot.ts';
 import { mount, partitionByLabel, read } from './system.ts';
+import { partitionBySpec } from './bootctl/devices.ts';
 
 export const STATE_DIR = '/var/lib/kiln';
 export const ESP_MOUNT = '/efi';
@@ -40,8 +41,10 @@ export function ensureMachineId(file = '/etc/machine-id'): string {
 }
 
 export async function mountEsp(): Promise<string> {
-  const dev = partitionByLabel('esp');
-  if (!dev) throw new Error('no partition labelled esp');
+  // MBR (the Pi) has no labels: its boot script names the FAT partition with kiln.boot=.
+  const spec = cmdlineArg(read('/proc/cmdline'), 'kiln.boot');
+  const dev = partitionByLabel('esp') ?? partitionBySpec(spec);
+  if (!dev) throw new Error(spec ? `no partition ${spec} (kiln.boot)` : 'no partition labelled esp');
   await mount('vfat', `/dev/${dev}`, ESP_MOUNT, 'rw,noatime,umask=0077,shortname=mixed,utf8=0,iocharset=ascii');
   return dev;
 }

@@ -38,6 +38,8 @@ export async function growDataPartition(label = 'kiln-data'): Promise<string | u
   // sysfs sizes are always in 512-byte units, whatever the logical sector size.
   const diskBytes = Number(read(`/sys/class/block/${disk}/size`).trim()) * 512;
   const head = readAt(`/dev/${disk}`, MiB, 0);
+  // An MBR disk (the Raspberry Pi's SD card layout) is not ours to change here.
+  if (![512, 4096].some((ss) => head.toString('latin1', ss, ss + 8) === 'EFI PART')) return undefined;
   const plan = growLastPartition(head, diskBytes, label);
   if (plan) {
     const fd = openSync(`/dev/${disk}`, 'r+');

@@ -3,7 +3,7 @@
 // medium, an empty root-b, and a fresh kiln-data holding the node's config. The pure checks
 // are exported for tests; the rest does I/O on block devices and must run as root.
 import { randomUUID } from 'node:crypto';
-import { closeSync, createReadStream, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { createGunzip } from 'node:zlib';
 import { stringify } from 'yaml';
 import { buildGpt, stableGuid } from '../builder/formats/gpt.ts';
@@ -103,13 +103,31 @@ export function candidateDisks(m: IsoManifest, mediumDev?: string): DiskFacts[] 
     .map((d) => diskFacts(d, mediumDev)).filter((d) => !d.isMedium && !d.readOnly && d.sizeBytes >= min);
 }
 
+/** The block device whose ISO9660 volume id is `label` (findfs skips CD drives: it reads no removable media). */
+export function findIsoByLabel(label: string): string | undefined {
+  for (const d of readdirSync('/sys/class/block').filter((x) => !/^(loop|ram|zram)/.test(x)).sort()) {
+    let fd: number | undefined;
+    try {
+      fd = openSync(`/dev/${d}`, 'r');
+      const b = Buffer.alloc(80);
+      if (readSync(fd, b, 0, 80, 32768) === 80 && isoVolumeId(b) === label) return `/dev/${d}`;
+    } catch { /* no medium, no node */ } finally { if (fd !== undefined) closeSync(fd); }
+  }
+  return undefined;
+}
+
+/** The volume id of an ISO9660 primary volume descriptor (its first 72 bytes), else undefined. */
+export function isoVolumeId(pvd: Buffer): string | undefined {
+  if (pvd[0] !== 1 || pvd.subarray(1, 6).toString('latin1') !== 'CD001') return undefined;
+  return pvd.subarray(40, 72).toString('latin1').trim();
+}
+
 /** Mounts the live medium (by the label stage 1 found it by) and returns its device. */
 export async function mountMedium(cmdline: string): Promise<string> {
   const label = /(?:^|\s)kiln\.live=(\S+)/.exec(cmdline)?.[1];
   if (!label) throw new Error('this is not the live system (no kiln.live= on the kernel command line): boot the kiln ISO to install');
-  const r = await run('findfs', [`LABEL=${label}`], { timeoutMs: 10_000 });
-  const dev = r.stdout.trim();
-  if (r.code !== 0 || !dev) throw new Error(`cannot find the live medium labelled ${label}`);
+  const dev = findIsoByLabel(label);
+  if (!dev) throw new Error(`cannot find the live medium labelled ${label}`);
   if (!existsSync(`${MEDIUM_MOUNT}/kiln/install.json`)) {
     mkdirSync(MEDIUM_MOUNT, { recursive: true });
     const err = await runOk('mount', ['-t', 'iso9660', '-o', 'ro', dev, MEDIUM_MOUNT], { timeoutMs: 20_000 });

@@ -2,7 +2,8 @@
 // signals; this process is the init proper: boot phases, config, services, health,
 // shutdown. Nothing here may end the process: tini would exit and the kernel would panic.
 import { existsSync, mkdirSync } from 'node:fs';
-import { blessSlot, bootInfo, cmdlineArg, countBoot, ensureMachineId, mountEsp } from './boot.ts';
+import { bootInfo, cmdlineArg, countBoot, ensureMachineId, mountEsp } from './boot.ts';
+import { blessBooted, detectBootLoader, partitionBySpec, siblingPartition, ubootFellBackFrom } from './bootctl/index.ts';
 import { candidateDisks, install, installedConfig, mountMedium, readManifest } from './install.ts';
 import { applyDefaults } from './config/parse.ts';
 import type { KilnConfig } from './config/schema.ts';
@@ -86,7 +87,8 @@ const phases: Phase[] = [
     name: 'data', tasks: [
       { name: 'logs', run: () => { if (!isMounted('/data')) say('WARNING: no data partition: nothing persists'); mkdirSync(LOG_DIR, { recursive: true }); enableFileLog(); } },
       // A disk larger than the image (resized qcow2, cloud volume): kiln-data takes the rest.
-      { name: 'grow', run: async () => { if (live) return 'live system'; const m = await growDataPartition(); if (m) say(m); } },
+      // Reported, not a failed step: a disk left at the image's size is no reason to roll back.
+      { name: 'grow', run: async () => { if (live) return 'live system'; try { const m = await growDataPartition(); if (m) say(m); } catch (e) { say(`data partition not grown: ${(e as Error).message}`); } } },
       { name: 'boot count', run: () => { say(`boot count ${countBoot()}`); } },
       { name: 'machine id', run: () => { machineId = ensureMachineId(); return `machine-id ${machineId}`; } },
       // The live ISO has no ESP (and must not touch one on a disk it may install to).
@@ -221,12 +223,14 @@ async function healthAndUpdates(stepsOk: boolean) {
   if (live) { say('live system: not blessing or updating (install it with kiln install)'); void addonsLoop(); return; }
   const c = cfg();
   const facts = readSystemFacts('/');
+  // The updater stages UKIs on the ESP; on U-Boot (the Pi) it is not wired to uboot.env yet.
+  if (detectBootLoader() === 'uboot') { facts.trust = null; facts.trustProblem = 'updates are not wired to U-Boot (Raspberry Pi image) yet'; }
   const updater = new Updater({
     channelUrl: c.kiln.updates.url || 'http://updates-not-configured.invalid', channel: selectedChannel() ?? c.kiln.channel, arch: facts.arch,
     trust: c.kiln.updates.url ? facts.trust : null, trustProblem: c.kiln.updates.url ? facts.trustProblem : 'no kiln.updates.url in the config',
     currentVersion: facts.currentVersion, bootedSlot: info.slot, buildTime: facts.buildTime, machineId: facts.machineId || machineId,
     wariness: c.kiln.updates.canary ? 0 : undefined,
-    devices: { slotDevice: (slot: Slot) => { const d = partitionByLabel(`kiln-root-${slot}`); if (!d) throw new Error(`no partition labelled kiln-root-${slot}`); return `/dev/${d}`; } },
+    devices: { slotDevice: (slot: Slot) => { const d = partitionByLabel(`kiln-root-${slot}`) ?? piRootPartition(slot); if (!d) throw new Error(`no partition labelled kiln-root-${slot}`); return `/dev/${d}`; } },
     reboot: () => power('reboot', 'update'), log: say, window: c.kiln.updates.window || undefined,
     fleetlock: c.kiln.updates.fleetlock_url ? { base: c.kiln.updates.fleetlock_url, group: c.kiln.updates.fleetlock_group || 'default' } : undefined,
     bootId: read('/proc/sys/kernel/random/boot_id').trim(),
@@ -241,13 +245,21 @@ async function healthAndUpdates(stepsOk: boolean) {
     const deadline = Date.now() + HEALTH_DEADLINE_MS;
     let ok = await health();
     while (!ok && Date.now() < deadline && !isShuttingDown()) { await new Promise((res) => setTimeout(res, 5000)); ok = await health(); }
-    if (ok) { try { say(await blessSlot(info.slot)); } catch (e) { say(`cannot bless slot ${info.slot}: ${(e as Error).message}`); } }
+    const fellBack = ubootFellBackFrom(info.slot);
+    if (fellBack) notes.push(`the boot loader fell back from slot ${fellBack} (its tries were spent) to slot ${info.slot}`);
+    if (ok) { try { say(await blessBooted(info.slot)); } catch (e) { say(`cannot bless slot ${info.slot}: ${(e as Error).message}`); } }
     else say(`not blessing slot ${info.slot}: the node is not healthy (boot steps ${stepsOk ? 'ok' : 'failed'}, k3s not ready)`);
   }
   void addonsLoop();
   if (c.kiln.updates.url) updater.startPolling(c.kiln.updates.poll_minutes * 60_000, c.kiln.updates.poll_minutes * 30_000);
 }
 let updaterRef: Updater | undefined;
+
+/** MBR (the Pi): root slots are partitions 2 and 3 of the disk that holds kiln.boot. */
+function piRootPartition(slot: Slot): string | undefined {
+  const boot = partitionBySpec(cmdlineArg(info.cmdline, 'kiln.boot'));
+  return boot ? siblingPartition(boot, slot === 'a' ? 2 : 3) : undefined;
+}
 let addonResults: AddonResult[] = [];
 
 const ADDON_MESSAGES: Record<string, string> = { install: 'installed', upgrade: 'upgraded', unchanged: 'up to date', 'user-owned': 'left alone (changed by you)', 'broken-seal': 'left alone (seal broken by you)' };

@@ -58,7 +58,9 @@ export async function shutdown(action: PowerAction, why: string, hooks: Shutdown
   say(`shutting down (${why})`);
   const guard = setTimeout(() => { void finalAct(action); }, 90_000);
   try { await hooks.stopServices(); } catch (e) { say(`stopping services: ${(e as Error).message}`); }
-  const z = zombies();
+  // A process that just exited is a zombie until tini collects it: give the reaper a moment.
+  let z = zombies();
+  for (let i = 0; i < 20 && z.length; i++) { await new Promise((r) => setTimeout(r, 100)); z = zombies(); }
   say(`zombies ${z.length}${z.length ? ` (${z.map((x) => `${x.comm}[${x.pid}]`).join(' ')})` : ''}`);
   // Everything not a service (shells, leftover children): TERM, a moment, then KILL.
   try { process.kill(-1, 'SIGTERM'); } catch { /* none */ }

@@ -25,7 +25,7 @@ for m in $(cat /etc/kiln/stage1-modules); do modprobe "$m" 2>/dev/null || say "m
 # otherwise the systemd-boot entry that was picked (LoaderEntrySelected, UTF-16 after 4
 # attribute bytes), so one unified kernel image serves either slot.
 SLOT=$(arg kiln.slot)
-if [ -z "$SLOT" ] && [ -d /sys/firmware/efi ]; then
+if [ -z "$SLOT" ] && [ -d /sys/firmware/efi ] && [ -z "$(arg kiln.live)" ]; then
   mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
   ENTRY=$(tail -c +5 /sys/firmware/efi/efivars/LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f 2>/dev/null | tr -d '\000')
   case "$ENTRY" in kiln-a*) SLOT=a;; kiln-b*) SLOT=b;; esac
@@ -39,14 +39,60 @@ partdev() {
     if grep -qx "PARTNAME=$1" "$u"; then sed -n 's/^DEVNAME=//p' "$u"; return; fi
   done
 }
-i=0; ROOT=""
-while [ -z "$ROOT" ] && [ $i -lt 500 ]; do ROOT=$(partdev "kiln-root-$SLOT"); [ -n "$ROOT" ] || usleep 20000; i=$((i+1)); done
-[ -n "$ROOT" ] || fail "no partition labelled kiln-root-$SLOT"
-mount -t squashfs -o ro "/dev/$ROOT" /newroot 2>/dev/null || mount -t erofs -o ro "/dev/$ROOT" /newroot \
-  || fail "cannot mount /dev/$ROOT (kiln-root-$SLOT) as squashfs or erofs"
+# kiln.root= / kiln.data= name partitions where there are no partition names (MBR on the Pi,
+# passed by the U-Boot script): /dev/NAME, or PARTUUID=<MBR disk signature>-<number> as Linux
+# spells it. Prints the device name without /dev.
+specdev() {
+  case "$1" in
+    /dev/*) [ -b "$1" ] && echo "${1#/dev/}";;
+    PARTUUID=*)
+      want=$(echo "${1#PARTUUID=}" | tr A-F a-f)
+      for p in /sys/class/block/*/partition; do
+        [ -e "$p" ] || continue
+        d=${p%/partition}; disk=$(basename "$(readlink -f "$d/..")")
+        sig=$(dd if="/dev/$disk" bs=1 skip=440 count=4 2>/dev/null | od -An -tx4 | tr -d ' \n')
+        if [ "$sig-$(printf %02x "$(cat "$p")")" = "$want" ]; then echo "${d##*/}"; return; fi
+      done;;
+  esac
+}
+# Live mode (the ISO, kiln.live=<volume label>): the root image is a file on the medium,
+# loop-mounted read-only; data is tmpfs unless the medium's own disk has a kiln-data volume
+# (never a disk's kiln-data: that disk may be the one being installed to).
+LIVE=$(arg kiln.live)
+if [ -n "$LIVE" ]; then
+  i=0; MEDIUM=""
+  while [ -z "$MEDIUM" ] && [ $i -lt 300 ]; do MEDIUM=$(findfs "LABEL=$LIVE" 2>/dev/null); [ -n "$MEDIUM" ] || usleep 100000; i=$((i+1)); done
+  [ -n "$MEDIUM" ] || fail "live: no medium labelled $LIVE (CD drive or USB stick; is its driver in modules.stage1?)"
+  mkdir -p /iso
+  mount -t iso9660 -o ro "$MEDIUM" /iso || fail "live: cannot mount $MEDIUM"
+  mount -t squashfs -o ro,loop /iso/kiln/root.img /newroot 2>/dev/null || mount -t erofs -o ro,loop /iso/kiln/root.img /newroot \
+    || fail "live: cannot mount the root image on $MEDIUM"
+  say "live: root image from $MEDIUM"
+  ROOT="$MEDIUM:kiln/root.img"
+  DISK=${MEDIUM#/dev/}
+  [ -e "/sys/class/block/$DISK/partition" ] && DISK=$(basename "$(readlink -f "/sys/class/block/$DISK/..")")
+  DATA=""
+  for p in /sys/block/$DISK/$DISK*; do
+    [ -e "$p" ] && blkid "/dev/${p##*/}" 2>/dev/null | grep -q 'LABEL="kiln-data"' && DATA=${p##*/}
+  done
+else
+  i=0; ROOT=""; ROOTSPEC=$(arg kiln.root)
+  if [ -n "$ROOTSPEC" ]; then
+    while [ -z "$ROOT" ] && [ $i -lt 500 ]; do ROOT=$(specdev "$ROOTSPEC"); [ -n "$ROOT" ] || usleep 20000; i=$((i+1)); done
+    [ -n "$ROOT" ] || fail "no partition $ROOTSPEC (kiln.root, slot $SLOT)"
+    say "root $ROOTSPEC is /dev/$ROOT"
+  else
+    while [ -z "$ROOT" ] && [ $i -lt 500 ]; do ROOT=$(partdev "kiln-root-$SLOT"); [ -n "$ROOT" ] || usleep 20000; i=$((i+1)); done
+    [ -n "$ROOT" ] || fail "no partition labelled kiln-root-$SLOT"
+  fi
+  mount -t squashfs -o ro "/dev/$ROOT" /newroot 2>/dev/null || mount -t erofs -o ro "/dev/$ROOT" /newroot \
+    || fail "cannot mount /dev/$ROOT (kiln-root-$SLOT) as squashfs or erofs"
+  DATASPEC=$(arg kiln.data)
+  if [ -n "$DATASPEC" ]; then DATA=$(specdev "$DATASPEC"); [ -n "$DATA" ] || say "no partition $DATASPEC (kiln.data)"
+  else DATA=$(partdev kiln-data); fi
+fi
 [ -x /newroot/usr/bin/node ] || fail "kiln-root-$SLOT has no /usr/bin/node"
 
-DATA=$(partdev kiln-data)
 if [ -n "$DATA" ]; then
   if ! mount -t ext4 -o noatime "/dev/$DATA" /newroot/data 2>/dev/null; then
     # Only a blank partition is formatted: never destroy something we cannot read.
@@ -57,7 +103,8 @@ if [ -n "$DATA" ]; then
   fi
 fi
 if ! grep -q ' /newroot/data ' /proc/mounts; then
-  say "WARNING: data partition unavailable; /etc and /var changes will not persist"
+  if [ -n "$LIVE" ]; then say "live: data on tmpfs (nothing persists)"
+  else say "WARNING: data partition unavailable; /etc and /var changes will not persist"; fi
   mount -t tmpfs -o mode=0755 tmpfs /newroot/data
 fi
 for d in etc var root home; do

@@ -28,6 +28,14 @@ export async function testImage(arch: Arch) {
   return { out, raw, rec, work: join(out, '.work', arch) };
 }
 
+/** The Raspberry Pi SD image (images/rpi.yaml: generic arm64 kernel), built once per run. */
+export async function testRpiImage() {
+  const out = join(REPO, 'out', 'test-rpi');
+  const rec = await build({ profile: join(REPO, 'images/rpi.yaml'), arches: ['arm64'], formats: ['rpi'], out, version: TEST_VERSION, k3sBinary: K3S_STANDIN, log: createLogger({ quiet: !process.env.KILN_VERBOSE }) });
+  const img = join(out, rec.outputs.find((o) => o.kind === 'rpi')!.file);
+  return { out, img, rec, work: join(out, '.work', 'arm64') };
+}
+
 /** A private sparse copy of an image, so a test can write to it. */
 export async function scratchCopy(image: string, name = 'disk.raw'): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-e2e-'));

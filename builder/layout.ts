@@ -1,0 +1,38 @@
+// The A/B GPT layout (esp | kiln-root-a | kiln-root-b | kiln-data), pure so that both the
+// builder (disk images) and the node's installer (init/install.ts, bundled) can use it.
+import { ARCH, type Arch } from './arch.ts';
+import { GPT_TYPES, layoutPartitions, type LayoutPartition } from './formats/gpt.ts';
+
+const MiB = 1024 * 1024;
+
+export const PARTLABELS = { esp: 'esp', rootA: 'kiln-root-a', rootB: 'kiln-root-b', data: 'kiln-data' } as const;
+
+export interface DiskPlan {
+  arch: Arch;
+  espMiB: number;
+  rootMiB: number;
+  dataMiB: number;
+  /** Seed for the disk's GUIDs (same seed, same GUIDs: reproducible). */
+  seed: string;
+}
+
+/** Partitions of a disk of `size` bytes; kiln-data takes the rest. */
+export function layoutFor(arch: Arch, size: number, espMiB: number, rootMiB: number): LayoutPartition[] {
+  return layoutPartitions(size, [
+    { name: PARTLABELS.esp, sizeBytes: espMiB * MiB, type: GPT_TYPES.esp },
+    { name: PARTLABELS.rootA, sizeBytes: rootMiB * MiB, type: ARCH[arch].rootTypeGuid },
+    { name: PARTLABELS.rootB, sizeBytes: rootMiB * MiB, type: ARCH[arch].rootTypeGuid },
+    { name: PARTLABELS.data, sizeBytes: 'rest', type: GPT_TYPES.linuxData },
+  ]);
+}
+
+/** The image's size and layout: 1 MiB for the GPT and alignment at each end. */
+export function diskLayout(plan: DiskPlan) {
+  const size = (1 + plan.espMiB + 2 * plan.rootMiB + plan.dataMiB + 1) * MiB;
+  return { size, parts: layoutFor(plan.arch, size, plan.espMiB, plan.rootMiB) };
+}
+
+/** Smallest disk the installer accepts: the image's layout with at least `minDataMiB` of data. */
+export function minDiskBytes(espMiB: number, rootMiB: number, minDataMiB: number): number {
+  return (1 + espMiB + 2 * rootMiB + minDataMiB + 1) * MiB;
+}
