@@ -238,7 +238,6 @@ async function healthAndUpdates(stepsOk: boolean) {
   updaterRef = updater;
   const health = async () => stepsOk && await healthy();
   const r = await updater.afterBoot(health, HEALTH_DEADLINE_MS);
-  if (r.outcome !== 'none') say(r.message);
   if (r.outcome === 'none' || r.outcome === 'not-rebooted' || r.outcome === 'fell-back') {
     if (r.outcome === 'fell-back') notes.push(r.message);
     // No update was pending: a fresh image's first boots are blessed once healthy.
