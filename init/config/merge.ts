@@ -96,9 +96,10 @@ export function tokenizeCmdline(cmdline: string): Token[] {
   return out;
 }
 
-/** Parameters for stage 1 and the boot itself, not config keys (`kiln.install` alone: the ISO's
- *  install entry; `kiln.install.<key>=` is config as usual). */
-export const BOOT_PARAMS = new Set(['slot', 'live', 'stage1', 'install']);
+/** Parameters for stage 1 and the boot itself, not config keys (bare `kiln.install`: the ISO's
+ *  install entry; `kiln.install=x` stays an error, `kiln.install.<key>=` is config as usual). */
+// root/data/boot: partitions the Pi's U-Boot script names (MBR has no partition labels).
+export const BOOT_PARAMS = new Set(['slot', 'live', 'stage1', 'install', 'root', 'data', 'boot']);
 
 const TRUE = new Set(['', 'true', '1', 'yes', 'on']);
 const FALSE = new Set(['false', '0', 'no', 'off']);
@@ -128,7 +129,7 @@ export function parseCmdline(cmdline: string, file = '/proc/cmdline'): CmdlineCo
     const m = /^(kiln|k3os)\.([^=]+)(?:=(.*))?$/s.exec(tok.text);
     if (!m) continue;
     const [, , name, raw] = m;
-    if (BOOT_PARAMS.has(name)) continue;
+    if (BOOT_PARAMS.has(name) && (name !== 'install' || raw === undefined)) continue;
     const bad = (message: string, fix: string, key = name) => problems.push({ file, line: 1, col: tok.col, key, message, fix });
     if (name === 'config_url') {
       if (!raw) bad('needs a URL', 'write kiln.config_url=https://host/config.yaml');
