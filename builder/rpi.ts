@@ -11,7 +11,6 @@ import { buildEsp, type EspFile } from './esp.ts';
 import { buildMbr, MBR_TYPES, mbrPartUuid } from './formats/mbr.ts';
 import { scriptImage } from './formats/uimage.ts';
 import { tool } from './tools.ts';
-import { encodeUbootEnv } from '../init/bootctl/ubootenv.ts';
 
 const MiB = 1024 * 1024;
 export const BOOT_SCRIPT = new URL('./rpi/boot.cmd', import.meta.url).pathname;
@@ -31,8 +30,10 @@ enable_uart=1
 upstream_kernel=1
 `;
 
-/** A fresh card boots slot a with its tries; slot b is empty and not listed. */
-export const INITIAL_ENV = { BOOT_ORDER: 'a', BOOT_a_LEFT: String(RPI_TRIES), BOOT_b_LEFT: '0' };
+// No uboot.env on a fresh card: U-Boot replaces its WHOLE default environment (bootcmd
+// included) with the file's, so a file with only our variables stops it at its prompt. Without
+// one it uses its defaults, the script's defaults give slot a its tries, and the first
+// saveenv writes the complete file.
 
 /** The kernel command line the boot script completes (slot and partitions are added at boot). */
 export function rpiCmdline(extra: string): string {
@@ -109,7 +110,6 @@ export async function buildRpiImage(o: RpiInputs): Promise<{ img: string; xz: st
     { path: 'config.txt', data: Buffer.from(CONFIG_TXT) },
     { path: 'u-boot.bin', src: uboot },
     { path: 'boot.scr', data: script },
-    { path: 'uboot.env', data: encodeUbootEnv(INITIAL_ENV) },
     ...dtbs,
     { path: 'a/vmlinuz', src: o.vmlinuz },
     { path: 'a/initrd', src: o.initrd },

@@ -27,10 +27,10 @@ done
 
 # Board facts U-Boot sets only when they are absent from the environment must never be saved,
 # or a card moved to another Pi (or a moved device tree) keeps stale ones. fdt_addr is the one
-# that broke a boot in the lab; the MAC addresses and fdtfile are the same kind.
+# that broke a boot in the lab; fdtfile and usbethaddr are the same kind. (ethaddr is
+# write-once in U-Boot and cannot be cleared here: the node drops it when it blesses.)
 setenv kiln_fdt_addr "${fdt_addr}"; setenv fdt_addr
 setenv kiln_fdtfile "${fdtfile}"; setenv fdtfile
-setenv kiln_ethaddr "${ethaddr}"; setenv ethaddr
 setenv kiln_usbethaddr "${usbethaddr}"; setenv usbethaddr
 
 if test -z "${kiln_slot}"; then
@@ -41,8 +41,7 @@ if test -z "${kiln_slot}"; then
   reset
 fi
 saveenv
-setenv fdt_addr "${kiln_fdt_addr}"; setenv fdtfile "${kiln_fdtfile}"
-setenv ethaddr "${kiln_ethaddr}"; setenv usbethaddr "${kiln_usbethaddr}"
+setenv fdt_addr "${kiln_fdt_addr}"; setenv fdtfile "${kiln_fdtfile}"; setenv usbethaddr "${kiln_usbethaddr}"
 
 echo "kiln: booting slot ${kiln_slot} (tries left a=${BOOT_a_LEFT} b=${BOOT_b_LEFT})"
 # The slot's kernel is a plain arm64 Image; 2 MiB is where arm64 wants it.
@@ -52,7 +51,7 @@ if load ${devtype} ${devnum}:1 ${kernel_addr_r} ${kiln_slot}/vmlinuz && load ${d
 else
   echo "kiln: slot ${kiln_slot} has no kernel or initrd on the boot partition; taking its tries"
   setenv BOOT_${kiln_slot}_LEFT 0
-  setenv fdt_addr; setenv fdtfile; setenv ethaddr; setenv usbethaddr
+  setenv fdt_addr; setenv fdtfile; setenv usbethaddr
   saveenv
   reset
 fi

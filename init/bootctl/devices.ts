@@ -1,7 +1,7 @@
 // Partitions without names: the Pi's MBR card, named on the kernel command line by its boot
 // script. Reads sysfs and the disk's first sector only.
 import { closeSync, existsSync, openSync, readdirSync, readSync, realpathSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { read } from '../system.ts';
 
 /**
@@ -32,7 +32,8 @@ export function siblingPartition(name: string, number: number, sys = '/sys/class
 /** The whole disk a partition belongs to (its parent in sysfs). */
 function diskOf(sys: string, name: string): string | undefined {
   if (!/^DEVTYPE=partition$/m.test(read(join(sys, name, 'uevent')))) return undefined;
-  try { return realpathSync(join(sys, name, '..')).split('/').pop(); } catch { return undefined; }
+  // realpath first: join() would resolve '..' in the name, not in sysfs's device tree.
+  try { return basename(dirname(realpathSync(join(sys, name)))); } catch { return undefined; }
 }
 
 /** The MBR disk signature (bytes 440-443) as Linux prints it in PARTUUIDs. */

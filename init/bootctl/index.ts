@@ -5,6 +5,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { blessSlot, ESP_MOUNT } from '../boot.ts';
+import { run } from '../exec.ts';
 import type { Slot } from '../slot.ts';
 import { blessUboot, fellBackFrom, readUbootEnv, UBOOT_ENV_FILE } from './uboot.ts';
 
@@ -18,7 +19,7 @@ export function detectBootLoader(esp = ESP_MOUNT): BootLoader | undefined {
 
 /** Blesses the booted slot with whichever boot loader is in charge (systemd-boot: as before). */
 export async function blessBooted(slot: Slot, esp = ESP_MOUNT): Promise<string> {
-  if (detectBootLoader(esp) === 'uboot') return blessUboot(esp, slot);
+  if (detectBootLoader(esp) === 'uboot') { const m = blessUboot(esp, slot); await run('sync', [], { timeoutMs: 20_000 }); return m; }
   return blessSlot(slot, esp);
 }
 

@@ -31,6 +31,13 @@ export function fellBackFrom(env: Record<string, string>, booted: Slot): Slot | 
 }
 
 /**
+ * Facts about this very board that U-Boot derives at each boot when they are absent; saved,
+ * they would follow the card to another Pi (same MAC, wrong device tree). The boot script
+ * clears what it can; ethaddr is write-once inside U-Boot, so only the node can drop it.
+ */
+export const BOARD_VARS = ['ethaddr', 'usbethaddr', 'fdt_addr', 'fdtfile', 'serial#', 'kiln_fdt_addr', 'kiln_fdtfile', 'kiln_usbethaddr'];
+
+/**
  * The environment after blessing `booted`: its tries restored, and it first in BOOT_ORDER.
  * A slot we fell back from leaves the order (it failed; only a new update stages it again).
  */
@@ -38,7 +45,9 @@ export function blessedEnv(env: Record<string, string>, booted: Slot, tries = UB
   const { order } = slotsOf(env);
   const failed = fellBackFrom(env, booted);
   const keep = order.filter((s) => s !== booted && s !== failed);
-  return { ...env, BOOT_ORDER: [booted, ...keep].join(' '), [`BOOT_${booted}_LEFT`]: String(tries) };
+  const out = { ...env, BOOT_ORDER: [booted, ...keep].join(' '), [`BOOT_${booted}_LEFT`]: String(tries) };
+  for (const k of BOARD_VARS) delete out[k];
+  return out;
 }
 
 /** The environment with `slot` unbootable (its root is about to be rewritten, or it failed). */
@@ -57,8 +66,13 @@ export function readUbootEnv(dir: string): Record<string, string> {
   return decodeUbootEnv(readFileSync(join(dir, UBOOT_ENV_FILE)));
 }
 
-/** Replaces uboot.env in `dir` atomically, keeping its size (U-Boot reads CONFIG_ENV_SIZE bytes). */
+/**
+ * Replaces uboot.env in `dir` atomically, keeping its size (U-Boot reads CONFIG_ENV_SIZE bytes).
+ * U-Boot replaces its whole environment with the file's: one without bootcmd would leave the
+ * Pi at U-Boot's prompt, so only a complete environment (one U-Boot saved) is written back.
+ */
 export function writeUbootEnv(dir: string, env: Record<string, string>): void {
+  if (!env.bootcmd) throw new Error('refusing to write a U-Boot environment without bootcmd (U-Boot would stop at its prompt)');
   const file = join(dir, UBOOT_ENV_FILE);
   const size = existsSync(file) ? readFileSync(file).length : undefined;
   const bytes = encodeUbootEnv(env, size);
@@ -66,22 +80,25 @@ export function writeUbootEnv(dir: string, env: Record<string, string>): void {
   const fd = openSync(tmp, 'w');
   try { writeSync(fd, bytes); fsyncSync(fd); } finally { closeSync(fd); }
   renameSync(tmp, file);
-  const d = openSync(dir, 'r');
-  try { fsyncSync(d); } finally { closeSync(d); }
+  // vfat writes a renamed file's directory entry with the FILE's inode, not the directory's:
+  // fsync both, or a crash can leave the entry pointing at the old, freed clusters.
+  for (const p of [file, dir]) {
+    const fd2 = openSync(p, 'r');
+    try { fsyncSync(fd2); } finally { closeSync(fd2); }
+  }
 }
 
 /** Blesses the booted slot. Returns what it did, saying so when the boot loader had fallen back. */
 export function blessUboot(dir: string, booted: Slot): string {
   let env: Record<string, string>;
-  let note = '';
   try { env = readUbootEnv(dir); } catch (e) {
-    // Unreadable: U-Boot used its defaults this boot; write a good file from scratch.
-    env = {};
-    note = ` (${(e as Error).message}; rewrote it)`;
+    // Missing or corrupt: U-Boot runs on its defaults and the boot script's next saveenv writes
+    // a complete file; one written from here would lack U-Boot's own variables.
+    return `slot ${booted} not blessed: ${UBOOT_ENV_FILE} unusable (${(e as Error).message.replace(/^ENOENT.*/, 'missing')}); U-Boot uses its defaults until the next boot saves it`;
   }
   const failed = fellBackFrom(env, booted);
   const next = blessedEnv(env, booted);
-  if (!note && JSON.stringify(next) === JSON.stringify(env)) return `slot ${booted} already blessed`;
+  if (JSON.stringify(next) === JSON.stringify(env)) return `slot ${booted} already blessed`;
   writeUbootEnv(dir, next);
-  return `blessed slot ${booted} (U-Boot: BOOT_ORDER=${next.BOOT_ORDER}, BOOT_${booted}_LEFT=${next[`BOOT_${booted}_LEFT`]})${failed ? `; the boot loader fell back from slot ${failed}, whose tries were spent` : ''}${note}`;
+  return `blessed slot ${booted} (U-Boot: BOOT_ORDER=${next.BOOT_ORDER}, BOOT_${booted}_LEFT=${next[`BOOT_${booted}_LEFT`]})${failed ? `; the boot loader fell back from slot ${failed}, whose tries were spent` : ''}`;
 }

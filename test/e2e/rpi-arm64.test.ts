@@ -1,0 +1,72 @@
+// The Raspberry Pi SD image in QEMU's raspi3b (TCG): U-Boot from the image loads our
+// boot.scr, which takes a try from slot a, saves uboot.env and boots the slot's kernel; the
+// node comes up, and blesses the slot by giving it its tries back in uboot.env. Then a
+// fall-back: slot b preferred with one try and no root, so its stage 1 fails and reboots
+// (bcm2835 watchdog), U-Boot finds b spent and boots a, and the node says it fell back.
+// NOT covered here (QEMU starts U-Boot itself): the VideoCore firmware reading config.txt,
+// the Pi 4, power loss during saveenv.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { $ } from 'zx';
+import { decodeUbootEnv, encodeUbootEnv } from '../../init/bootctl/ubootenv.ts';
+import { bootFile, PiVm } from './pi-vm.ts';
+import { READY, scratchCopy, testRpiImage, TEST_VERSION } from './image.ts';
+
+const PI_BOOT_TIMEOUT = 480_000; // TCG, 33 MB kernel read through U-Boot's FAT driver, shared cores
+const tmp = mkdtempSync(join(tmpdir(), 'kiln-rpi-e2e-'));
+const pi = await testRpiImage();
+const disk = await scratchCopy(pi.img, 'sd.img');
+const mtools = { quiet: true, env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } } as const;
+
+async function env(): Promise<Record<string, string>> {
+  return decodeUbootEnv(readFileSync(await bootFile(disk, 'uboot.env', join(tmp, `env-${Date.now()}`))));
+}
+
+test('boots through U-Boot and boot.scr to ready on slot a, then blesses it in uboot.env', async () => {
+  const vm = await PiVm.start(disk);
+  try {
+    await vm.waitFor(/kiln: boot\.scr: order/, 120_000);
+    await vm.waitFor(/kiln: booting slot a \(tries left a=2 b=0\)/, 60_000);
+    const m = await vm.waitFor(READY, PI_BOOT_TIMEOUT);
+    assert.equal([m[1], m[2], m[3]], [TEST_VERSION, 'a', 'arm64']);
+    console.log(`  ready after ${vm.elapsed().toFixed(1)} s (QEMU start to ready line)`);
+    assert.match(vm.output, /kiln-stage1: root PARTUUID=[0-9a-f]{8}-02 is \/dev\/mmcblk0p2/);
+    await vm.waitFor(/kiln: blessed slot a \(U-Boot: BOOT_ORDER=a, BOOT_a_LEFT=3\)/, 120_000);
+  } finally { await vm.kill(); }
+  const e = await env();
+  assert.is(e.BOOT_ORDER, 'a');
+  assert.is(e.BOOT_a_LEFT, '3');
+  assert.ok(e.bootcmd, 'U-Boot\'s own environment is kept');
+  assert.is(e.fdt_addr, undefined, 'fdt_addr is never saved');
+  assert.is(e.ethaddr, undefined, 'the MAC does not follow the card (dropped when blessing)');
+});
+
+test('falls back to slot a when slot b spends its try, and the node reports it', async () => {
+  // Slot b: a's kernel and initrd, but an empty root partition, so stage 1 fails and reboots.
+  for (const f of ['vmlinuz', 'initrd']) await bootFile(disk, `a/${f}`, join(tmp, f));
+  await $(mtools)`mmd -i ${disk}@@1M ::/b`;
+  await $(mtools)`mcopy -i ${disk}@@1M ${join(tmp, 'vmlinuz')} ${join(tmp, 'initrd')} ::/b/`;
+  const e = await env();
+  writeFileSync(join(tmp, 'uboot.env'), encodeUbootEnv({ ...e, BOOT_ORDER: 'b a', BOOT_b_LEFT: '1' }));
+  await $(mtools)`mcopy -o -i ${disk}@@1M ${join(tmp, 'uboot.env')} ::/uboot.env`;
+  const vm = await PiVm.start(disk);
+  try {
+    await vm.waitFor(/kiln: booting slot b \(tries left a=3 b=0\)/, 120_000);
+    await vm.waitFor(/kiln-stage1: FATAL: cannot mount/, PI_BOOT_TIMEOUT);
+    const at = vm.output.length;
+    await vm.waitFor(/kiln: booting slot a \(tries left a=2 b=0\)/, 180_000, at);
+    const m = await vm.waitFor(READY, PI_BOOT_TIMEOUT, at);
+    assert.is(m[2], 'a');
+    await vm.waitFor(/kiln: blessed slot a .*fell back from slot b/, 120_000, at);
+    console.log(`  fell back and ready after ${vm.elapsed().toFixed(1)} s`);
+  } finally { await vm.kill(); }
+  const after = await env();
+  assert.is(after.BOOT_ORDER, 'a');
+  assert.is(after.BOOT_b_LEFT, '0');
+  assert.is(after.BOOT_a_LEFT, '3');
+});
+
+test.run();
