@@ -20,6 +20,7 @@ import { dhcpService } from './services/dhcp.ts';
 import { reconcileAddons, resealAddon, type AddonResult } from './addons/apply.ts';
 import { k3sCommand, k3sService } from './services/k3s.ts';
 import { run } from './exec.ts';
+import { ntpService } from './services/ntp.ts';
 import { sshService } from './services/ssh.ts';
 import { Supervisor } from './services/supervisor.ts';
 import { isMounted, loadModules, mountBase, partitionByLabel, read, settleDevices } from './system.ts';
@@ -156,6 +157,7 @@ const phases: Phase[] = [
           return `${r.count} keys`;
         },
       },
+      { name: 'ntp', run: () => { supervisor.add(ntpService(() => cfg().kiln.ntp_servers)); void supervisor.start('ntp'); } },
       { name: 'boot_cmd', run: async () => report(await runCommands('boot_cmd', cfg().boot_cmd, env())) },
     ],
   },
