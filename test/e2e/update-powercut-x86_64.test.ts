@@ -6,19 +6,17 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { build, REPO } from '../../builder/build.ts';
-import { createLogger } from '../../builder/log.ts';
+import { REPO } from '../../builder/build.ts';
 import { Vm } from '../../builder/qemu.ts';
-import { generateKeys, publishRelease } from '../../builder/release.ts';
+import { publishRelease } from '../../builder/release.ts';
 import { cidataImage, freePort, ssh, sshKeypair, staticServer } from './helpers.ts';
-import { BOOT_TIMEOUT, espList, K3S_STANDIN, scratchCopy } from './image.ts';
+import { BOOT_TIMEOUT, espList, scratchCopy } from './image.ts';
+import { readyRe, updateImage, updateKeys } from './update-fixture.ts';
 
-const log = createLogger({ quiet: !process.env.KILN_VERBOSE });
 const work = mkdtempSync(join(tmpdir(), 'kiln-powercut-'));
-const keys = generateKeys(join(work, 'keys'));
+const keys = updateKeys();
 const channels = join(work, 'channels');
-const imageOf = (v: string) => build({ arches: ['x86_64'], formats: ['raw'], out: join(REPO, 'out', `update-${v}`), version: v, trust: keys.trustFile, k3sBinary: K3S_STANDIN, log });
-const readyRe = (v: string, slot: string) => new RegExp(`kiln: ready version=${v.replace(/[.]/g, '\\.')} slot=${slot} arch=x86_64[\\r\\n ]`);
+const imageOf = updateImage;
 
 test('killed during the download: slot A boots with data intact, the next upgrade resumes and finishes', async () => {
   const v1 = await imageOf('1.0.0');

@@ -9,24 +9,22 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ARCH } from '../../builder/arch.ts';
-import { build, REPO, ukiCmdline, ukiOsRelease } from '../../builder/build.ts';
+import { REPO, ukiCmdline, ukiOsRelease } from '../../builder/build.ts';
 import { Cache } from '../../builder/cache.ts';
 import { readLock } from '../../builder/lock.ts';
 import { loadProfile } from '../../builder/profile.ts';
 import { kernelFromLock, unpackedDeb } from '../../builder/rootfs.ts';
 import { buildUki } from '../../builder/uki.ts';
-import { createLogger } from '../../builder/log.ts';
 import { Vm } from '../../builder/qemu.ts';
-import { generateKeys, publishRelease } from '../../builder/release.ts';
+import { publishRelease } from '../../builder/release.ts';
 import { cidataImage, freePort, ssh, sshKeypair, staticServer } from './helpers.ts';
-import { BOOT_TIMEOUT, espList, K3S_STANDIN, scratchCopy } from './image.ts';
+import { BOOT_TIMEOUT, espList, scratchCopy } from './image.ts';
+import { readyRe, updateImage, updateKeys } from './update-fixture.ts';
 
-const log = createLogger({ quiet: !process.env.KILN_VERBOSE });
 const work = mkdtempSync(join(tmpdir(), 'kiln-update-'));
-const keys = generateKeys(join(work, 'keys'));
+const keys = updateKeys();
 const channels = join(work, 'channels');
-const imageOf = (v: string) => build({ arches: ['x86_64'], formats: ['raw'], out: join(REPO, 'out', `update-${v}`), version: v, trust: keys.trustFile, k3sBinary: K3S_STANDIN, log });
-const readyRe = (v: string, slot: string) => new RegExp(`kiln: ready version=${v.replace(/[.]/g, '\\.')} slot=${slot} arch=x86_64[\\r\\n ]`);
+const imageOf = updateImage;
 
 test('v1 -> v2 through the stable channel, then a broken v3 falls back to v2 and is never retried', async () => {
   const v1 = await imageOf('1.0.0');
