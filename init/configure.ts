@@ -10,6 +10,7 @@ import { parseMetaData, parseNoCloudCmdline, splitUserData } from './config/nocl
 import { decodeContent, formatProblem } from './config/parse.ts';
 import type { Command, KilnConfig } from './config/schema.ts';
 import { run, runOk } from './exec.ts';
+import { writeStaticDns } from './network.ts';
 import { appendRotating, LOG_DIR, say } from './log.ts';
 import { loadModules, mount, read, setHostname, setSysctl } from './system.ts';
 
@@ -216,10 +217,7 @@ export function applySysctls(c: KilnConfig): string[] {
 }
 
 export function applyDns(c: KilnConfig): void {
-  if (!c.kiln.dns_nameservers.length) return;
-  mkdirSync('/run/kiln', { recursive: true });
-  writeFileSync('/run/kiln/dns-static', '');
-  writeFileSync('/etc/resolv.conf', c.kiln.dns_nameservers.map((d) => `nameserver ${d}`).join('\n') + '\n');
+  writeStaticDns(c.kiln.dns_nameservers);
 }
 
 /** root's password: a crypt(3) hash as is, plain text hashed with busybox mkpasswd. Empty: locked. */

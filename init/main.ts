@@ -13,7 +13,7 @@ import {
 } from './configure.ts';
 import { serveControl } from './control.ts';
 import { debug, enableFileLog, LOG_DIR, say, setBootOffset } from './log.ts';
-import { configureStatic, ethernetLinks, linkUp, waitForLease } from './network.ts';
+import { configureStatic, ethernetLinks, lease, linkUp, waitForLease } from './network.ts';
 import { isShuttingDown, shutdown, watchPowerButton, type PowerAction } from './power.ts';
 import { runPhases, type Phase } from './sequencer.ts';
 import { dhcpService } from './services/dhcp.ts';
@@ -130,8 +130,8 @@ const phases: Phase[] = [
             void supervisor.start(`dhcp-${l}`);
           }
           for (const l of dhcp) {
-            const lease = await waitForLease(l, 30_000);
-            if (lease) say(`network ${l} ${lease.ip}/${lease.mask} gateway ${lease.router || '-'}`);
+            const got = await waitForLease(l, 30_000);
+            if (got) say(`network ${l} ${got.ip}/${got.mask} gateway ${got.router || '-'}`);
             else say(`network ${l}: no DHCP lease yet (still trying)`);
           }
         },
@@ -284,16 +284,19 @@ async function addonsLoop() {
     }
   };
   await pass(true);
-  const lease = read('/run/kiln/net/eth0').match(/^ip=(.*)$/m)?.[1];
-  if (addonResults.some((r) => r.name === 'headlamp' && !r.error)) say(`UI: https://${lease ?? '<node address>'}/headlamp/ (sign in: ssh root@${lease ?? '<node>'} kiln ui)`);
+  const ip = leaseIp();
+  if (addonResults.some((r) => r.name === 'headlamp' && !r.error)) say(`UI: https://${ip ?? '<node address>'}/headlamp/ (sign in: ssh root@${ip ?? '<node>'} kiln ui)`);
   setInterval(() => { void pass(false); }, 30 * 60_000);
 }
+
+/** The address DHCP gave the first link, for the URLs we print. */
+const leaseIp = () => lease(ethernetLinks()[0] ?? 'eth0')?.ip;
 
 /** A short-lived token for the UI's admin account (TokenRequest API: nothing stored). */
 async function uiLogin() {
   const r = await run('/usr/bin/k3s', ['kubectl', 'create', 'token', 'kiln-ui-admin', '-n', 'kube-system', '--duration=1h'], { timeoutMs: 30_000 });
   if (r.code !== 0) throw new Error(`cannot create a token: ${r.stderr.trim() || r.error} (is k3s ready? kiln status)`);
-  const ip = read('/run/kiln/net/eth0').match(/^ip=(.*)$/m)?.[1] ?? read('/proc/sys/kernel/hostname').trim();
+  const ip = leaseIp() ?? read('/proc/sys/kernel/hostname').trim();
   return { url: `https://${ip}/headlamp/`, token: r.stdout.trim(), expires: new Date(Date.now() + 3600_000).toISOString() };
 }
 

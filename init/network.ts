@@ -1,5 +1,5 @@
 // Links and addresses. Without config, the first ethernet link gets DHCP.
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { runOk, sleep } from './exec.ts';
 import { LEASE_DIR } from './services/dhcp.ts';
 import { read } from './system.ts';
@@ -33,17 +33,20 @@ export async function waitForLease(iface: string, timeoutMs: number): Promise<Re
   return undefined;
 }
 
+/** Static name servers win over DHCP's: the marker tells the udhcpc hook to leave resolv.conf alone. */
+export function writeStaticDns(servers: string[]): void {
+  if (!servers.length) return;
+  mkdirSync('/run/kiln', { recursive: true });
+  writeFileSync('/run/kiln/dns-static', '');
+  writeFileSync('/etc/resolv.conf', servers.map((d) => `nameserver ${d}`).join('\n') + '\n');
+}
+
 /** Static addresses, gateway and DNS for one interface; returns a summary. */
 export async function configureStatic(iface: string, c: { addresses: string[]; gateway: string; dns: string[]; mtu: number }): Promise<string> {
   await linkUp(iface);
   if (c.mtu) { const e = await runOk('ip', ['link', 'set', iface, 'mtu', String(c.mtu)]); if (e) throw new Error(e); }
   for (const a of c.addresses) { const e = await runOk('ip', ['addr', 'add', a, 'dev', iface]); if (e && !/File exists/.test(e)) throw new Error(e); }
   if (c.gateway) { const e = await runOk('ip', ['route', 'replace', 'default', 'via', c.gateway, 'dev', iface]); if (e) throw new Error(e); }
-  if (c.dns.length) {
-    const { writeFileSync, mkdirSync } = await import('node:fs');
-    mkdirSync('/run/kiln', { recursive: true });
-    writeFileSync('/run/kiln/dns-static', '');
-    writeFileSync('/etc/resolv.conf', c.dns.map((d) => `nameserver ${d}`).join('\n') + '\n');
-  }
+  writeStaticDns(c.dns);
   return `${c.addresses.join(' ')}${c.gateway ? ` gateway ${c.gateway}` : ''}`;
 }
