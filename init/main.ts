@@ -89,7 +89,7 @@ const phases: Phase[] = [
       { name: 'logs', run: () => { if (!isMounted('/data')) say('WARNING: no data partition: nothing persists'); mkdirSync(LOG_DIR, { recursive: true }); enableFileLog(); } },
       // A disk larger than the image (resized qcow2, cloud volume): kiln-data takes the rest.
       // Reported, not a failed step: a disk left at the image's size is no reason to roll back.
-      { name: 'grow', run: async () => { if (live) return 'live system'; try { const m = await growDataPartition(); if (m) say(m); } catch (e) { say(`data partition not grown: ${(e as Error).message}`); } } },
+      { name: 'grow', run: async () => { if (live) return 'live system'; try { const m = await growDataPartition('kiln-data', partitionBySpec(cmdlineArg(info.cmdline, 'kiln.data'))); if (m) say(m); } catch (e) { say(`data partition not grown: ${(e as Error).message}`); } } },
       { name: 'boot count', run: () => { say(`boot count ${countBoot()}`); } },
       { name: 'machine id', run: () => { machineId = ensureMachineId(); return `machine-id ${machineId}`; } },
       // The live ISO has no ESP (and must not touch one on a disk it may install to).

@@ -43,3 +43,39 @@ export function buildMbr(o: { diskSignature: number; partitions: MbrPartition[] 
 export function mbrPartUuid(diskSignature: number, number: number): string {
   return `${(diskSignature >>> 0).toString(16).padStart(8, '0')}-${number.toString(16).padStart(2, '0')}`;
 }
+
+/** The primary entries of a boot sector (number is 1-based, as in /dev/mmcblk0p4); empty slots are left out. */
+export function readMbr(sector: Buffer): { diskSignature: number; partitions: (MbrPartition & { number: number })[] } {
+  if (sector.length < 512 || sector[510] !== 0x55 || sector[511] !== 0xaa) throw new Error('no MBR boot signature (0x55AA) in the first sector');
+  const partitions: (MbrPartition & { number: number })[] = [];
+  for (let i = 0; i < 4; i++) {
+    const e = 446 + 16 * i;
+    const type = sector[e + 4]!;
+    const sectors = sector.readUInt32LE(e + 12);
+    if (type === 0 || sectors === 0) continue;
+    partitions.push({ number: i + 1, type, startLba: sector.readUInt32LE(e + 8), sectors, bootable: sector[e] === 0x80 });
+  }
+  if (partitions.some((p) => p.type === 0xee)) throw new Error('a protective MBR: this disk is GPT');
+  return { diskSignature: sector.readUInt32LE(440), partitions };
+}
+
+/**
+ * The boot sector with partition `number` (the last on the disk) extended to the disk's end,
+ * or null when it already ends there. Only that entry's size field changes. MBR sizes are
+ * 32-bit sector counts, so a partition stops at 2 TiB whatever the card holds.
+ */
+export function growLastMbrPartition(sector: Buffer, diskBytes: number, number: number): { sector: Buffer; oldSectors: number; newSectors: number } | null {
+  const { partitions } = readMbr(sector);
+  const part = partitions.find((p) => p.number === number);
+  if (!part) throw new Error(`the MBR has no partition ${number}`);
+  const end = part.startLba + part.sectors;
+  const after = partitions.find((p) => p !== part && p.startLba >= end);
+  if (after) throw new Error(`partition ${number} is not the last one on the disk (partition ${after.number} follows it)`);
+  const diskSectors = Math.floor(diskBytes / 512);
+  if (diskSectors < end) throw new Error(`the disk (${diskSectors} sectors) is smaller than the table says (partition ${number} ends at sector ${end})`);
+  const newSectors = Math.min(diskSectors, 0x1_0000_0000) - part.startLba;
+  if (newSectors <= part.sectors) return null;
+  const out = Buffer.from(sector.subarray(0, 512));
+  out.writeUInt32LE(newSectors, 446 + 16 * (number - 1) + 12);
+  return { sector: out, oldSectors: part.sectors, newSectors };
+}

@@ -7,10 +7,11 @@
 // the Pi 4, power loss during saveenv.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { $ } from 'zx';
+import { readMbr } from '../../builder/formats/mbr.ts';
 import { decodeUbootEnv, encodeUbootEnv } from '../../init/bootctl/ubootenv.ts';
 import { bootFile, PiVm } from './pi-vm.ts';
 import { READY, scratchCopy, testRpiImage, TEST_VERSION } from './image.ts';
@@ -19,19 +20,27 @@ const PI_BOOT_TIMEOUT = 480_000; // TCG, 33 MB kernel read through U-Boot's FAT 
 const tmp = mkdtempSync(join(tmpdir(), 'kiln-rpi-e2e-'));
 const pi = await testRpiImage();
 const disk = await scratchCopy(pi.img, 'sd.img');
+// A card twice the image's size (QEMU's SD model wants a power of two): kiln-data grows into it.
+const cardBytes = 2 * statSync(disk).size;
+truncateSync(disk, cardBytes);
 const mtools = { quiet: true, env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } } as const;
 
 async function env(): Promise<Record<string, string>> {
   return decodeUbootEnv(readFileSync(await bootFile(disk, 'uboot.env', join(tmp, `env-${Date.now()}`))));
 }
 
-test('boots through U-Boot and boot.scr to ready on slot a, then blesses it in uboot.env', async () => {
+test('boots through U-Boot and boot.scr to ready on slot a, grows kiln-data to the card, then blesses slot a in uboot.env', async () => {
   const vm = await PiVm.start(disk);
   try {
     await vm.waitFor(/kiln: boot\.scr: order/, 120_000);
     await vm.waitFor(/kiln: booting slot a \(tries left a=2 b=0\)/, 60_000);
     const m = await vm.waitFor(READY, PI_BOOT_TIMEOUT);
     assert.equal([m[1], m[2], m[3]], [TEST_VERSION, 'a', 'arm64']);
+    const g = /kiln: data partition grown to (\d+) MiB/.exec(vm.output);
+    assert.ok(g, 'the first boot grew kiln-data');
+    const data = readMbr(readFileSync(disk).subarray(0, 512)).partitions.find((p) => p.number === 4)!;
+    assert.is(data.startLba + data.sectors, cardBytes / 512, 'the MBR entry reaches the card\'s end');
+    assert.is(Number(g![1]), Math.floor(data.sectors / 2048));
     console.log(`  ready after ${vm.elapsed().toFixed(1)} s (QEMU start to ready line)`);
     assert.match(vm.output, /kiln-stage1: root PARTUUID=[0-9a-f]{8}-02 is \/dev\/mmcblk0p2/);
     await vm.waitFor(/kiln: blessed slot a \(U-Boot: BOOT_ORDER=a, BOOT_a_LEFT=3\)/, 120_000);

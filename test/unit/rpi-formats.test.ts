@@ -7,7 +7,7 @@ import { closeSync, ftruncateSync, mkdtempSync, openSync, writeSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from '../../builder/formats/crc32.ts';
-import { buildMbr, MBR_TYPES, mbrPartUuid } from '../../builder/formats/mbr.ts';
+import { buildMbr, growLastMbrPartition, MBR_TYPES, mbrPartUuid, readMbr } from '../../builder/formats/mbr.ts';
 import { scriptImage, UIMAGE_MAGIC } from '../../builder/formats/uimage.ts';
 import { bootScriptText, rpiLayout, rpiCmdline } from '../../builder/rpi.ts';
 import { findTool } from '../../builder/tools.ts';
@@ -50,6 +50,38 @@ test('MBR: sfdisk reads back the same table', () => {
   assert.equal(t.partitions.map((p: any) => [p.start, p.size, p.type, !!p.bootable]), [
     [2048, 262144, 'c', true], [264192, 655360, '83', false], [919552, 655360, '83', false], [1574912, 2097152 - 1574912, '83', false],
   ]);
+});
+
+test('MBR growth: only the last entry\'s size changes, to the disk\'s end; a full disk gives null', () => {
+  const l = rpiLayout({ espMiB: 128, rootMiB: 320, dataMiB: 192 });
+  const mbr = buildMbr({ diskSignature: 0xdeadbeef, partitions: [
+    { type: 0x0c, bootable: true, ...l.boot }, { type: 0x83, ...l.rootA }, { type: 0x83, ...l.rootB }, { type: 0x83, ...l.data },
+  ] });
+  assert.equal(readMbr(mbr).partitions.map((p) => [p.number, p.type, p.startLba, p.sectors]), [
+    [1, 0x0c, 2048, 262144], [2, 0x83, 264192, 655360], [3, 0x83, 919552, 655360], [4, 0x83, 1574912, 2097152 - 1574912],
+  ]);
+  assert.is(growLastMbrPartition(mbr, l.size, 4), null, 'an image-sized card needs nothing');
+  const g = growLastMbrPartition(mbr, 32 * 1024 ** 3, 4)!;
+  assert.is(g.oldSectors, 2097152 - 1574912);
+  assert.is(g.newSectors, 32 * 1024 * 2048 - 1574912);
+  const diff = [...g.sector].flatMap((b, i) => (b !== mbr[i] ? [i] : []));
+  assert.ok(diff.every((i) => i >= 506 && i < 510), `only entry 4's size field (bytes 506-509) changed, not ${diff}`);
+  assert.is(g.sector.readUInt32LE(506), g.newSectors);
+  // 4 TiB card: MBR stops at 2^32 sectors.
+  assert.is(growLastMbrPartition(mbr, 4 * 1024 ** 4, 4)!.newSectors, 0x1_0000_0000 - 1574912);
+  assert.throws(() => growLastMbrPartition(mbr, 32 * 1024 ** 3, 2), /not the last one/);
+  assert.throws(() => growLastMbrPartition(mbr, 512 * 1024 ** 2, 4), /smaller than the table/);
+  const gpt = Buffer.alloc(512); gpt[446 + 4] = 0xee; gpt.writeUInt32LE(1, 446 + 8); gpt.writeUInt32LE(100, 446 + 12); gpt[510] = 0x55; gpt[511] = 0xaa;
+  assert.throws(() => readMbr(gpt), /protective/);
+  const sfdisk = findTool('sfdisk');
+  if (!sfdisk) return;
+  const f = join(mkdtempSync(join(tmpdir(), 'kiln-mbr-')), 'd.img');
+  const fd = openSync(f, 'w');
+  ftruncateSync(fd, 2 * l.size);
+  writeSync(fd, growLastMbrPartition(mbr, 2 * l.size, 4)!.sector, 0, 512, 0);
+  closeSync(fd);
+  const t = JSON.parse(execFileSync(sfdisk, ['--json', f], { encoding: 'utf8' })).partitiontable;
+  assert.equal(t.partitions.at(-1).start + t.partitions.at(-1).size, 2 * l.size / 512, 'sfdisk sees kiln-data end at the disk\'s end');
 });
 
 test('layout: the card image is a power of two and kiln-data takes the rest', () => {
