@@ -7,7 +7,7 @@
 // the Pi 4, power loss during saveenv.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { $ } from 'zx';
@@ -25,6 +25,12 @@ const cardBytes = 2 * statSync(disk).size;
 truncateSync(disk, cardBytes);
 const mtools = { quiet: true, env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } } as const;
 
+function firstSector(file: string): Buffer {
+  const b = Buffer.alloc(512), fd = openSync(file, 'r');
+  try { readSync(fd, b, 0, 512, 0); } finally { closeSync(fd); }
+  return b;
+}
+
 async function env(): Promise<Record<string, string>> {
   return decodeUbootEnv(readFileSync(await bootFile(disk, 'uboot.env', join(tmp, `env-${Date.now()}`))));
 }
@@ -38,7 +44,7 @@ test('boots through U-Boot and boot.scr to ready on slot a, grows kiln-data to t
     assert.equal([m[1], m[2], m[3]], [TEST_VERSION, 'a', 'arm64']);
     const g = /kiln: data partition grown to (\d+) MiB/.exec(vm.output);
     assert.ok(g, 'the first boot grew kiln-data');
-    const data = readMbr(readFileSync(disk).subarray(0, 512)).partitions.find((p) => p.number === 4)!;
+    const data = readMbr(firstSector(disk)).partitions.find((p) => p.number === 4)!;
     assert.is(data.startLba + data.sectors, cardBytes / 512, 'the MBR entry reaches the card\'s end');
     assert.is(Number(g![1]), Math.floor(data.sectors / 2048));
     console.log(`  ready after ${vm.elapsed().toFixed(1)} s (QEMU start to ready line)`);
