@@ -1,7 +1,7 @@
 // `kiln build`: pinned inputs -> root image, stage-1 initramfs, UKI, ESP, A/B disk.
 // Each step is a small function; this file only sequences them and records the result.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { $ } from 'zx';
 import { ARCH, type Arch } from './arch.ts';
@@ -14,7 +14,7 @@ import { checkLock, readLock, type ArchLock } from './lock.ts';
 import { createLogger, type Logger } from './log.ts';
 import { nodeBinary } from './node-runtime.ts';
 import { checkFormats, compressZst } from './formats.ts';
-import { loadProfile, type Format, type Profile } from './profile.ts';
+import { loadProfile, updateTarget, type Format, type Profile } from './profile.ts';
 import { buildRootImage } from './rootimage.ts';
 import { assembleRoot, kernelFromLock, unpackedDeb, type RootInputs } from './rootfs.ts';
 import { k3sBinary } from './k3s.ts';
@@ -52,7 +52,8 @@ export interface BuildOptions {
   log?: Logger;
 }
 
-export interface Output { file: string; arch: Arch; kind: string; size: number; sha256: string }
+/** `target`: the output's name in channel manifests (profile update_target, e.g. arm64_rpi). */
+export interface Output { file: string; arch: Arch; target: string; kind: string; size: number; sha256: string }
 export interface BuildRecord {
   profile: string;
   version: string;
@@ -128,7 +129,7 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
   const kernels: Record<string, string> = {};
   const k3sInfo: Record<string, string> = {};
   const record = async (file: string, arch: Arch, kind: string) => {
-    outputs.push({ file: relative(out, file), arch, kind, size: statSync(file).size, sha256: await hashFile(file) });
+    outputs.push({ file: relative(out, file), arch, target: updateTarget(profile, arch), kind, size: statSync(file).size, sha256: await hashFile(file) });
   };
   for (const arch of arches) {
     const al = lock.arches[arch]!;
@@ -202,6 +203,11 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
       }));
       await record(pi.img, arch, 'rpi');
       await record(pi.xz, arch, 'rpi.xz');
+      // What a Pi node's updater stages on its boot partition (kiln release publishes them).
+      copyFileSync(kernel.vmlinuz, `${base}.vmlinuz`);
+      copyFileSync(initrd, `${base}.initrd`);
+      await record(`${base}.vmlinuz`, arch, 'kernel');
+      await record(`${base}.initrd`, arch, 'initrd');
       if (!formats.includes('raw') && existsSync(raw)) rmSync(raw);
     }
     if (formats.includes('iso')) {

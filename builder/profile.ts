@@ -26,6 +26,10 @@ export const PROFILE_SCHEMA = {
     version: { type: 'string', default: '0.1.0', description: 'Image version when --version is not given' },
     arches: { type: 'array', items: { enum: ARCHES }, default: ['x86_64'], description: 'Target architectures' },
     formats: { type: 'array', items: { enum: FORMATS }, default: ['raw'], description: 'Output formats' },
+    update_target: {
+      type: 'string', pattern: '^[a-z0-9_]*\\{arch\\}[a-z0-9_]*$', default: '{arch}',
+      description: "This image's name in channel manifests ({arch} becomes x86_64 or arm64). Nodes take only releases for their own target, so an image with another kernel or board needs its own, e.g. '{arch}_rpi'",
+    },
     kernel: {
       type: 'object', additionalProperties: false, default: {},
       properties: {
@@ -83,6 +87,7 @@ export interface Profile {
   version: string;
   arches: Arch[];
   formats: Format[];
+  update_target: string;
   kernel: { flavour: 'cloud' | 'generic'; cmdline: string };
   modules: { stage1: string[]; boot: string[]; include: string[] };
   root: { filesystem: 'squashfs' | 'erofs' };
@@ -155,4 +160,9 @@ export function profileHelp(): string {
   };
   walk(PROFILE_SCHEMA, '');
   return lines.join('\n');
+}
+
+/** The profile's update target for `arch` (the key of its artifacts in channel manifests). */
+export function updateTarget(profile: Pick<Profile, 'update_target'>, arch: Arch): string {
+  return profile.update_target.replace('{arch}', arch);
 }

@@ -19,7 +19,8 @@ export const KEEP_RELEASES = 5;
 const PUBLISHED_KINDS = ['root', 'uki', 'kernel', 'initrd'] as const;
 type PublishedKind = typeof PUBLISHED_KINDS[number];
 
-export interface BuildOutput { file: string; arch: string; kind: string; size: number; sha256: string }
+/** `target` names the output in channel manifests (default: arch); the Pi's builds use arm64_rpi. */
+export interface BuildOutput { file: string; arch: string; target?: string; kind: string; size: number; sha256: string }
 export interface BuildJson { version: string; outputs: BuildOutput[] }
 
 // ---------------------------------------------------------------------------------------------
@@ -118,17 +119,23 @@ const isoSeconds = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
  * version), bumps the serial, signs and writes. Refuses a downgrade unless it is flagged, and
  * a flagged downgrade drops the newer releases so nodes actually go back.
  */
-function writeChannel(dir: string, channel: Channel, release: Release, key: ReturnType<typeof privateKeyFrom>, opts: SignOptions): { manifest: Manifest; file: string; dropped: string[] } {
+function writeChannel(dir: string, channel: Channel, newRelease: Release, key: ReturnType<typeof privateKeyFrom>, opts: SignOptions): { manifest: Manifest; file: string; dropped: string[] } {
   const prev = readManifestFile(dir, channel);
+  let release = newRelease;
   const serial = opts.serial ?? (prev ? prev.serial + 1 : 1);
   if (!Number.isSafeInteger(serial) || serial < 1) throw new Error(`--serial must be a positive integer (got ${opts.serial})`);
   if (prev && serial <= prev.serial) throw new Error(`serial ${serial} is not above the published ${prev.serial} on ${channel}; nodes would refuse it as a replay`);
 
   let releases = (prev?.releases ?? []).filter((r) => {
     if (r.version !== release.version) return true;
-    if (canonicalize(r.artifacts) !== canonicalize(release.artifacts)) {
-      throw new Error(`${release.version} is already on ${channel} with other artifacts; a published version cannot change (bump the version)`);
+    // The same version from another profile's build (the Pi's after the cloud images') adds
+    // its targets; a target that is already published cannot change.
+    for (const [target, a] of Object.entries(release.artifacts)) {
+      if (r.artifacts[target] && canonicalize(r.artifacts[target]) !== canonicalize(a)) {
+        throw new Error(`${release.version} is already on ${channel} with other ${target} artifacts; a published version cannot change (bump the version)`);
+      }
     }
+    release = { ...release, artifacts: { ...r.artifacts, ...release.artifacts } };
     return false;
   });
   const dropped: string[] = [];
@@ -205,12 +212,13 @@ export async function publishRelease(opts: ReleaseOptions): Promise<{ manifest: 
   const artifacts: Record<string, ArchArtifacts> = {};
   for (const o of build.outputs) {
     if (!(PUBLISHED_KINDS as readonly string[]).includes(o.kind)) continue; // raw/qcow2 are install media, not updates
-    if (!/^[a-z0-9_]{1,32}$/.test(o.arch)) throw new Error(`build.json: arch '${o.arch}' is not a valid name`);
+    const target = o.target ?? o.arch;
+    if (!/^[a-z0-9_]{1,32}$/.test(target)) throw new Error(`build.json: target '${target}' is not a valid name`);
     const name = basename(o.file);
-    const rel = `${version}/${o.arch}/${name}`;
+    const rel = `${version}/${target}/${name}`;
     await placeArtifact(resolve(opts.from, o.file), join(chDir, rel), o);
-    const a = (artifacts[o.arch] ??= {} as ArchArtifacts);
-    if (a[o.kind as PublishedKind]) throw new Error(`build.json lists two ${o.kind} outputs for ${o.arch}`);
+    const a = (artifacts[target] ??= {} as ArchArtifacts);
+    if (a[o.kind as PublishedKind]) throw new Error(`build.json lists two ${o.kind} outputs for ${target}`);
     a[o.kind as PublishedKind] = { url: rel.split('/').map(encodeURIComponent).join('/'), size: o.size, sha256: o.sha256 };
   }
   for (const [arch, a] of Object.entries(artifacts)) if (!a.root) throw new Error(`build.json has no root image for ${arch}; nothing a node could install`);

@@ -11,7 +11,7 @@ import { extractDeb } from './debian/index.ts';
 import { indexModules, loadableNames, mergeResolutions, modulesDep, resolveModules, type ModuleTree, type Resolution } from './kmod.ts';
 import type { ArchLock, LockedDeb } from './lock.ts';
 import type { Logger } from './log.ts';
-import type { Profile } from './profile.ts';
+import { updateTarget, type Profile } from './profile.ts';
 
 /** Packages used to make boot files, never copied into the root. */
 export const BOOT_ONLY_PACKAGES = new Set(['systemd-boot-efi', 'raspi-firmware', 'u-boot-rpi']);
@@ -156,7 +156,7 @@ function writeEtc(dir: string, inp: RootInputs) {
   writeFileSync(join(dir, 'etc/os-release'), [
     'NAME=kiln', 'ID=kiln', `VERSION=${inp.version}`, `VERSION_ID=${inp.version}`,
     `PRETTY_NAME="kiln ${inp.version}"`, `IMAGE_ID=kiln`, `IMAGE_VERSION=${inp.version}`,
-    `KILN_ARCH=${inp.arch}`, `BUILD_ID=${inp.sourceDateEpoch}`, '',
+    `KILN_ARCH=${inp.arch}`, `KILN_UPDATE_TARGET=${updateTarget(inp.profile, inp.arch)}`, `BUILD_ID=${inp.sourceDateEpoch}`, '',
   ].join('\n'));
   etc('passwd', 'root:x:0:0:root:/root:/bin/sh\n');
   etc('group', 'root:x:0:\n');

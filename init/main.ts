@@ -225,8 +225,6 @@ async function healthAndUpdates(stepsOk: boolean) {
   if (live) { say('live system: not blessing or updating (install it with kiln install)'); void addonsLoop(); return; }
   const c = cfg();
   const facts = readSystemFacts('/');
-  // The updater stages UKIs on the ESP; on U-Boot (the Pi) it is not wired to uboot.env yet.
-  if (detectBootLoader() === 'uboot') { facts.trust = null; facts.trustProblem = 'updates are not wired to U-Boot (Raspberry Pi image) yet'; }
   const updater = new Updater({
     channelUrl: c.kiln.updates.url || 'http://updates-not-configured.invalid', channel: selectedChannel() ?? c.kiln.channel, arch: facts.arch,
     trust: c.kiln.updates.url ? facts.trust : null, trustProblem: c.kiln.updates.url ? facts.trustProblem : 'no kiln.updates.url in the config',

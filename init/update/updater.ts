@@ -1,5 +1,6 @@
 // The node side of updates: poll the signed channel, stream the chosen root image into the
-// INACTIVE slot, stage its UKI as "try 3 times", reboot under the fleet lock and inside the
+// INACTIVE slot, stage its boot files as "try 3 times" (a UKI for systemd-boot, kernel + initrd
+// for U-Boot: loaders.ts), reboot under the fleet lock and inside the
 // maintenance window, and after the reboot bless the slot or mark the version bad.
 // Design: /work/shared/DESIGN.md §4, channels/README.md. Everything machine-specific (paths,
 // block devices, clock, fetch, reboot) is injected so the whole flow runs in unit tests
@@ -13,19 +14,20 @@
 //   last-boot.json      what afterBoot/rollback decided, for status
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync, existsSync, realpathSync } from 'node:fs';
-import { open, rename, rm, mkdir, type FileHandle } from 'node:fs/promises';
+import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import semver from 'semver';
 import { run } from '../exec.ts';
-import { blessRename, otherSlot, type Slot } from '../slot.ts';
+import { otherSlot, type Slot } from '../slot.ts';
 import {
   pickRelease, verifyChannel, wariness as warinessOf, parseTrustRoot,
   type Artifact, type Channel, type RefuseReason, type Time, type TrustRoot,
 } from './manifest.ts';
 import { acceptManifest, loadState, recordBadVersion, saveState, spaceDir, type ChannelState } from './state.ts';
 import { FleetLockError, preReboot, steadyState } from './fleetlock.ts';
-import { DEFAULT_TRIES, countingName, demoteEntries, entriesOf, entryDir, fsyncDir, isBlessed, listEntries, removeEntries } from './entries.ts';
+import { DEFAULT_TRIES, fsyncDir } from './entries.ts';
+import { slotLoaderAt, type BootKind, type SlotLoader } from './loaders.ts';
 import { inWindow, nextWindowStart, parseWindows, type MaintenanceWindow } from './window.ts';
 
 export const PENDING_FILE = 'pending.json';
@@ -37,7 +39,7 @@ export interface UpdaterOptions {
   /** Base URL of the published tree, e.g. http://host/channels (the channel is appended). */
   channelUrl: string;
   channel: Channel;
-  /** Manifest arch name (x86_64, arm64). */
+  /** Name of this image in manifests: its update target (x86_64, arm64, arm64_rpi). */
   arch: string;
   /** Default /var/lib/kiln. */
   stateBase?: string;
@@ -54,8 +56,10 @@ export interface UpdaterOptions {
   /** Override the rollout position (canary nodes: 0). Default: wariness(machineId). */
   wariness?: number;
   devices: { slotDevice(slot: Slot): string };
-  /** ESP mount point, default /efi. */
+  /** ESP (or the Pi's FAT boot partition) mount point, default /efi. */
   esp?: string;
+  /** Who keeps the slot state; default: U-Boot when the ESP holds uboot.env/boot.scr, else systemd-boot. */
+  loader?: SlotLoader;
   now?: () => Date;
   fetch?: typeof fetch;
   reboot: () => Promise<void> | void;
@@ -69,7 +73,7 @@ export interface UpdaterOptions {
   bootId?: string;
   /** Flushes file systems after ESP changes; default runs sync(1). */
   sync?: () => Promise<void>;
-  /** Tries a freshly staged entry gets (systemd-boot counts them down). Default 3. */
+  /** Tries a freshly staged slot gets (the boot loader counts them down). Default 3. */
   tries?: number;
   /** Attempts per apply() to finish a root download, each resuming where the last stopped. */
   downloadAttempts?: number;
@@ -95,10 +99,13 @@ export interface PendingMarker {
 interface Progress { version: string; slot: Slot; device: string; url: string; size: number; sha256: string; written: number }
 
 export type CheckResult =
-  | { action: 'install'; version: string; from: string; slot: Slot; serial: number; throttle: number; root: Artifact; uki: Artifact; rootUrl: string; ukiUrl: string; message: string; skipped: { version: string; why: string }[] }
-  | { action: 'none'; reason: 'up-to-date' | 'throttled' | 'none-eligible' | 'no-release-for-arch' | 'bad-current' | 'no-uki'; serial: number; message: string; skipped: { version: string; why: string }[] }
+  | { action: 'install'; version: string; from: string; slot: Slot; serial: number; throttle: number; root: Artifact; rootUrl: string; boot: BootFile[]; message: string; skipped: { version: string; why: string }[] }
+  | { action: 'none'; reason: 'up-to-date' | 'throttled' | 'none-eligible' | 'no-release-for-arch' | 'bad-current' | 'no-boot-files'; serial: number; message: string; skipped: { version: string; why: string }[] }
   | { action: 'refused'; reason: RefuseReason | 'fetch' | 'state'; message: string }
   | { action: 'disabled'; message: string };
+
+/** A boot file of the release (UKI, or kernel and initrd) and where to fetch it. */
+export interface BootFile { kind: BootKind; artifact: Artifact; url: string }
 
 export interface RebootResult { rebooted: boolean; waiting?: 'window' | 'lock' | 'drain' | 'nothing-staged'; message: string }
 
@@ -146,6 +153,7 @@ export class Updater {
   readonly o: UpdaterOptions;
   private readonly space: string;
   private readonly esp: string;
+  private readonly loader: SlotLoader;
   private readonly windows: MaintenanceWindow[] | undefined;
   private readonly bootId: string;
   private readonly log: (line: string) => void;
@@ -156,6 +164,7 @@ export class Updater {
     this.o = opts;
     this.space = spaceDir(opts.stateBase ?? '/var/lib/kiln', opts.channel);
     this.esp = opts.esp ?? '/efi';
+    this.loader = opts.loader ?? slotLoaderAt(this.esp);
     // A bad window must fail at start-up, not silently allow reboots at any hour.
     this.windows = opts.window ? parseWindows(opts.window) : undefined;
     this.bootId = opts.bootId ?? readBootId();
@@ -228,15 +237,17 @@ export class Updater {
     }
     const serial = v.manifest.serial;
     if (!pick.ok) return { action: 'none', reason: pick.reason, serial, message: pick.message, skipped: pick.skipped };
-    const { root, uki } = pick.artifacts;
-    if (!uki) {
-      return { action: 'none', reason: 'no-uki', serial, skipped: [], message: `${pick.release.version} has no UKI for ${o.arch}; this node boots with systemd-boot and needs one` };
+    const { root } = pick.artifacts;
+    const missing = this.loader.kinds.filter((k) => !pick.artifacts[k]);
+    if (missing.length) {
+      return { action: 'none', reason: 'no-boot-files', serial, skipped: [], message: `${pick.release.version} for ${o.arch} has no ${missing.join(' or ')}; this node boots with ${this.loader.name} and needs ${this.loader.kinds.join(' + ')}` };
     }
     const version = semver.valid(pick.release.version)!;
     const slot = otherSlot(o.bootedSlot);
+    const boot = this.loader.kinds.map((kind) => ({ kind, artifact: pick.artifacts[kind]!, url: new URL(pick.artifacts[kind]!.url, url).href }));
     return {
-      action: 'install', version, from: o.currentVersion, slot, serial, throttle: pick.throttle, root, uki,
-      rootUrl: new URL(root.url, url).href, ukiUrl: new URL(uki.url, url).href, skipped: [],
+      action: 'install', version, from: o.currentVersion, slot, serial, throttle: pick.throttle, root, boot,
+      rootUrl: new URL(root.url, url).href, skipped: [],
       message: `${o.currentVersion} -> ${version} into slot ${slot} (${o.channel} serial ${serial}, rollout ${(pick.throttle * 100).toFixed(0)}%)`,
     };
   }
@@ -245,7 +256,7 @@ export class Updater {
   // apply
 
   /**
-   * check(), then stream the release into the inactive slot, stage its UKI with tries, write
+   * check(), then stream the release into the inactive slot, stage its boot files with tries, write
    * the pending marker, and reboot when the window and the fleet lock allow. An update staged
    * earlier in this boot (reboot postponed) goes straight to the reboot step.
    */
@@ -269,11 +280,11 @@ export class Updater {
     const target = c.slot;
     try { this.assertNotBooted(target); } catch (e) { return { ok: false, stage: 'safety', message: errText(e), check: c }; }
 
-    // The target's old entry goes first: while its root is half-written it must not be bootable.
+    // The target stops being bootable first: while its root is half-written it must not be picked.
     try {
-      const gone = await removeEntries(this.esp, target);
-      if (gone.length) { await this.syncFs(); this.log(`update: removed old boot entries of slot ${target}: ${gone.join(', ')}`); }
-    } catch (e) { return { ok: false, stage: 'stage', message: `cannot clear slot ${target}'s boot entries: ${errText(e)}`, check: c }; }
+      const gone = await this.loader.disable(target);
+      if (gone.length) { await this.syncFs(); this.log(`update: slot ${target} made unbootable: ${gone.join(', ')}`); }
+    } catch (e) { return { ok: false, stage: 'stage', message: `cannot make slot ${target} unbootable: ${errText(e)}`, check: c }; }
 
     this.log(`update: writing ${c.version} (${c.root.size} bytes) into slot ${target}`);
     try { await this.writeRoot(c, target); } catch (e) {
@@ -281,9 +292,9 @@ export class Updater {
       this.log(`update: ${integrity ? 'refused' : 'download failed'}: ${errText(e)}`);
       return { ok: false, stage: integrity ? 'verify' : 'download', message: errText(e), check: c };
     }
-    try { await this.stageUki(c, target); } catch (e) {
+    try { await this.stageBoot(c, target); } catch (e) {
       const integrity = e instanceof IntegrityError;
-      this.log(`update: ${integrity ? 'refused UKI' : 'staging UKI failed'}: ${errText(e)}`);
+      this.log(`update: ${integrity ? 'refused boot files' : 'staging boot files failed'}: ${errText(e)}`);
       return { ok: false, stage: integrity ? 'verify' : 'stage', message: errText(e), check: c };
     }
     const pending: PendingMarker = { version: c.version, slot: target, from: this.o.currentVersion, fromSlot: this.o.bootedSlot, bootId: this.bootId, stagedAt: this.now().toISOString() };
@@ -385,31 +396,32 @@ export class Updater {
     }
   }
 
-  /** UKI -> ESP: temp file (not *.efi, so systemd-boot ignores it), fsync, verify, rename, fsync dir, sync. */
-  private async stageUki(c: Extract<CheckResult, { action: 'install' }>, target: Slot): Promise<void> {
-    const dir = entryDir(this.esp);
-    await mkdir(dir, { recursive: true });
-    const tmp = join(dir, `kiln-${target}.tmp`);
-    const fh = await open(tmp, 'w');
-    const st = { offset: 0, hash: createHash('sha256') };
+  /**
+   * Boot files -> next to their place on the ESP/boot partition: temp file, fsync, verify.
+   * Only when all are good does the loader rename them in and make the slot bootable.
+   */
+  private async stageBoot(c: Extract<CheckResult, { action: 'install' }>, target: Slot): Promise<void> {
+    const temps: string[] = [];
     try {
-      await this.streamInto(fh, c.ukiUrl, c.uki.size, st, () => { /* small: no resume */ });
-      await fh.sync();
+      for (const b of c.boot) {
+        const tmp = await this.loader.tempPath(target, b.kind);
+        temps.push(tmp);
+        const fh = await open(tmp, 'w');
+        const st = { offset: 0, hash: createHash('sha256') };
+        try {
+          await this.streamInto(fh, b.url, b.artifact.size, st, () => { /* small: no resume */ });
+          await fh.sync();
+        } finally { await fh.close(); }
+        const got = st.hash.digest('hex');
+        if (st.offset !== b.artifact.size || got !== b.artifact.sha256) {
+          throw new IntegrityError(`${b.kind} for ${c.version}: ${st.offset} bytes with sha256 ${got}, but the signed manifest says ${b.artifact.size} bytes with sha256 ${b.artifact.sha256}`);
+        }
+      }
+      await this.loader.stage(target, this.o.tries ?? DEFAULT_TRIES);
     } catch (e) {
-      await fh.close();
-      await rm(tmp, { force: true });
+      for (const t of temps) await rm(t, { force: true });
       throw e;
     }
-    await fh.close();
-    const got = st.hash.digest('hex');
-    if (got !== c.uki.sha256) {
-      await rm(tmp, { force: true });
-      throw new IntegrityError(`UKI for ${c.version}: sha256 ${got}, but the signed manifest says ${c.uki.sha256}`);
-    }
-    await removeEntries(this.esp, target);
-    const name = countingName(target, this.o.tries ?? DEFAULT_TRIES);
-    await rename(tmp, join(dir, name));
-    fsyncDir(dir);
     await this.syncFs();
   }
 
@@ -470,7 +482,7 @@ export class Updater {
       this.recordBad(p.version);
       // If the loader fell back because someone picked the old entry by hand, the new one may
       // still have tries: take them away so the next reboot does not land in it again.
-      await demoteEntries(this.esp, p.slot).catch((e) => this.log(`update: cannot demote slot ${p.slot}: ${errText(e)}`));
+      await this.loader.demote(p.slot).catch((e) => this.log(`update: cannot demote slot ${p.slot}: ${errText(e)}`));
       await this.syncFs().catch(() => undefined);
       this.clearPending();
       this.recordBoot('fell-back', message);
@@ -488,7 +500,7 @@ export class Updater {
     if (problem) {
       const message = `update to ${p.version} failed in slot ${p.slot}: ${problem}; returning to ${p.from} in slot ${p.fromSlot}; ${p.version} will not be retried`;
       this.recordBad(p.version);
-      await demoteEntries(this.esp, p.slot);
+      await this.loader.demote(p.slot);
       await this.syncFs();
       this.clearPending();
       this.recordBoot('failed', message);
@@ -498,12 +510,8 @@ export class Updater {
       return { outcome: 'failed', version: p.version, slot: p.slot, message };
     }
 
-    const r = blessRename((await listEntries(this.esp)).map((e) => e.file), p.slot);
-    if (r) {
-      await rename(join(entryDir(this.esp), r.from), join(entryDir(this.esp), r.to));
-      fsyncDir(entryDir(this.esp));
-      await this.syncFs();
-    }
+    await this.loader.bless(p.slot);
+    await this.syncFs();
     this.clearPending();
     const message = `update to ${p.version} succeeded: slot ${p.slot} blessed (was ${p.from} in slot ${p.fromSlot})`;
     this.recordBoot('blessed', message);
@@ -557,23 +565,18 @@ export class Updater {
     this.busy = true;
     try {
       const from = this.o.bootedSlot, to = otherSlot(from);
-      const entries = await listEntries(this.esp);
-      const good = entriesOf(entries, to).find(isBlessed);
-      if (!good) {
-        const seen = entriesOf(entries, to).map((e) => e.file).join(', ') || 'no entry';
-        return { ok: false, message: `cannot roll back: slot ${to} holds no blessed boot entry (${seen})` };
-      }
-      if (!entriesOf(entries, from).length) return { ok: false, message: `cannot roll back: the booted slot ${from} has no boot entry on ${this.esp}` };
-      const demoted = await demoteEntries(this.esp, from);
+      const problem = await this.loader.rollbackProblem(to, from);
+      if (problem) return { ok: false, message: `cannot roll back: ${problem}` };
+      const demoted = await this.loader.demote(from);
       await this.syncFs();
       if (opts.markBad !== false) this.recordBad(this.o.currentVersion);
       this.clearPending();
       rmSync(this.file(PROGRESS_FILE), { force: true });
-      const message = `rolled back: slot ${to} (${good.file}) boots next; slot ${from} running ${this.o.currentVersion} demoted${opts.markBad !== false ? `; ${this.o.currentVersion} will not be reinstalled` : ''}`;
+      const message = `rolled back: slot ${to} boots next; slot ${from} running ${this.o.currentVersion} demoted${opts.markBad !== false ? `; ${this.o.currentVersion} will not be reinstalled` : ''}`;
       this.recordBoot('rolled-back', message);
       this.log(message);
       const reboot = opts.reboot === false ? undefined : await this.rebootIfAllowed({ ignoreWindow: true });
-      return { ok: true, to, from, demoted: demoted.map((d) => d.to), reboot, message };
+      return { ok: true, to, from, demoted, reboot, message };
     } finally { this.busy = false; }
   }
 
@@ -686,7 +689,7 @@ export function readSystemFacts(root = '/'): SystemFacts {
   }
   return {
     currentVersion: os.VERSION_ID ?? 'unknown',
-    arch: manifestArch(os.KILN_ARCH ?? process.arch),
+    arch: os.KILN_UPDATE_TARGET || manifestArch(os.KILN_ARCH ?? process.arch),
     buildTime,
     machineId: text('etc/machine-id').trim(),
     trust, trustProblem,

@@ -35,6 +35,30 @@ function setup() {
   return { dir, keys, pub: join(dir, 'pub') };
 }
 
+test('release: the Pi build of a version adds its arm64_rpi target to the published release; a published target cannot change', async () => {
+  const { dir, keys, pub } = setup();
+  await publishRelease({ channel: 'stable', from: fixtureBuild(dir, '1.0.0'), to: pub, key: keys.keyFile, now: NOW });
+  const pi = join(dir, 'out-pi');
+  mkdirSync(pi);
+  const piFiles = { root: Buffer.from('fixture pi root\n'.repeat(100)), kernel: Buffer.from('fixture pi kernel\n'), initrd: Buffer.from('fixture pi initrd\n') };
+  const writePi = () => writeFileSync(join(pi, 'build.json'), JSON.stringify({ version: '1.0.0', outputs: Object.entries(piFiles).map(([kind, data]) => {
+    writeFileSync(join(pi, `pi.${kind}`), data);
+    return { file: `pi.${kind}`, arch: 'arm64', target: 'arm64_rpi', kind, size: data.length, sha256: sha(data) };
+  }) }));
+  writePi();
+  const r = await publishRelease({ channel: 'stable', from: pi, to: pub, key: keys.keyFile, now: NOW });
+  const rel = r.manifest.releases.find((x) => x.version === '1.0.0')!;
+  assert.equal(Object.keys(rel.artifacts).sort(), ['arm64', 'arm64_rpi', 'x86_64']);
+  assert.equal(Object.keys(rel.artifacts.arm64_rpi!).sort(), ['initrd', 'kernel', 'root']);
+  assert.is(rel.artifacts.arm64_rpi!.kernel!.url, '1.0.0/arm64_rpi/pi.kernel');
+  assert.ok(existsSync(join(pub, 'stable/1.0.0/arm64_rpi/pi.kernel')));
+  piFiles.kernel = Buffer.from('another fixture pi kernel\n');
+  writePi();
+  let err: Error | undefined;
+  try { await publishRelease({ channel: 'stable', from: pi, to: pub, key: keys.keyFile, now: NOW }); } catch (e) { err = e as Error; }
+  assert.match(err?.message ?? 'no error', /(already on stable with other arm64_rpi artifacts|already exists with other content); a published version cannot change/, err?.message);
+});
+
 test('keys generate: private key 0600, trust root, no overwriting', () => {
   const { dir, keys } = setup();
   assert.is(statSync(keys.keyFile).mode & 0o777, 0o600);

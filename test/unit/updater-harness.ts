@@ -4,7 +4,8 @@
 // slot devices, and a state folder.
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
-import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { encodeUbootEnv } from '../../init/bootctl/ubootenv.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeys, publishRelease } from '../../builder/release.ts';
@@ -73,21 +74,31 @@ export async function serve(dir: string): Promise<ChannelServer> {
   };
 }
 
-export interface Release { version: string; root: Buffer; uki: Buffer }
+export interface Release { version: string; root: Buffer; uki: Buffer; kernel: Buffer; initrd: Buffer }
 
-/** Fake build outputs (test fixtures, not images): a random "root image" and a fake "UKI". */
-export function fixtureBuild(dir: string, version: string, rootSize = 300_000): { out: string; rel: Release } {
-  const out = join(dir, `out-${version}`);
+/** A node booting through systemd-boot (a UKI per slot) or U-Boot (the Pi: kernel + initrd per slot, uboot.env). */
+export type Flavour = 'uefi' | 'uboot';
+
+/**
+ * Fake build outputs (test fixtures, not images): a random "root image" and fake boot files,
+ * a "UKI" for x86_64, a "kernel" and "initrd" for the Pi's arm64_rpi target.
+ */
+export function fixtureBuild(dir: string, version: string, rootSize = 300_000, flavour: Flavour = 'uefi'): { out: string; rel: Release } {
+  const out = join(dir, `out-${version}-${flavour}`);
   mkdirSync(out, { recursive: true });
+  const [arch, target] = flavour === 'uefi' ? ['x86_64', 'x86_64'] : ['arm64', 'arm64_rpi'];
   const root = randomBytes(rootSize);
   const uki = Buffer.from(`fixture uki for kiln ${version}\n`.repeat(50));
+  const kernel = Buffer.from(`fixture kernel for kiln ${version}\n`.repeat(80));
+  const initrd = Buffer.from(`fixture initrd for kiln ${version}\n`.repeat(40));
   const files = [
-    { file: `fixture-kiln-${version}-x86_64.root.squashfs`, kind: 'root', data: root },
-    { file: `fixture-kiln-${version}-x86_64.efi`, kind: 'uki', data: uki },
+    { file: `fixture-kiln-${version}-${arch}.root.squashfs`, kind: 'root', data: root },
+    ...(flavour === 'uefi' ? [{ file: `fixture-kiln-${version}-${arch}.efi`, kind: 'uki', data: uki }]
+      : [{ file: `fixture-kiln-${version}-${arch}.vmlinuz`, kind: 'kernel', data: kernel }, { file: `fixture-kiln-${version}-${arch}.initrd`, kind: 'initrd', data: initrd }]),
   ];
   for (const f of files) writeFileSync(join(out, f.file), f.data);
-  writeFileSync(join(out, 'build.json'), JSON.stringify({ version, outputs: files.map((f) => ({ file: f.file, arch: 'x86_64', kind: f.kind, size: f.data.length, sha256: sha(f.data) })) }));
-  return { out, rel: { version, root, uki } };
+  writeFileSync(join(out, 'build.json'), JSON.stringify({ version, outputs: files.map((f) => ({ file: f.file, arch, target, kind: f.kind, size: f.data.length, sha256: sha(f.data) })) }));
+  return { out, rel: { version, root, uki, kernel, initrd } };
 }
 
 export interface World {
@@ -102,7 +113,7 @@ export interface World {
   reboots: number;
   logs: string[];
   releases: Record<string, Release>;
-  publish(version: string, opts?: { now?: Date; expiresDays?: number; rootSize?: number; rolloutHours?: number }): Promise<Release>;
+  publish(version: string, opts?: { now?: Date; expiresDays?: number; rootSize?: number; rolloutHours?: number; flavour?: Flavour }): Promise<Release>;
   updater(over?: Partial<UpdaterOptions>): Updater;
   entries(): string[];
   stateFile(): string;
@@ -110,10 +121,11 @@ export interface World {
 }
 
 /**
- * A node running 1.0.0 from slot a (entry kiln-a.efi blessed), channel 'stable' with 1.0.0
- * and whatever the test publishes next.
+ * A node running 1.0.0 from slot a (entry kiln-a.efi blessed; or for 'uboot', a/vmlinuz and
+ * a/initrd with slot a blessed in uboot.env), channel 'stable' with 1.0.0 and whatever the
+ * test publishes next.
  */
-export async function world(): Promise<World> {
+export async function world(flavour: Flavour = 'uefi'): Promise<World> {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-updater-'));
   const keys = generateKeys(join(dir, 'keys'));
   const pub = join(dir, 'pub');
@@ -126,14 +138,14 @@ export async function world(): Promise<World> {
     dir, pub, keyFile: keys.keyFile, trust: parseTrustRoot(readFileSync(keys.trustFile)),
     server: await serve(pub), esp, slots, stateBase, reboots: 0, logs: [], releases,
     async publish(version, o = {}) {
-      const { out, rel } = fixtureBuild(dir, version, o.rootSize);
+      const { out, rel } = fixtureBuild(dir, version, o.rootSize, o.flavour ?? flavour);
       await publishRelease({ channel: 'stable', from: out, to: pub, key: keys.keyFile, now: o.now ?? NOW, expiresDays: o.expiresDays, rolloutHours: o.rolloutHours });
       releases[version] = rel;
       return rel;
     },
     updater(over = {}) {
       return new Updater({
-        channelUrl: w.server.base, channel: 'stable', arch: 'x86_64', stateBase, trust: w.trust,
+        channelUrl: w.server.base, channel: 'stable', arch: flavour === 'uefi' ? 'x86_64' : 'arm64_rpi', stateBase, trust: w.trust,
         currentVersion: '1.0.0', bootedSlot: 'a', buildTime: new Date('2029-12-01T00:00:00Z'), machineId: '0123456789abcdef0123456789abcdef',
         devices: { slotDevice: (s) => slots[s] }, esp, now: () => new Date(NOW.getTime() + 3600_000),
         reboot: () => { w.reboots++; }, log: (l) => { w.logs.push(l); }, bootId: 'boot-1', sync: async () => {},
@@ -149,6 +161,15 @@ export async function world(): Promise<World> {
   // The installed node: slot a holds 1.0.0 (blessed), slot b an old image of the same size class.
   writeFileSync(slots.a, v1.root);
   writeFileSync(slots.b, Buffer.alloc(4096, 0x5a));
-  writeFileSync(join(esp, 'EFI/Linux/kiln-a.efi'), v1.uki);
+  if (flavour === 'uefi') writeFileSync(join(esp, 'EFI/Linux/kiln-a.efi'), v1.uki);
+  else {
+    rmSync(join(esp, 'EFI'), { recursive: true });
+    mkdirSync(join(esp, 'a'));
+    writeFileSync(join(esp, 'a/vmlinuz'), v1.kernel);
+    writeFileSync(join(esp, 'a/initrd'), v1.initrd);
+    writeFileSync(join(esp, 'boot.scr'), 'fixture boot script');
+    // As U-Boot saves it after a few boots of a blessed slot a (with board facts the node drops).
+    writeFileSync(join(esp, 'uboot.env'), encodeUbootEnv({ bootcmd: 'run distro_bootcmd', BOOT_ORDER: 'a', BOOT_a_LEFT: '3', BOOT_b_LEFT: '0', ethaddr: 'b8:27:eb:00:00:01' }));
+  }
   return w;
 }
