@@ -3,7 +3,8 @@
 // run with (falling back to the last good config on any problem), and apply it.
 // Every step reports and carries on: nothing in user config may stop init.
 import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
+import { ESP_MOUNT as BOOT_FILES } from './boot.ts';
 import { expandAuthorizedKeys } from './config/keys.ts';
 import { chooseConfig, configPaths, PATHS, readLocalSources, type ConfigPaths, type SourceText } from './config/merge.ts';
 import { parseMetaData, parseNoCloudCmdline, splitUserData } from './config/nocloud.ts';
@@ -63,6 +64,14 @@ export async function gatherSources(pass: 'local' | 'network', cmdline: string, 
     const md = read(`${cidata}/meta-data`);
     if (md) addMetaData(g, 'CIDATA:meta-data', md);
     if (existsSync(`${cidata}/user-data`)) addUserData(g, 'CIDATA:user-data', readFileSync(`${cidata}/user-data`));
+  }
+  // The boot partition (the Pi's FAT, or the ESP): user-data and meta-data dropped there from
+  // any computer after flashing, as Raspberry Pi images with cloud-init take them.
+  for (const f of ['meta-data', 'user-data'] as const) {
+    const p = join(BOOT_FILES, f);
+    if (!existsSync(p)) continue;
+    if (f === 'meta-data') addMetaData(g, `boot:${f}`, read(p));
+    else addUserData(g, `boot:${f}`, readFileSync(p));
   }
   const drive = '/run/kiln/config-2';
   if (existsSync(`${drive}/openstack`) || await mountLabelled(['config-2', 'CONFIG-2'], drive)) {

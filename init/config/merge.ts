@@ -31,7 +31,7 @@ export const MERGE_ORDER = [
   ['image', `the image's built-in config, \`${PATHS.image}\``],
   ['data', `the data partition, \`${PATHS.data}\``],
   ['config.d', `\`${PATHS.dropIns}/*.yaml\`, in file name order`],
-  ['datasource', 'cloud data sources: NoCloud (`ds=nocloud;s=URL`, a CIDATA volume), then those in `kiln.data_sources`, then the file at `kiln.config_url=`'],
+  ['datasource', 'cloud data sources: `user-data`/`meta-data` on the boot partition (the Pi card\'s FAT or the ESP), NoCloud (`ds=nocloud;s=URL`, a CIDATA volume), then those in `kiln.data_sources`, then the file at `kiln.config_url=`'],
   ['cmdline', 'the kernel command line (`kiln.<key>=<value>`)'],
 ] as const;
 

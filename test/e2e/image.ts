@@ -11,6 +11,7 @@ import { Cache } from '../../builder/cache.ts';
 import { readLock } from '../../builder/lock.ts';
 import { loadProfile } from '../../builder/profile.ts';
 import { kernelFromLock } from '../../builder/rootfs.ts';
+import { updateKeys } from './update-fixture.ts';
 
 export const TEST_VERSION = '0.0.1-test';
 /** TEST DOUBLE for k3s (real releases cannot be downloaded here): see its header. */
@@ -28,10 +29,13 @@ export async function testImage(arch: Arch) {
   return { out, raw, rec, work: join(out, '.work', arch) };
 }
 
-/** The Raspberry Pi SD image (images/rpi.yaml: generic arm64 kernel), built once per run. */
-export async function testRpiImage() {
-  const out = join(REPO, 'out', 'test-rpi');
-  const rec = await build({ profile: join(REPO, 'images/rpi.yaml'), arches: ['arm64'], formats: ['rpi'], out, version: TEST_VERSION, k3sBinary: K3S_STANDIN, log: createLogger({ quiet: !process.env.KILN_VERBOSE }) });
+/**
+ * The Raspberry Pi SD image (images/rpi.yaml: generic arm64 kernel), built once per run per
+ * version, with the update tests' trust root so the same card also serves the update test.
+ */
+export async function testRpiImage(version = TEST_VERSION) {
+  const out = join(REPO, 'out', version === TEST_VERSION ? 'test-rpi' : `test-rpi-${version}`);
+  const rec = await build({ profile: join(REPO, 'images/rpi.yaml'), arches: ['arm64'], formats: ['rpi'], out, version, trust: updateKeys().trustFile, k3sBinary: K3S_STANDIN, log: createLogger({ quiet: !process.env.KILN_VERBOSE }) });
   const img = join(out, rec.outputs.find((o) => o.kind === 'rpi')!.file);
   return { out, img, rec, work: join(out, '.work', 'arm64') };
 }
