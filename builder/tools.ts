@@ -22,8 +22,8 @@ export const TOOL_PACKAGES: Record<string, string> = {
   'xz': 'xz-utils',
   'tar': 'tar',
   'gpgv': 'gpgv',
-  // The ISO: grub-mkrescue drives xorriso, and mformat/mcopy for its EFI image.
-  'grub-mkrescue': 'grub-common',
+  // The ISO: GRUB's images (x86_64), xorriso, and mformat/mcopy for the El Torito EFI image.
+  'grub-mkimage': 'grub-common',
   'xorriso': 'xorriso',
   'mformat': 'mtools',
 };
@@ -59,7 +59,7 @@ export const HOST_FILES = {
   ovmfVars: { path: '/usr/share/OVMF/OVMF_VARS_4M.fd', alt: ['/usr/share/OVMF/OVMF_VARS.fd'], pkg: 'ovmf' },
   aavmfCode: { path: '/usr/share/AAVMF/AAVMF_CODE.fd', alt: [], pkg: 'qemu-efi-aarch64' },
   aavmfVars: { path: '/usr/share/AAVMF/AAVMF_VARS.fd', alt: [], pkg: 'qemu-efi-aarch64' },
-  // GRUB's platform files for grub-mkrescue: BIOS (El Torito, hybrid MBR) and UEFI.
+  // GRUB's platform folders for the x86_64 ISO: BIOS (El Torito, hybrid MBR) and UEFI.
   grubPc: { path: '/usr/lib/grub/i386-pc/boot_hybrid.img', alt: [], pkg: 'grub-pc-bin' },
   grubEfi: { path: '/usr/lib/grub/x86_64-efi/kernel.img', alt: [], pkg: 'grub-efi-amd64-bin' },
   seabios: { path: '/usr/share/seabios/bios-256k.bin', alt: ['/usr/share/qemu/bios-256k.bin'], pkg: 'seabios' },
