@@ -18,7 +18,8 @@ import { isShuttingDown, shutdown, watchPowerButton, type PowerAction } from './
 import { runPhases, type Phase } from './sequencer.ts';
 import { dhcpService } from './services/dhcp.ts';
 import { reconcileAddons, resealAddon, type AddonResult } from './addons/apply.ts';
-import { k3sCommand, k3sService } from './services/k3s.ts';
+import { K3S, k3sCommand, k3sService } from './services/k3s.ts';
+import { drainNode, nodeName, uncordonIfDrained } from './update/drain.ts';
 import { run } from './exec.ts';
 import { ntpService } from './services/ntp.ts';
 import { sshService } from './services/ssh.ts';
@@ -37,6 +38,8 @@ setBootOffset(Number(read('/proc/uptime').split(' ')[0]) - process.uptime());
 const info = bootInfo();
 /** Booted from the ISO: root image on the medium, data on tmpfs, no ESP, no slots to bless. */
 const live = cmdlineArg(info.cmdline, 'kiln.live') !== undefined;
+/** How long the network phase waits for a first ethernet link to appear. */
+const LINK_WAIT_MS = 20_000;
 const supervisor = new Supervisor({ logDir: LOG_DIR, say });
 const power = (action: PowerAction, why: string) => { void shutdown(action, why, { stopServices: () => supervisor.stopAll() }); };
 for (const [sig, action] of [['SIGUSR2', 'poweroff'], ['SIGUSR1', 'poweroff'], ['SIGTERM', 'reboot'], ['SIGINT', 'reboot']] as const) {
@@ -118,8 +121,10 @@ const phases: Phase[] = [
       {
         name: 'links', run: async () => {
           const ifs = cfg().kiln.network.interfaces;
-          const links = ethernetLinks();
-          if (!links.length) { say('network: no ethernet link found'); return; }
+          // USB Ethernet (the Pi's own, adapters) shows up seconds after its controller's driver loads.
+          let links = ethernetLinks();
+          for (const end = Date.now() + LINK_WAIT_MS; !links.length && Date.now() < end;) { await new Promise((r) => setTimeout(r, 250)); links = ethernetLinks(); }
+          if (!links.length) { say(`network: no ethernet link found (waited ${LINK_WAIT_MS / 1000} s)`); return; }
           const dhcp = links.filter((l, i) => ifs[l] ? ifs[l].dhcp && !ifs[l].addresses.length : Object.keys(ifs).length === 0 ? i === 0 : false);
           for (const l of links.filter((x) => ifs[x] && ifs[x].addresses.length)) {
             try { say(`network ${l} ${await configureStatic(l, ifs[l])} (static)`); } catch (e) { say(`network ${l}: ${(e as Error).message}`); }
@@ -211,11 +216,14 @@ function startControl() {
   });
 }
 
-/** The boot is healthy when every boot step passed and k3s (if the image has it) is ready. */
-async function healthy(): Promise<boolean> {
+/**
+ * Healthy now: k3s (if the image runs it) is running and its last /readyz passed. A snapshot,
+ * never a wait: callers poll it against a deadline, so a k3s that keeps crashing fails the
+ * check in time instead of holding it open.
+ */
+function k3sHealthyNow(): boolean {
   const k3s = supervisor.status().find((x) => x.id === 'k3s');
-  if (k3s && k3s.state !== 'skipped') return supervisor.waitReady('k3s').then(() => k3s.healthy === true || supervisor.status().find((x) => x.id === 'k3s')?.healthy === true);
-  return true;
+  return !k3s || k3s.state === 'skipped' || (k3s.state === 'running' && k3s.healthy === true);
 }
 
 const HEALTH_DEADLINE_MS = 10 * 60_000;
@@ -232,11 +240,16 @@ async function healthAndUpdates(stepsOk: boolean) {
     wariness: c.kiln.updates.canary ? 0 : undefined,
     devices: { slotDevice: (slot: Slot) => { const d = partitionByLabel(`kiln-root-${slot}`) ?? piRootPartition(slot); if (!d) throw new Error(`no partition labelled kiln-root-${slot}`); return `/dev/${d}`; } },
     reboot: () => power('reboot', 'update'), log: say, window: c.kiln.updates.window || undefined,
+    beforeReboot: async () => {
+      const k3s = supervisor.status().find((x) => x.id === 'k3s');
+      if (!cfg().kiln.updates.drain || k3s?.state !== 'running') return;
+      say(`update: ${await drainNode({ k3s: K3S, node: kubeNodeName(), timeoutS: cfg().kiln.updates.drain_timeout_s })}`);
+    },
     fleetlock: c.kiln.updates.fleetlock_url ? { base: c.kiln.updates.fleetlock_url, group: c.kiln.updates.fleetlock_group || 'default' } : undefined,
     bootId: read('/proc/sys/kernel/random/boot_id').trim(),
   });
   updaterRef = updater;
-  const health = async () => stepsOk && await healthy();
+  const health = async () => stepsOk && k3sHealthyNow();
   const r = await updater.afterBoot(health, HEALTH_DEADLINE_MS);
   if (r.outcome === 'none' || r.outcome === 'not-rebooted' || r.outcome === 'fell-back') {
     if (r.outcome === 'fell-back') notes.push(r.message);
@@ -249,10 +262,21 @@ async function healthAndUpdates(stepsOk: boolean) {
     if (ok) { try { say(await blessBooted(info.slot)); } catch (e) { say(`cannot bless slot ${info.slot}: ${(e as Error).message}`); } }
     else say(`not blessing slot ${info.slot}: the node is not healthy (boot steps ${stepsOk ? 'ok' : 'failed'}, k3s not ready)`);
   }
+  void uncordonWhenReady();
   void addonsLoop();
   if (c.kiln.updates.url) updater.startPolling(c.kiln.updates.poll_minutes * 60_000, c.kiln.updates.poll_minutes * 30_000);
 }
 let updaterRef: Updater | undefined;
+
+const kubeNodeName = () => nodeName(k3sCommand(cfg()).args, read('/proc/sys/kernel/hostname').trim());
+
+/** A node drained for an update's reboot takes pods again once k3s is back. */
+async function uncordonWhenReady() {
+  const k3s = supervisor.status().find((x) => x.id === 'k3s');
+  if (!k3s || k3s.state === 'skipped' || !(await supervisor.waitReady('k3s'))) return;
+  const m = await uncordonIfDrained({ k3s: K3S, node: kubeNodeName() });
+  if (m) say(m);
+}
 
 /** MBR (the Pi): root slots are partitions 2 and 3 of the disk that holds kiln.boot. */
 function piRootPartition(slot: Slot): string | undefined {

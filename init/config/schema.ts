@@ -152,6 +152,8 @@ const KILN = {
         fleetlock_url: s('FleetLock server that allows one node at a time to reboot; empty: no lock.', { pattern: '^(https?://.+)?$', 'x-hint': 'an http(s) URL' }),
         fleetlock_group: s("FleetLock group of this node; empty: 'default'."),
         canary: b('Take every release as soon as it is published, ignoring the staged rollout.'),
+        drain: b("Before rebooting into an update, cordon this node and evict its pods (k3s kubectl drain, on servers; an agent has no admin credentials and reboots undrained). A drain that does not finish within drain_timeout_s is undone and the reboot waits for the next poll. The node is uncordoned once it is healthy again.", true),
+        drain_timeout_s: { type: 'integer', minimum: 10, default: 300, description: 'Seconds a drain may take (kubectl drain --timeout).' },
       },
     },
     manifests: {
@@ -237,7 +239,7 @@ export interface KilnSection {
   taints: string[];
   k3s_args: string[];
   channel: Channel;
-  updates: { url: string; poll_minutes: number; window: string; fleetlock_url: string; fleetlock_group: string; canary: boolean };
+  updates: { url: string; poll_minutes: number; window: string; fleetlock_url: string; fleetlock_group: string; canary: boolean; drain: boolean; drain_timeout_s: number };
   manifests: { auto_apply: boolean };
   network: { interfaces: Record<string, Interface> };
   install: Install;

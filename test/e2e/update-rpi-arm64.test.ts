@@ -41,6 +41,7 @@ kiln:
     try {
       await vm.waitFor(ready(TEST_VERSION, 'a'), PI_BOOT_TIMEOUT);
       await vm.waitFor(/kiln: blessed slot a/, 120_000);
+      assert.match(vm.output, /kiln: network \S+ 10\.0\.2\.\d+/, 'a DHCP lease on the USB network adapter');
       await vm.waitFor(new RegExp(`update: ${V2.replace(/[.]/g, '\\.')} staged in slot b`), 600_000);
       const at = vm.output.length;
       await vm.waitFor(/kiln: booting slot b \(tries left a=3 b=2\)/, 300_000, at);

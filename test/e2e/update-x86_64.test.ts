@@ -48,9 +48,11 @@ kiln:
     await vm.waitFor(/kiln: blessed slot a/, 120_000);
     assert.match(await ssh(port, me.key, 'kiln upgrade --check'), /1\.1\.0/);
     await ssh(port, me.key, 'kiln upgrade');
-    // The node reboots by itself into slot b, which is judged healthy and blessed.
+    // Drained (k3s stand-in) before the reboot, then into slot b, judged healthy and blessed.
+    const drained = await vm.waitFor(/kiln: update: drained node (\S+)/, 300_000);
     await vm.waitFor(readyRe('1.1.0', 'b'), BOOT_TIMEOUT);
     await vm.waitFor(/kiln: update to 1\.1\.0 succeeded: slot b blessed/, 300_000);
+    await vm.waitFor(new RegExp(`kiln: uncordoned node ${drained[1]}`), 120_000, drained.index);
     assert.ok(http.hits.some((h) => h.includes('/stable/manifest.json')), 'the manifest was fetched');
     assert.equal(await espList(disk, 'EFI/Linux'), ['kiln-a.efi', 'kiln-b.efi']);
 
