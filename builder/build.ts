@@ -98,7 +98,6 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
   const formats = opts.formats?.length ? opts.formats : profile.formats;
   checkFormats(formats, arches);
   if (formats.includes('rpi') && profile.kernel.flavour !== 'generic') throw new Error(`--format rpi needs Debian's generic arm64 kernel (the ${profile.kernel.flavour} one has no Raspberry Pi drivers); use --profile images/rpi.yaml`);
-  if (formats.includes('iso') && arches.some((a) => a !== 'x86_64')) throw new Error(`--format iso is x86_64 only (arm64 machines boot the raw/qcow2 image with UEFI); add --arch x86_64`);
   const version = opts.version ?? profile.version;
   const sde = opts.sourceDateEpoch ?? defaultSourceDateEpoch();
   const out = resolve(opts.out ?? 'out');
@@ -215,7 +214,7 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
       await log.stage(`${arch}: ISO (live + installer)`, () => buildIso({
         arch, out: iso, version, kernel: kernel.vmlinuz, initrd, rootImage: rootImg, espImage: esp, espMiB: profile.disk.esp_mib,
         rootMiB: profile.disk.root_mib, minDataMiB: profile.disk.data_mib, cmdline: `console=tty0 ${ukiCmdline(arch, profile)}`,
-        configUrl: opts.isoConfigUrl, sourceDateEpoch: sde, work: w,
+        configUrl: opts.isoConfigUrl, systemdBoot: join(efiDir, ARCH[arch].bootEfi), sourceDateEpoch: sde, work: w,
       }));
       await record(iso, arch, 'iso');
     }

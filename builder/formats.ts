@@ -16,7 +16,7 @@ export const FORMAT_TABLE: Record<Format, FormatInfo> = {
   raw: { what: 'GPT disk image (UEFI): dd it to a disk, or import it into a hypervisor or cloud', arches: ARCHES },
   qcow2: { what: 'the raw disk as compressed qcow2 (QEMU, libvirt, OpenStack)', arches: ARCHES },
   'raw.zst': { what: 'the raw disk compressed with zstd -19 --long (smallest download; zstd -d restores it)', arches: ARCHES },
-  iso: { what: 'hybrid ISO (live + installer)', arches: ['x86_64'], why: 'arm64 machines boot the raw/qcow2 image with UEFI' },
+  iso: { what: 'hybrid ISO (live + installer) for CD or USB stick: BIOS + UEFI on x86_64, UEFI on arm64', arches: ARCHES },
   rpi: { what: 'Raspberry Pi 3/4 SD card image (MBR, U-Boot A/B) and .rpi.img.xz; needs a generic-kernel profile (images/rpi.yaml)', arches: ['arm64'], why: 'the Raspberry Pi 3/4 boots 64-bit Arm only' },
 };
 

@@ -1,7 +1,8 @@
-// The live + installer ISO (x86_64): one hybrid ISO9660 image that boots under BIOS
-// (El Torito, hybrid MBR) and UEFI with GRUB, from optical media or written raw to a USB
-// stick. It holds GRUB, the kernel and stage-1 initramfs, the root image (loop-mounted by
-// stage 1 in live mode) and what `kiln install` writes to a disk: the ESP image and a manifest.
+// The live + installer ISO: one hybrid ISO9660 image that boots from optical media and
+// written raw to a USB stick. x86_64: GRUB for BIOS (El Torito, hybrid MBR) and UEFI.
+// arm64 (UEFI only): systemd-boot in the El Torito EFI image, with the kernel beside it (it
+// reads only its own FAT volume). Both hold the root image (loop-mounted by stage 1 in live
+// mode) and what `kiln install` writes to a disk: the ESP image and a manifest.
 // Same inputs and SOURCE_DATE_EPOCH give the same bytes: every date, the volume uuid GRUB
 // searches for and the FAT serial derive from them.
 import { createHash } from 'node:crypto';
@@ -45,6 +46,8 @@ export interface IsoSpec {
   cmdline: string;
   /** Appended to every entry as kiln.config_url= when set. */
   configUrl?: string;
+  /** arm64: systemd-boot (systemd-bootaa64.efi), the ISO's UEFI boot loader. */
+  systemdBoot?: string;
   sourceDateEpoch: number;
   /** Scratch folder for the ISO's file tree. */
   work: string;
@@ -78,6 +81,24 @@ export function grubConfig(o: { version: string; label: string; cmdline: string;
   ].join('\n');
 }
 
+/** Where the arm64 ISO's EFI image keeps the kernel and initrd (systemd-boot reads only that FAT volume). */
+const SDBOOT_KERNEL = 'kiln/linux';
+const SDBOOT_INITRD = 'kiln/initrd';
+
+/** systemd-boot's loader.conf and boot loader entries (arm64 ISO), path on the FAT image -> text. */
+export function loaderEntries(o: { version: string; label: string; cmdline: string; configUrl?: string }): Record<string, string> {
+  const base = liveCmdline(o);
+  if (/[\x00-\x1f]/.test(base)) throw new Error(`ISO kernel command line '${base}' has control characters`);
+  // sort-key: systemd-boot would otherwise list the entries by file name, install first.
+  const entry = (title: string, key: string, extra: string) =>
+    `title ${title}\nsort-key ${key}\nlinux /${SDBOOT_KERNEL}\ninitrd /${SDBOOT_INITRD}\noptions ${base}${extra}\n`;
+  return {
+    'loader/loader.conf': 'timeout 3\ndefault kiln-live.conf\n',
+    'loader/entries/kiln-live.conf': entry(`kiln ${o.version} (live)`, 'kiln-1', ''),
+    'loader/entries/kiln-install.conf': entry(`kiln ${o.version}: install to disk (erases it)`, 'kiln-2', ' kiln.install'),
+  };
+}
+
 /**
  * GRUB's name for an ISO9660 volume (what `search --fs-uuid` matches) is its modification
  * date; xorriso takes the same date as YYYYMMDDhhmmsscc. Both from SOURCE_DATE_EPOCH, in UTC.
@@ -100,8 +121,8 @@ const GRUB_EFI_MODULES = [...GRUB_MODULES, 'all_video'];
 export async function buildIso(spec: IsoSpec): Promise<IsoManifest> {
   // Fail with the package name before any work.
   const xorriso = tool('xorriso'); tool('mformat'); tool('mmd'); tool('mcopy');
-  if (spec.arch !== 'x86_64') throw new Error(`--format iso: only x86_64 is supported (arm64 needs GRUB's arm64 EFI image and has no BIOS; use the raw/qcow2 image)`);
-  tool('grub-mkimage'); hostFile('grubPc'); hostFile('grubEfi');
+  if (spec.arch === 'x86_64') { tool('grub-mkimage'); hostFile('grubPc'); hostFile('grubEfi'); }
+  else if (!spec.systemdBoot) throw new Error(`the ${spec.arch} ISO boots with systemd-boot: IsoSpec.systemdBoot is missing`);
   const label = isoLabel(spec.version);
   const date = isoVolumeDate(spec.sourceDateEpoch);
   mkdirSync(spec.work, { recursive: true });
@@ -120,26 +141,40 @@ export async function buildIso(spec: IsoSpec): Promise<IsoManifest> {
     writeFileSync(join(tree, 'kiln/install.json'), JSON.stringify(manifest, null, 2) + '\n');
     const menu = { version: spec.version, label, cmdline: spec.cmdline, configUrl: spec.configUrl };
     const serial = createHash('sha256').update(`${spec.version}:${spec.arch}:${spec.sourceDateEpoch}:efi`).digest('hex').slice(0, 8);
-    mkdirSync(join(tree, 'boot/grub/i386-pc'), { recursive: true });
-    copyFileSync(spec.kernel, join(tree, 'boot/vmlinuz'));
-    copyFileSync(spec.initrd, join(tree, 'boot/initrd.img'));
-    writeFileSync(join(tree, 'boot/grub/grub.cfg'), grubConfig(menu));
-    // Both GRUB images find the medium by its volume date (there is no other fixed name for
-    // "the disc I booted from" under UEFI), then read grub.cfg from it.
-    const loadCfg = join(scratch, 'load.cfg');
-    writeFileSync(loadCfg, `search --no-floppy --fs-uuid --set=root ${date.grubUuid}\nset prefix=($root)/boot/grub\n`);
-    const mkimage = tool('grub-mkimage');
-    const pcDir = join(hostFile('grubPc'), '..');
-    const efiDir = join(hostFile('grubEfi'), '..');
-    await $({ quiet: true })`${mkimage} -d ${pcDir} -O i386-pc-eltorito -p /boot/grub -c ${loadCfg} -o ${join(tree, 'boot/grub/i386-pc/eltorito.img')} ${GRUB_PC_MODULES}`;
-    const grubEfi = join(scratch, 'bootx64.efi');
-    await $({ quiet: true })`${mkimage} -d ${efiDir} -O x86_64-efi -p /boot/grub -c ${loadCfg} -o ${grubEfi} ${GRUB_EFI_MODULES}`;
-    await bootFat(join(tree, 'boot/efi.img'), [{ path: ARCH.x86_64.efiFallback, src: grubEfi }], serial, spec.sourceDateEpoch, scratch);
-    const boot = [
-      '-b', 'boot/grub/i386-pc/eltorito.img', '-no-emul-boot', '-boot-load-size', '4', '-boot-info-table', '--grub2-boot-info',
-      '--grub2-mbr', hostFile('grubPc'),
-      '-eltorito-alt-boot', '-e', 'boot/efi.img', '-no-emul-boot',
-    ];
+    let boot: string[];
+    if (spec.arch === 'x86_64') {
+      mkdirSync(join(tree, 'boot/grub/i386-pc'), { recursive: true });
+      copyFileSync(spec.kernel, join(tree, 'boot/vmlinuz'));
+      copyFileSync(spec.initrd, join(tree, 'boot/initrd.img'));
+      writeFileSync(join(tree, 'boot/grub/grub.cfg'), grubConfig(menu));
+      // Both GRUB images find the medium by its volume date (there is no other fixed name for
+      // "the disc I booted from" under UEFI), then read grub.cfg from it.
+      const loadCfg = join(scratch, 'load.cfg');
+      writeFileSync(loadCfg, `search --no-floppy --fs-uuid --set=root ${date.grubUuid}\nset prefix=($root)/boot/grub\n`);
+      const mkimage = tool('grub-mkimage');
+      const pcDir = join(hostFile('grubPc'), '..');
+      const efiDir = join(hostFile('grubEfi'), '..');
+      await $({ quiet: true })`${mkimage} -d ${pcDir} -O i386-pc-eltorito -p /boot/grub -c ${loadCfg} -o ${join(tree, 'boot/grub/i386-pc/eltorito.img')} ${GRUB_PC_MODULES}`;
+      const grubEfi = join(scratch, 'bootx64.efi');
+      await $({ quiet: true })`${mkimage} -d ${efiDir} -O x86_64-efi -p /boot/grub -c ${loadCfg} -o ${grubEfi} ${GRUB_EFI_MODULES}`;
+      await bootFat(join(tree, 'boot/efi.img'), [{ path: ARCH.x86_64.efiFallback, src: grubEfi }], serial, spec.sourceDateEpoch, scratch);
+      boot = [
+        '-b', 'boot/grub/i386-pc/eltorito.img', '-no-emul-boot', '-boot-load-size', '4', '-boot-info-table', '--grub2-boot-info',
+        '--grub2-mbr', hostFile('grubPc'),
+        '-eltorito-alt-boot', '-e', 'boot/efi.img', '-no-emul-boot',
+      ];
+    } else {
+      await bootFat(join(tree, 'boot/efi.img'), [
+        { path: ARCH[spec.arch].efiFallback, src: spec.systemdBoot! },
+        { path: SDBOOT_KERNEL, src: spec.kernel },
+        { path: SDBOOT_INITRD, src: spec.initrd },
+        ...Object.entries(loaderEntries(menu)).map(([path, text]) => ({ path, data: Buffer.from(text) })),
+      ], serial, spec.sourceDateEpoch, scratch);
+      // Past 32 MiB (a generic kernel) the El Torito catalog cannot hold the image's size and
+      // xorriso writes 0, which EDK2 firmware reads as "to the end of the disc" (AAVMF boots it).
+      // Written to a disk, the GPT partition gives the size.
+      boot = ['-e', 'boot/efi.img', '-no-emul-boot'];
+    }
     stampTree(tree, spec.sourceDateEpoch);
     rmSync(spec.out, { force: true });
     // -efi-boot-part: the EFI image is also a GPT EFI system partition, for UEFI firmware

@@ -40,6 +40,14 @@ export async function testRpiImage(version = TEST_VERSION) {
   return { out, img, rec, work: join(out, '.work', 'arm64') };
 }
 
+/** The live + installer ISO of an arch (out/test-iso for x86_64, out/test-iso-<arch> otherwise), built once per run. */
+export async function testIso(arch: Arch) {
+  const out = join(REPO, 'out', arch === 'x86_64' ? 'test-iso' : `test-iso-${arch}`);
+  const rec = await build({ arches: [arch], formats: ['iso'], out, version: TEST_VERSION, k3sBinary: K3S_STANDIN, log: createLogger({ quiet: !process.env.KILN_VERBOSE }) });
+  const o = rec.outputs.find((x) => x.kind === 'iso')!;
+  return { out, iso: join(out, o.file), size: o.size, rec };
+}
+
 /** A private sparse copy of an image, so a test can write to it. */
 export async function scratchCopy(image: string, name = 'disk.raw'): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-e2e-'));

@@ -9,23 +9,20 @@ import { closeSync, ftruncateSync, mkdtempSync, openSync, readSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { $ } from 'zx';
-import { build, REPO } from '../../builder/build.ts';
 import { readGpt } from '../../builder/formats/gpt.ts';
-import { createLogger } from '../../builder/log.ts';
 import { Vm } from '../../builder/qemu.ts';
 import { cidataImage } from './helpers.ts';
-import { BOOT_TIMEOUT, espList, K3S_STANDIN, READY, TEST_VERSION, testImage } from './image.ts';
+import { BOOT_TIMEOUT, espList, READY, TEST_VERSION, testImage, testIso } from './image.ts';
 
 let iso = '';
 const MiB = 1024 * 1024;
 
 test.before(async () => {
   await testImage('x86_64'); // sets up the KVM probe kernel
-  const out = join(REPO, 'out', 'test-iso');
   const t0 = Date.now();
-  const rec = await build({ arches: ['x86_64'], formats: ['iso'], out, version: TEST_VERSION, k3sBinary: K3S_STANDIN, log: createLogger({ quiet: !process.env.KILN_VERBOSE }) });
-  iso = join(out, rec.outputs.find((o) => o.kind === 'iso')!.file);
-  console.log(`# ISO ${iso}: ${(rec.outputs.find((o) => o.kind === 'iso')!.size / MiB).toFixed(1)} MiB (build/check ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  const r = await testIso('x86_64');
+  iso = r.iso;
+  console.log(`# ISO ${iso}: ${(r.size / MiB).toFixed(1)} MiB (build/check ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 });
 
 function blankDisk(mib: number): string {

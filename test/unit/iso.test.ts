@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Arch } from '../../builder/arch.ts';
-import { buildIso, isoLabel, isoVolumeDate } from '../../builder/iso.ts';
+import { buildIso, isoLabel, isoVolumeDate, loaderEntries } from '../../builder/iso.ts';
 import { findTool } from '../../builder/tools.ts';
 
 const SDE = 1700000000; // 2023-11-14 22:13:20 UTC
@@ -21,10 +21,11 @@ const env = { ...process.env, MTOOLS_SKIP_CHECK: '1', TZ: 'UTC', LC_ALL: 'C' };
 const input = (name: string, bytes: number, fill: number) => { const p = join(dir, name); writeFileSync(p, Buffer.alloc(bytes, fill)); return p; };
 const files = {
   kernel: input('vmlinuz', 300_000, 0x4b), initrd: input('initrd', 50_000, 0x49), rootImage: input('root.img', 400_000, 0x52),
-  espImage: input('esp.img', 1 << 20, 0),
+  espImage: input('esp.img', 1 << 20, 0), systemdBoot: input('systemd-bootaa64.efi', 90_000, 0x53),
 };
 
-const haveGrub = !!(findTool('xorriso') && findTool('mformat') && findTool('mcopy')) && !!findTool('grub-mkimage') && existsSync('/usr/lib/grub/i386-pc/boot_hybrid.img') && existsSync('/usr/lib/grub/x86_64-efi/kernel.img');
+const haveXorriso = !!(findTool('xorriso') && findTool('mformat') && findTool('mcopy'));
+const haveGrub = haveXorriso && !!findTool('grub-mkimage') && existsSync('/usr/lib/grub/i386-pc/boot_hybrid.img') && existsSync('/usr/lib/grub/x86_64-efi/kernel.img');
 
 async function iso(arch: Arch, name: string, sde = SDE): Promise<string> {
   const out = join(dir, `${name}.iso`);
@@ -48,6 +49,16 @@ test('volume date: GRUB uuid and xorriso date from SOURCE_DATE_EPOCH, in UTC', (
   assert.equal(isoVolumeDate(0).xorriso, '1970010100000000');
 });
 
+test('systemd-boot entries: live is the default and listed first; install adds kiln.install', () => {
+  const e = loaderEntries({ version: '0.1.0', label: 'KILN_0_1_0', cmdline: 'console=ttyAMA0 quiet', configUrl: 'http://h/c.yaml?a=1;b' });
+  assert.match(e['loader/loader.conf']!, /^default kiln-live\.conf$/m);
+  const live = e['loader/entries/kiln-live.conf']!, inst = e['loader/entries/kiln-install.conf']!;
+  assert.match(live, /^options console=ttyAMA0 quiet kiln\.live=KILN_0_1_0 kiln\.config_url=http:\/\/h\/c\.yaml\?a=1;b$/m);
+  assert.match(inst, /^options .* kiln\.live=KILN_0_1_0 .*kiln\.install$/m);
+  assert.ok(/sort-key (\S+)/.exec(live)![1]! < /sort-key (\S+)/.exec(inst)![1]!);
+  assert.throws(() => loaderEntries({ version: '1', label: 'K', cmdline: 'a\nlinux /x' }), /control characters/);
+});
+
 (haveGrub ? test : test.skip)('x86_64: two builds are byte-identical; GRUB searches for the volume it is on', async () => {
   const a = await iso('x86_64', 'x86-a');
   utimesSync(files.kernel, new Date(), new Date()); // the inputs' own dates must not leak in
@@ -68,6 +79,26 @@ test('volume date: GRUB uuid and xorriso date from SOURCE_DATE_EPOCH, in UTC', (
   assert.match(report, /GPT partname local :\s+\d+\s+EFI boot partition/);
   const grubCfg = readFileSync(extract(a, '/boot/grub/grub.cfg', join(dir, 'grub.cfg')), 'utf8');
   assert.match(grubCfg, new RegExp(`kiln\\.live=${isoLabel('0.1.0-test')}`));
+});
+
+(haveXorriso ? test : test.skip)('arm64: two builds are byte-identical; the EFI image holds systemd-boot, the kernel and the entries', async () => {
+  const a = await iso('arm64', 'arm-a');
+  await new Promise((r) => setTimeout(r, 1100));
+  const b = await iso('arm64', 'arm-b');
+  assert.is(sha(a), sha(b), 'two builds of the same inputs differ');
+  const report = execFileSync('xorriso', ['-indev', a, '-report_el_torito', 'plain', '-report_system_area', 'plain'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+  assert.match(report, /El Torito boot img :\s+1\s+UEFI/);
+  assert.not.match(report, /BIOS/);
+  assert.match(report, /GPT partname local :\s+\d+\s+EFI boot partition/);
+  const efiImg = extract(a, '/boot/efi.img', join(dir, 'arm-efi.img'));
+  const get = (p: string) => { const d = join(dir, 'got'); execFileSync('mcopy', ['-o', '-i', efiImg, `::/${p}`, d], { env }); return readFileSync(d); };
+  assert.ok(get('EFI/BOOT/BOOTAA64.EFI').equals(readFileSync(files.systemdBoot)));
+  assert.ok(get('kiln/linux').equals(readFileSync(files.kernel)));
+  assert.ok(get('kiln/initrd').equals(readFileSync(files.initrd)));
+  assert.match(get('loader/entries/kiln-live.conf').toString(), /^linux \/kiln\/linux$/m);
+  assert.match(get('loader/entries/kiln-install.conf').toString(), new RegExp(`kiln\\.live=${isoLabel('0.1.0-test')} kiln\\.install$`, 'm'));
+  const manifest = JSON.parse(readFileSync(extract(a, '/kiln/install.json', join(dir, 'install.json')), 'utf8'));
+  assert.is(manifest.arch, 'arm64');
 });
 
 test.after(() => rmSync(dir, { recursive: true, force: true }));
