@@ -1,12 +1,13 @@
 // Pieces the end-to-end tests share: a NoCloud CIDATA volume, a stand-in for GitHub's
 // key service on loopback, an SSH client, free ports.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { createServer as netServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { $ } from 'zx';
+import { readGpt } from '../../builder/formats/gpt.ts';
 
 /** A FAT volume labelled CIDATA holding user-data and meta-data (what cloud-init's NoCloud reads). */
 export async function cidataImage(userData: string, metaData = 'instance-id: e2e\n'): Promise<string> {
@@ -91,4 +92,22 @@ export async function staticServer(dir: string, o: { bytesPerSecond?: number } =
   });
   await new Promise<void>((r) => server.listen(0, '0.0.0.0', () => r()));
   return { server, port: (server.address() as any).port, hits, sent: () => sent };
+}
+
+/** A sparse, empty raw disk of `mib` MiB (an installer's target). */
+export function blankDisk(mib: number): string {
+  const f = join(mkdtempSync(join(tmpdir(), 'kiln-disk-')), 'disk.raw');
+  const fd = openSync(f, 'w');
+  ftruncateSync(fd, mib * 1048576);
+  closeSync(fd);
+  return f;
+}
+
+/** The GPT partition names of a disk image, in table order. */
+export function gptNames(disk: string): string[] {
+  const fd = openSync(disk, 'r');
+  const b = Buffer.alloc(1048576);
+  readSync(fd, b, 0, b.length, 0);
+  closeSync(fd);
+  return readGpt(b).partitions.map((p) => p.name);
 }

@@ -4,12 +4,8 @@
 // the disk alone boots to ready on slot a with the config it was installed with.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { readGpt } from '../../builder/formats/gpt.ts';
 import { Vm } from '../../builder/qemu.ts';
-import { cidataImage } from './helpers.ts';
+import { blankDisk, cidataImage, gptNames } from './helpers.ts';
 import { BOOT_TIMEOUT, espList, READY, TEST_VERSION, testIso } from './image.ts';
 
 let iso = '';
@@ -21,22 +17,6 @@ test.before(async () => {
   iso = r.iso;
   console.log(`# ISO ${iso}: ${(r.size / MiB).toFixed(1)} MiB (build/check ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 });
-
-function blankDisk(mib: number): string {
-  const f = join(mkdtempSync(join(tmpdir(), 'kiln-iso-')), 'disk.raw');
-  const fd = openSync(f, 'w');
-  ftruncateSync(fd, mib * MiB);
-  closeSync(fd);
-  return f;
-}
-
-function gptNames(disk: string): string[] {
-  const fd = openSync(disk, 'r');
-  const b = Buffer.alloc(MiB);
-  readSync(fd, b, 0, MiB, 0);
-  closeSync(fd);
-  return readGpt(b).partitions.map((p) => p.name);
-}
 
 test('UEFI (AAVMF): the ISO boots from CD, installs itself to a blank disk, powers off, and the disk boots with the config', async () => {
   const disk = blankDisk(2048);

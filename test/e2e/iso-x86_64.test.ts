@@ -5,13 +5,13 @@
 // has the kiln layout, the boot entry and the config.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { $ } from 'zx';
 import { readGpt } from '../../builder/formats/gpt.ts';
 import { Vm } from '../../builder/qemu.ts';
-import { cidataImage } from './helpers.ts';
+import { blankDisk, cidataImage, gptNames } from './helpers.ts';
 import { BOOT_TIMEOUT, espList, READY, TEST_VERSION, testImage, testIso } from './image.ts';
 
 let iso = '';
@@ -25,14 +25,6 @@ test.before(async () => {
   console.log(`# ISO ${iso}: ${(r.size / MiB).toFixed(1)} MiB (build/check ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 });
 
-function blankDisk(mib: number): string {
-  const f = join(mkdtempSync(join(tmpdir(), 'kiln-iso-')), 'disk.raw');
-  const fd = openSync(f, 'w');
-  ftruncateSync(fd, mib * MiB);
-  closeSync(fd);
-  return f;
-}
-
 function userData(host: string, install: string): string {
   return `#cloud-config
 hostname: ${host}
@@ -41,14 +33,6 @@ run_cmd:
 kiln:
   install:
 ${install}`;
-}
-
-function gptNames(disk: string): string[] {
-  const fd = openSync(disk, 'r');
-  const b = Buffer.alloc(MiB);
-  readSync(fd, b, 0, MiB, 0);
-  closeSync(fd);
-  return readGpt(b).partitions.map((p) => p.name);
 }
 
 test('UEFI: the ISO installs itself to a blank disk, powers off, and the disk boots with the config', async () => {
