@@ -28,6 +28,7 @@ import { acceptManifest, loadState, recordBadVersion, saveState, spaceDir, type 
 import { FleetLockError, preReboot, steadyState } from './fleetlock.ts';
 import { DEFAULT_TRIES, fsyncDir } from './entries.ts';
 import { slotLoaderAt, type BootKind, type SlotLoader } from './loaders.ts';
+import { channelFetch } from './fetch.ts';
 import { inWindow, nextWindowStart, parseWindows, type MaintenanceWindow } from './window.ts';
 
 export const PENDING_FILE = 'pending.json';
@@ -174,7 +175,7 @@ export class Updater {
   }
 
   private now(): Date { return this.o.now ? this.o.now() : new Date(); }
-  private get fetchFn(): typeof fetch { return this.o.fetch ?? fetch; }
+  private get fetchFn(): typeof fetch { return this.o.fetch ?? channelFetch; }
   private file(name: string) { return join(this.space, name); }
   private manifestUrl(): string { return `${this.o.channelUrl.replace(/\/+$/, '')}/${this.o.channel}/manifest.json`; }
   private async syncFs() { if (this.o.sync) await this.o.sync(); else await run('sync', [], { timeoutMs: 60_000 }); }

@@ -1,0 +1,27 @@
+// What the updater fetches with: Node's fetch for http(s), and the same contract for file:
+// URLs, so a channel tree copied onto the node (an air-gapped site, a USB stick) updates it
+// exactly as a web server would, Range requests (resume) included.
+import { createReadStream, statSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+
+export async function channelFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
+  const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
+  if (url.protocol !== 'file:') return fetch(input, init);
+  let path: string, size: number;
+  try {
+    path = fileURLToPath(url);
+    const st = statSync(path);
+    if (!st.isFile()) throw new Error('not a file');
+    size = st.size;
+  } catch {
+    return new Response(`${url.href}: no such file`, { status: 404 });
+  }
+  const range = /^bytes=(\d+)-$/.exec(new Headers(init?.headers).get('range') ?? '');
+  const start = range ? Number(range[1]) : 0;
+  if (start > size || (range && start === size && size > 0)) return new Response(null, { status: 416, headers: { 'content-range': `bytes */${size}` } });
+  const body = size - start > 0 ? (Readable.toWeb(createReadStream(path, { start })) as ReadableStream<Uint8Array>) : null;
+  const headers: Record<string, string> = { 'content-length': String(size - start) };
+  if (range) headers['content-range'] = `bytes ${start}-${size - 1}/${size}`;
+  return new Response(body, { status: range ? 206 : 200, headers });
+}
