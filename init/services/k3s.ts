@@ -51,7 +51,8 @@ export function k3sService(config: () => KilnConfig): ServiceSpec {
     run: async () => { await prepareK3sHost(); return k3sCommand(config()); },
     restart: 'always',
     backoff: { initialMs: 2000, maxMs: 60_000, resetAfterMs: 300_000 },
-    health: { check: () => k3sReady(), intervalMs: 5000 },
+    // Each probe runs k3s's kubectl (a large Go binary): often while waiting, seldom once ready.
+    health: { check: () => k3sReady(), intervalMs: 5000, healthyIntervalMs: 30_000 },
     stopTimeoutMs: 30_000,
   };
 }

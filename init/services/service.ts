@@ -13,7 +13,8 @@ export interface ServiceSpec {
   restart?: 'always' | 'on-failure' | 'never';
   /** Exponential backoff between restarts, reset after a run that lasted resetAfterMs. */
   backoff?: { initialMs: number; maxMs: number; resetAfterMs: number };
-  health?: { check: () => Promise<boolean>; intervalMs?: number };
+  /** intervalMs between checks until healthy (and while not); healthyIntervalMs once healthy (default: the same). */
+  health?: { check: () => Promise<boolean>; intervalMs?: number; healthyIntervalMs?: number };
   /** SIGTERM (or stopSignal), then SIGKILL after this long. */
   stopTimeoutMs?: number;
   stopSignal?: NodeJS.Signals;

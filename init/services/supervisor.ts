@@ -217,7 +217,7 @@ export class Supervisor extends EventEmitter {
         this.o.say?.(`service ${inst.spec.id} ${ok ? 'healthy' : 'unhealthy'}`);
         this.emit('change', inst.spec.id, inst.state);
       }
-      inst.healthTimer = setTimeout(tick, h.intervalMs ?? 2000);
+      inst.healthTimer = setTimeout(tick, (ok && h.healthyIntervalMs) || (h.intervalMs ?? 2000));
     };
     void tick();
   }

@@ -62,6 +62,24 @@ test('dependants wait for a health check to pass; the tail is kept in memory', a
   assert.equal(sup.status().map((s) => s.state), ['stopped', 'stopped']);
 });
 
+test('health is checked often until it passes, then at healthyIntervalMs; a failure is seen at that pace', async () => {
+  const { sup, said } = fresh();
+  let checks = 0, ok = false;
+  sup.add({ id: 'api', description: 'probed', run: sh('exec sleep 30'), health: { check: async () => { checks++; return ok; }, intervalMs: 20, healthyIntervalMs: 400 } });
+  await sup.start('api');
+  await sleep(200);
+  assert.ok(checks >= 5, `${checks} checks in 200 ms while unhealthy`);
+  ok = true;
+  await sleep(100);
+  const atHealthy = checks;
+  await sleep(250);
+  assert.ok(checks - atHealthy <= 1, `${checks - atHealthy} checks in 250 ms once healthy (every 400 ms)`);
+  ok = false;
+  await sleep(500);
+  assert.ok(said.includes('service api unhealthy'), said.join('\n'));
+  await sup.stopAll();
+});
+
 test('a service ignoring SIGTERM is killed after its stop timeout, with everything in its group', async () => {
   const { sup, said } = fresh();
   const pidFile = join(mkdtempSync(join(tmpdir(), 'kiln-pid-')), 'child');
