@@ -25,12 +25,31 @@ async function fetchText(url: string, timeoutMs = 5000, headers: Record<string, 
   } catch { return undefined; }
 }
 
-/** A volume with this filesystem label, mounted read-only under /run/kiln (busybox findfs). */
-async function mountLabelled(labels: string[], where: string): Promise<string | undefined> {
+/**
+ * Filesystem label -> device for every block device, from ONE blkid run: each probe of every
+ * disk costs about a second under emulation, and a label lookup per source took several.
+ */
+async function blockLabels(): Promise<Map<string, string>> {
+  // util-linux's blkid (in /sbin) replaces busybox's applet when the image ships it; both print
+  // `/dev/vdb: LABEL="cidata" ... TYPE="vfat"`.
+  const r = await run('blkid', [], { timeoutMs: 15_000, env: { ...process.env, PATH: '/bin:/sbin:/usr/bin:/usr/sbin' } });
+  return parseBlkid(r.stdout);
+}
+
+export function parseBlkid(text: string): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const dev = /^(\/dev\/\S+):/.exec(line)?.[1];
+    const label = /\sLABEL="([^"]*)"/.exec(line)?.[1];
+    if (dev && label && !m.has(label)) m.set(label, dev);
+  }
+  return m;
+}
+
+/** The first volume with one of these labels, mounted read-only at `where`. */
+async function mountLabelled(labels: string[], where: string, known: Promise<Map<string, string>>): Promise<string | undefined> {
   for (const label of labels) {
-    // util-linux's findfs (in /sbin) replaces busybox's applet when the image ships it.
-    const r = await run('findfs', [`LABEL=${label}`], { timeoutMs: 5000, env: { ...process.env, PATH: '/bin:/sbin:/usr/bin:/usr/sbin' } });
-    const dev = r.code === 0 ? r.stdout.trim() : '';
+    const dev = (await known).get(label);
     if (!dev) continue;
     for (const type of ['vfat', 'iso9660']) {
       try { await mount(type, dev, where, 'ro'); return dev; } catch { /* next type */ }
@@ -60,7 +79,11 @@ export async function gatherSources(pass: 'local' | 'network', cmdline: string, 
   const g: Gathered = { sources: await readLocalSources('/', activePaths()), scripts: [], notes: [] };
   // NoCloud volume (label cidata, any case), and an OpenStack config drive.
   const cidata = '/run/kiln/cidata';
-  if (existsSync(`${cidata}/user-data`) || await mountLabelled(['CIDATA', 'cidata'], cidata)) {
+  const drive = '/run/kiln/config-2';
+  // Probed only when a volume is not mounted yet (the network pass finds both mounted).
+  let labels: Promise<Map<string, string>> | undefined;
+  const known = () => (labels ??= blockLabels());
+  if (existsSync(`${cidata}/user-data`) || await mountLabelled(['CIDATA', 'cidata'], cidata, known())) {
     const md = read(`${cidata}/meta-data`);
     if (md) addMetaData(g, 'CIDATA:meta-data', md);
     if (existsSync(`${cidata}/user-data`)) addUserData(g, 'CIDATA:user-data', readFileSync(`${cidata}/user-data`));
@@ -73,8 +96,7 @@ export async function gatherSources(pass: 'local' | 'network', cmdline: string, 
     if (f === 'meta-data') addMetaData(g, `boot:${f}`, read(p));
     else addUserData(g, `boot:${f}`, readFileSync(p));
   }
-  const drive = '/run/kiln/config-2';
-  if (existsSync(`${drive}/openstack`) || await mountLabelled(['config-2', 'CONFIG-2'], drive)) {
+  if (existsSync(`${drive}/openstack`) || await mountLabelled(['config-2', 'CONFIG-2'], drive, known())) {
     const ud = `${drive}/openstack/latest/user_data`;
     if (existsSync(ud)) addUserData(g, 'config-drive:user_data', readFileSync(ud));
     const md = read(`${drive}/openstack/latest/meta_data.json`);

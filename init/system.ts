@@ -45,6 +45,9 @@ export function partitionByLabel(label: string): string | undefined {
 
 /** Loads modules by name (busybox modprobe reads the modules.dep the builder wrote). */
 export async function loadModules(names: string[]): Promise<{ loaded: string[]; failed: string[] }> {
+  // One modprobe for all (a process start costs ~80 ms under emulation); one by one only to
+  // name the failures when that fails.
+  if (names.length > 1 && !(await runOk('modprobe', ['-a', ...names], { timeoutMs: 60_000 }))) return { loaded: [...names], failed: [] };
   const loaded: string[] = [], failed: string[] = [];
   for (const m of names) {
     const err = await runOk('modprobe', [m], { timeoutMs: 20_000 });

@@ -58,4 +58,17 @@ test('user-data: MIME multipart with cloud-config and script parts', () => {
   assert.is(parseConfig(u.cloudConfigs[0], 'user-data').config?.hostname, 'from-mime');
 });
 
+
+test('blkid output: label -> device; PARTLABEL is not a filesystem label; the first device wins', async () => {
+  const { parseBlkid } = await import('../../init/configure.ts');
+  const m = parseBlkid([
+    '/dev/vda1: LABEL_FATBOOT="ESP" LABEL="ESP" UUID="1234-ABCD" BLOCK_SIZE="512" TYPE="vfat" PARTLABEL="esp" PARTUUID="aa"',
+    '/dev/vda2: TYPE="squashfs" PARTLABEL="kiln-root-a" PARTUUID="bb"',
+    '/dev/vdb: SEC_TYPE="msdos" LABEL="cidata" UUID="0C0D-0E0F" TYPE="vfat"',
+    '/dev/sr0: BLOCK_SIZE="2048" UUID="2026-11-24-00-00-00-00" LABEL="cidata" TYPE="iso9660"',
+    '',
+  ].join('\n'));
+  assert.equal([...m], [['ESP', '/dev/vda1'], ['cidata', '/dev/vdb']]);
+});
+
 test.run();
