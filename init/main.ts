@@ -177,8 +177,8 @@ const phases: Phase[] = [
         void supervisor.start('k3s');
         // run_cmd comes "after k3s has started": wait for the process, not for the cluster.
         const t0 = Date.now();
-        while (Date.now() - t0 < 60_000 && !['running', 'skipped', 'failed', 'backoff'].includes(supervisor.status().find((x) => x.id === 'k3s')?.state ?? '')) await new Promise((r) => setTimeout(r, 100));
-        return supervisor.status().find((x) => x.id === 'k3s')?.state;
+        while (Date.now() - t0 < 60_000 && !['running', 'skipped', 'failed', 'backoff'].includes(k3sStatus()?.state ?? '')) await new Promise((r) => setTimeout(r, 100));
+        return k3sStatus()?.state;
       },
     }],
   },
@@ -216,13 +216,16 @@ function startControl() {
   });
 }
 
+/** The k3s service's status (undefined in an image without it). */
+function k3sStatus() { return supervisor.status().find((x) => x.id === 'k3s'); }
+
 /**
  * Healthy now: k3s (if the image runs it) is running and its last /readyz passed. A snapshot,
  * never a wait: callers poll it against a deadline, so a k3s that keeps crashing fails the
  * check in time instead of holding it open.
  */
 function k3sHealthyNow(): boolean {
-  const k3s = supervisor.status().find((x) => x.id === 'k3s');
+  const k3s = k3sStatus();
   return !k3s || k3s.state === 'skipped' || (k3s.state === 'running' && k3s.healthy === true);
 }
 
@@ -241,7 +244,7 @@ async function healthAndUpdates(stepsOk: boolean) {
     devices: { slotDevice: (slot: Slot) => { const d = partitionByLabel(`kiln-root-${slot}`) ?? piRootPartition(slot); if (!d) throw new Error(`no partition labelled kiln-root-${slot}`); return `/dev/${d}`; } },
     reboot: () => power('reboot', 'update'), log: say, window: c.kiln.updates.window || undefined,
     beforeReboot: async () => {
-      const k3s = supervisor.status().find((x) => x.id === 'k3s');
+      const k3s = k3sStatus();
       if (!cfg().kiln.updates.drain || k3s?.state !== 'running') return;
       say(`update: ${await drainNode({ k3s: K3S, node: kubeNodeName(), timeoutS: cfg().kiln.updates.drain_timeout_s })}`);
     },
@@ -272,7 +275,7 @@ const kubeNodeName = () => nodeName(k3sCommand(cfg()).args, read('/proc/sys/kern
 
 /** A node drained for an update's reboot takes pods again once k3s is back. */
 async function uncordonWhenReady() {
-  const k3s = supervisor.status().find((x) => x.id === 'k3s');
+  const k3s = k3sStatus();
   if (!k3s || k3s.state === 'skipped' || !(await supervisor.waitReady('k3s'))) return;
   const m = await uncordonIfDrained({ k3s: K3S, node: kubeNodeName() });
   if (m) say(m);
@@ -289,7 +292,7 @@ const ADDON_MESSAGES: Record<string, string> = { install: 'installed', upgrade: 
 
 /** Add-ons after k3s is ready (never part of its start), then again every 30 minutes. */
 async function addonsLoop() {
-  const k3s = supervisor.status().find((x) => x.id === 'k3s');
+  const k3s = k3sStatus();
   if (!k3s || k3s.state === 'skipped' || k3sCommand(cfg()).args[0] !== 'server') return;
   const pass = async (first: boolean) => {
     if (!(await supervisor.waitReady('k3s'))) return;

@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { blessRename, type Slot } from '../slot.ts';
+import { detectBootLoader } from '../bootctl/index.ts';
 import { blessUboot, demotedEnv, readUbootEnv, slotsOf, stagedEnv, UBOOT_ENV_FILE, writeUbootEnv } from '../bootctl/uboot.ts';
 import { countingName, demoteEntries, entriesOf, entryDir, fsyncDir, isBlessed, listEntries, removeEntries } from './entries.ts';
 
@@ -112,5 +113,5 @@ export function ubootLoader(dir: string): SlotLoader {
 
 /** The loader in charge of the slots on the partition mounted at `esp`. */
 export function slotLoaderAt(esp: string): SlotLoader {
-  return existsSync(join(esp, UBOOT_ENV_FILE)) || existsSync(join(esp, 'boot.scr')) ? ubootLoader(esp) : systemdBootLoader(esp);
+  return detectBootLoader(esp) === 'uboot' ? ubootLoader(esp) : systemdBootLoader(esp);
 }
