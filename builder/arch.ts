@@ -1,5 +1,7 @@
 // Everything that differs between target architectures, in one table.
-export type Arch = 'x86_64' | 'arm64';
+import { ROOT_TYPE_GUID, type Arch } from '../init/disk/layout.ts';
+
+export type { Arch };
 export const ARCHES: Arch[] = ['x86_64', 'arm64'];
 
 export interface ArchFacts {
@@ -34,7 +36,7 @@ export const ARCH: Record<Arch, ArchFacts> = {
     bootEfi: 'systemd-bootx64.efi',
     stub: 'linuxx64.efi.stub',
     efiFallback: 'EFI/BOOT/BOOTX64.EFI',
-    rootTypeGuid: '4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709',
+    rootTypeGuid: ROOT_TYPE_GUID.x86_64,
     objcopy: 'objcopy',
     strip: 'strip',
     qemu: { binary: 'qemu-system-x86_64', machine: ['-machine', 'q35'], cpu: [], firmware: { code: 'ovmfCode', vars: 'ovmfVars' } },
@@ -49,7 +51,7 @@ export const ARCH: Record<Arch, ArchFacts> = {
     bootEfi: 'systemd-bootaa64.efi',
     stub: 'linuxaa64.efi.stub',
     efiFallback: 'EFI/BOOT/BOOTAA64.EFI',
-    rootTypeGuid: 'B921B045-1DF0-41C3-AF44-4C6F280D3FAE',
+    rootTypeGuid: ROOT_TYPE_GUID.arm64,
     objcopy: 'aarch64-linux-gnu-objcopy',
     strip: 'aarch64-linux-gnu-strip',
     qemu: { binary: 'qemu-system-aarch64', machine: ['-machine', 'virt'], cpu: ['-cpu', 'cortex-a72'], firmware: { code: 'aavmfCode', vars: 'aavmfVars' } },

@@ -20,12 +20,12 @@ import { assembleRoot, kernelFromLock, unpackedDeb, type RootInputs } from './ro
 import { k3sBinary } from './k3s.ts';
 import { chartsForImage } from './charts.ts';
 import { formatProblem, parseConfig } from '../init/config/parse.ts';
-import { parseTrustRoot } from '../init/update/manifest.ts';
+import { parseTrustRoot } from '../channels/manifest.ts';
 import { k3sKernelModulesFromFile } from './k3s-kernel.ts';
 import { buildStage1 } from './stage1.ts';
 import { tool } from './tools.ts';
 import { buildUki } from './uki.ts';
-import { bundleCli, bundleInit } from '../init/bundle.ts';
+import { bundleCli, bundleInit } from './bundle.ts';
 
 export const REPO = resolve(new URL('..', import.meta.url).pathname);
 
@@ -246,7 +246,7 @@ function missingPkg(name: string): never {
   throw new Error(`the lock has no ${name}; add it to debian.packages in the profile and run 'kiln lock'`);
 }
 
-/** `default` matches both slots so a slot with spent tries is never forced (see DESIGN). */
+/** `default` matches both slots so a slot with spent tries is never forced (docs/design.md, "Slots"). */
 export const LOADER_CONF = 'timeout 0\ndefault kiln-*\neditor no\n';
 
 /** Boot entry file name on the ESP: kiln-<slot>[+<tries>].efi (systemd-boot boot counting). */

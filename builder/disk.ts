@@ -3,14 +3,14 @@
 // skipping zero blocks so the image stays sparse. No root, no loop devices.
 import { closeSync, ftruncateSync, openSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { $ } from 'zx';
-import { buildGpt, stableGuid } from './formats/gpt.ts';
-import { diskLayout, PARTLABELS, type DiskPlan } from './layout.ts';
+import { buildGpt, stableGuid } from '../init/disk/gpt.ts';
+import { diskLayout, PARTLABELS, type DiskPlan } from '../init/disk/layout.ts';
 import { tool } from './tools.ts';
 
 const MiB = 1024 * 1024;
 
-// The layout itself is pure (builder/layout.ts) so the node's installer shares it.
-export { PARTLABELS, diskLayout, type DiskPlan } from './layout.ts';
+// The layout itself is pure (init/disk/layout.ts) so the node's installer shares it.
+export { PARTLABELS, diskLayout, type DiskPlan } from '../init/disk/layout.ts';
 
 /** Copies `src` into `fd` at byte `offset`, leaving all-zero blocks as holes. */
 export function copyInto(fd: number, src: string, offset: number, limit: number) {

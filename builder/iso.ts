@@ -13,23 +13,9 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { $ } from 'zx';
 import { ARCH, type Arch } from './arch.ts';
+import type { IsoManifest } from '../init/disk/layout.ts';
 import { espDirectories, type EspFile } from './esp.ts';
 import { hostFile, tool } from './tools.ts';
-
-/** What the installer reads from the medium: /kiln/install.json. */
-export interface IsoManifest {
-  version: string;
-  arch: Arch;
-  espMiB: number;
-  rootMiB: number;
-  /** Smallest data partition the installer accepts. */
-  minDataMiB: number;
-  /** Paths on the medium. */
-  root: string;
-  rootBytes: number;
-  esp: string;
-  espBytes: number;
-}
 
 export interface IsoSpec {
   arch: Arch;

@@ -10,7 +10,7 @@ import {
   CHANNELS, MANIFEST_SCHEMA, canonicalize, keyIdOf, makeTrustRoot, parseTrustRoot, privateKeyFrom, serializeManifest,
   signBytes, validateManifest, verifyChannel, verifySignatures,
   type ArchArtifacts, type Artifact, type Channel, type Manifest, type Release, type TrustRoot,
-} from '../init/update/manifest.ts';
+} from '../channels/manifest.ts';
 
 export const KEY_FILE = 'kiln-release.key';
 export const TRUST_FILE = 'trust.json';

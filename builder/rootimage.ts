@@ -2,7 +2,7 @@
 // SOURCE_DATE_EPOCH: every file owned by root, every timestamp the same.
 import { rmSync } from 'node:fs';
 import { $ } from 'zx';
-import { stableGuid } from './formats/gpt.ts';
+import { stableGuid } from '../init/disk/gpt.ts';
 import { tool } from './tools.ts';
 
 export async function buildRootImage(dir: string, out: string, fs: 'squashfs' | 'erofs', sde: number, seed: string): Promise<string> {

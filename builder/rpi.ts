@@ -1,14 +1,14 @@
 // The Raspberry Pi 3/4 SD card image (arm64): MBR with a FAT32 boot partition (VideoCore
 // firmware, config.txt, U-Boot, boot.scr, uboot.env, device trees, each slot's kernel and
 // stage-1 initramfs), then kiln-root-a, kiln-root-b and kiln-data. The boot script does the
-// A/B choice with tries counters in uboot.env (DESIGN.md, "Raspberry Pi A/B through U-Boot").
+// A/B choice with tries counters in uboot.env (docs/design.md, "Raspberry Pi").
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, ftruncateSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { $ } from 'zx';
 import { copyInto, makeDataFs } from './disk.ts';
 import { buildEsp, type EspFile } from './esp.ts';
-import { buildMbr, MBR_TYPES, mbrPartUuid } from './formats/mbr.ts';
+import { buildMbr, MBR_TYPES, mbrPartUuid } from '../init/disk/mbr.ts';
 import { scriptImage } from './formats/uimage.ts';
 import { tool } from './tools.ts';
 

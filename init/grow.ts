@@ -5,9 +5,9 @@
 // the current state first, so a boot interrupted halfway finishes the job on the next one.
 import { closeSync, existsSync, fsyncSync, openSync, readSync, realpathSync, writeSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { ext4Size, growLastPartition } from '../builder/formats/gpt-grow.ts';
-import { readGpt } from '../builder/formats/gpt.ts';
-import { growLastMbrPartition, readMbr } from '../builder/formats/mbr.ts';
+import { ext4Size, growLastPartition } from './disk/gpt-grow.ts';
+import { readGpt } from './disk/gpt.ts';
+import { growLastMbrPartition, readMbr } from './disk/mbr.ts';
 import { run, runOk } from './exec.ts';
 import { partitionByLabel, read } from './system.ts';
 

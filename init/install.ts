@@ -1,15 +1,14 @@
 // `kiln install`: from the live ISO, write the A/B GPT disk that `kiln build` makes (same
-// layout code, builder/layout.ts) to a real disk: the ESP image and root image from the
+// layout code, init/disk/layout.ts) to a real disk: the ESP image and root image from the
 // medium, an empty root-b, and a fresh kiln-data holding the node's config. The pure checks
 // are exported for tests; the rest does I/O on block devices and must run as root.
 import { randomUUID } from 'node:crypto';
 import { closeSync, createReadStream, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { createGunzip } from 'node:zlib';
 import { stringify } from 'yaml';
-import { buildGpt, stableGuid } from '../builder/formats/gpt.ts';
-import type { LayoutPartition } from '../builder/formats/gpt.ts';
-import type { IsoManifest } from '../builder/iso.ts';
-import { layoutFor, minDiskBytes, PARTLABELS } from '../builder/layout.ts';
+import { buildGpt, stableGuid } from './disk/gpt.ts';
+import type { LayoutPartition } from './disk/gpt.ts';
+import { layoutFor, minDiskBytes, PARTLABELS, type IsoManifest } from './disk/layout.ts';
 import { mergeConfigs, type SourceText, parseCmdline } from './config/merge.ts';
 import { formatProblem, parseConfig } from './config/parse.ts';
 import { run, runOk, sleep } from './exec.ts';

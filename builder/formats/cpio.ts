@@ -1,6 +1,6 @@
 // Deterministic newc ("070701") cpio writer, the format the Linux kernel unpacks as an
 // initramfs. Own code because npm cpio-stream turns mtime 0 into "now", devminor 0 into
-// 262143, cannot write ino 0 and leaves the trailer unpadded (DESIGN.md section 3).
+// 262143, cannot write ino 0 and leaves the trailer unpadded (docs/design.md, "Own code").
 import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 

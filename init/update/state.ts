@@ -9,7 +9,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync, unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import semver from 'semver';
-import { CHANNELS, type Channel, type ChannelStateView, type Manifest } from './manifest.ts';
+import { CHANNELS, type Channel, type ChannelStateView, type Manifest } from '../../channels/manifest.ts';
 
 export const DEFAULT_STATE_BASE = '/var/lib/kiln';
 export const STATE_FILE = 'channel-state.json';

@@ -2,7 +2,7 @@
 // INACTIVE slot, stage its boot files as "try 3 times" (a UKI for systemd-boot, kernel + initrd
 // for U-Boot: loaders.ts), reboot under the fleet lock and inside the
 // maintenance window, and after the reboot bless the slot or mark the version bad.
-// Design: /work/shared/DESIGN.md §4, channels/README.md. Everything machine-specific (paths,
+// Design: docs/design.md ("Updates"), channels/README.md. Everything machine-specific (paths,
 // block devices, clock, fetch, reboot) is injected so the whole flow runs in unit tests
 // against plain files and a local HTTP server.
 //
@@ -23,7 +23,7 @@ import { otherSlot, type Slot } from '../slot.ts';
 import {
   pickRelease, verifyChannel, wariness as warinessOf, parseTrustRoot,
   type Artifact, type Channel, type RefuseReason, type Time, type TrustRoot,
-} from './manifest.ts';
+} from '../../channels/manifest.ts';
 import { acceptManifest, loadState, recordBadVersion, saveState, spaceDir, type ChannelState } from './state.ts';
 import { FleetLockError, preReboot, steadyState } from './fleetlock.ts';
 import { DEFAULT_TRIES, fsyncDir } from './entries.ts';

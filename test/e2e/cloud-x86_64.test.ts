@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { $ } from 'zx';
 import { build, REPO } from '../../builder/build.ts';
-import { readGpt } from '../../builder/formats/gpt.ts';
+import { readGpt } from '../../init/disk/gpt.ts';
 import { createLogger } from '../../builder/log.ts';
 import { Vm } from '../../builder/qemu.ts';
 import { tool } from '../../builder/tools.ts';

@@ -7,7 +7,7 @@ import { createServer as netServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { $ } from 'zx';
-import { readGpt } from '../../builder/formats/gpt.ts';
+import { readGpt } from '../../init/disk/gpt.ts';
 
 /** A FAT volume labelled CIDATA holding user-data and meta-data (what cloud-init's NoCloud reads). */
 export async function cidataImage(userData: string, metaData = 'instance-id: e2e\n'): Promise<string> {

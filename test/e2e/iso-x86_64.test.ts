@@ -9,7 +9,7 @@ import { closeSync, mkdtempSync, openSync, readSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { $ } from 'zx';
-import { readGpt } from '../../builder/formats/gpt.ts';
+import { readGpt } from '../../init/disk/gpt.ts';
 import { Vm } from '../../builder/qemu.ts';
 import { blankDisk, cidataImage, gptNames } from './helpers.ts';
 import { BOOT_TIMEOUT, espList, READY, TEST_VERSION, testImage, testIso } from './image.ts';

@@ -1,5 +1,5 @@
 // QEMU's Raspberry Pi 3B model (QEMU 7.2 has raspi3b, not raspi4b) booting an SD image the
-// way the lab did (/work/shared/DESIGN.md): U-Boot as the "kernel", the board's device tree,
+// way the lab did (docs/design.md, "Raspberry Pi"): U-Boot as the "kernel", the board's device tree,
 // the image as the SD card. The VideoCore firmware and config.txt are NOT exercised: QEMU
 // starts U-Boot directly. U-Boot prints on the mini-UART (second serial port), Linux's
 // ttyAMA0 is the first: both go to files that are polled into one output string.

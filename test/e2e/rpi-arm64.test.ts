@@ -11,7 +11,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, readSync, statSync, tru
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { $ } from 'zx';
-import { readMbr } from '../../builder/formats/mbr.ts';
+import { readMbr } from '../../init/disk/mbr.ts';
 import { decodeUbootEnv, encodeUbootEnv } from '../../init/bootctl/ubootenv.ts';
 import { bootFile, PiVm } from './pi-vm.ts';
 import { READY, scratchCopy, testRpiImage, TEST_VERSION } from './image.ts';

@@ -11,7 +11,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync,
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { $ } from 'zx';
-import { readMbr } from '../../builder/formats/mbr.ts';
+import { readMbr } from '../../init/disk/mbr.ts';
 import { publishRelease } from '../../builder/release.ts';
 import { decodeUbootEnv } from '../../init/bootctl/ubootenv.ts';
 import { bootFile, bootList, PiVm } from './pi-vm.ts';

@@ -11,7 +11,7 @@ import { decodeUbootEnv, encodeUbootEnv } from '../../init/bootctl/ubootenv.ts';
 import { RPI_TRIES } from '../../builder/rpi.ts';
 import { UBOOT_TRIES } from '../../init/bootctl/uboot.ts';
 import { partitionBySpec, siblingPartition } from '../../init/bootctl/devices.ts';
-import { buildMbr } from '../../builder/formats/mbr.ts';
+import { buildMbr } from '../../init/disk/mbr.ts';
 
 const dir = () => mkdtempSync(join(tmpdir(), 'kiln-uboot-'));
 /** What the boot script's first saveenv leaves: U-Boot's own variables plus ours. */

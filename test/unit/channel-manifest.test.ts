@@ -4,7 +4,7 @@ import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import {
   canonicalize, keyIdOf, makeTrustRoot, parseTrustRoot, serializeManifest, signBytes, trustKeyOf, validateManifest,
   verifyChannel, verifyRootRotation, verifySignatures, type Manifest, type TrustRoot, type VerifyChannelInput,
-} from '../../init/update/manifest.ts';
+} from '../../channels/manifest.ts';
 
 const keypair = () => generateKeyPairSync('ed25519');
 const A = keypair(), B = keypair(), C = keypair(), STRANGER = keypair();

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeys, promoteRelease, publishRelease, verifyPublished } from '../../builder/release.ts';
-import { parseTrustRoot, verifyChannel, canonicalize, type Manifest } from '../../init/update/manifest.ts';
+import { parseTrustRoot, verifyChannel, canonicalize, type Manifest } from '../../channels/manifest.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'kiln-chrel-'));
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');

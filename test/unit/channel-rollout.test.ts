@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { pickRelease, rolloutThrottle, wariness, type Manifest, type Release, type Rollout } from '../../init/update/manifest.ts';
+import { pickRelease, rolloutThrottle, wariness, type Manifest, type Release, type Rollout } from '../../channels/manifest.ts';
 
 const art = (v: string) => ({ x86_64: { root: { url: `${v}/x86_64/fixture-root.img`, size: 1, sha256: 'a'.repeat(64) } } });
 const rel = (version: string, extra: Partial<Release> = {}): Release => ({ version, artifacts: art(version), ...extra });

@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync, statSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { acceptManifest, channelSpace, emptyState, loadState, recordBadVersion, saveState, stateFile } from '../../init/update/state.ts';
-import type { Manifest } from '../../init/update/manifest.ts';
+import type { Manifest } from '../../channels/manifest.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'kiln-chstate-'));
 const man = (channel: Manifest['channel'], serial: number, issued = '2030-01-01T00:00:00Z'): Manifest => ({

@@ -1,4 +1,4 @@
-// Growing the last partition of a GPT disk (builder/formats/gpt-grow.ts), checked byte by byte.
+// Growing the last partition of a GPT disk (init/disk/gpt-grow.ts), checked byte by byte.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
@@ -6,9 +6,9 @@ import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findTool, tool } from '../../builder/tools.ts';
-import { crc32 } from '../../builder/formats/crc32.ts';
-import { buildGpt, GPT_TYPES, layoutPartitions, readGpt, stableGuid, type GptPartition } from '../../builder/formats/gpt.ts';
-import { ext4Size, growLastPartition } from '../../builder/formats/gpt-grow.ts';
+import { crc32 } from '../../init/disk/crc32.ts';
+import { buildGpt, GPT_TYPES, layoutPartitions, readGpt, stableGuid, type GptPartition } from '../../init/disk/gpt.ts';
+import { ext4Size, growLastPartition } from '../../init/disk/gpt-grow.ts';
 
 const MiB = 1024 * 1024;
 const OLD = 512 * MiB;

@@ -5,8 +5,8 @@ import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findTool } from '../../builder/tools.ts';
-import { crc32 } from '../../builder/formats/crc32.ts';
-import { buildGpt, guidFromBytes, guidToBytes, GPT_TYPES, layoutPartitions, readGpt, stableGuid, type GptPartition } from '../../builder/formats/gpt.ts';
+import { crc32 } from '../../init/disk/crc32.ts';
+import { buildGpt, guidFromBytes, guidToBytes, GPT_TYPES, layoutPartitions, readGpt, stableGuid, type GptPartition } from '../../init/disk/gpt.ts';
 
 const MiB = 1024 * 1024;
 const SIZE = 512 * MiB;

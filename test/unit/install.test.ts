@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parse } from 'yaml';
 import { grubConfig, isoLabel } from '../../builder/iso.ts';
-import { diskLayout, minDiskBytes } from '../../builder/layout.ts';
+import { diskLayout, minDiskBytes } from '../../init/disk/layout.ts';
 import { parseCmdline } from '../../init/config/merge.ts';
 import { installedConfig, isoVolumeId, partitionName, planInstall, type DiskFacts } from '../../init/install.ts';
 

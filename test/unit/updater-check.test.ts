@@ -4,7 +4,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from
 import { generateKeyPairSync } from 'node:crypto';
 import { join } from 'node:path';
 import { NOW, world, type World } from './updater-harness.ts';
-import { signBytes } from '../../init/update/manifest.ts';
+import { signBytes } from '../../channels/manifest.ts';
 import { readSystemFacts } from '../../init/update/updater.ts';
 
 let w: World;

@@ -9,7 +9,7 @@ import { encodeUbootEnv } from '../../init/bootctl/ubootenv.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeys, publishRelease } from '../../builder/release.ts';
-import { parseTrustRoot, type TrustRoot } from '../../init/update/manifest.ts';
+import { parseTrustRoot, type TrustRoot } from '../../channels/manifest.ts';
 import { Updater, type UpdaterOptions } from '../../init/update/updater.ts';
 import type { Slot } from '../../init/slot.ts';
 

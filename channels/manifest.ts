@@ -5,7 +5,7 @@
 import { createHash, createPrivateKey, createPublicKey, sign as edSign, verify as edVerify, type KeyObject } from 'node:crypto';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import semver from 'semver';
-import MANIFEST_JSON_SCHEMA from '../../channels/manifest.schema.json' with { type: 'json' };
+import MANIFEST_JSON_SCHEMA from './manifest.schema.json' with { type: 'json' };
 
 export type Channel = 'beta' | 'rc' | 'stable';
 export const CHANNELS: readonly Channel[] = ['beta', 'rc', 'stable'];

@@ -2,8 +2,8 @@
 // CommonJS file each, for the image's Node.
 import { build } from 'esbuild';
 
-export const INIT_ENTRY = new URL('./main.ts', import.meta.url).pathname;
-export const CLI_ENTRY = new URL('./cli/kiln.ts', import.meta.url).pathname;
+export const INIT_ENTRY = new URL('../init/main.ts', import.meta.url).pathname;
+export const CLI_ENTRY = new URL('../init/cli/kiln.ts', import.meta.url).pathname;
 
 export async function bundle(entry: string, out: string): Promise<void> {
   await build({
