@@ -293,6 +293,7 @@ export class Updater {
       this.log(`update: ${integrity ? 'refused' : 'download failed'}: ${errText(e)}`);
       return { ok: false, stage: integrity ? 'verify' : 'download', message: errText(e), check: c };
     }
+    this.log(`update: staging the boot files of ${c.version} for slot ${target}`);
     try { await this.stageBoot(c, target); } catch (e) {
       const integrity = e instanceof IntegrityError;
       this.log(`update: ${integrity ? 'refused boot files' : 'staging boot files failed'}: ${errText(e)}`);
