@@ -12,16 +12,15 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { $ } from 'zx';
 import { readMbr } from '../../init/disk/mbr.ts';
-import { publishRelease } from '../../builder/release.ts';
 import { decodeUbootEnv } from '../../init/bootctl/ubootenv.ts';
 import { bootFile, bootList, PiVm } from './pi-vm.ts';
 import { scratchCopy, testRpiImage, TEST_VERSION } from './image.ts';
-import { updateKeys } from './update-fixture.ts';
+import { followUserData, publishStable, readyRe } from './update-fixture.ts';
 
 const PI_BOOT_TIMEOUT = 480_000;
 const V2 = '0.0.2-test';
 const tmp = mkdtempSync(join(tmpdir(), 'kiln-rpi-update-'));
-const ready = (v: string, slot: string) => new RegExp(`kiln: ready version=${v.replace(/[.]/g, '\\.')} slot=${slot} arch=arm64[\\r\\n ]`);
+const ready = (v: string, slot: string) => readyRe(v, slot, 'arm64');
 const MiB = 1048576;
 
 /** Copies folder `src` to /`dest` on the card's ext4 data partition (p4), with debugfs: no mount, no root. */
@@ -55,16 +54,13 @@ test('v1 -> v2 on the Pi: staged through uboot.env, booted by boot.scr from slot
   for (const o of outputs) symlinkSync(join(v2.out, o.file), join(from, o.file));
   writeFileSync(join(from, 'build.json'), JSON.stringify({ ...v2.rec, outputs }));
   const channels = join(tmp, 'channels');
-  await publishRelease({ channel: 'stable', from, to: channels, key: updateKeys().keyFile });
+  await publishStable(from, channels);
   const manifest = JSON.parse(readFileSync(join(channels, 'stable/manifest.json'), 'utf8'));
   assert.equal(Object.keys(manifest.releases[0].artifacts), ['arm64_rpi'], 'the Pi build is published under its own target');
 
   const disk = await scratchCopy(v1.img, 'sd.img');
   await copyToDataPartition(disk, channels, 'channels');
-  writeFileSync(join(tmp, 'user-data'), `#cloud-config
-kiln:
-  updates: {url: 'file:///data/channels', canary: true, poll_minutes: 1}
-`);
+  writeFileSync(join(tmp, 'user-data'), followUserData('file:///data/channels', 1));
   await $({ quiet: true, env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } })`mcopy -i ${disk}@@1M ${join(tmp, 'user-data')} ::/user-data`;
   const vm = await PiVm.start(disk);
   try {

@@ -5,44 +5,22 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ARCH } from '../../builder/arch.ts';
-import { REPO, ukiCmdline, ukiOsRelease } from '../../builder/build.ts';
+import { ukiCmdline, ukiOsRelease } from '../../builder/build.ts';
 import { Cache } from '../../builder/cache.ts';
 import { readLock } from '../../builder/lock.ts';
 import { loadProfile } from '../../builder/profile.ts';
 import { kernelFromLock, unpackedDeb } from '../../builder/rootfs.ts';
 import { buildUki } from '../../builder/uki.ts';
-import { Vm } from '../../builder/qemu.ts';
-import { publishRelease } from '../../builder/release.ts';
-import { cidataImage, freePort, ssh, sshKeypair, staticServer } from './helpers.ts';
-import { BOOT_TIMEOUT, espList, scratchCopy } from './image.ts';
-import { readyRe, updateImage, updateKeys } from './update-fixture.ts';
-
-const work = mkdtempSync(join(tmpdir(), 'kiln-update-'));
-const keys = updateKeys();
-const channels = join(work, 'channels');
-const imageOf = updateImage;
+import { ssh } from './helpers.ts';
+import { BOOT_TIMEOUT, espList } from './image.ts';
+import { publishStable, readyRe, updateOut, x86UpdateSetup } from './update-fixture.ts';
 
 test('v1 -> v2 through the stable channel, then a broken v3 falls back to v2 and is never retried', async () => {
-  const v1 = await imageOf('1.0.0');
-  const v2 = await imageOf('1.1.0');
-  await publishRelease({ channel: 'stable', from: join(REPO, 'out', 'update-1.1.0'), to: channels, key: keys.keyFile });
-  const http = await staticServer(channels);
-  const me = sshKeypair();
-  const cidata = await cidataImage(`#cloud-config
-ssh_authorized_keys: ['${me.pub}']
-kiln:
-  updates:
-    url: http://10.0.2.2:${http.port}
-    canary: true
-    poll_minutes: 600
-`);
-  const disk = await scratchCopy(join(REPO, 'out', 'update-1.0.0', v1.outputs.find((o) => o.kind === 'raw')!.file));
-  const port = await freePort();
-  const vm = await Vm.start({ arch: 'x86_64', disk, memMiB: 384, hostfwd: [[port, 22]], extraDrives: [`file=${cidata},format=raw,if=virtio,readonly=on`] });
+  const { work, channels, http, me, disk, boot } = await x86UpdateSetup('update');
+  const { vm, port } = await boot();
   try {
     await vm.waitFor(readyRe('1.0.0', 'a'), BOOT_TIMEOUT);
     await vm.waitFor(/kiln: blessed slot a/, 120_000);
@@ -59,7 +37,7 @@ kiln:
     // v3: signed and well-formed, but its root image is junk, so stage 1 cannot mount it.
     const bad = join(work, 'out-1.2.0');
     mkdirSync(bad, { recursive: true });
-    const rec = JSON.parse(readFileSync(join(REPO, 'out', 'update-1.1.0', 'build.json'), 'utf8'));
+    const rec = JSON.parse(readFileSync(join(updateOut('1.1.0'), 'build.json'), 'utf8'));
     const junk = randomBytes(4 << 20);
     writeFileSync(join(bad, 'kiln-1.2.0-x86_64.root.squashfs'), junk);
     // Its UKI must say 1.2.0 (systemd-boot prefers the newest version), with v2's kernel and stage 1.
@@ -68,7 +46,7 @@ kiln:
     const cache = new Cache();
     const kernel = await kernelFromLock(al, cache);
     const efiDir = join(await unpackedDeb(al.packages.find((p) => p.package === 'systemd-boot-efi')!, cache), 'usr/lib/systemd/boot/efi');
-    await buildUki({ arch: 'x86_64', stub: join(efiDir, ARCH.x86_64.stub), kernel: kernel.vmlinuz, initrd: join(REPO, 'out', 'update-1.1.0', '.work', 'x86_64', 'stage1.cpio.zst'),
+    await buildUki({ arch: 'x86_64', stub: join(efiDir, ARCH.x86_64.stub), kernel: kernel.vmlinuz, initrd: join(updateOut('1.1.0'), '.work', 'x86_64', 'stage1.cpio.zst'),
       cmdline: ukiCmdline('x86_64', profile), osRelease: ukiOsRelease('1.2.0'), out: join(bad, 'kiln-1.2.0-x86_64.efi') });
     const { createHash } = await import('node:crypto');
     const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -77,7 +55,7 @@ kiln:
       { file: 'kiln-1.2.0-x86_64.root.squashfs', arch: 'x86_64', kind: 'root', size: junk.length, sha256: sha(junk) },
       { file: 'kiln-1.2.0-x86_64.efi', arch: 'x86_64', kind: 'uki', size: uki.length, sha256: sha(uki) },
     ] }));
-    await publishRelease({ channel: 'stable', from: bad, to: channels, key: keys.keyFile });
+    await publishStable(bad, channels);
     const from = vm.output.length;
     await ssh(port, me.key, 'kiln upgrade');
     // Three failed tries of slot a, then systemd-boot picks b (1.1.0) on its own.
