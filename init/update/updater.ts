@@ -151,8 +151,8 @@ export function fleetLockId(machineId: string): string {
 }
 
 export class Updater {
-  readonly o: UpdaterOptions;
-  private readonly space: string;
+  o: UpdaterOptions;
+  private space: string;
   private readonly esp: string;
   private readonly loader: SlotLoader;
   private readonly windows: MaintenanceWindow[] | undefined;
@@ -160,6 +160,8 @@ export class Updater {
   private readonly log: (line: string) => void;
   private busy = false;
   private last: { at: string; result: CheckResult } | undefined;
+  /** A channel chosen while an update was running: switched to once it is done. */
+  private nextChannel: Channel | undefined;
 
   constructor(opts: UpdaterOptions) {
     this.o = opts;
@@ -264,7 +266,36 @@ export class Updater {
   async apply(): Promise<ApplyResult> {
     if (this.busy) return { ok: false, stage: 'busy', message: 'an update is already running' };
     this.busy = true;
-    try { return await this.applyInner(); } finally { this.busy = false; }
+    try { return await this.applyInner(); } finally {
+      this.busy = false;
+      if (this.nextChannel) { const ch = this.nextChannel; this.nextChannel = undefined; this.setChannel(ch); }
+    }
+  }
+
+  /**
+   * Follows another channel from now on (`kiln channel set`): the next check reads its manifest
+   * and its state space. An update staged but not yet judged moves along with its marker, so
+   * the post-boot check still finds it; a half-done download of the old channel's release is
+   * dropped. While an update runs the switch waits for it to end.
+   */
+  setChannel(channel: Channel): string {
+    const base = this.o.stateBase ?? '/var/lib/kiln';
+    const to = spaceDir(base, channel); // throws on an unknown channel
+    if (this.busy) { this.nextChannel = channel; return `updates follow ${channel} once the running update is done`; }
+    if (channel === this.o.channel) return `updates already follow ${channel}`;
+    const from = this.space;
+    if (to !== from) {
+      const p = readJson<PendingMarker>(join(from, PENDING_FILE));
+      if (p) { writeJsonAtomic(join(to, PENDING_FILE), p); rmSync(join(from, PENDING_FILE), { force: true }); }
+      rmSync(join(from, PROGRESS_FILE), { force: true });
+    }
+    const was = this.o.channel;
+    this.o = { ...this.o, channel };
+    this.space = to;
+    this.last = readJson(join(to, LAST_CHECK_FILE));
+    const message = `updates now follow ${channel} (was ${was})`;
+    this.log(`update: ${message}`);
+    return message;
   }
 
   private async applyInner(): Promise<ApplyResult> {
