@@ -693,9 +693,6 @@ export function manifestArch(arch: string): string {
   return ({ x64: 'x86_64', arm64: 'arm64', aarch64: 'arm64', amd64: 'x86_64' } as Record<string, string>)[arch] ?? arch;
 }
 
-/** Slot devices by GPT PARTLABEL (udev's symlinks; stage 1 makes the same ones). */
-export const partlabelDevices = { slotDevice: (slot: Slot) => `/dev/disk/by-partlabel/kiln-root-${slot}` };
-
 export interface SystemFacts {
   currentVersion: string;
   arch: string;
