@@ -25,7 +25,7 @@ import {
   type Artifact, type Channel, type RefuseReason, type Time, type TrustRoot,
 } from '../../channels/manifest.ts';
 import { acceptManifest, loadState, recordBadVersion, saveState, spaceDir, type ChannelState } from './state.ts';
-import { FleetLockError, preReboot, steadyState } from './fleetlock.ts';
+import { FleetLockLock, type RebootLock } from './rebootlock.ts';
 import { DEFAULT_TRIES, fsyncDir } from './entries.ts';
 import { slotLoaderAt, type BootKind, type SlotLoader } from './loaders.ts';
 import { channelFetch } from './fetch.ts';
@@ -67,6 +67,8 @@ export interface UpdaterOptions {
   /** Runs right before reboot() (drain the node). A throw postpones the reboot. */
   beforeReboot?: () => Promise<void> | void;
   fleetlock?: { base: string; group?: string; id?: string; timeoutMs?: number };
+  /** The reboot lock (rebootlock.ts rebootLockFor); when absent, `fleetlock` if given. */
+  rebootLock?: RebootLock;
   /** e.g. "Sat 02:00-04:00" (local time), see window.ts. */
   window?: string;
   log?: (line: string) => void;
@@ -162,6 +164,8 @@ export class Updater {
   private last: { at: string; result: CheckResult } | undefined;
   /** A channel chosen while an update was running: switched to once it is done. */
   private nextChannel: Channel | undefined;
+  /** A release of the reboot lock failed: retried at the next poll. */
+  private releaseOwed = false;
 
   constructor(opts: UpdaterOptions) {
     this.o = opts;
@@ -470,11 +474,10 @@ export class Updater {
       this.log(`update: ${message}`);
       return { rebooted: false, waiting: 'window', message };
     }
-    if (this.o.fleetlock) {
-      try {
-        await preReboot({ base: this.o.fleetlock.base, id: this.o.fleetlock.id ?? fleetLockId(this.o.machineId), group: this.o.fleetlock.group, timeoutMs: this.o.fleetlock.timeoutMs });
-      } catch (e) {
-        const message = `reboot into ${what} waits for the fleet lock: ${e instanceof FleetLockError ? e.message : errText(e)}`;
+    const lock = this.lock;
+    if (lock) {
+      try { await lock.acquire(); } catch (e) {
+        const message = `reboot into ${what} waits for ${lock.name}: ${errText(e)}`;
         this.log(`update: ${message}`);
         return { rebooted: false, waiting: 'lock', message };
       }
@@ -483,6 +486,8 @@ export class Updater {
       try { await this.o.beforeReboot(); } catch (e) {
         const message = `reboot into ${what} postponed: preparing the node failed: ${errText(e)}`;
         this.log(`update: ${message}`);
+        // Not rebooting now: the slot goes back to the fleet until the next try.
+        await this.releaseLock();
         return { rebooted: false, waiting: 'drain', message };
       }
     }
@@ -574,12 +579,20 @@ export class Updater {
     try { writeJsonAtomic(this.file(LAST_BOOT_FILE), { at: this.now().toISOString(), outcome, message }); } catch { /* status only */ }
   }
 
-  /** FleetLock steady-state, best effort: a lock server outage must not break a healthy node. */
+  /** The reboot lock: rebootLock, else the FleetLock server of `fleetlock`. */
+  private get lock(): RebootLock | undefined {
+    const f = this.o.fleetlock;
+    return this.o.rebootLock ?? (f ? new FleetLockLock({ base: f.base, id: f.id ?? fleetLockId(this.o.machineId), group: f.group, timeoutMs: f.timeoutMs }) : undefined);
+  }
+
+  /** Gives the reboot lock back, best effort: a lock outage must not break a healthy node. */
   private async releaseLock() {
-    if (!this.o.fleetlock) return;
-    try {
-      await steadyState({ base: this.o.fleetlock.base, id: this.o.fleetlock.id ?? fleetLockId(this.o.machineId), group: this.o.fleetlock.group, timeoutMs: this.o.fleetlock.timeoutMs });
-    } catch (e) { this.log(`update: could not release the fleet lock (retried at the next poll): ${errText(e)}`); }
+    const lock = this.lock;
+    if (!lock) return;
+    try { await lock.release(); this.releaseOwed = false; } catch (e) {
+      this.releaseOwed = true;
+      this.log(`update: could not release ${lock.name} (retried at the next poll): ${errText(e)}`);
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -639,6 +652,7 @@ export class Updater {
   /** One poll: retry a postponed reboot, or check and apply. Never throws. */
   async pollOnce(): Promise<void> {
     try {
+      if (this.releaseOwed) await this.releaseLock();
       if (!this.o.trust) return;
       const p = this.readPending();
       if (p && p.bootId === this.bootId) { if (!this.busy) await this.rebootIfAllowed(); return; }
