@@ -10,22 +10,27 @@ import { join } from 'node:path';
 import { bootDisk, partitionByLabel } from '../../init/system.ts';
 import { partitionBySpec, siblingPartition } from '../../init/bootctl/devices.ts';
 import { buildMbr } from '../../init/disk/mbr.ts';
-import { GPT_TYPES, guidToBytes, stableGuid } from '../../init/disk/gpt.ts';
+import { buildGpt, GPT_TYPES, guidToBytes, randomGuid, stableGuid } from '../../init/disk/gpt.ts';
+import { layoutFor } from '../../init/disk/layout.ts';
 
 const LABELS = ['esp', 'kiln-root-a', 'kiln-root-b', 'kiln-data'];
 
 /** A fake /sys (and /dev) with two disks holding the same four labelled partitions. */
-function fakeSys(disks: { name: string; major: number; sig?: number }[]) {
+function fakeSys(disks: { name: string; major: number; sig?: number; espGuid?: string }[]) {
   const root = mkdtempSync(join(tmpdir(), 'kiln-sys-'));
-  const cls = join(root, 'class/block'), devBlock = join(root, 'dev/block'), dev = join(root, 'devnodes');
-  for (const d of [cls, devBlock, dev]) mkdirSync(d, { recursive: true });
-  for (const { name, major, sig } of disks) {
+  const cls = join(root, 'class/block'), devBlock = join(root, 'dev/block'), dev = join(root, 'devnodes'), block = join(root, 'block');
+  for (const d of [cls, devBlock, dev, block]) mkdirSync(d, { recursive: true });
+  for (const { name, major, sig, espGuid } of disks) {
     const d = join(root, 'devices/pci0', name);
     mkdirSync(d, { recursive: true });
     writeFileSync(join(d, 'uevent'), `MAJOR=${major}\nMINOR=0\nDEVNAME=${name}\nDEVTYPE=disk\n`);
     symlinkSync(d, join(cls, name));
+    symlinkSync(d, join(block, name));
     symlinkSync(d, join(devBlock, `${major}:0`));
-    writeFileSync(join(dev, name), sig === undefined ? Buffer.alloc(512) : buildMbr({ diskSignature: sig, partitions: [{ type: 0x0c, startLba: 2048, sectors: 100 }] }));
+    // The disk's first sectors: an MBR with a signature, or a GPT whose ESP has `espGuid`.
+    const size = 64 * 1024 * 1024;
+    const gpt = () => buildGpt({ diskSizeBytes: size, diskGuid: randomGuid(), partitions: layoutFor('x86_64', size, 8, 8).map((p, i) => ({ ...p, guid: i === 0 ? espGuid! : randomGuid() })) }).primary;
+    writeFileSync(join(dev, name), espGuid ? gpt() : sig === undefined ? Buffer.alloc(512) : buildMbr({ diskSignature: sig, partitions: [{ type: 0x0c, startLba: 2048, sectors: 100 }] }));
     LABELS.forEach((label, i) => {
       const p = /\d$/.test(name) ? `${name}p${i + 1}` : `${name}${i + 1}`;
       mkdirSync(join(d, p));
@@ -87,9 +92,36 @@ test('stage 1: its GPT GUID conversion agrees with init/disk/gpt.ts', () => {
     const r = spawnSync('busybox', ['sed', '-r', expr!], { input: guidToBytes(guid).toString('hex'), encoding: 'utf8' });
     assert.is(r.stdout.trim(), guid.toLowerCase());
   }
-  // Two disks: the root's own decides, never the first one found.
-  assert.match(script, /\[ -e "\/sys\/block\/\$BOOTDISK\/\$p" \]/);
   assert.match(script, /two disks hold the ESP this machine booted from/);
+});
+
+/** Runs stage 1's partition helpers in busybox sh against a fake /sys and /dev. */
+function stage1(s: ReturnType<typeof fakeSys>, call: string, env: Record<string, string> = {}): string {
+  const script = readFileSync(join(import.meta.dirname, '../../builder/stage1/init.sh'), 'utf8');
+  const defs = script.slice(script.indexOf('partdev() {'), script.indexOf('# kiln.root= / kiln.data='))
+    .replaceAll('/sys/', '$S/').replaceAll('"/dev/', '"$D/');
+  assert.ok(defs.includes('espdisk() {') && defs.includes('partuuid() {'), 'stage 1 defines partdev, partuuid, espdisk');
+  const r = spawnSync('busybox', ['sh', '-c', `${defs}\n${call}`], { env: { PATH: process.env.PATH, S: s.root, D: s.dev, BOOTDISK: '', ESPUUID: '', ...env }, encoding: 'utf8' });
+  assert.is(r.status, 0, r.stderr);
+  return r.stdout.trim();
+}
+
+test('stage 1: the root comes from the disk whose ESP the firmware booted, never from a copy', () => {
+  const mine = randomGuid(), theirs = randomGuid();
+  // sda sorts before vda: the old lookup took sda's kiln-root-a.
+  const s = fakeSys([{ name: 'sda', major: 8, espGuid: theirs }, { name: 'vda', major: 254, espGuid: mine }]);
+  assert.is(stage1(s, 'partuuid vda1'), mine.toLowerCase());
+  assert.is(stage1(s, 'espdisk', { ESPUUID: mine.toLowerCase() }), 'vda');
+  assert.is(stage1(s, 'espdisk', { ESPUUID: theirs.toLowerCase() }), 'sda');
+  assert.is(stage1(s, 'partdev kiln-root-a', { BOOTDISK: 'vda' }), 'vda2');
+  assert.is(stage1(s, 'partdev kiln-data', { BOOTDISK: 'vda' }), 'vda4');
+  assert.is(stage1(s, 'partdev kiln-root-a'), '!', 'no boot disk known and two candidates: no guess');
+  // Two disks holding the very ESP that booted (the same image written twice): refused.
+  const twins = fakeSys([{ name: 'sda', major: 8, espGuid: mine }, { name: 'vda', major: 254, espGuid: mine }]);
+  assert.is(stage1(twins, 'espdisk', { ESPUUID: mine.toLowerCase() }), '!');
+  assert.is(stage1(twins, 'espdisk', { ESPUUID: randomGuid().toLowerCase() }), '', 'an ESP on no disk');
+  const one = fakeSys([{ name: 'vda', major: 254, espGuid: mine }]);
+  assert.is(stage1(one, 'partdev kiln-root-b'), 'vda3', 'one disk: found without an anchor');
 });
 
 test.run();
