@@ -192,6 +192,13 @@ function checkImage(what: string, file: string, got: { bytes: number; sha256: st
   throw new Error(`the ${what} read from the medium (${file}: ${got.bytes} bytes, sha256 ${got.sha256}) is not the one this ISO was built with (${bytes} bytes, sha256 ${sha256}): the medium is damaged; write it again (or use another stick or disc). The target disk was left without a partition table`);
 }
 
+/** A read error (a scratched disc, a corrupt gzip stream) becomes a message for the installer's user. */
+async function copyImage<T>(what: string, file: string, copy: () => Promise<T>): Promise<T> {
+  try { return await copy(); } catch (e) {
+    throw new Error(`the ${what} on the medium (${file}) cannot be read: ${(e as Error).message}; the medium is damaged or incomplete; write it again. The target disk was left without a partition table`);
+  }
+}
+
 export interface WriteDiskRequest {
   /** Block device (or, in tests, a regular file of the disk's size). */
   target: string;
@@ -230,10 +237,14 @@ export async function writeDisk(req: WriteDiskRequest): Promise<void> {
     for (const p of layout) writeSync(fd, zero, 0, MiB, p.firstLba * 512);
     fsyncSync(fd);
     req.log('writing the ESP (systemd-boot, the unified kernel image)');
-    const esp = await streamInto(fd, createReadStream(`${req.medium}/${m.esp}`).pipe(createGunzip()), at(PARTLABELS.esp).firstLba * 512, bytes(at(PARTLABELS.esp)));
+    const esp = await copyImage('ESP image', m.esp, () => {
+      const src = createReadStream(`${req.medium}/${m.esp}`), gunzip = createGunzip();
+      src.on('error', (e) => gunzip.destroy(e)); // pipe() does not forward a read error
+      return streamInto(fd, src.pipe(gunzip), at(PARTLABELS.esp).firstLba * 512, bytes(at(PARTLABELS.esp)));
+    });
     checkImage('ESP image', m.esp, esp, m.espBytes, m.espSha256);
     req.log(`writing root slot a (${Math.ceil(m.rootBytes / MiB)} MiB)`);
-    const root = await streamInto(fd, createReadStream(`${req.medium}/${m.root}`, { highWaterMark: MiB }), at(PARTLABELS.rootA).firstLba * 512, bytes(at(PARTLABELS.rootA)));
+    const root = await copyImage('root image', m.root, () => streamInto(fd, createReadStream(`${req.medium}/${m.root}`, { highWaterMark: MiB }), at(PARTLABELS.rootA).firstLba * 512, bytes(at(PARTLABELS.rootA))));
     checkImage('root image', m.root, root, m.rootBytes, m.rootSha256);
     fsyncSync(fd);
     // The tables last: a disk interrupted before this has no half-valid kiln layout.

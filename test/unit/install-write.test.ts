@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -94,6 +94,20 @@ for (const [what, o, re] of [
     assert.not.ok(readAt(t.file, t.size - 512, 512).includes('EFI PART'), 'old backup header wiped');
   });
 }
+
+test('writeDisk: a truncated ESP stream or a missing image is refused the same way', async () => {
+  const med = medium();
+  const gz = readFileSync(join(med.dir, 'kiln/esp.img.gz'));
+  writeFileSync(join(med.dir, 'kiln/esp.img.gz'), gz.subarray(0, gz.length >> 1));
+  const t = target();
+  const err = await install(med, t).then(() => undefined, (e: Error) => e);
+  assert.match(err?.message ?? '', /the ESP image on the medium \(kiln\/esp\.img\.gz\) cannot be read: .*write it again\. The target disk was left without a partition table/);
+  assert.throws(() => readGpt(readAt(t.file, 0, MiB)), /no GPT header/);
+  const med2 = medium();
+  rmSync(join(med2.dir, 'kiln/root.img'));
+  const err2 = await install(med2, target()).then(() => undefined, (e: Error) => e);
+  assert.match(err2?.message ?? '', /the root image on the medium \(kiln\/root\.img\) cannot be read: ENOENT/);
+});
 
 test('readManifest: refuses a manifest without hashes, with a clear message', () => {
   const med = medium();
