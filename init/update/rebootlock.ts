@@ -8,7 +8,8 @@
 //   fleetlock: an external FleetLock server (fleetlock.ts).
 // kiln.updates.reboot_lock picks one (rebootLockFor); docs/security.md has the reasons.
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { run } from '../exec.ts';
 import { ADMIN_KUBECONFIG } from './drain.ts';
 import { FleetLockError, preReboot, steadyState } from './fleetlock.ts';
@@ -71,7 +72,15 @@ export interface LeaseLockOptions {
   name?: string;
   durationS?: number;
   now?: () => Date;
+  /**
+   * A file on the data partition that says this node took the Lease: release() asks the API
+   * server only then, so an ordinary boot (k3s not up yet) makes no call and logs nothing.
+   */
+  marker?: string;
 }
+
+/** Where a node notes that it holds the reboot Lease (on the data partition: it outlives the reboot). */
+export const LEASE_MARKER = '/var/lib/kiln/reboot-lease';
 
 export class LeaseLock implements RebootLock {
   readonly name = 'the reboot lease';
@@ -114,7 +123,7 @@ export class LeaseLock implements RebootLock {
     if (!cur) {
       const body: LeaseObject = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: this.lease, namespace: this.ns }, spec };
       const r = await this.o.kubectl(['create', '-f', '-', '-o', 'json'], JSON.stringify(body));
-      if (r.code === 0) return;
+      if (r.code === 0) return this.mark(true);
       if (/\(AlreadyExists\)/.test(r.stderr)) throw new RebootLockError(`${this.where} was taken by another node a moment ago`, 'busy');
       if (/\(NotFound\)/.test(r.stderr) && /namespaces?\b/.test(r.stderr)) throw new RebootLockError(`cannot create ${this.where}: namespace ${this.ns} does not exist (the kiln-system add-on makes it)`, 'unavailable');
       throw new RebootLockError(`cannot create ${this.where}: ${lastLine(r)}`, 'unavailable');
@@ -136,19 +145,29 @@ export class LeaseLock implements RebootLock {
       },
     };
     const r = await this.o.kubectl(['replace', '-f', '-', '-o', 'json'], JSON.stringify(next));
-    if (r.code === 0) return;
+    if (r.code === 0) return this.mark(true);
     if (/\(Conflict\)/.test(r.stderr)) throw new RebootLockError(`${this.where} was changed by another node while taking it${holder && holder !== me ? ` (its holder ${holder} had expired)` : ''}`, 'busy');
     throw new RebootLockError(`cannot take ${this.where}: ${lastLine(r)}`, 'unavailable');
   }
 
+  private mark(held: boolean) {
+    const m = this.o.marker;
+    if (!m) return;
+    // Best effort: a note that could not be written means release() skips the call, and the
+    // Lease runs out after leaseDurationSeconds instead.
+    try { if (held) { mkdirSync(dirname(m), { recursive: true }); writeFileSync(m, `${this.o.holder}\n`); } else rmSync(m, { force: true }); } catch { /* see above */ }
+  }
+
   async release(): Promise<void> {
+    if (this.o.marker && !existsSync(this.o.marker)) return;
     const cur = await this.get();
-    if (!cur || cur.spec?.holderIdentity !== this.o.holder) return;
+    if (!cur || cur.spec?.holderIdentity !== this.o.holder) return this.mark(false);
     const { holderIdentity: _mine, acquireTime: _a, ...rest } = cur.spec;
     const next: LeaseObject = { ...cur, spec: { ...rest, renewTime: microTime(this.now()) } };
     const r = await this.o.kubectl(['replace', '-f', '-', '-o', 'json'], JSON.stringify(next));
     // Conflict: someone changed it since we read it, so it is no longer ours to clear.
     if (r.code !== 0 && !/\(Conflict\)/.test(r.stderr)) throw new RebootLockError(`cannot release ${this.where}: ${lastLine(r)}`, 'unavailable');
+    this.mark(false);
   }
 }
 
@@ -179,6 +198,8 @@ export interface RebootLockEnv {
   kubectl?: Kubectl;
   /** Credentials that may write Leases: a k3s server's admin kubeconfig. */
   kubeconfig?: string;
+  /** Default LEASE_MARKER. */
+  leaseMarker?: string;
 }
 
 /**
@@ -195,7 +216,7 @@ export interface RebootLockEnv {
 export function rebootLockFor(cfg: RebootLockConfig, env: RebootLockEnv): RebootLock | undefined {
   const fleet = cfg.fleetlock_url ? new FleetLockLock({ base: cfg.fleetlock_url, id: env.fleetLockId, group: cfg.fleetlock_group || undefined }) : undefined;
   const kubeconfig = env.kubeconfig ?? ADMIN_KUBECONFIG;
-  const lease = new LeaseLock({ kubectl: env.kubectl ?? kubectlVia(), holder: env.leaseHolder });
+  const lease = new LeaseLock({ kubectl: env.kubectl ?? kubectlVia(), holder: env.leaseHolder, marker: env.leaseMarker ?? LEASE_MARKER });
   const leaseUsable = () => env.clusterUp() && existsSync(kubeconfig);
   switch (cfg.reboot_lock) {
     case 'none': return undefined;

@@ -2,7 +2,7 @@
 // resourceVersion and answers get/create/replace with kubectl's exit codes and messages.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LEASE_SECONDS, LeaseLock, leaseHolder, microTime, rebootLockFor, RebootLockError, type Kubectl } from '../../init/update/rebootlock.ts';
@@ -144,7 +144,8 @@ test('rebootLockFor: auto prefers a configured FleetLock, else the Lease when th
   const kubeconfig = join(dir, 'k3s.yaml');
   const { api, kubectl } = apiServer();
   let up = false;
-  const env = { fleetLockId: 'f', leaseHolder: 'n1/abc', clusterUp: () => up, kubectl, kubeconfig };
+  const leaseMarker = join(dir, 'var/lib/kiln/reboot-lease');
+  const env = { fleetLockId: 'f', leaseHolder: 'n1/abc', clusterUp: () => up, kubectl, kubeconfig, leaseMarker };
   assert.is(rebootLockFor({ reboot_lock: 'none', fleetlock_url: 'http://x', fleetlock_group: '' }, env), undefined);
   assert.is(rebootLockFor({ reboot_lock: 'auto', fleetlock_url: 'http://x', fleetlock_group: '' }, env)!.name, 'the fleet lock');
   const auto = rebootLockFor({ reboot_lock: 'auto', fleetlock_url: '', fleetlock_group: '' }, env)!;
@@ -152,10 +153,14 @@ test('rebootLockFor: auto prefers a configured FleetLock, else the Lease when th
   assert.equal(api.calls, []);
   writeFileSync(kubeconfig, 'admin');
   up = true;
+  await auto.release(); // never took it: not even a call to the API server
+  assert.equal(api.calls, []);
   await auto.acquire();
   assert.is(api.lease.spec.holderIdentity, 'n1/abc');
+  assert.ok(existsSync(leaseMarker), 'the node notes on its data partition that it holds the Lease');
   await auto.release();
   assert.is(api.lease.spec.holderIdentity, undefined);
+  assert.not.ok(existsSync(leaseMarker));
   // lease: waits rather than rebooting unlocked.
   const strict = rebootLockFor({ reboot_lock: 'lease', fleetlock_url: '', fleetlock_group: '' }, env)!;
   up = false;
