@@ -270,10 +270,13 @@ export class Updater {
   async apply(): Promise<ApplyResult> {
     if (this.busy) return { ok: false, stage: 'busy', message: 'an update is already running' };
     this.busy = true;
-    try { return await this.applyInner(); } finally {
-      this.busy = false;
-      if (this.nextChannel) { const ch = this.nextChannel; this.nextChannel = undefined; this.setChannel(ch); }
-    }
+    try { return await this.applyInner(); } finally { this.idle(); }
+  }
+
+  /** The end of apply() or rollback(): a channel switch asked for meanwhile happens now. */
+  private idle() {
+    this.busy = false;
+    if (this.nextChannel) { const ch = this.nextChannel; this.nextChannel = undefined; this.setChannel(ch); }
   }
 
   /**
@@ -622,7 +625,7 @@ export class Updater {
       this.log(message);
       const reboot = opts.reboot === false ? undefined : await this.rebootIfAllowed({ ignoreWindow: true });
       return { ok: true, to, from, demoted, reboot, message };
-    } finally { this.busy = false; }
+    } finally { this.idle(); }
   }
 
   // -------------------------------------------------------------------------------------------

@@ -44,4 +44,18 @@ test('setChannel: an update staged but not judged moves with the channel', async
   assert.not.ok(existsSync(join(w.stateBase, 'stable', 'pending.json')));
 });
 
+test('setChannel during an update: the switch waits for it to end', async () => {
+  w = await world();
+  await w.publish('2.0.0');
+  await publishBeta('3.0.0-beta.1');
+  const u = w.updater({ window: 'Sun 00:00-00:01' });
+  const running = u.apply();
+  assert.match(u.setChannel('beta'), /updates follow beta once the running update is done/);
+  assert.ok(u.status().includes(`channel: stable from ${w.server.base}`), 'the running update keeps its channel');
+  const r = await running;
+  assert.ok(r.ok && r.version === '2.0.0', r.message);
+  assert.ok(u.status().includes(`channel: beta from ${w.server.base}`), u.status().join('\n'));
+  assert.is(u.readPending()?.version, '2.0.0');
+});
+
 test.run();
