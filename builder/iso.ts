@@ -103,6 +103,12 @@ const GRUB_MODULES = ['iso9660', 'part_gpt', 'part_msdos', 'search', 'normal', '
 const GRUB_PC_MODULES = ['biosdisk', ...GRUB_MODULES];
 const GRUB_EFI_MODULES = [...GRUB_MODULES, 'all_video'];
 
+async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
 /** Builds the ISO at spec.out and returns the manifest written into it. */
 export async function buildIso(spec: IsoSpec): Promise<IsoManifest> {
   // Fail with the package name before any work.
@@ -120,9 +126,12 @@ export async function buildIso(spec: IsoSpec): Promise<IsoManifest> {
     copyFileSync(spec.rootImage, join(tree, 'kiln/root.img'));
     // The ESP image is mostly empty FAT: gzip (which Node reads everywhere) shrinks it to its files.
     await pipeline(createReadStream(spec.espImage), createGzip({ level: 6 }), createWriteStream(join(tree, 'kiln/esp.img.gz')));
+    // The installer hashes what it reads from the medium against these: a bad burn or a
+    // failing stick stops the install before the new disk gets a partition table.
     const manifest: IsoManifest = {
       version: spec.version, arch: spec.arch, espMiB: spec.espMiB, rootMiB: spec.rootMiB, minDataMiB: spec.minDataMiB,
-      root: 'kiln/root.img', rootBytes: statSync(spec.rootImage).size, esp: 'kiln/esp.img.gz', espBytes: statSync(spec.espImage).size,
+      root: 'kiln/root.img', rootBytes: statSync(spec.rootImage).size, rootSha256: await sha256File(spec.rootImage),
+      esp: 'kiln/esp.img.gz', espBytes: statSync(spec.espImage).size, espSha256: await sha256File(spec.espImage),
     };
     writeFileSync(join(tree, 'kiln/install.json'), JSON.stringify(manifest, null, 2) + '\n');
     const menu = { version: spec.version, label, cmdline: spec.cmdline, configUrl: spec.configUrl };

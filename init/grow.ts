@@ -3,10 +3,10 @@
 // partition) to it, tell the kernel (resizepart: the disk is in use, so
 // it cannot re-read the whole table) and grow the mounted ext4 online. Every step checks
 // the current state first, so a boot interrupted halfway finishes the job on the next one.
-import { closeSync, existsSync, fsyncSync, openSync, readSync, realpathSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readSync, realpathSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { ext4Size, growLastPartition } from './disk/gpt-grow.ts';
-import { readGpt } from './disk/gpt.ts';
+import { randomGuid, readGpt, rewriteGuids } from './disk/gpt.ts';
 import { growLastMbrPartition, readMbr } from './disk/mbr.ts';
 import { run, runOk } from './exec.ts';
 import { partitionByLabel, read } from './system.ts';
@@ -45,7 +45,7 @@ export async function growDataPartition(label = 'kiln-data', mbrPart?: string): 
   const diskBytes = Number(read(`/sys/class/block/${disk}/size`).trim()) * 512;
   const head = readAt(`/dev/${disk}`, MiB, 0);
   const gpt = [512, 4096].some((ss) => head.toString('latin1', ss, ss + 8) === 'EFI PART');
-  let number: number, want: number, changed = false;
+  let number: number, want: number, changed = false, note: string | undefined;
   if (gpt) {
     const plan = growLastPartition(head, diskBytes, label);
     if (plan) {
@@ -64,6 +64,9 @@ export async function growDataPartition(label = 'kiln-data', mbrPart?: string): 
     number = entry.index;
     want = (entry.lastLba - entry.firstLba + 1) * (table.sectorSize / 512);
     changed = !!plan;
+    if (ownIdsWanted()) {
+      try { const m = assignDiskIds(`/dev/${disk}`, diskBytes); if (m) note = m; } catch (e) { note = `disk GUIDs not renewed: ${(e as Error).message}`; }
+    }
   } else {
     if (!mbrPart) return undefined;
     number = Number(read(`/sys/class/block/${part}/partition`).trim());
@@ -89,5 +92,45 @@ export async function growDataPartition(label = 'kiln-data', mbrPart?: string): 
     if (r.code !== 0) throw new Error(`resize2fs /dev/${part}: ${r.error ?? `exit ${r.code}`}: ${r.stderr.trim().split('\n').slice(-2).join(' / ')}`);
     changed = true;
   }
-  return changed ? `data partition grown to ${Math.floor(partBytes / MiB)} MiB` : undefined;
+  const grown = changed ? `data partition grown to ${Math.floor(partBytes / MiB)} MiB` : undefined;
+  return grown && note ? `${grown}; ${note}` : grown ?? note;
+}
+
+/** Marks (on the data partition) that this disk has its own GUIDs. */
+export const DISK_IDS_MARKER = '/var/lib/kiln/disk-ids';
+
+/**
+ * New GUIDs only on an installed disk whose data partition holds the marker: never from the
+ * live ISO (the disk is not ours), never with /data on tmpfs (the marker would not last and
+ * the GUIDs would change at every boot).
+ */
+function ownIdsWanted(): boolean {
+  if (/(?:^|\s)kiln\.live=/.test(read('/proc/cmdline'))) return false;
+  return read('/proc/mounts').split('\n').some((l) => { const f = l.split(' '); return f[1] === '/data' && f[0]!.startsWith('/dev/') && f[2] === 'ext4'; });
+}
+
+/**
+ * Once per disk: every image of a version carries the same disk and partition GUIDs, so two
+ * kiln disks in one machine (or a disk and its copy) cannot be told apart by them. Gives the
+ * disk a new random disk GUID and new partition GUIDs (labels and types unchanged), backup
+ * table first so a crash leaves one consistent table, then records it in `marker`. Returns
+ * what it did, or undefined when the marker says it is done. The kernel keeps the old
+ * PARTUUIDs until the next boot; nothing here uses them.
+ */
+export function assignDiskIds(dev: string, diskBytes: number, marker = DISK_IDS_MARKER): string | undefined {
+  if (existsSync(marker)) return undefined;
+  const head = readAt(dev, MiB, 0);
+  const gpt = readGpt(head);
+  const diskGuid = randomGuid();
+  const plan = rewriteGuids(head, diskBytes, diskGuid, gpt.partitions.map(() => randomGuid()));
+  const fd = openSync(dev, 'r+');
+  try {
+    writeSync(fd, plan.backup, 0, plan.backup.length, plan.backupOffset);
+    fsyncSync(fd);
+    writeSync(fd, plan.primary, 0, plan.primary.length, 0);
+    fsyncSync(fd);
+  } finally { closeSync(fd); }
+  mkdirSync(dirname(marker), { recursive: true });
+  writeFileSync(marker, `${diskGuid}\n`);
+  return `disk ${dev} has its own GUIDs now (disk ${diskGuid})`;
 }

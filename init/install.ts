@@ -2,11 +2,11 @@
 // layout code, init/disk/layout.ts) to a real disk: the ESP image and root image from the
 // medium, an empty root-b, and a fresh kiln-data holding the node's config. The pure checks
 // are exported for tests; the rest does I/O on block devices and must run as root.
-import { randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { closeSync, createReadStream, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { createGunzip } from 'node:zlib';
 import { stringify } from 'yaml';
-import { buildGpt, stableGuid } from './disk/gpt.ts';
+import { buildGpt, randomGuid } from './disk/gpt.ts';
 import type { LayoutPartition } from './disk/gpt.ts';
 import { layoutFor, minDiskBytes, PARTLABELS, type IsoManifest } from './disk/layout.ts';
 import { mergeConfigs, type SourceText, parseCmdline } from './config/merge.ts';
@@ -135,10 +135,27 @@ export async function mountMedium(cmdline: string): Promise<string> {
   return dev;
 }
 
+const MANIFEST_MAX = 64 * 1024;
+
+/** The medium's kiln/install.json, checked: every field the installer relies on, with its type. */
 export function readManifest(dir = MEDIUM_MOUNT): IsoManifest {
-  try { return JSON.parse(readFileSync(`${dir}/kiln/install.json`, 'utf8')) as IsoManifest; } catch (e) {
+  const file = `${dir}/kiln/install.json`;
+  let m: Record<string, unknown>;
+  try {
+    const text = readFileSync(file);
+    if (text.length > MANIFEST_MAX) throw new Error(`${text.length} bytes, more than ${MANIFEST_MAX}`);
+    m = JSON.parse(text.toString('utf8'));
+    if (!m || typeof m !== 'object' || Array.isArray(m)) throw new Error('not a JSON object');
+  } catch (e) {
     throw new Error(`the live medium has no usable kiln/install.json (${(e as Error).message})`);
   }
+  const bad = (key: string, want: string) => new Error(`the live medium's kiln/install.json: ${key} is ${JSON.stringify(m[key]) ?? 'missing'}, expected ${want}; the medium is damaged or from another build: write it again`);
+  for (const k of ['version', 'root', 'esp']) if (typeof m[k] !== 'string' || !m[k]) throw bad(k, 'a non-empty string');
+  for (const k of ['root', 'esp']) if ((m[k] as string).split('/').includes('..') || (m[k] as string).startsWith('/')) throw bad(k, 'a path inside the medium');
+  if (m.arch !== 'x86_64' && m.arch !== 'arm64') throw bad('arch', "'x86_64' or 'arm64'");
+  for (const k of ['espMiB', 'rootMiB', 'minDataMiB', 'rootBytes', 'espBytes']) if (!Number.isSafeInteger(m[k]) || (m[k] as number) <= 0) throw bad(k, 'a positive integer');
+  for (const k of ['rootSha256', 'espSha256']) if (typeof m[k] !== 'string' || !/^[0-9a-f]{64}$/.test(m[k] as string)) throw bad(k, 'a sha256 in hex');
+  return m as unknown as IsoManifest;
 }
 
 export interface InstallRequest {
@@ -152,16 +169,89 @@ export interface InstallRequest {
   log: (line: string) => void;
 }
 
-/** Copies a stream into `fd` from byte `offset`, at most `limit` bytes. */
-async function streamInto(fd: number, src: NodeJS.ReadableStream, offset: number, limit: number): Promise<number> {
+/**
+ * Copies a stream into `fd` from byte `offset`, at most `limit` bytes, hashing what it copies.
+ * Returns the byte count and the sha256 (hex).
+ */
+async function streamInto(fd: number, src: NodeJS.ReadableStream, offset: number, limit: number): Promise<{ bytes: number; sha256: string }> {
+  const h = createHash('sha256');
   let pos = 0;
   for await (const chunk of src as AsyncIterable<Buffer>) {
     if (pos + chunk.length > limit) throw new Error(`image larger than its partition (${limit / MiB} MiB)`);
     let done = 0;
     while (done < chunk.length) done += writeSync(fd, chunk, done, chunk.length - done, offset + pos + done);
+    h.update(chunk);
     pos += chunk.length;
   }
-  return pos;
+  return { bytes: pos, sha256: h.digest('hex') };
+}
+
+/** Throws when what was read from the medium is not what the build recorded. */
+function checkImage(what: string, file: string, got: { bytes: number; sha256: string }, bytes: number, sha256: string): void {
+  if (got.bytes === bytes && got.sha256 === sha256) return;
+  throw new Error(`the ${what} read from the medium (${file}: ${got.bytes} bytes, sha256 ${got.sha256}) is not the one this ISO was built with (${bytes} bytes, sha256 ${sha256}): the medium is damaged; write it again (or use another stick or disc). The target disk was left without a partition table`);
+}
+
+/** A read error (a scratched disc, a corrupt gzip stream) becomes a message for the installer's user. */
+async function copyImage<T>(what: string, file: string, copy: () => Promise<T>): Promise<T> {
+  try { return await copy(); } catch (e) {
+    throw new Error(`the ${what} on the medium (${file}) cannot be read: ${(e as Error).message}; the medium is damaged or incomplete; write it again. The target disk was left without a partition table`);
+  }
+}
+
+export interface WriteDiskRequest {
+  /** Block device (or, in tests, a regular file of the disk's size). */
+  target: string;
+  /** The size the table is made for (whole MiB). */
+  sizeBytes: number;
+  /** The device's real size, when larger: an old backup table sits in its last sector. */
+  deviceBytes?: number;
+  /** Where the medium is mounted. */
+  medium: string;
+  manifest: IsoManifest;
+  layout: LayoutPartition[];
+  log: (line: string) => void;
+}
+
+/**
+ * Writes the images and then the partition table. The old table goes first (both copies), the
+ * images are hashed as they stream from the medium, and only when both match the manifest is
+ * the new table written: a bad medium or an interruption leaves a disk without any table,
+ * which no firmware boots and no tool mistakes for a kiln disk. New random GUIDs every time.
+ */
+export async function writeDisk(req: WriteDiskRequest): Promise<void> {
+  const { manifest: m, layout } = req;
+  const gpt = buildGpt({
+    diskSizeBytes: req.sizeBytes, diskGuid: randomGuid(),
+    partitions: layout.map((p) => ({ ...p, guid: randomGuid() })),
+  });
+  const at = (label: string) => layout.find((p) => p.name === label)!;
+  const bytes = (p: LayoutPartition) => (p.lastLba - p.firstLba + 1) * 512;
+  const fd = openSync(req.target, 'r+');
+  try {
+    // Old signatures could be mistaken for ours: zero both GPT copies (a surviving backup would
+    // let tools "repair" the old table over the new contents) and each partition's start.
+    const zero = Buffer.alloc(MiB);
+    writeSync(fd, zero, 0, MiB, 0);
+    for (const end of new Set([req.sizeBytes, req.deviceBytes ?? req.sizeBytes])) writeSync(fd, zero, 0, MiB, end - MiB);
+    for (const p of layout) writeSync(fd, zero, 0, MiB, p.firstLba * 512);
+    fsyncSync(fd);
+    req.log('writing the ESP (systemd-boot, the unified kernel image)');
+    const esp = await copyImage('ESP image', m.esp, () => {
+      const src = createReadStream(`${req.medium}/${m.esp}`), gunzip = createGunzip();
+      src.on('error', (e) => gunzip.destroy(e)); // pipe() does not forward a read error
+      return streamInto(fd, src.pipe(gunzip), at(PARTLABELS.esp).firstLba * 512, bytes(at(PARTLABELS.esp)));
+    });
+    checkImage('ESP image', m.esp, esp, m.espBytes, m.espSha256);
+    req.log(`writing root slot a (${Math.ceil(m.rootBytes / MiB)} MiB)`);
+    const root = await copyImage('root image', m.root, () => streamInto(fd, createReadStream(`${req.medium}/${m.root}`, { highWaterMark: MiB }), at(PARTLABELS.rootA).firstLba * 512, bytes(at(PARTLABELS.rootA))));
+    checkImage('root image', m.root, root, m.rootBytes, m.rootSha256);
+    fsyncSync(fd);
+    // The tables last: a disk interrupted before this has no half-valid kiln layout.
+    writeSync(fd, gpt.backup, 0, gpt.backup.length, gpt.backupOffset);
+    writeSync(fd, gpt.primary, 0, gpt.primary.length, 0);
+    fsyncSync(fd);
+  } finally { closeSync(fd); }
 }
 
 function program(name: string): string | undefined {
@@ -179,29 +269,12 @@ export async function install(req: InstallRequest): Promise<string> {
   }
   const layout = planInstall(diskFacts(name, medium), m, req.force);
   const dev = `/dev/${name}`;
-  const seed = randomUUID();
-  const gpt = buildGpt({
-    diskSizeBytes: Math.floor(diskFacts(name).sizeBytes / MiB) * MiB, diskGuid: stableGuid(`${seed}:disk`),
-    partitions: layout.map((p) => ({ ...p, guid: stableGuid(`${seed}:${p.name}`) })),
-  });
+  const deviceBytes = diskFacts(name).sizeBytes;
+  const sizeBytes = Math.floor(deviceBytes / MiB) * MiB;
   const at = (label: string) => layout.find((p) => p.name === label)!;
   const bytes = (p: LayoutPartition) => (p.lastLba - p.firstLba + 1) * 512;
-  req.log(`installing kiln ${m.version} to ${dev} (${Math.floor(diskFacts(name).sizeBytes / MiB)} MiB)`);
-  const fd = openSync(dev, 'r+');
-  try {
-    // Old signatures at the start of each partition could be mistaken for ours: zero them.
-    const zero = Buffer.alloc(MiB);
-    writeSync(fd, zero, 0, MiB, 0);
-    for (const p of layout) writeSync(fd, zero, 0, MiB, p.firstLba * 512);
-    req.log('writing the ESP (systemd-boot, the unified kernel image)');
-    await streamInto(fd, createReadStream(`${MEDIUM_MOUNT}/${m.esp}`).pipe(createGunzip()), at(PARTLABELS.esp).firstLba * 512, bytes(at(PARTLABELS.esp)));
-    req.log(`writing root slot a (${Math.ceil(m.rootBytes / MiB)} MiB)`);
-    await streamInto(fd, createReadStream(`${MEDIUM_MOUNT}/${m.root}`, { highWaterMark: MiB }), at(PARTLABELS.rootA).firstLba * 512, bytes(at(PARTLABELS.rootA)));
-    // The tables last: a disk interrupted before this has no half-valid kiln layout.
-    writeSync(fd, gpt.backup, 0, gpt.backup.length, gpt.backupOffset);
-    writeSync(fd, gpt.primary, 0, gpt.primary.length, 0);
-    fsyncSync(fd);
-  } finally { closeSync(fd); }
+  req.log(`installing kiln ${m.version} to ${dev} (${sizeBytes / MiB} MiB)`);
+  await writeDisk({ target: dev, sizeBytes, deviceBytes, medium: MEDIUM_MOUNT, manifest: m, layout, log: req.log });
   // The kernel reads the new table; the data partition's node appears shortly after.
   const reread = await runOk(program('blockdev') ?? 'blockdev', ['--rereadpt', dev], { timeoutMs: 20_000 });
   if (reread) throw new Error(`the kernel did not take the new partition table: ${reread}`);

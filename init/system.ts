@@ -1,6 +1,7 @@
 // The node's side effects at boot: mounts, modules, hostname, devices. Thin wrappers
 // over busybox and /proc, each returning a note or throwing with what went wrong.
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { run, runOk } from './exec.ts';
 
 export const read = (p: string, fallback = '') => { try { return readFileSync(p, 'utf8'); } catch { return fallback; } };
@@ -34,13 +35,55 @@ export async function mountBase(): Promise<string> {
   return err ? `make-rshared: ${err}` : 'ok';
 }
 
-/** Device name (e.g. vda1) of the partition with this GPT PARTLABEL. */
-export function partitionByLabel(label: string): string | undefined {
-  for (const d of readdirSync('/sys/class/block')) {
-    const u = read(`/sys/class/block/${d}/uevent`);
-    if (u.split('\n').includes(`PARTNAME=${label}`)) return /^DEVNAME=(.*)$/m.exec(u)?.[1];
+/** The whole disk a partition belongs to (its parent in sysfs); undefined for a whole disk or a loop device. */
+export function parentDisk(classBlock: string, name: string): string | undefined {
+  if (!/^DEVTYPE=partition$/m.test(read(join(classBlock, name, 'uevent')))) return undefined;
+  // realpath first: join() would resolve '..' in the name, not in sysfs's device tree.
+  try { return basename(dirname(realpathSync(join(classBlock, name)))); } catch { return undefined; }
+}
+
+/**
+ * The disk the running root was mounted from: stage 1 picked it, and its kiln-* partitions are
+ * the only ones this node uses. A second disk carrying the same labels (another kiln disk, or
+ * one made to look like it) must never supply a partition or receive an update. Undefined
+ * when the root is not a disk partition (the live ISO's loop-mounted image).
+ */
+export function bootDisk(sys = '/sys', mountinfo = read('/proc/self/mountinfo')): string | undefined {
+  // The last "/" mount is the one in use (switch_root stacks it on the initramfs's).
+  const root = mountinfo.split('\n').map((l) => l.split(' ')).filter((f) => f[4] === '/').pop();
+  if (!root || !/^\d+:\d+$/.test(root[2] ?? '')) return undefined;
+  let dev: string;
+  try { dev = realpathSync(join(sys, 'dev/block', root[2]!)); } catch { return undefined; }
+  return parentDisk(join(sys, 'class/block'), basename(dev));
+}
+
+let bootDiskCache: { disk: string | undefined } | undefined;
+/** bootDisk() of the running system, read once (the root never moves). */
+function ownBootDisk(sys: string, mountinfo?: string): string | undefined {
+  if (sys !== '/sys' || mountinfo !== undefined) return bootDisk(sys, mountinfo);
+  return (bootDiskCache ??= { disk: bootDisk() }).disk;
+}
+
+/**
+ * Device name (e.g. vda1) of the partition with this GPT PARTLABEL on the boot disk. When the
+ * boot disk is unknown, a label found on more than one disk gives no answer: guessing could
+ * pick a stranger's partition.
+ */
+export function partitionByLabel(label: string, sys = '/sys', mountinfo?: string): string | undefined {
+  const classBlock = join(sys, 'class/block');
+  const hits: { name: string; disk: string | undefined }[] = [];
+  for (const d of readdirSync(classBlock)) {
+    const u = read(join(classBlock, d, 'uevent'));
+    if (u.split('\n').includes(`PARTNAME=${label}`)) hits.push({ name: /^DEVNAME=(.*)$/m.exec(u)?.[1] ?? d, disk: parentDisk(classBlock, d) });
   }
-  return undefined;
+  const disk = ownBootDisk(sys, mountinfo);
+  if (disk) return hits.find((h) => h.disk === disk)?.name;
+  return hits.length === 1 ? hits[0]!.name : undefined;
+}
+
+/** bootDisk() for a sysfs class/block folder, as the bootctl helpers take it. */
+export function bootDiskFor(classBlock: string, mountinfo?: string): string | undefined {
+  return ownBootDisk(dirname(dirname(classBlock)), mountinfo);
 }
 
 /** Loads modules by name (busybox modprobe reads the modules.dep the builder wrote). */

@@ -24,20 +24,50 @@ for m in $(cat /etc/kiln/stage1-modules); do modprobe "$m" 2>/dev/null || say "m
 # The slot: kiln.slot= when a boot loader passes it (U-Boot on the Pi, direct kernel boot);
 # otherwise the systemd-boot entry that was picked (LoaderEntrySelected, UTF-16 after 4
 # attribute bytes), so one unified kernel image serves either slot.
-SLOT=$(arg kiln.slot)
-if [ -z "$SLOT" ] && [ -d /sys/firmware/efi ] && [ -z "$(arg kiln.live)" ]; then
+SLOT=$(arg kiln.slot); ESPUUID=""
+if [ -d /sys/firmware/efi ] && [ -z "$(arg kiln.live)" ]; then
   mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
-  ENTRY=$(tail -c +5 /sys/firmware/efi/efivars/LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f 2>/dev/null | tr -d '\000')
+  LV=/sys/firmware/efi/efivars/Loader%s-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
+  [ -z "$SLOT" ] && ENTRY=$(tail -c +5 "$(printf $LV EntrySelected)" 2>/dev/null | tr -d '\000')
   case "$ENTRY" in kiln-a*) SLOT=a;; kiln-b*) SLOT=b;; esac
+  # The ESP systemd-boot was started from: its disk is the only one whose partitions we use.
+  ESPUUID=$(tail -c +5 "$(printf $LV DevicePartUUID)" 2>/dev/null | tr -d '\000' | tr A-F a-f)
 fi
 SLOT=${SLOT:-a}
 say "slot $SLOT${ENTRY:+ (boot entry $ENTRY)}"
 
 # Block devices appear asynchronously after the drivers load.
+# A partition labelled $1: on BOOTDISK when known, else the only one; '!' when two disks have it
+# (a copy of this disk, or one made to look like it, must never supply the root).
 partdev() {
+  found=""
   for u in /sys/class/block/*/uevent; do
-    if grep -qx "PARTNAME=$1" "$u"; then sed -n 's/^DEVNAME=//p' "$u"; return; fi
+    grep -qx "PARTNAME=$1" "$u" || continue
+    p=$(sed -n 's/^DEVNAME=//p' "$u")
+    if [ -n "$BOOTDISK" ]; then [ -e "/sys/block/$BOOTDISK/$p" ] && { echo "$p"; return; }
+    elif [ -n "$found" ]; then echo '!'; return
+    else found=$p; fi
   done
+  echo "$found"
+}
+# Unique GUID (lower case) of GPT partition $1 (entries at LBA 2, as kiln writes them).
+partuuid() {
+  d=$(basename "$(readlink -f "/sys/class/block/$1/..")"); n=$(cat "/sys/class/block/$1/partition")
+  ss=$(cat "/sys/block/$d/queue/logical_block_size" 2>/dev/null || echo 512)
+  dd if="/dev/$d" bs=1 skip=$((ss * 2 + (n - 1) * 128 + 16)) count=16 2>/dev/null | od -An -tx1 | tr -d ' \n' \
+    | sed -r 's/^(..)(..)(..)(..)(..)(..)(..)(..)(....)/\4\3\2\1-\6\5-\8\7-\9-/'
+}
+# The disk holding the ESP the firmware booted (LoaderDevicePartUUID); '!' when two disks do.
+espdisk() {
+  found=""
+  for u in /sys/class/block/*/uevent; do
+    grep -qx "PARTNAME=esp" "$u" || continue
+    p=$(sed -n 's/^DEVNAME=//p' "$u")
+    [ "$(partuuid "$p")" = "$ESPUUID" ] || continue
+    [ -n "$found" ] && { echo '!'; return; }
+    found=$(basename "$(readlink -f "/sys/class/block/$p/..")")
+  done
+  echo "$found"
 }
 # kiln.root= / kiln.data= name partitions where there are no partition names (MBR on the Pi,
 # passed by the U-Boot script): /dev/NAME, or PARTUUID=<MBR disk signature>-<number> as Linux
@@ -46,13 +76,18 @@ specdev() {
   case "$1" in
     /dev/*) [ -b "$1" ] && echo "${1#/dev/}";;
     PARTUUID=*)
-      want=$(echo "${1#PARTUUID=}" | tr A-F a-f)
+      want=$(echo "${1#PARTUUID=}" | tr A-F a-f); found=""
       for p in /sys/class/block/*/partition; do
         [ -e "$p" ] || continue
         d=${p%/partition}; disk=$(basename "$(readlink -f "$d/..")")
+        [ -z "$BOOTDISK" ] || [ "$disk" = "$BOOTDISK" ] || continue
         sig=$(dd if="/dev/$disk" bs=1 skip=440 count=4 2>/dev/null | od -An -tx4 | tr -d ' \n')
-        if [ "$sig-$(printf %02x "$(cat "$p")")" = "$want" ]; then echo "${d##*/}"; return; fi
-      done;;
+        [ "$sig-$(printf %02x "$(cat "$p")")" = "$want" ] || continue
+        # Two cards with one signature (the same image written twice): no guessing.
+        [ -n "$found" ] && { echo '!'; return; }
+        found=${d##*/}
+      done
+      echo "$found";;
   esac
 }
 # Live mode (the ISO, kiln.live=<volume label>): the root image is a file on the medium,
@@ -76,19 +111,31 @@ if [ -n "$LIVE" ]; then
     [ -e "$p" ] && blkid "/dev/${p##*/}" 2>/dev/null | grep -q 'LABEL="kiln-data"' && DATA=${p##*/}
   done
 else
-  i=0; ROOT=""; ROOTSPEC=$(arg kiln.root)
+  i=0; ROOT=""; BOOTDISK=""; ROOTSPEC=$(arg kiln.root)
   if [ -n "$ROOTSPEC" ]; then
     while [ -z "$ROOT" ] && [ $i -lt 500 ]; do ROOT=$(specdev "$ROOTSPEC"); [ -n "$ROOT" ] || usleep 20000; i=$((i+1)); done
+    [ "$ROOT" = '!' ] && fail "two disks have a partition $ROOTSPEC (kiln.root): remove the copy"
     [ -n "$ROOT" ] || fail "no partition $ROOTSPEC (kiln.root, slot $SLOT)"
     say "root $ROOTSPEC is /dev/$ROOT"
   else
+    if [ -n "$ESPUUID" ]; then
+      while [ -z "$BOOTDISK" ] && [ $i -lt 500 ]; do BOOTDISK=$(espdisk); [ -n "$BOOTDISK" ] || usleep 20000; i=$((i+1)); done
+      [ "$BOOTDISK" = '!' ] && fail "two disks hold the ESP this machine booted from (PARTUUID $ESPUUID): remove or wipe the copy"
+      [ -n "$BOOTDISK" ] && say "boot disk /dev/$BOOTDISK" || say "no disk holds the ESP $ESPUUID; looking for labels on every disk"
+      i=0
+    fi
     while [ -z "$ROOT" ] && [ $i -lt 500 ]; do ROOT=$(partdev "kiln-root-$SLOT"); [ -n "$ROOT" ] || usleep 20000; i=$((i+1)); done
-    [ -n "$ROOT" ] || fail "no partition labelled kiln-root-$SLOT"
+    [ "$ROOT" = '!' ] && fail "two disks have a partition labelled kiln-root-$SLOT and none is known to be the boot disk: remove the copy"
+    [ -n "$ROOT" ] || fail "no partition labelled kiln-root-$SLOT${BOOTDISK:+ on /dev/$BOOTDISK}"
   fi
   mount -t squashfs -o ro "/dev/$ROOT" /newroot 2>/dev/null || mount -t erofs -o ro "/dev/$ROOT" /newroot \
     || fail "cannot mount /dev/$ROOT (kiln-root-$SLOT) as squashfs or erofs"
+  # The root's disk from here on, whichever way the root was found.
+  BOOTDISK=$(basename "$(readlink -f "/sys/class/block/$ROOT/..")")
   DATASPEC=$(arg kiln.data)
-  if [ -n "$DATASPEC" ]; then DATA=$(specdev "$DATASPEC"); [ -n "$DATA" ] || say "no partition $DATASPEC (kiln.data)"
+  if [ -n "$DATASPEC" ]; then
+    DATA=$(specdev "$DATASPEC"); [ "$DATA" = '!' ] && DATA=""
+    [ -n "$DATA" ] || say "no single partition $DATASPEC (kiln.data)"
   else DATA=$(partdev kiln-data); fi
 fi
 [ -x /newroot/usr/bin/node ] || fail "kiln-root-$SLOT has no /usr/bin/node"

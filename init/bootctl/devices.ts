@@ -1,25 +1,34 @@
 // Partitions without names: the Pi's MBR card, named on the kernel command line by its boot
 // script. Reads sysfs and the disk's first sector only.
-import { closeSync, existsSync, openSync, readdirSync, readSync, realpathSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
-import { read } from '../system.ts';
+import { closeSync, existsSync, openSync, readdirSync, readSync } from 'node:fs';
+import { join } from 'node:path';
+import { bootDiskFor, parentDisk as diskOf, read } from '../system.ts';
 
 /**
  * A partition named on the command line (kiln.boot=, kiln.root=, kiln.data=, as the Pi's boot
  * script passes them): /dev/NAME or PARTUUID=<MBR disk signature>-<number>. Returns NAME.
+ * Only partitions of the disk the root was mounted from count (system.ts bootDisk): a second
+ * card or stick with the same disk signature is never used. When that disk is unknown, a
+ * PARTUUID found on two disks gives no answer.
  */
-export function partitionBySpec(spec: string | undefined, sys = '/sys/class/block', dev = '/dev'): string | undefined {
+export function partitionBySpec(spec: string | undefined, sys = '/sys/class/block', dev = '/dev', mountinfo?: string): string | undefined {
   if (!spec) return undefined;
-  if (spec.startsWith('/dev/')) return existsSync(spec) ? spec.slice(5) : undefined;
+  const boot = bootDiskFor(sys, mountinfo);
+  if (spec.startsWith('/dev/')) {
+    const name = spec.slice(5);
+    if (!existsSync(join(dev, name))) return undefined;
+    return !boot || diskOf(sys, name) === boot ? name : undefined;
+  }
   const m = /^PARTUUID=([0-9a-f]{8})-([0-9a-f]{2})$/i.exec(spec);
   if (!m) return undefined;
   const [sig, num] = [m[1]!.toLowerCase(), parseInt(m[2]!, 16)];
+  const hits: string[] = [];
   for (const name of readdirSync(sys)) {
     if (Number(read(join(sys, name, 'partition')).trim() || NaN) !== num) continue;
     const disk = diskOf(sys, name);
-    if (disk && mbrSignature(join(dev, disk)) === sig) return name;
+    if (disk && (!boot || disk === boot) && mbrSignature(join(dev, disk)) === sig) hits.push(name);
   }
-  return undefined;
+  return hits.length === 1 ? hits[0] : undefined;
 }
 
 /** The MBR partition `number` on the same disk as partition `name` (mmcblk0p1 -> mmcblk0p3). */
@@ -27,13 +36,6 @@ export function siblingPartition(name: string, number: number, sys = '/sys/class
   const disk = diskOf(sys, name);
   if (!disk) return undefined;
   return readdirSync(sys).find((n) => n.startsWith(disk) && n !== disk && Number(read(join(sys, n, 'partition')).trim() || NaN) === number && diskOf(sys, n) === disk);
-}
-
-/** The whole disk a partition belongs to (its parent in sysfs). */
-function diskOf(sys: string, name: string): string | undefined {
-  if (!/^DEVTYPE=partition$/m.test(read(join(sys, name, 'uevent')))) return undefined;
-  // realpath first: join() would resolve '..' in the name, not in sysfs's device tree.
-  try { return basename(dirname(realpathSync(join(sys, name)))); } catch { return undefined; }
 }
 
 /** The MBR disk signature (bytes 440-443) as Linux prints it in PARTUUIDs. */

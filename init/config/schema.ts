@@ -151,7 +151,8 @@ const KILN = {
         // Checked by parse.ts with the updater's own parser (update/window.ts); the length cap
         // keeps that parser's work small.
         window: s("When reboots may happen, e.g. 'Sat 02:00-04:00' or 'Mon-Fri 01:00-05:00; Sun 00:00-24:00' (local time); empty: any time.", { maxLength: 512, 'x-hint': "[DAYS] HH:MM-HH:MM in local time, several joined with ';', e.g. 'Sat 02:00-04:00' or 'Mon-Fri 22:00-23:30; Sun 00:00-24:00'; empty for any time" }),
-        fleetlock_url: s('FleetLock server that allows one node at a time to reboot; empty: no lock.', { pattern: '^(https?://.+)?$', 'x-hint': 'an http(s) URL' }),
+        reboot_lock: { enum: ['auto', 'lease', 'fleetlock', 'none'], default: 'auto', description: "Which lock lets one node at a time reboot into an update. auto: the FleetLock server when fleetlock_url is set (it serves every node, agents too, so the fleet shares one lock), otherwise the Lease kiln-system/kiln-reboot when k3s is ready on this node and it holds the admin kubeconfig (servers), otherwise no lock. lease: always the Lease; without it (k3s down, or an agent) the reboot waits. fleetlock: always the FleetLock server. none: reboot without asking. The lock is given back once the node is healthy after the reboot; a Lease whose holder never returns is free again after 30 minutes." },
+        fleetlock_url: s('FleetLock server that allows one node at a time to reboot (see reboot_lock); empty: none.', { pattern: '^(https?://.+)?$', 'x-hint': 'an http(s) URL' }),
         fleetlock_group: s("FleetLock group of this node; empty: 'default'."),
         canary: b('Take every release as soon as it is published, ignoring the staged rollout.'),
         drain: b("Before rebooting into an update, cordon this node and evict its pods (k3s kubectl drain, on servers; an agent has no admin credentials and reboots undrained). A drain that does not finish within drain_timeout_s is undone and the reboot waits for the next poll. The node is uncordoned once it is healthy again.", true),
@@ -241,7 +242,7 @@ export interface KilnSection {
   taints: string[];
   k3s_args: string[];
   channel: Channel;
-  updates: { url: string; poll_minutes: number; window: string; fleetlock_url: string; fleetlock_group: string; canary: boolean; drain: boolean; drain_timeout_s: number };
+  updates: { url: string; poll_minutes: number; window: string; reboot_lock: 'auto' | 'lease' | 'fleetlock' | 'none'; fleetlock_url: string; fleetlock_group: string; canary: boolean; drain: boolean; drain_timeout_s: number };
   manifests: { auto_apply: boolean };
   network: { interfaces: Record<string, Interface> };
   install: Install;

@@ -1,6 +1,6 @@
 // GUID partition tables (UEFI spec, chapter 5): protective MBR, primary and backup
 // headers with their entry arrays, written as plain buffers and parsed back.
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { crc32 } from './crc32.ts';
 
 export const GPT_TYPES = {
@@ -264,3 +264,54 @@ export function readGpt(buf: Buffer, sectorSize?: number): ParsedGpt {
     partitions,
   };
 }
+
+export interface GuidRewrite {
+  /** MBR + primary header + entry array: write at byte 0. */
+  primary: Buffer;
+  /** Entry array copy + backup header: write at `backupOffset`. */
+  backup: Buffer;
+  backupOffset: number;
+}
+
+/**
+ * The same table with a new disk GUID and new partition GUIDs (`partGuids` in entry order,
+ * one per used entry), everything else byte for byte: names, types, LBAs, attributes, the
+ * backup's place. Every image of a version is written with the same GUIDs; a node gives its
+ * disk its own ones once. `head` holds the primary table (34 sectors of 512 bytes at least).
+ */
+export function rewriteGuids(head: Buffer, diskSizeBytes: number, diskGuid: string, partGuids: string[]): GuidRewrite {
+  const gpt = readGpt(head);
+  const ss = gpt.sectorSize;
+  const hdr = head.subarray(ss, 2 * ss);
+  const hsize = hdr.readUInt32LE(12);
+  const entriesLba = Number(hdr.readBigUInt64LE(72));
+  const count = hdr.readUInt32LE(80);
+  const esize = hdr.readUInt32LE(84);
+  const entrySectors = Math.ceil((count * esize) / ss);
+  const alt = gpt.alternateLba;
+  if (alt * ss + ss > diskSizeBytes || alt <= entriesLba + entrySectors) throw new Error(`the backup GPT header at LBA ${alt} is not on this ${diskSizeBytes}-byte disk`);
+  if (partGuids.length !== gpt.partitions.length) throw new Error(`${gpt.partitions.length} partitions need new GUIDs, got ${partGuids.length}`);
+  const all = [diskGuid, ...partGuids].map((g) => g.toUpperCase());
+  if (new Set(all).size !== all.length) throw new Error('the new GUIDs are not all different');
+  const entries = Buffer.from(head.subarray(entriesLba * ss, (entriesLba + entrySectors) * ss));
+  gpt.partitions.forEach((p, i) => guidToBytes(partGuids[i]!).copy(entries, (p.index - 1) * esize + 16));
+  const entriesCrc = crc32(entries.subarray(0, count * esize));
+  const header = (my: number, other: number, at: number) => {
+    const h = Buffer.from(hdr);
+    h.writeBigUInt64LE(BigInt(my), 24);
+    h.writeBigUInt64LE(BigInt(other), 32);
+    guidToBytes(diskGuid).copy(h, 56);
+    h.writeBigUInt64LE(BigInt(at), 72);
+    h.writeUInt32LE(entriesCrc, 88);
+    h.writeUInt32LE(0, 16);
+    h.writeUInt32LE(crc32(h.subarray(0, hsize)), 16);
+    return h;
+  };
+  const backupEntriesLba = alt - entrySectors;
+  const primary = Buffer.concat([head.subarray(0, ss), header(1, alt, entriesLba), head.subarray(2 * ss, entriesLba * ss), entries]);
+  const backup = Buffer.concat([entries, header(alt, 1, backupEntriesLba)]);
+  return { primary, backup, backupOffset: backupEntriesLba * ss };
+}
+
+/** A random (version 4) GUID in the upper case the tables are read back in. */
+export function randomGuid(): string { return randomUUID().toUpperCase(); }

@@ -24,8 +24,12 @@ export interface IsoManifest {
   /** Paths on the medium. */
   root: string;
   rootBytes: number;
+  /** sha256 (hex) of the root image as it is on the medium. */
+  rootSha256: string;
   esp: string;
+  /** Size and sha256 (hex) of the ESP image uncompressed (as written to the disk). */
   espBytes: number;
+  espSha256: string;
 }
 
 export const PARTLABELS = { esp: 'esp', rootA: 'kiln-root-a', rootB: 'kiln-root-b', data: 'kiln-data' } as const;

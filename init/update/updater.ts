@@ -25,7 +25,7 @@ import {
   type Artifact, type Channel, type RefuseReason, type Time, type TrustRoot,
 } from '../../channels/manifest.ts';
 import { acceptManifest, loadState, recordBadVersion, saveState, spaceDir, type ChannelState } from './state.ts';
-import { FleetLockError, preReboot, steadyState } from './fleetlock.ts';
+import { FleetLockLock, type RebootLock } from './rebootlock.ts';
 import { DEFAULT_TRIES, fsyncDir } from './entries.ts';
 import { slotLoaderAt, type BootKind, type SlotLoader } from './loaders.ts';
 import { channelFetch } from './fetch.ts';
@@ -67,6 +67,8 @@ export interface UpdaterOptions {
   /** Runs right before reboot() (drain the node). A throw postpones the reboot. */
   beforeReboot?: () => Promise<void> | void;
   fleetlock?: { base: string; group?: string; id?: string; timeoutMs?: number };
+  /** The reboot lock (rebootlock.ts rebootLockFor); when absent, `fleetlock` if given. */
+  rebootLock?: RebootLock;
   /** e.g. "Sat 02:00-04:00" (local time), see window.ts. */
   window?: string;
   log?: (line: string) => void;
@@ -151,8 +153,8 @@ export function fleetLockId(machineId: string): string {
 }
 
 export class Updater {
-  readonly o: UpdaterOptions;
-  private readonly space: string;
+  o: UpdaterOptions;
+  private space: string;
   private readonly esp: string;
   private readonly loader: SlotLoader;
   private readonly windows: MaintenanceWindow[] | undefined;
@@ -160,6 +162,10 @@ export class Updater {
   private readonly log: (line: string) => void;
   private busy = false;
   private last: { at: string; result: CheckResult } | undefined;
+  /** A channel chosen while an update was running: switched to once it is done. */
+  private nextChannel: Channel | undefined;
+  /** A release of the reboot lock failed: retried at the next poll. */
+  private releaseOwed = false;
 
   constructor(opts: UpdaterOptions) {
     this.o = opts;
@@ -264,7 +270,39 @@ export class Updater {
   async apply(): Promise<ApplyResult> {
     if (this.busy) return { ok: false, stage: 'busy', message: 'an update is already running' };
     this.busy = true;
-    try { return await this.applyInner(); } finally { this.busy = false; }
+    try { return await this.applyInner(); } finally { this.idle(); }
+  }
+
+  /** The end of apply() or rollback(): a channel switch asked for meanwhile happens now. */
+  private idle() {
+    this.busy = false;
+    if (this.nextChannel) { const ch = this.nextChannel; this.nextChannel = undefined; this.setChannel(ch); }
+  }
+
+  /**
+   * Follows another channel from now on (`kiln channel set`): the next check reads its manifest
+   * and its state space. An update staged but not yet judged moves along with its marker, so
+   * the post-boot check still finds it; a half-done download of the old channel's release is
+   * dropped. While an update runs the switch waits for it to end.
+   */
+  setChannel(channel: Channel): string {
+    const base = this.o.stateBase ?? '/var/lib/kiln';
+    const to = spaceDir(base, channel); // throws on an unknown channel
+    if (this.busy) { this.nextChannel = channel; return `updates follow ${channel} once the running update is done`; }
+    if (channel === this.o.channel) return `updates already follow ${channel}`;
+    const from = this.space;
+    if (to !== from) {
+      const p = readJson<PendingMarker>(join(from, PENDING_FILE));
+      if (p) { writeJsonAtomic(join(to, PENDING_FILE), p); rmSync(join(from, PENDING_FILE), { force: true }); }
+      rmSync(join(from, PROGRESS_FILE), { force: true });
+    }
+    const was = this.o.channel;
+    this.o = { ...this.o, channel };
+    this.space = to;
+    this.last = readJson(join(to, LAST_CHECK_FILE));
+    const message = `updates now follow ${channel} (was ${was})`;
+    this.log(`update: ${message}`);
+    return message;
   }
 
   private async applyInner(): Promise<ApplyResult> {
@@ -440,11 +478,10 @@ export class Updater {
       this.log(`update: ${message}`);
       return { rebooted: false, waiting: 'window', message };
     }
-    if (this.o.fleetlock) {
-      try {
-        await preReboot({ base: this.o.fleetlock.base, id: this.o.fleetlock.id ?? fleetLockId(this.o.machineId), group: this.o.fleetlock.group, timeoutMs: this.o.fleetlock.timeoutMs });
-      } catch (e) {
-        const message = `reboot into ${what} waits for the fleet lock: ${e instanceof FleetLockError ? e.message : errText(e)}`;
+    const lock = this.lock;
+    if (lock) {
+      try { await lock.acquire(); } catch (e) {
+        const message = `reboot into ${what} waits for ${lock.name}: ${errText(e)}`;
         this.log(`update: ${message}`);
         return { rebooted: false, waiting: 'lock', message };
       }
@@ -453,6 +490,8 @@ export class Updater {
       try { await this.o.beforeReboot(); } catch (e) {
         const message = `reboot into ${what} postponed: preparing the node failed: ${errText(e)}`;
         this.log(`update: ${message}`);
+        // Not rebooting now: the slot goes back to the fleet until the next try.
+        await this.releaseLock();
         return { rebooted: false, waiting: 'drain', message };
       }
     }
@@ -544,12 +583,20 @@ export class Updater {
     try { writeJsonAtomic(this.file(LAST_BOOT_FILE), { at: this.now().toISOString(), outcome, message }); } catch { /* status only */ }
   }
 
-  /** FleetLock steady-state, best effort: a lock server outage must not break a healthy node. */
+  /** The reboot lock: rebootLock, else the FleetLock server of `fleetlock`. */
+  private get lock(): RebootLock | undefined {
+    const f = this.o.fleetlock;
+    return this.o.rebootLock ?? (f ? new FleetLockLock({ base: f.base, id: f.id ?? fleetLockId(this.o.machineId), group: f.group, timeoutMs: f.timeoutMs }) : undefined);
+  }
+
+  /** Gives the reboot lock back, best effort: a lock outage must not break a healthy node. */
   private async releaseLock() {
-    if (!this.o.fleetlock) return;
-    try {
-      await steadyState({ base: this.o.fleetlock.base, id: this.o.fleetlock.id ?? fleetLockId(this.o.machineId), group: this.o.fleetlock.group, timeoutMs: this.o.fleetlock.timeoutMs });
-    } catch (e) { this.log(`update: could not release the fleet lock (retried at the next poll): ${errText(e)}`); }
+    const lock = this.lock;
+    if (!lock) return;
+    try { await lock.release(); this.releaseOwed = false; } catch (e) {
+      this.releaseOwed = true;
+      this.log(`update: could not release ${lock.name} (retried at the next poll): ${errText(e)}`);
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -579,7 +626,7 @@ export class Updater {
       this.log(message);
       const reboot = opts.reboot === false ? undefined : await this.rebootIfAllowed({ ignoreWindow: true });
       return { ok: true, to, from, demoted, reboot, message };
-    } finally { this.busy = false; }
+    } finally { this.idle(); }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -609,6 +656,7 @@ export class Updater {
   /** One poll: retry a postponed reboot, or check and apply. Never throws. */
   async pollOnce(): Promise<void> {
     try {
+      if (this.releaseOwed) await this.releaseLock();
       if (!this.o.trust) return;
       const p = this.readPending();
       if (p && p.bootId === this.bootId) { if (!this.busy) await this.rebootIfAllowed(); return; }
@@ -662,9 +710,6 @@ function readBootId(): string {
 export function manifestArch(arch: string): string {
   return ({ x64: 'x86_64', arm64: 'arm64', aarch64: 'arm64', amd64: 'x86_64' } as Record<string, string>)[arch] ?? arch;
 }
-
-/** Slot devices by GPT PARTLABEL (udev's symlinks; stage 1 makes the same ones). */
-export const partlabelDevices = { slotDevice: (slot: Slot) => `/dev/disk/by-partlabel/kiln-root-${slot}` };
 
 export interface SystemFacts {
   currentVersion: string;

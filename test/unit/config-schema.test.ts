@@ -32,7 +32,7 @@ const ACCEPT: [string, (c: any) => unknown, unknown][] = [
   ['kiln:\n  dns_nameservers: [1.1.1.1, "2606:4700::1111"]\n  ntp_servers: [0.pool.ntp.org]\n', (c) => [c.kiln.dns_nameservers.length, c.kiln.ntp_servers], [2, ['0.pool.ntp.org']]],
   ['kiln:\n  wifi:\n    - name: home\n      passphrase: secret123\n    - name: cafe\n', (c) => c.kiln.wifi, [{ name: 'home', passphrase: 'secret123' }, { name: 'cafe' }]],
   ['kiln:\n  key_services:\n    github: https://ghe.example.com\n    gitlab: https://gl.example.com\n    launchpad: http://lp.example.com\n', (c) => c.kiln.key_services, { github: 'https://ghe.example.com', gitlab: 'https://gl.example.com', launchpad: 'http://lp.example.com' }],
-  ['kiln:\n  updates:\n    url: https://r.example.com/kiln\n    poll_minutes: 30\n    window: Sat 02:00-04:00\n    fleetlock_url: http://lock:8080\n    fleetlock_group: workers\n    canary: true\n    drain: false\n    drain_timeout_s: 60\n', (c) => c.kiln.updates, { url: 'https://r.example.com/kiln', poll_minutes: 30, window: 'Sat 02:00-04:00', fleetlock_url: 'http://lock:8080', fleetlock_group: 'workers', canary: true, drain: false, drain_timeout_s: 60 }],
+  ['kiln:\n  updates:\n    url: https://r.example.com/kiln\n    poll_minutes: 30\n    window: Sat 02:00-04:00\n    reboot_lock: lease\n    fleetlock_url: http://lock:8080\n    fleetlock_group: workers\n    canary: true\n    drain: false\n    drain_timeout_s: 60\n', (c) => c.kiln.updates, { url: 'https://r.example.com/kiln', poll_minutes: 30, window: 'Sat 02:00-04:00', reboot_lock: 'lease', fleetlock_url: 'http://lock:8080', fleetlock_group: 'workers', canary: true, drain: false, drain_timeout_s: 60 }],
   ['kiln:\n  password: rancher\n  token: K10abc\n  server_url: https://10.0.0.1:6443\n', (c) => [c.kiln.password, c.kiln.token, c.kiln.server_url], ['rancher', 'K10abc', 'https://10.0.0.1:6443']],
   ['kiln:\n  environment:\n    http_proxy: http://proxy:3128\n    RETRIES: 3\n', (c) => c.kiln.environment, { http_proxy: 'http://proxy:3128', RETRIES: '3' }],
   ['kiln:\n  labels:\n    region: eu\n    example.com/tier: db\n  taints: ["dedicated=db:NoSchedule", "gpu:NoExecute"]\n', (c) => [c.kiln.labels, c.kiln.taints], [{ region: 'eu', 'example.com/tier': 'db' }, ['dedicated=db:NoSchedule', 'gpu:NoExecute']]],
@@ -89,6 +89,7 @@ test('the accept table covers every key of the schema, and every alias', () => {
 
 // Each case: the text and the exact problems, as `kiln config validate` prints them.
 const REJECT: [string, string[]][] = [
+  ['kiln:\n  updates:\n    reboot_lock: kured\n', ["c.yaml:3:18 kiln.updates.reboot_lock: 'kured' is not a valid value (use one of: auto, lease, fleetlock, none)"]],
   ['hostnme: x\n', ["c.yaml:1:1 hostnme: unknown key 'hostnme' (did you mean 'hostname'?)"]],
   ['kiln:\n  sysctlz: {}\n', ["c.yaml:2:3 kiln.sysctlz: unknown key 'sysctlz' (did you mean 'sysctls'?)"]],
   ['k3os:\n  chanel: beta\n', ["c.yaml:2:3 k3os.chanel: unknown key 'chanel' (did you mean 'channel'?)"]],

@@ -99,6 +99,9 @@ test('systemd-boot entries: live is the default and listed first; install adds k
   assert.match(get('loader/entries/kiln-install.conf').toString(), new RegExp(`kiln\\.live=${isoLabel('0.1.0-test')} kiln\\.install$`, 'm'));
   const manifest = JSON.parse(readFileSync(extract(a, '/kiln/install.json', join(dir, 'install.json')), 'utf8'));
   assert.is(manifest.arch, 'arm64');
+  // What the installer checks the medium against.
+  assert.equal([manifest.rootBytes, manifest.rootSha256, manifest.espBytes, manifest.espSha256], [400_000, sha(files.rootImage), 1 << 20, sha(files.espImage)]);
+  assert.is(sha(extract(a, '/kiln/root.img', join(dir, 'root-from-iso.img'))), manifest.rootSha256);
 });
 
 test.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,0 +1,127 @@
+// Partitions come from the disk that booted: a second disk with the same kiln-* labels (or
+// the same MBR signature) never supplies the root, the data or the ESP, nor receives an update.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { bootDisk, partitionByLabel } from '../../init/system.ts';
+import { partitionBySpec, siblingPartition } from '../../init/bootctl/devices.ts';
+import { buildMbr } from '../../init/disk/mbr.ts';
+import { buildGpt, GPT_TYPES, guidToBytes, randomGuid, stableGuid } from '../../init/disk/gpt.ts';
+import { layoutFor } from '../../init/disk/layout.ts';
+
+const LABELS = ['esp', 'kiln-root-a', 'kiln-root-b', 'kiln-data'];
+
+/** A fake /sys (and /dev) with two disks holding the same four labelled partitions. */
+function fakeSys(disks: { name: string; major: number; sig?: number; espGuid?: string }[]) {
+  const root = mkdtempSync(join(tmpdir(), 'kiln-sys-'));
+  const cls = join(root, 'class/block'), devBlock = join(root, 'dev/block'), dev = join(root, 'devnodes'), block = join(root, 'block');
+  for (const d of [cls, devBlock, dev, block]) mkdirSync(d, { recursive: true });
+  for (const { name, major, sig, espGuid } of disks) {
+    const d = join(root, 'devices/pci0', name);
+    mkdirSync(d, { recursive: true });
+    writeFileSync(join(d, 'uevent'), `MAJOR=${major}\nMINOR=0\nDEVNAME=${name}\nDEVTYPE=disk\n`);
+    symlinkSync(d, join(cls, name));
+    symlinkSync(d, join(block, name));
+    symlinkSync(d, join(devBlock, `${major}:0`));
+    // The disk's first sectors: an MBR with a signature, or a GPT whose ESP has `espGuid`.
+    const size = 64 * 1024 * 1024;
+    const gpt = () => buildGpt({ diskSizeBytes: size, diskGuid: randomGuid(), partitions: layoutFor('x86_64', size, 8, 8).map((p, i) => ({ ...p, guid: i === 0 ? espGuid! : randomGuid() })) }).primary;
+    writeFileSync(join(dev, name), espGuid ? gpt() : sig === undefined ? Buffer.alloc(512) : buildMbr({ diskSignature: sig, partitions: [{ type: 0x0c, startLba: 2048, sectors: 100 }] }));
+    LABELS.forEach((label, i) => {
+      const p = /\d$/.test(name) ? `${name}p${i + 1}` : `${name}${i + 1}`;
+      mkdirSync(join(d, p));
+      writeFileSync(join(d, p, 'uevent'), `MAJOR=${major}\nMINOR=${i + 1}\nDEVNAME=${p}\nDEVTYPE=partition\nPARTN=${i + 1}\nPARTNAME=${label}\n`);
+      writeFileSync(join(d, p, 'partition'), `${i + 1}\n`);
+      symlinkSync(join(d, p), join(cls, p));
+      symlinkSync(join(d, p), join(devBlock, `${major}:${i + 1}`));
+      writeFileSync(join(dev, p), '');
+    });
+  }
+  return { root, cls, dev };
+}
+
+/** /proc/self/mountinfo of a node whose root is MAJ:MIN (stacked on the initramfs's rootfs). */
+const mountinfo = (majmin: string) => [
+  '1 1 0:2 / / rw - rootfs rootfs rw',
+  `22 1 ${majmin} / / ro,relatime shared:1 - squashfs /dev/x ro`,
+  '23 22 0:21 / /proc rw - proc proc rw',
+  '',
+].join('\n');
+
+test('bootDisk: the disk of the partition mounted on /', () => {
+  const s = fakeSys([{ name: 'sda', major: 8 }, { name: 'vda', major: 254 }]);
+  assert.is(bootDisk(s.root, mountinfo('254:2')), 'vda');
+  assert.is(bootDisk(s.root, mountinfo('8:3')), 'sda');
+  assert.is(bootDisk(s.root, mountinfo('7:0')), undefined, 'a loop root (the live ISO) has no boot disk');
+  assert.is(bootDisk(s.root, ''), undefined);
+});
+
+test('partitionByLabel: a second disk with the same labels is never picked', () => {
+  // sda sorts first: the old lookup took its kiln-root-b, which an update would overwrite.
+  const s = fakeSys([{ name: 'sda', major: 8 }, { name: 'vda', major: 254 }]);
+  const booted = mountinfo('254:2');
+  for (const [i, label] of LABELS.entries()) assert.is(partitionByLabel(label, s.root, booted), `vda${i + 1}`, label);
+  assert.is(partitionByLabel('kiln-root-b', s.root, mountinfo('8:2')), 'sda3');
+  // Boot disk unknown: two candidates, no answer (rather than a guess).
+  assert.is(partitionByLabel('kiln-root-b', s.root, ''), undefined);
+  const one = fakeSys([{ name: 'vda', major: 254 }]);
+  assert.is(partitionByLabel('kiln-data', one.root, ''), 'vda4', 'a single disk is found without knowing the boot disk');
+  assert.is(partitionByLabel('nope', one.root, mountinfo('254:2')), undefined);
+});
+
+test('partitionBySpec: the same MBR signature on a second card is ignored', () => {
+  const s = fakeSys([{ name: 'mmcblk0', major: 179, sig: 0x1f65ff1b }, { name: 'mmcblk1', major: 180, sig: 0x1f65ff1b }]);
+  assert.is(partitionBySpec('PARTUUID=1f65ff1b-04', s.cls, s.dev, mountinfo('180:2')), 'mmcblk1p4');
+  assert.is(partitionBySpec('PARTUUID=1f65ff1b-01', s.cls, s.dev, mountinfo('179:2')), 'mmcblk0p1');
+  assert.is(partitionBySpec('PARTUUID=1f65ff1b-04', s.cls, s.dev, ''), undefined, 'ambiguous without a boot disk');
+  assert.is(partitionBySpec(`/dev/mmcblk0p4`, s.cls, s.dev, mountinfo('180:2')), undefined, 'a named partition on another disk');
+  assert.is(partitionBySpec(`/dev/mmcblk1p4`, s.cls, s.dev, mountinfo('180:2')), 'mmcblk1p4');
+  assert.is(siblingPartition(partitionBySpec('PARTUUID=1f65ff1b-01', s.cls, s.dev, mountinfo('180:2'))!, 3, s.cls), 'mmcblk1p3');
+});
+
+test('stage 1: its GPT GUID conversion agrees with init/disk/gpt.ts', () => {
+  // Stage 1 compares LoaderDevicePartUUID with each ESP's unique GUID read raw from the disk.
+  const script = readFileSync(join(import.meta.dirname, '../../builder/stage1/init.sh'), 'utf8');
+  const expr = /\| sed -r '([^']+)'/.exec(script)?.[1];
+  assert.ok(expr, 'stage 1 converts GUID bytes with sed -r');
+  for (const guid of [GPT_TYPES.esp, randomUUID().toUpperCase(), stableGuid('x')]) {
+    const r = spawnSync('busybox', ['sed', '-r', expr!], { input: guidToBytes(guid).toString('hex'), encoding: 'utf8' });
+    assert.is(r.stdout.trim(), guid.toLowerCase());
+  }
+  assert.match(script, /two disks hold the ESP this machine booted from/);
+});
+
+/** Runs stage 1's partition helpers in busybox sh against a fake /sys and /dev. */
+function stage1(s: ReturnType<typeof fakeSys>, call: string, env: Record<string, string> = {}): string {
+  const script = readFileSync(join(import.meta.dirname, '../../builder/stage1/init.sh'), 'utf8');
+  const defs = script.slice(script.indexOf('partdev() {'), script.indexOf('# kiln.root= / kiln.data='))
+    .replaceAll('/sys/', '$S/').replaceAll('"/dev/', '"$D/');
+  assert.ok(defs.includes('espdisk() {') && defs.includes('partuuid() {'), 'stage 1 defines partdev, partuuid, espdisk');
+  const r = spawnSync('busybox', ['sh', '-c', `${defs}\n${call}`], { env: { PATH: process.env.PATH, S: s.root, D: s.dev, BOOTDISK: '', ESPUUID: '', ...env }, encoding: 'utf8' });
+  assert.is(r.status, 0, r.stderr);
+  return r.stdout.trim();
+}
+
+test('stage 1: the root comes from the disk whose ESP the firmware booted, never from a copy', () => {
+  const mine = randomGuid(), theirs = randomGuid();
+  // sda sorts before vda: the old lookup took sda's kiln-root-a.
+  const s = fakeSys([{ name: 'sda', major: 8, espGuid: theirs }, { name: 'vda', major: 254, espGuid: mine }]);
+  assert.is(stage1(s, 'partuuid vda1'), mine.toLowerCase());
+  assert.is(stage1(s, 'espdisk', { ESPUUID: mine.toLowerCase() }), 'vda');
+  assert.is(stage1(s, 'espdisk', { ESPUUID: theirs.toLowerCase() }), 'sda');
+  assert.is(stage1(s, 'partdev kiln-root-a', { BOOTDISK: 'vda' }), 'vda2');
+  assert.is(stage1(s, 'partdev kiln-data', { BOOTDISK: 'vda' }), 'vda4');
+  assert.is(stage1(s, 'partdev kiln-root-a'), '!', 'no boot disk known and two candidates: no guess');
+  // Two disks holding the very ESP that booted (the same image written twice): refused.
+  const twins = fakeSys([{ name: 'sda', major: 8, espGuid: mine }, { name: 'vda', major: 254, espGuid: mine }]);
+  assert.is(stage1(twins, 'espdisk', { ESPUUID: mine.toLowerCase() }), '!');
+  assert.is(stage1(twins, 'espdisk', { ESPUUID: randomGuid().toLowerCase() }), '', 'an ESP on no disk');
+  const one = fakeSys([{ name: 'vda', major: 254, espGuid: mine }]);
+  assert.is(stage1(one, 'partdev kiln-root-b'), 'vda3', 'one disk: found without an anchor');
+});
+
+test.run();
