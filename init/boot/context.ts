@@ -16,7 +16,7 @@ import { nodeName } from '../update/drain.ts';
 import type { Updater } from '../update/updater.ts';
 
 /** The parts of the updater the rest of init uses. */
-export type NodeUpdater = Pick<Updater, 'afterBoot' | 'startPolling' | 'status' | 'check' | 'apply' | 'rollback'>;
+export type NodeUpdater = Pick<Updater, 'afterBoot' | 'startPolling' | 'status' | 'check' | 'apply' | 'rollback' | 'setChannel'>;
 
 export interface BootContext {
   readonly info: BootInfo;

@@ -33,7 +33,10 @@ export function controlHandlers(ctx: BootContext): Record<string, Handler> {
       const want = a.set as string | undefined;
       if (!want) return `${selectedChannel() ?? ctx.cfg().kiln.channel}${selectedChannel() ? ' (set with kiln channel set)' : ' (from config kiln.channel)'}`;
       if (!['beta', 'rc', 'stable'].includes(want)) throw new Error(`unknown channel '${want}' (valid: beta, rc, stable)`);
-      return setChannel(want as 'beta' | 'rc' | 'stable');
+      const msg = setChannel(want as 'beta' | 'rc' | 'stable');
+      // The running updater follows at once (its next check reads the new channel).
+      ctx.updater?.setChannel(want as 'beta' | 'rc' | 'stable');
+      return msg;
     },
     'install-config': async (a) => installConfigText(ctx, typeof a.configUrl === 'string' ? a.configUrl : ctx.cfg().kiln.install.config_url, typeof a.extra === 'string' ? a.extra : undefined),
     rollback: async () => (await updaterOf(ctx, 'the updater is not running yet').rollback()).message ?? 'rolling back',

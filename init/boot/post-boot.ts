@@ -15,7 +15,8 @@ import { K3S, k3sCommand } from '../services/k3s.ts';
 import type { Slot } from '../slot.ts';
 import { partitionByLabel, read } from '../system.ts';
 import { drainNode, uncordonIfDrained } from '../update/drain.ts';
-import { readSystemFacts, Updater, type AfterBootResult, type UpdaterOptions } from '../update/updater.ts';
+import { fleetLockId, readSystemFacts, Updater, type AfterBootResult, type UpdaterOptions } from '../update/updater.ts';
+import { leaseHolder, rebootLockFor } from '../update/rebootlock.ts';
 import { k3sStatus, kubeNodeName, leaseIp, type BootContext, type NodeUpdater } from './context.ts';
 
 export interface PostBootStep {
@@ -141,6 +142,7 @@ export function updaterOptions(ctx: BootContext): UpdaterOptions {
   const c = ctx.cfg();
   const { info } = ctx;
   const facts = readSystemFacts('/');
+  const mid = facts.machineId || ctx.machineId;
   return {
     channelUrl: c.kiln.updates.url || 'http://updates-not-configured.invalid', channel: selectedChannel() ?? c.kiln.channel, arch: facts.arch,
     trust: c.kiln.updates.url ? facts.trust : null, trustProblem: c.kiln.updates.url ? facts.trustProblem : 'no kiln.updates.url in the config',
@@ -154,6 +156,10 @@ export function updaterOptions(ctx: BootContext): UpdaterOptions {
       say(`update: ${await drainNode({ k3s: K3S, node: kubeNodeName(ctx), timeoutS: ctx.cfg().kiln.updates.drain_timeout_s })}`);
     },
     fleetlock: c.kiln.updates.fleetlock_url ? { base: c.kiln.updates.fleetlock_url, group: c.kiln.updates.fleetlock_group || 'default' } : undefined,
+    rebootLock: rebootLockFor(c.kiln.updates, {
+      fleetLockId: fleetLockId(mid), leaseHolder: leaseHolder(kubeNodeName(ctx), mid),
+      clusterUp: () => { const k = k3sStatus(ctx); return k?.state === 'running' && k.healthy === true; },
+    }),
     bootId: read('/proc/sys/kernel/random/boot_id').trim(),
   };
 }

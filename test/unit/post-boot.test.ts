@@ -45,7 +45,7 @@ function fakeUpdater(did: string[], afterBoot: NodeUpdater['afterBoot']): NodeUp
   return {
     afterBoot,
     startPolling: (ms: number) => { did.push(`poll ${ms}`); return { stop() {} }; },
-    status: () => [], check: async () => { throw new Error('unused'); }, apply: async () => { throw new Error('unused'); }, rollback: async () => { throw new Error('unused'); },
+    status: () => [], check: async () => { throw new Error('unused'); }, apply: async () => { throw new Error('unused'); }, rollback: async () => { throw new Error('unused'); }, setChannel: () => { throw new Error('unused'); },
   } as NodeUpdater;
 }
 
