@@ -363,6 +363,10 @@ export async function applyPassword(c: KilnConfig, o: { root?: string; exec?: ty
     etc = openDir(join(root, 'etc'));
     replaceFile(etc, 'shadow', lines.join('\n') + '\n', { uid: 0, gid: 0, mode: 0o600 });
   } catch (e) { return `kiln.password: ${(e as Error).message}`; } finally { closeDir(etc); }
+  // Earlier releases (and k3os) took this password over SSH too: say why it no longer does
+  // when it would have been the only way in over the network.
+  const anyKey = c.ssh_authorized_keys.length || c.ssh_import_id.length || c.users.some((u) => u.ssh_authorized_keys.length || u.ssh_import_id.length);
+  if (p && !c.kiln.ssh.password_login && !anyKey) return 'kiln.password is for the console only and no SSH key is configured: SSH takes keys only unless kiln.ssh.password_login: true';
   return undefined;
 }
 

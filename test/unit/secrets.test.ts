@@ -110,7 +110,7 @@ test('kiln.password: the plain text reaches mkpasswd on stdin, never in argv; /e
     seen.push({ cmd, args, input: o.input });
     return { code: 0, signal: null, stdout: '$6$saltsalt$hashhashhash\n', stderr: '' };
   };
-  const err = await applyPassword(applyDefaults({ kiln: { password: 'correct horse battery' } }), { root: r, exec });
+  const err = await applyPassword(applyDefaults({ kiln: { password: 'correct horse battery' }, ssh_authorized_keys: ['github:alice'] }), { root: r, exec });
   assert.is(err, undefined);
   assert.is(seen.length, 1);
   assert.is(seen[0].cmd, 'mkpasswd');
@@ -119,6 +119,16 @@ test('kiln.password: the plain text reaches mkpasswd on stdin, never in argv; /e
   assert.is(seen[0].input, 'correct horse battery\n');
   assert.is(readFileSync(join(r, 'etc/shadow'), 'utf8'), 'root:$6$saltsalt$hashhashhash:1::::::\nkiln:*:1::::::\n');
   assert.is(mode(join(r, 'etc/shadow')), 0o600);
+});
+
+test('kiln.password without any SSH key: set, and the owner is told SSH takes keys only', async () => {
+  const exec = async (): Promise<RunResult> => ({ code: 0, signal: null, stdout: '$6$s$h\n', stderr: '' });
+  const r = fakeEtc();
+  const note = await applyPassword(applyDefaults({ kiln: { password: 'secret' } }), { root: r, exec });
+  assert.is(note, 'kiln.password is for the console only and no SSH key is configured: SSH takes keys only unless kiln.ssh.password_login: true');
+  assert.ok(readFileSync(join(r, 'etc/shadow'), 'utf8').startsWith('root:$6$s$h:'));
+  assert.is(await applyPassword(applyDefaults({ kiln: { password: 'secret', ssh: { password_login: true } } }), { root: r, exec }), undefined);
+  assert.is(await applyPassword(applyDefaults({ kiln: { password: 'secret' }, ssh_authorized_keys: ['github:alice'] }), { root: r, exec }), undefined);
 });
 
 test('kiln.password: a line break or a hash with \':\' is refused; /etc/shadow is left as it was', async () => {
