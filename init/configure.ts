@@ -2,8 +2,8 @@
 // config drive, EC2-style metadata, kernel command line, kiln.config_url), choose what to
 // run with (falling back to the last good config on any problem), and apply it.
 // Every step reports and carries on: nothing in user config may stop init.
-import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { appendFileSync, chmodSync, existsSync, fchownSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { ESP_MOUNT as BOOT_FILES } from './boot.ts';
 import { expandAuthorizedKeys } from './config/keys.ts';
 import { chooseConfig, configPaths, PATHS, readLocalSources, type ConfigPaths, type SourceText } from './config/merge.ts';
@@ -11,6 +11,7 @@ import { parseMetaData, parseNoCloudCmdline, splitUserData } from './config/nocl
 import { decodeContent, formatProblem } from './config/parse.ts';
 import type { Command, KilnConfig } from './config/schema.ts';
 import { run, runOk } from './exec.ts';
+import { appendFile, closeDir, openChildDir, openDir, replaceFile, resolveTrustedFile, type Dir } from './safefs.ts';
 import { writeStaticDns } from './network.ts';
 import { appendRotating, LOG_DIR, say } from './log.ts';
 import { loadModules, mount, read, setHostname, setSysctl } from './system.ts';
@@ -46,13 +47,23 @@ export function parseBlkid(text: string): Map<string, string> {
   return m;
 }
 
-/** The first volume with one of these labels, mounted read-only at `where`. */
-async function mountLabelled(labels: string[], where: string, known: Promise<Map<string, string>>): Promise<string | undefined> {
+/**
+ * Mount options for a config volume: its user-data may hold a join token or a password, so
+ * every file is root's and readable by root alone, whatever the volume says. iso9660 takes
+ * modes from Rock Ridge unless told to override them.
+ */
+export const CONFIG_VOLUME_OPTIONS: Record<'vfat' | 'iso9660', string> = {
+  vfat: 'ro,nosuid,nodev,noexec,uid=0,gid=0,umask=0077',
+  iso9660: 'ro,nosuid,nodev,noexec,uid=0,gid=0,mode=0400,dmode=0500,overriderockperms',
+};
+
+/** The first volume with one of these labels, mounted read-only (and root-only) at `where`. */
+export async function mountLabelled(labels: string[], where: string, known: Promise<Map<string, string>>, mountFn = mount): Promise<string | undefined> {
   for (const label of labels) {
     const dev = (await known).get(label);
     if (!dev) continue;
-    for (const type of ['vfat', 'iso9660']) {
-      try { await mount(type, dev, where, 'ro'); return dev; } catch { /* next type */ }
+    for (const type of ['vfat', 'iso9660'] as const) {
+      try { await mountFn(type, dev, where, CONFIG_VOLUME_OPTIONS[type]); return dev; } catch { /* next type */ }
     }
   }
   return undefined;
@@ -144,18 +155,41 @@ export function activePaths(): ConfigPaths { return configPaths(selectedChannel(
  * Switches channel. Entering beta copies stable's node config into beta's own space the first
  * time; stable's files are never touched, so leaving beta finds them as they were.
  */
-export async function setChannel(channel: 'beta' | 'rc' | 'stable'): Promise<string> {
+export async function setChannel(channel: 'beta' | 'rc' | 'stable', o: { root?: string } = {}): Promise<string> {
+  const root = o.root ?? '/';
   const beta = configPaths('beta'), stable = configPaths('stable');
-  if (channel === 'beta' && !existsSync(dirname(beta.data))) {
-    mkdirSync(dirname(beta.data), { recursive: true });
-    if (existsSync(stable.data)) writeFileSync(beta.data, readFileSync(stable.data));
-    if (existsSync(stable.dropIns)) await run('cp', ['-a', stable.dropIns, beta.dropIns]);
+  const betaDir = join(root, dirname(beta.data));
+  if (channel === 'beta' && !existsSync(betaDir)) {
+    // The config and its last good copy hold the join token and any password: root's alone.
+    mkdirSync(betaDir, { recursive: true, mode: 0o700 });
+    if (existsSync(join(root, stable.data))) {
+      const d = openDir(betaDir);
+      try { replaceFile(d, basename(beta.data), readFileSync(join(root, stable.data)), { uid: 0, gid: 0, mode: 0o600 }); } finally { closeDir(d); }
+    }
+    if (existsSync(join(root, stable.dropIns))) await run('cp', ['-a', join(root, stable.dropIns), join(root, beta.dropIns)]);
   }
-  mkdirSync(dirname(CHANNEL_FILE), { recursive: true });
-  writeFileSync(`${CHANNEL_FILE}.tmp`, `${channel}\n`);
-  renameSync(`${CHANNEL_FILE}.tmp`, CHANNEL_FILE);
+  // A beta space made by an earlier release got the default modes.
+  if (channel === 'beta') {
+    for (const p of [betaDir, join(root, beta.data)]) {
+      try { if (statSync(p).mode & 0o077) chmodSync(p, statSync(p).isDirectory() ? 0o700 : 0o600); } catch { /* missing */ }
+    }
+  }
+  const channelFile = join(root, CHANNEL_FILE);
+  mkdirSync(dirname(channelFile), { recursive: true });
+  writeFileSync(`${channelFile}.tmp`, `${channel}\n`);
+  renameSync(`${channelFile}.tmp`, channelFile);
   const space = channel === 'beta' ? beta : stable;
   return `channel ${channel}: node config in ${space.data}${channel === 'beta' ? ' (stable\'s is kept as it is)' : ''}; takes effect at the next boot (or now for updates)`;
+}
+
+/**
+ * A file only root may read (the last good config holds the join token and any plain-text
+ * password): made 0600 under a random name and renamed into place, so neither a file left
+ * by an earlier release nor a stale temp file keeps a wider mode.
+ */
+export function writePrivateFile(path: string, text: string): void {
+  const d = openDir(dirname(path), { mkdirs: true });
+  try { replaceFile(d, basename(path), text, { uid: 0, gid: 0, mode: 0o600 }); } finally { closeDir(d); }
 }
 
 const reported = new Set<string>();
@@ -188,9 +222,7 @@ export async function chooseAndReport(g: Gathered, opts: { fetchUrl: boolean }):
   for (const n of g.notes) if (!reported.has(n)) { reported.add(n); say(`config: ${n}`); }
   if (choice.used === 'new' && choice.lastGood !== undefined) {
     try {
-      mkdirSync(dirname(lg), { recursive: true });
-      writeFileSync(`${lg}.tmp`, choice.lastGood);
-      renameSync(`${lg}.tmp`, lg);
+      writePrivateFile(lg, choice.lastGood);
     } catch (e) { say(`config: cannot save the last good config: ${(e as Error).message}`); }
   } else {
     const line = choice.used === 'last-good' ? `config: problems above: running with the last good config (${lg})` : 'config: problems above: running with the sources that had none';
@@ -211,38 +243,85 @@ export function applyHostname(name: string): void {
   if (!hosts.includes(` ${name}`) && !hosts.includes(`\t${name}`)) appendFileSync('/etc/hosts', `127.0.1.1\t${name}\n`);
 }
 
-function idsOf(owner: string): { uid: number; gid: number } {
+function idsOf(owner: string, root = '/'): { uid: number; gid: number } {
   const [user, group] = owner.split(':');
   const lookup = (file: string, name: string) => {
     if (/^\d+$/.test(name)) return Number(name);
-    const line = read(file).split('\n').find((l) => l.split(':')[0] === name);
-    if (!line) throw new Error(`unknown ${file === '/etc/passwd' ? 'user' : 'group'} '${name}'`);
+    const line = read(join(root, file)).split('\n').find((l) => l.split(':')[0] === name);
+    if (!line) throw new Error(`unknown ${file === 'etc/passwd' ? 'user' : 'group'} '${name}'`);
     return Number(line.split(':')[2]);
   };
-  const uid = lookup('/etc/passwd', user || 'root');
-  return { uid, gid: group ? lookup('/etc/group', group) : uid === 0 ? 0 : uid };
+  const uid = lookup('etc/passwd', user || 'root');
+  return { uid, gid: group ? lookup('etc/group', group) : uid === 0 ? 0 : uid };
 }
 
-export function writeFiles(c: KilnConfig): string[] {
+/**
+ * write_files, written without following a link another user could have planted (see
+ * safefs.ts): a replaced file is made under a random name and renamed into place with its
+ * owner and mode already set; an append writes through a link only where root alone could
+ * have made it. `root` is for tests.
+ */
+export function writeFiles(c: KilnConfig, o: { root?: string } = {}): string[] {
+  const root = o.root ?? '/';
   const problems: string[] = [];
   c.write_files.forEach((f, i) => {
+    let dir: Dir | undefined;
     try {
       const data = decodeContent(f);
-      mkdirSync(dirname(f.path), { recursive: true });
-      if (f.append) appendFileSync(f.path, data);
-      else { writeFileSync(`${f.path}.kiln-tmp`, data); renameSync(`${f.path}.kiln-tmp`, f.path); }
-      chmodSync(f.path, parseInt(f.permissions || '0644', 8));
-      const { uid, gid } = idsOf(f.owner || 'root:root');
-      chownSync(f.path, uid, gid);
-    } catch (e) { problems.push(`write_files[${i}] ${f.path}: ${(e as Error).message}`); }
+      const { uid, gid } = idsOf(f.owner || 'root:root', root);
+      const mode = parseInt(f.permissions || '0644', 8);
+      const path = join(root, f.path);
+      if (f.append) {
+        const t = resolveTrustedFile(path);
+        dir = t.dir;
+        appendFile(dir, t.name, data, { uid, gid, mode });
+      } else {
+        dir = openDir(dirname(path), { mkdirs: true });
+        replaceFile(dir, basename(path), data, { uid, gid, mode });
+      }
+    } catch (e) { problems.push(`write_files[${i}] ${f.path}: ${(e as Error).message}`); } finally { closeDir(dir); }
   });
   return problems;
 }
 
-export function applySysctls(c: KilnConfig): string[] {
+/** The image's own kernel settings (overlay/usr/lib/sysctl.d), applied before kiln.sysctls. */
+export const SYSCTL_DIR = '/usr/lib/sysctl.d';
+
+/** sysctl.conf(5) lines: `key = value`, `#`/`;` comments; a leading `-` means a failure is not reported. */
+export function parseSysctlConf(text: string): { key: string; value: string; optional: boolean }[] {
+  const out: { key: string; value: string; optional: boolean }[] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#') || line.startsWith(';')) continue;
+    const eq = line.indexOf('=');
+    if (eq < 0) continue;
+    let key = line.slice(0, eq).trim();
+    const optional = key.startsWith('-');
+    if (optional) key = key.slice(1).trim();
+    if (key) out.push({ key, value: line.slice(eq + 1).trim(), optional });
+  }
+  return out;
+}
+
+/**
+ * The image's sysctl.d files (in file name order), then kiln.sysctls, which may override
+ * them. `root` and `set` are for tests.
+ */
+export function applySysctls(c: KilnConfig, o: { root?: string; set?: (key: string, value: string) => void } = {}): string[] {
+  const root = o.root ?? '/';
+  const set = o.set ?? setSysctl;
   const problems: string[] = [];
+  let files: string[] = [];
+  try { files = readdirSync(join(root, SYSCTL_DIR)).filter((f) => f.endsWith('.conf')).sort(); } catch { /* none */ }
+  for (const f of files) {
+    const p = join(SYSCTL_DIR, f);
+    for (const s of parseSysctlConf(read(join(root, p)))) {
+      if (Object.hasOwn(c.kiln.sysctls, s.key)) continue; // the config's value follows
+      try { set(s.key, s.value); } catch (e) { if (!s.optional) problems.push(`${p} ${s.key}: ${(e as Error).message}`); }
+    }
+  }
   for (const [k, v] of Object.entries(c.kiln.sysctls)) {
-    try { setSysctl(k, v); } catch (e) { problems.push(`kiln.sysctls ${k}: ${(e as Error).message}`); }
+    try { set(k, v); } catch (e) { problems.push(`kiln.sysctls ${k}: ${(e as Error).message}`); }
   }
   return problems;
 }
@@ -251,68 +330,113 @@ export function applyDns(c: KilnConfig): void {
   writeStaticDns(c.kiln.dns_nameservers);
 }
 
-/** root's password: a crypt(3) hash as is, plain text hashed with busybox mkpasswd. Empty: locked. */
-export async function applyPassword(c: KilnConfig): Promise<string | undefined> {
+/**
+ * root's password: a crypt(3) hash as is, plain text hashed with busybox mkpasswd. Empty: locked.
+ * The plain text goes to mkpasswd on its standard input (-P 0), never in its argv, which any
+ * local user can read in /proc. `root` and `exec` are for tests.
+ */
+export async function applyPassword(c: KilnConfig, o: { root?: string; exec?: typeof run } = {}): Promise<string | undefined> {
+  const root = o.root ?? '/';
+  const exec = o.exec ?? run;
   let hash = '*';
   const p = c.kiln.password;
   if (p) {
-    if (/^\$\d\$/.test(p) || /^\$[a-z0-9]+\$/.test(p)) hash = p;
-    else {
-      const r = await run('mkpasswd', ['-m', 'sha512', p], { timeoutMs: 10_000 });
-      if (r.code !== 0) return `kiln.password: cannot hash it: ${r.stderr.trim()}`;
-      hash = r.stdout.trim();
+    // One line of /etc/shadow: a line break or a ':' would end the field (or the entry).
+    if (/[\n\r\0]/.test(p)) return 'kiln.password: contains a line break; write it on one line';
+    if (/^\$\d\$/.test(p) || /^\$[a-z0-9]+\$/.test(p)) {
+      if (p.includes(':')) return "kiln.password: a crypt(3) hash cannot contain ':'; give the hash as mkpasswd printed it";
+      hash = p;
+    } else {
+      const r = await exec('mkpasswd', ['-m', 'sha512', '-P', '0'], { timeoutMs: 10_000, input: `${p}\n` });
+      const out = r.stdout.trim();
+      if (r.code !== 0 || !/^\$6\$[^:\s]+$/.test(out)) return `kiln.password: cannot hash it: ${r.error ?? (r.stderr.trim() || `mkpasswd printed no hash (exit ${r.code})`)}`;
+      hash = out;
     }
   }
-  const lines = read('/etc/shadow').split('\n').filter(Boolean);
+  const lines = read(join(root, 'etc/shadow')).split('\n').filter(Boolean);
   const i = lines.findIndex((l) => l.startsWith('root:'));
   const fields = (i >= 0 ? lines[i] : 'root:*:1::::::').split(':');
   fields[1] = hash;
   if (i >= 0) lines[i] = fields.join(':'); else lines.push(fields.join(':'));
-  writeFileSync('/etc/shadow.tmp', lines.join('\n') + '\n', { mode: 0o600 });
-  renameSync('/etc/shadow.tmp', '/etc/shadow');
+  let etc: Dir | undefined;
+  try {
+    etc = openDir(join(root, 'etc'));
+    replaceFile(etc, 'shadow', lines.join('\n') + '\n', { uid: 0, gid: 0, mode: 0o600 });
+  } catch (e) { return `kiln.password: ${(e as Error).message}`; } finally { closeDir(etc); }
+  // Earlier releases (and k3os) took this password over SSH too: say why it no longer does
+  // when it would have been the only way in over the network.
+  const anyKey = c.ssh_authorized_keys.length || c.ssh_import_id.length || c.users.some((u) => u.ssh_authorized_keys.length || u.ssh_import_id.length);
+  if (p && !c.kiln.ssh.password_login && !anyKey) return 'kiln.password is for the console only and no SSH key is configured: SSH takes keys only unless kiln.ssh.password_login: true';
   return undefined;
 }
 
-/** Creates configured users (passwd, group, shadow, home) if missing. */
-export function applyUsers(c: KilnConfig): string[] {
+/** Creates configured users (passwd, group, shadow, home) if missing. `root` is for tests. */
+export function applyUsers(c: KilnConfig, o: { root?: string } = {}): string[] {
+  const root = o.root ?? '/';
+  const etc = (f: string) => join(root, 'etc', f);
   const problems: string[] = [];
   for (const u of c.users) {
     if (u.name === 'default' || u.name === 'root') continue;
+    let home: Dir | undefined, user: Dir | undefined;
     try {
-      const passwd = read('/etc/passwd');
+      if (/[:\n\r]/.test(u.passwd) || /[:\n\r]/.test(u.shell)) throw new Error("passwd and shell cannot contain ':' or a line break");
+      const passwd = read(etc('passwd'));
       if (!passwd.split('\n').some((l) => l.split(':')[0] === u.name)) {
         const used = new Set(passwd.split('\n').map((l) => Number(l.split(':')[2])));
         let uid = 1000; while (used.has(uid)) uid++;
-        appendFileSync('/etc/passwd', `${u.name}:x:${uid}:${uid}::/home/${u.name}:${u.shell || '/bin/sh'}\n`);
-        appendFileSync('/etc/group', `${u.name}:x:${uid}:\n`);
-        appendFileSync('/etc/shadow', `${u.name}:${u.lock_passwd || !u.passwd ? '*' : u.passwd}:1::::::\n`);
-        mkdirSync(`/home/${u.name}`, { recursive: true, mode: 0o750 });
-        chownSync(`/home/${u.name}`, uid, uid);
+        appendFileSync(etc('passwd'), `${u.name}:x:${uid}:${uid}::/home/${u.name}:${u.shell || '/bin/sh'}\n`);
+        appendFileSync(etc('group'), `${u.name}:x:${uid}:\n`);
+        appendFileSync(etc('shadow'), `${u.name}:${u.lock_passwd || !u.passwd ? '*' : u.passwd}:1::::::\n`);
+        // Made, and given to the user, through the open directory: never through a link.
+        home = openDir(join(root, 'home'), { mkdirs: true });
+        user = openChildDir(home, u.name, { create: { mode: 0o750, uid, gid: uid }, followRootLinks: true });
+        if (user.stat.uid !== uid) fchownSync(user.fd, uid, uid);
       }
-    } catch (e) { problems.push(`users ${u.name}: ${(e as Error).message}`); }
+    } catch (e) { problems.push(`users ${u.name}: ${(e as Error).message}`); } finally { closeDir(user); closeDir(home); }
   }
   return problems;
 }
 
-/** Writes authorized_keys for root and each user, expanding github:/gitlab:/launchpad: users. */
-export async function applySshKeys(c: KilnConfig, o: { fetch?: typeof fetch; offline?: boolean } = {}): Promise<{ count: number; problems: string[] }> {
+/**
+ * Writes HOME/.ssh/authorized_keys for the user uid:gid. The home may be a link only where
+ * root alone could have made it; ~/.ssh must be a real directory owned by the user (one that
+ * is a link, a file or someone else's is reported and left alone, as is everything in it);
+ * the file is made under a random name and renamed into place, never written through.
+ */
+export function writeAuthorizedKeys(home: string, keys: string[], uid: number, gid: number): void {
+  let parent: Dir | undefined, h: Dir | undefined, ssh: Dir | undefined;
+  try {
+    parent = openDir(dirname(home), { mkdirs: true });
+    h = openChildDir(parent, basename(home), { create: { mode: uid === 0 ? 0o700 : 0o750, uid, gid }, followRootLinks: true });
+    ssh = openChildDir(h, '.ssh', { create: { mode: 0o700, uid, gid }, owner: uid });
+    replaceFile(ssh, 'authorized_keys', keys.map((k) => `${k}\n`).join(''), { uid, gid, mode: 0o600 });
+  } finally { closeDir(ssh); closeDir(h); closeDir(parent); }
+}
+
+/**
+ * Writes authorized_keys for root and each user, expanding github:/gitlab:/launchpad: users.
+ * `chosenOk: false` (the config was not chosen successfully; what is at hand is a stand-in)
+ * leaves every authorized_keys file as it is: a stand-in must not lock the owner out.
+ * `root` is for tests.
+ */
+export async function applySshKeys(c: KilnConfig, o: { fetch?: typeof fetch; offline?: boolean; chosenOk?: boolean; root?: string } = {}): Promise<{ count: number; problems: string[] }> {
+  if (o.chosenOk === false) return { count: 0, problems: ['ssh keys: no config was chosen successfully; every authorized_keys file is left as it is'] };
+  const root = o.root ?? '/';
   const ks = c.kiln.key_services;
-  const opts = { githubUrl: ks.github || undefined, gitlabUrl: ks.gitlab || undefined, launchpadUrl: ks.launchpad || undefined, cacheDir: PATHS.keyCache, fetch: o.fetch, timeoutMs: o.offline ? 1 : 8000, retries: o.offline ? 0 : 2 };
+  const opts = { githubUrl: ks.github || undefined, gitlabUrl: ks.gitlab || undefined, launchpadUrl: ks.launchpad || undefined, cacheDir: join(root, PATHS.keyCache), fetch: o.fetch, timeoutMs: o.offline ? 1 : 8000, retries: o.offline ? 0 : 2 };
   const problems: string[] = [];
   const install = async (home: string, entries: string[], uid: number, gid: number) => {
     const r = await expandAuthorizedKeys(entries, opts);
     problems.push(...r.problems);
-    mkdirSync(`${home}/.ssh`, { recursive: true, mode: 0o700 });
-    writeFileSync(`${home}/.ssh/authorized_keys.tmp`, r.keys.map((k) => `${k}\n`).join(''), { mode: 0o600 });
-    renameSync(`${home}/.ssh/authorized_keys.tmp`, `${home}/.ssh/authorized_keys`);
-    chownSync(`${home}/.ssh`, uid, gid); chownSync(`${home}/.ssh/authorized_keys`, uid, gid);
+    writeAuthorizedKeys(join(root, home), r.keys, uid, gid);
     return r.keys.length;
   };
-  let count = await install('/root', [...c.ssh_authorized_keys, ...c.ssh_import_id], 0, 0);
+  let count = 0;
+  try { count += await install('/root', [...c.ssh_authorized_keys, ...c.ssh_import_id], 0, 0); } catch (e) { problems.push(`ssh_authorized_keys (root): ${(e as Error).message}`); }
   for (const u of c.users) {
     if (!u.ssh_authorized_keys.length && !u.ssh_import_id.length) continue;
     try {
-      const { uid, gid } = idsOf(u.name === 'default' ? 'root' : u.name);
+      const { uid, gid } = idsOf(u.name === 'default' ? 'root' : u.name, root);
       const home = uid === 0 ? '/root' : `/home/${u.name}`;
       count += await install(home, [...u.ssh_authorized_keys, ...u.ssh_import_id], uid, gid);
     } catch (e) { problems.push(`users ${u.name}: ${(e as Error).message}`); }

@@ -1,10 +1,14 @@
 // Init's log: every line goes to the console (the user's first view of a node) and to
 // /var/log/kiln/init.log once /var is writable. Files rotate by size so a crash loop
-// cannot fill the data partition.
-import { appendFileSync, existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
+// cannot fill the data partition. The logs are root's alone (directory 0700, files 0600):
+// commands.log holds whole command lines and their output, the services' logs whatever
+// k3s and the rest print, and no other local user has a reason to read them.
+import { appendFileSync, chmodSync, existsSync, mkdirSync, readdirSync, renameSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 export const LOG_DIR = '/var/log/kiln';
+export const LOG_DIR_MODE = 0o700;
+export const LOG_FILE_MODE = 0o600;
 const ROTATE_BYTES = 1 << 20;
 const KEEP = 3;
 
@@ -15,13 +19,28 @@ const early: string[] = [];
 /** Appends to a log file, rotating it (file.1 .. file.KEEP) once it passes ROTATE_BYTES. */
 export function appendRotating(file: string, text: string, rotateBytes = ROTATE_BYTES, keep = KEEP): void {
   try {
-    if (existsSync(file) && statSync(file).size + text.length > rotateBytes) {
+    const st = existsSync(file) ? statSync(file) : undefined;
+    if (st && st.size + text.length > rotateBytes) {
       for (let i = keep - 1; i >= 1; i--) if (existsSync(`${file}.${i}`)) renameSync(`${file}.${i}`, `${file}.${i + 1}`);
       renameSync(file, `${file}.1`);
+    } else if (st && st.mode & 0o077) {
+      // made readable to all by an earlier release
+      chmodSync(file, LOG_FILE_MODE);
     }
-    mkdirSync(dirname(file), { recursive: true });
-    appendFileSync(file, text);
+    mkdirSync(dirname(file), { recursive: true, mode: LOG_DIR_MODE });
+    appendFileSync(file, text, { mode: LOG_FILE_MODE });
   } catch { /* a full or read-only disk must not stop init */ }
+}
+
+/** Makes a log directory (and the logs an earlier release left in it) root's alone. */
+export function tightenLogDir(dir = LOG_DIR): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: LOG_DIR_MODE });
+    chmodSync(dir, LOG_DIR_MODE);
+    for (const f of readdirSync(dir)) {
+      try { const st = statSync(`${dir}/${f}`); if (st.isFile() && st.mode & 0o077) chmodSync(`${dir}/${f}`, LOG_FILE_MODE); } catch { /* gone */ }
+    }
+  } catch { /* read-only or missing /var: nothing to protect */ }
 }
 
 function stamp(): string {
@@ -51,6 +70,7 @@ export function debug(msg: string): void {
 
 /** Called once /var is mounted: flushes what was said before. */
 export function enableFileLog(): void {
+  tightenLogDir();
   fileReady = true;
   if (early.length) appendRotating(`${LOG_DIR}/init.log`, early.splice(0).join(''));
 }

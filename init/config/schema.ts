@@ -125,7 +125,14 @@ const KILN = {
         passphrase: s('WPA passphrase; empty for an open network.', { pattern: '^(|.{8,63}|[0-9a-fA-F]{64})$', 'x-hint': '8 to 63 characters, or 64 hex digits; empty for an open network' }),
       },
     }, 'Wi-Fi networks to join, tried in order. A later entry with the same name replaces the earlier one.', { 'x-merge-key': 'name' }),
-    password: s("Password of root, plain or crypt(3) hashed ('$6$...'); empty: password login disabled (SSH keys only)."),
+    password: s("Password of root, plain or crypt(3) hashed ('$6$...'), for the console (and over SSH only with ssh.password_login: true); empty: no password login for root."),
+    ssh: {
+      type: 'object', additionalProperties: false, default: {},
+      description: 'The SSH server (dropbear).',
+      properties: {
+        password_login: b('Accept passwords over SSH (kiln.password for root, users[].passwd for the others). Off: SSH takes keys only and passwords work on the console, as on Fedora CoreOS and Flatcar.'),
+      },
+    },
     key_services: {
       type: 'object', additionalProperties: false, default: {},
       description: 'Where github:, gitlab: and launchpad: keys are fetched from (e.g. a GitHub Enterprise server).',
@@ -234,6 +241,7 @@ export interface KilnSection {
   ntp_servers: string[];
   wifi: Wifi[];
   password: string;
+  ssh: { password_login: boolean };
   key_services: { github: string; gitlab: string; launchpad: string };
   environment: Record<string, string>;
   server_url: string;

@@ -1,18 +1,38 @@
-// SSH: dropbear from Debian, key-only unless a password is configured. Host keys are
-// made on first start (-R) under /etc/dropbear, which lives on the data partition.
+// SSH: dropbear from Debian, key-only unless kiln.ssh.password_login allows passwords. Host
+// keys are made on first start (-R) under /etc/dropbear, which lives on the data partition.
 import { existsSync, mkdirSync } from 'node:fs';
+import type { KilnConfig } from '../config/schema.ts';
 import type { ServiceSpec } from './service.ts';
 
 export const DROPBEAR = '/usr/sbin/dropbear';
 
-export function sshService(o: { port?: number; passwordLogin: () => boolean }): ServiceSpec {
+/**
+ * Whether SSH takes passwords. kiln.password (and users[].passwd) are for the console; SSH
+ * takes them only when kiln.ssh.password_login says so, as on Fedora CoreOS and Flatcar, so
+ * setting a console password does not open the node to password guessing.
+ */
+export function sshPasswordLogin(c: KilnConfig): boolean {
+  return c.kiln.ssh.password_login === true;
+}
+
+/** dropbear's arguments: -s refuses password logins for everyone, -g for root. */
+export function dropbearArgs(port: number, passwordLogin: boolean): string[] {
+  return ['-F', '-E', '-R', '-p', String(port), ...(passwordLogin ? [] : ['-s', '-g'])];
+}
+
+/**
+ * `config` is read at each (re)start. Without it SSH takes keys only. `passwordLogin` is no
+ * longer consulted: it was true whenever kiln.password was set, which is what
+ * kiln.ssh.password_login now decides.
+ */
+export function sshService(o: { port?: number; config?: () => KilnConfig; passwordLogin?: () => boolean }): ServiceSpec {
   return {
     id: 'ssh',
     description: 'SSH server (dropbear)',
     condition: () => existsSync(DROPBEAR),
     run: () => {
       mkdirSync('/etc/dropbear', { recursive: true, mode: 0o700 });
-      return { cmd: DROPBEAR, args: ['-F', '-E', '-R', '-p', String(o.port ?? 22), ...(o.passwordLogin() ? [] : ['-s', '-g'])] };
+      return { cmd: DROPBEAR, args: dropbearArgs(o.port ?? 22, o.config ? sshPasswordLogin(o.config()) : false) };
     },
     restart: 'always',
     backoff: { initialMs: 1000, maxMs: 30_000, resetAfterMs: 60_000 },
