@@ -58,3 +58,9 @@ export const kubeNodeName = (ctx: BootContext) => nodeName(k3sCommand(ctx.cfg())
 export const leaseIp = () => lease(ethernetLinks()[0] ?? 'eth0')?.ip;
 
 export const bootCount = () => Number(read('/var/lib/kiln/boot-count').trim()) || 0;
+
+/**
+ * True when the config in force was chosen successfully: only then may it rewrite
+ * authorized_keys (the bare defaults after a failure must never lock the owner out).
+ */
+export const chosenOk = (ctx: Pick<BootContext, 'chosen'>): boolean => !!ctx.chosen && (ctx.chosen as { ok?: boolean }).ok !== false;

@@ -17,7 +17,7 @@ import { partitionByLabel, read } from '../system.ts';
 import { drainNode, uncordonIfDrained } from '../update/drain.ts';
 import { fleetLockId, readSystemFacts, Updater, type AfterBootResult, type UpdaterOptions } from '../update/updater.ts';
 import { leaseHolder, rebootLockFor } from '../update/rebootlock.ts';
-import { k3sStatus, kubeNodeName, leaseIp, type BootContext, type NodeUpdater } from './context.ts';
+import { chosenOk, k3sStatus, kubeNodeName, leaseIp, type BootContext, type NodeUpdater } from './context.ts';
 
 export interface PostBootStep {
   name: string;
@@ -69,7 +69,7 @@ const HEALTH_DEADLINE_MS = 10 * 60_000;
 export function postBootSteps(ctx: BootContext, stepsOk: boolean, edgesIn: Partial<PostBootEdges> = {}): PostBootStep[] {
   const edges = { ...EDGES, ...edgesIn };
   // Revoked keys disappear: refetch the key services' lists every hour.
-  const keyRefresh: PostBootStep = { name: 'key refresh', run: () => edges.every(() => { if (ctx.chosen) void edges.refreshKeys(ctx.cfg()).catch(() => undefined); }, 3600_000) };
+  const keyRefresh: PostBootStep = { name: 'key refresh', run: () => edges.every(() => { if (chosenOk(ctx)) void edges.refreshKeys(ctx.cfg()).catch(() => undefined); }, 3600_000) };
   const addons: PostBootStep = { name: 'add-ons', background: true, run: () => edges.addons(ctx) };
   if (ctx.live) {
     return [

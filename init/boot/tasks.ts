@@ -18,7 +18,7 @@ import { k3sService } from '../services/k3s.ts';
 import { ntpService } from '../services/ntp.ts';
 import { sshService } from '../services/ssh.ts';
 import { isMounted, loadModules, read } from '../system.ts';
-import { k3sStatus, report, type BootContext } from './context.ts';
+import { chosenOk, k3sStatus, report, type BootContext } from './context.ts';
 
 /** How long the network phase waits for a first ethernet link to appear. */
 const LINK_WAIT_MS = 20_000;
@@ -92,7 +92,7 @@ export async function applyLocalConfig(ctx: BootContext): Promise<void> {
 
 /** Keys known from earlier boots, so SSH works even when the network never comes. */
 export async function installCachedKeys(ctx: BootContext): Promise<string> {
-  const r = await applySshKeys(ctx.cfg(), { offline: true });
+  const r = await applySshKeys(ctx.cfg(), { offline: true, chosenOk: chosenOk(ctx) });
   return `${r.count} keys from cache`;
 }
 
@@ -103,7 +103,7 @@ export async function runUserCommands(ctx: BootContext, which: 'init_cmd' | 'boo
 }
 
 export function startSsh(ctx: BootContext): void {
-  ctx.supervisor.add(sshService({ passwordLogin: () => !!ctx.cfg().kiln.password }));
+  ctx.supervisor.add(sshService({ config: ctx.cfg }));
   void ctx.supervisor.start('ssh');
 }
 
@@ -148,7 +148,7 @@ export async function readNetworkSources(ctx: BootContext): Promise<string | und
 }
 
 export async function fetchSshKeys(ctx: BootContext): Promise<string> {
-  const r = await applySshKeys(ctx.cfg());
+  const r = await applySshKeys(ctx.cfg(), { chosenOk: chosenOk(ctx) });
   report(r.problems);
   // The key cache and the last good config are what let owners in after a bad day.
   await run('sync', [], { timeoutMs: 20_000 });
