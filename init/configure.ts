@@ -2,7 +2,7 @@
 // config drive, EC2-style metadata, kernel command line, kiln.config_url), choose what to
 // run with (falling back to the last good config on any problem), and apply it.
 // Every step reports and carries on: nothing in user config may stop init.
-import { appendFileSync, chmodSync, existsSync, fchownSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, closeSync, existsSync, fchownSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ESP_MOUNT as BOOT_FILES } from './boot.ts';
 import { expandAuthorizedKeys } from './config/keys.ts';
@@ -10,7 +10,7 @@ import { chooseConfig, configPaths, PATHS, readLocalSources, type ConfigPaths, t
 import { parseMetaData, parseNoCloudCmdline, splitUserData } from './config/nocloud.ts';
 import { decodeContent, formatProblem } from './config/parse.ts';
 import type { Command, KilnConfig } from './config/schema.ts';
-import { run, runOk } from './exec.ts';
+import { run, runOk, type RunResult } from './exec.ts';
 import { appendFile, closeDir, openChildDir, openDir, replaceFile, resolveTrustedFile, type Dir } from './safefs.ts';
 import { writeStaticDns } from './network.ts';
 import { appendRotating, LOG_DIR, say } from './log.ts';
@@ -450,27 +450,65 @@ export async function applyModules(c: KilnConfig): Promise<string[]> {
   return r.failed.map((f) => `kiln.modules: ${f}`);
 }
 
+/** How a user command ended, for the log and the config report. */
+function outcome(r: RunResult, timeoutMs: number): string {
+  return r.error ?? (r.timedOut ? `timed out after ${timeoutMs / 1000} s (its process group was killed)` : r.signal ? `killed by ${r.signal}` : `exit ${r.code}`);
+}
+
+/**
+ * Runs one user command with its output appended to the commands log through a file
+ * descriptor, not a pipe: a daemon it leaves in the background (`mydaemon &`) may keep
+ * writing there but cannot hold boot up. It starts with oom_score_adj 0, not init's -1000.
+ * Returns the result and the last line of output it wrote (for the report).
+ */
+async function runLogged(label: string, cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number, logFile: string): Promise<{ r: RunResult; last: string }> {
+  appendRotating(logFile, `${new Date().toISOString()} ${label} started\n`);
+  let fd: number | undefined;
+  try { fd = openSync(logFile, 'a+'); } catch { /* no log (full or read-only disk): the output is dropped */ }
+  let start = 0;
+  try { if (fd !== undefined) start = fstatSync(fd).size; } catch { /* */ }
+  try {
+    const r = await run(cmd, args, { timeoutMs, env, output: fd ?? 'ignore', enter: { oomScoreAdj: 0 } });
+    let last = '';
+    if (fd !== undefined) {
+      try {
+        const end = fstatSync(fd).size;
+        const from = Math.max(start, end - 4096);
+        const buf = Buffer.alloc(end - from);
+        readSync(fd, buf, 0, buf.length, from);
+        last = buf.toString().trim().split('\n').pop()?.trim() ?? '';
+      } catch { /* */ }
+    }
+    return { r, last };
+  } finally { if (fd !== undefined) closeSync(fd); }
+}
+
 /** Runs a *_cmd list: strings through /bin/sh -c, lists as argv. Output goes to commands.log. */
-export async function runCommands(what: string, cmds: Command[], env: Record<string, string>, timeoutMs = 300_000): Promise<string[]> {
+export async function runCommands(what: string, cmds: Command[], env: Record<string, string>, timeoutMs = 300_000, logFile = `${LOG_DIR}/commands.log`): Promise<string[]> {
   const problems: string[] = [];
   for (const [i, c] of cmds.entries()) {
     const [cmd, args] = typeof c === 'string' ? ['/bin/sh', ['-c', c]] : [c[0], c.slice(1)];
-    const r = await run(cmd, args as string[], { timeoutMs, env: { ...process.env, PATH: '/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin', HOME: '/root', ...env } });
-    appendRotating(`${LOG_DIR}/commands.log`, `${new Date().toISOString()} ${what}[${i}] ${JSON.stringify(c)} -> ${r.error ?? (r.signal ? `killed by ${r.signal}` : `exit ${r.code}`)}\n${r.stdout}${r.stderr}`);
-    if (r.code !== 0) problems.push(`${what}[${i}] ${JSON.stringify(c)}: ${r.error ?? (r.signal ? `killed by ${r.signal} (timeout ${timeoutMs / 1000} s?)` : `exit ${r.code}`)}${r.stderr.trim() ? `: ${r.stderr.trim().split('\n').pop()}` : ''}`);
+    const label = `${what}[${i}] ${JSON.stringify(c)}`;
+    const { r, last } = await runLogged(label, cmd as string, args as string[], { ...process.env, PATH: '/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin', HOME: '/root', ...env }, timeoutMs, logFile);
+    appendRotating(logFile, `${new Date().toISOString()} ${label} -> ${outcome(r, timeoutMs)}\n`);
+    if (r.code !== 0) problems.push(`${label}: ${outcome(r, timeoutMs)}${last ? `: ${last}` : ''}`);
   }
   return problems;
 }
 
 /** User-data scripts (`#!...`), run like run_cmd entries. */
-export async function runScripts(scripts: { name: string; text: string }[], env: Record<string, string>): Promise<string[]> {
+export async function runScripts(scripts: { name: string; text: string }[], env: Record<string, string>, o: { timeoutMs?: number; dir?: string; logFile?: string } = {}): Promise<string[]> {
   const problems: string[] = [];
-  mkdirSync('/run/kiln/scripts', { recursive: true });
+  const dir = o.dir ?? '/run/kiln/scripts';
+  const timeoutMs = o.timeoutMs ?? 300_000;
+  const logFile = o.logFile ?? `${LOG_DIR}/commands.log`;
+  mkdirSync(dir, { recursive: true });
   for (const [i, s] of scripts.entries()) {
-    const f = `/run/kiln/scripts/${i}`;
+    const f = `${dir}/${i}`;
     writeFileSync(f, s.text, { mode: 0o700 });
-    const err = await runOk(f, [], { timeoutMs: 300_000, env: { ...process.env, ...env } });
-    if (err) problems.push(`${s.name}: ${err}`);
+    const { r, last } = await runLogged(`user-data script ${s.name}`, f, [], { ...process.env, ...env }, timeoutMs, logFile);
+    appendRotating(logFile, `${new Date().toISOString()} user-data script ${s.name} -> ${outcome(r, timeoutMs)}\n`);
+    if (r.code !== 0) problems.push(`${s.name}: ${f}: ${outcome(r, timeoutMs)}${last ? `: ${last}` : ''}`);
   }
   return problems;
 }

@@ -6,6 +6,7 @@
 //
 // Phase and task names appear in results, log lines and the timings line: they are output.
 import { mountBase, settleDevices } from '../system.ts';
+import { protectInit } from '../services/cgroups.ts';
 import { linkUp } from '../network.ts';
 import type { BootInfo } from '../boot.ts';
 import type { BootTask, TaskResult } from '../sequencer.ts';
@@ -28,6 +29,8 @@ export function bootPlan(ctx: BootContext): BootTask[] {
   return [
     // /run, /tmp, cgroups: where services, sockets and mounts go.
     { phase: 'mount', name: 'base filesystems', needs: [], run: mountBase },
+    // Init and tini out of the OOM killer's reach; each service gets its own cgroup from here on.
+    { phase: 'mount', name: 'protect init', needs: ['mount/base filesystems'], run: () => protectInit() },
     { phase: 'mount', name: 'control socket', needs: ['mount/base filesystems'], run: () => startControl(ctx) },
 
     { phase: 'modules', name: 'load', needs: [], gives: ['drivers'], run: loadBootModules },

@@ -4,7 +4,7 @@ import { createInterface } from 'node:readline/promises';
 import { stringify } from 'yaml';
 import { callControl } from '../control.ts';
 import { candidateDisks, install, mountMedium, readManifest } from '../install.ts';
-import type { ServiceStatus } from '../services/supervisor.ts';
+import { ago, serviceTable, type ServiceStatus } from '../services/supervisor.ts';
 
 const USAGE = `kiln: manage this node
   kiln status             system and service state
@@ -17,11 +17,6 @@ const USAGE = `kiln: manage this node
   kiln reboot | poweroff  clean restart or power-off
   kiln install [DEVICE] [--force] [--force-efi] [--config-url URL] [--yes] [--reboot|--poweroff]
                           (live ISO) write kiln to a disk, erasing it; asks what is missing`;
-
-function ago(ms: number): string {
-  const s = Math.round(ms / 1000);
-  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
-}
 
 /** `kiln install`: interactive unless --yes; the disk writing itself is init/install.ts. */
 async function installCmd(args: string[]): Promise<number> {
@@ -72,11 +67,7 @@ export async function main(argv: string[]): Promise<number> {
     for (const line of st.notes ?? []) console.log(`  ${line}`);
     for (const line of st.update ?? []) console.log(`  ${line}`);
     console.log('');
-    console.log('SERVICE'.padEnd(18) + 'STATE'.padEnd(10) + 'HEALTH'.padEnd(10) + 'RESTARTS'.padEnd(10) + 'SINCE'.padEnd(8) + 'LAST EXIT');
-    for (const s of st.services as ServiceStatus[]) {
-      const health = s.healthy === undefined ? '-' : s.healthy ? 'ok' : 'failing';
-      console.log(s.id.padEnd(18) + s.state.padEnd(10) + health.padEnd(10) + String(s.restarts).padEnd(10) + ago(Date.now() - s.since).padEnd(8) + (s.lastExit ?? ''));
-    }
+    for (const line of serviceTable(st.services as ServiceStatus[])) console.log(line);
     return 0;
   }
   if (cmd === 'logs') {

@@ -43,6 +43,15 @@ export async function k3sReady(timeoutMs = 10_000): Promise<boolean> {
   return r.code === 0 && r.stdout.trim() === 'ok';
 }
 
+/**
+ * Its cgroup: like every service, the leaf kiln/k3s (k3s, containerd and the containerd
+ * shims). The pods are not in it: kubelet (inside k3s, cgroupfs driver, cgroup-root /) makes
+ * /sys/fs/cgroup/kubepods itself, next to kiln/, with the controllers init enabled in the
+ * root (cpu, cpuset, io, memory, pids). No --kubelet-arg is needed for that shape: k3s moves
+ * itself to a /k3s group of its own only when PID 1 is outside / (a container) or it runs in
+ * a systemd .scope, and tini stays in /. kubelet then sets its own oom_score_adj to -999, as
+ * on any Kubernetes node.
+ */
 export function k3sService(config: () => KilnConfig): ServiceSpec {
   return {
     id: 'k3s',

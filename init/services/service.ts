@@ -1,4 +1,6 @@
 // What a system service declares (Talos machined style): one small object per service.
+import type { Limits } from './cgroups.ts';
+
 export interface RunSpec { cmd: string; args: string[]; env?: Record<string, string>; cwd?: string }
 
 export interface ServiceSpec {
@@ -18,6 +20,10 @@ export interface ServiceSpec {
   /** SIGTERM (or stopSignal), then SIGKILL after this long. */
   stopTimeoutMs?: number;
   stopSignal?: NodeJS.Signals;
+  /** memory.max / cpu.max of the service's own cgroup (none: unlimited). */
+  limits?: Limits;
+  /** The service's oom_score_adj (default 0: init's -1000 is not inherited). */
+  oomScoreAdj?: number;
 }
 
 export const DEFAULT_BACKOFF = { initialMs: 1000, maxMs: 60_000, resetAfterMs: 120_000 };

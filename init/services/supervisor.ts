@@ -1,11 +1,16 @@
 // Runs services: dependency order on start, reverse order on stop, restarts with
 // exponential backoff, health checks, per-service logs with rotation and an in-memory
 // tail for `kiln status` / `kiln logs`. Each service gets its own process group so a
-// stop reaches everything it started.
+// stop reaches everything it started, and (where init set up cgroups) its own cgroup with
+// its declared limits, joined before the program runs; its oom_score_adj is reset from
+// init's -1000 to 0 (or its declared value) the same way.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
 import { EventEmitter } from 'node:events';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
+import { entering } from '../exec.ts';
 import { appendRotating } from '../log.ts';
+import { activeCgroups, checkLimits, groupMembers, rssOf, type CgroupTree } from './cgroups.ts';
 import { DEFAULT_BACKOFF, type ServiceSpec } from './service.ts';
 
 export type State = 'waiting' | 'starting' | 'running' | 'backoff' | 'stopping' | 'stopped' | 'finished' | 'failed' | 'skipped';
@@ -13,9 +18,18 @@ export type State = 'waiting' | 'starting' | 'running' | 'backoff' | 'stopping' 
 export interface ServiceStatus {
   id: string; description: string; state: State; pid?: number; restarts: number;
   since: number; healthy?: boolean; lastExit?: string; nextStartInMs?: number;
+  /** The service's cgroup directory, when it has one. */
+  cgroup?: string;
+  /** memory.current of its cgroup, else the summed RSS of its process group; read when used. */
+  memoryBytes?: number;
 }
 
 const TAIL_LINES = 200;
+/** A service writing without newlines: its pending line is flushed once this long. */
+export const MAX_PARTIAL = 64 << 10;
+/** Lines kept in the in-memory tail are cut to this (the log file keeps them whole). */
+export const MAX_TAIL_LINE = 8 << 10;
+const SERVICE_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin';
 
 class Instance {
   state: State = 'waiting';
@@ -32,6 +46,7 @@ class Instance {
   timer?: NodeJS.Timeout;
   healthTimer?: NodeJS.Timeout;
   stopping = false;
+  cgroupDir?: string;
   constructor(readonly spec: ServiceSpec) {}
 }
 
@@ -39,7 +54,18 @@ export interface SupervisorOptions {
   logDir: string;
   /** Line sink for state changes (init's console log). */
   say?: (msg: string) => void;
+  /** Where service groups go: null for none; by default the tree init set up at boot, if any. */
+  cgroups?: CgroupTree | null;
 }
+
+/** The file a command name resolves to through PATH, or undefined when none is executable. */
+export function findExecutable(cmd: string, path = SERVICE_PATH): string | undefined {
+  const ok = (f: string) => { try { accessSync(f, constants.X_OK); return true; } catch { return false; } };
+  if (cmd.includes('/')) return ok(cmd) ? cmd : undefined;
+  return path.split(delimiter).filter(Boolean).map((d) => join(d, cmd)).find(ok);
+}
+
+const cut = (line: string) => line.length > MAX_TAIL_LINE ? `${line.slice(0, MAX_TAIL_LINE)} [cut: ${line.length - MAX_TAIL_LINE} more characters]` : line;
 
 /** Orders services so each comes after its dependencies; reports unknown ids and cycles. */
 export function startOrder(specs: ServiceSpec[]): string[] {
@@ -67,6 +93,8 @@ export class Supervisor extends EventEmitter {
 
   add(spec: ServiceSpec): void {
     if (this.services.has(spec.id)) throw new Error(`service ${spec.id} declared twice`);
+    const bad = checkLimits(spec.id, spec.limits, spec.oomScoreAdj);
+    if (bad) throw new Error(bad);
     this.services.set(spec.id, new Instance(spec));
   }
 
@@ -124,7 +152,9 @@ export class Supervisor extends EventEmitter {
     appendRotating(join(this.o.logDir, `${inst.spec.id}.log`), text);
     const lines = (inst.partial + text).split('\n');
     inst.partial = lines.pop() ?? '';
-    inst.tail.push(...lines);
+    // Output without newlines must not grow init's memory: flush it as a (cut) line.
+    if (inst.partial.length > MAX_PARTIAL) { lines.push(inst.partial); inst.partial = ''; }
+    inst.tail.push(...lines.map(cut));
     if (inst.tail.length > TAIL_LINES) inst.tail.splice(0, inst.tail.length - TAIL_LINES);
   }
 
@@ -138,9 +168,15 @@ export class Supervisor extends EventEmitter {
       this.scheduleRestart(inst, false);
       return;
     }
+    const env = { PATH: SERVICE_PATH, ...spec.env };
     let child: ChildProcess;
     try {
-      child = spawn(spec.cmd, spec.args, { cwd: spec.cwd ?? '/', env: { PATH: '/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin', ...spec.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+      // The program starts through a shell that joins the group and sets the OOM score, then
+      // execs it; so check here that it exists, for the same "cannot start" as a direct spawn.
+      if (!findExecutable(spec.cmd, env.PATH)) throw Object.assign(new Error(`spawn ${spec.cmd} ENOENT`), { code: 'ENOENT' });
+      const group = this.placeGroup(inst);
+      const [file, argv] = entering(spec.cmd, spec.args, { cgroupProcs: group, oomScoreAdj: inst.spec.oomScoreAdj ?? 0 });
+      child = spawn(file, argv, { cwd: spec.cwd ?? '/', env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     } catch (e) {
       inst.lastExit = `cannot start ${spec.cmd}: ${(e as Error).message}`;
       this.setState(inst, 'failed', inst.lastExit);
@@ -182,6 +218,36 @@ export class Supervisor extends EventEmitter {
       child.once('error', () => resolve());
     });
     if (inst.child === child && !spawnError) { this.setState(inst, 'running', undefined); }
+  }
+
+  /** Makes the service's cgroup (with its limits) and returns its cgroup.procs, or undefined without cgroups. */
+  private placeGroup(inst: Instance): string | undefined {
+    const tree = this.o.cgroups === null ? undefined : this.o.cgroups ?? activeCgroups();
+    if (!tree) return undefined;
+    try {
+      const g = tree.prepare(inst.spec.id, inst.spec.limits);
+      if (!g) { this.o.say?.(`service ${inst.spec.id}: the id cannot name a cgroup; it runs in init's`); return undefined; }
+      for (const p of g.problems) this.o.say?.(`service ${inst.spec.id}: ${p}`);
+      inst.cgroupDir = g.dir;
+      return g.procs;
+    } catch (e) {
+      this.o.say?.(`service ${inst.spec.id}: no cgroup (${(e as Error).message}); it runs in init's`);
+      return undefined;
+    }
+  }
+
+  /** Memory of a running service: its group's memory.current, else its process group's RSS. */
+  private memoryOf(inst: Instance): number | undefined {
+    const pid = inst.child?.pid;
+    if (!pid) return undefined;
+    const tree = this.o.cgroups === null ? undefined : this.o.cgroups ?? activeCgroups();
+    if (inst.cgroupDir && tree) {
+      const m = tree.memoryCurrent(inst.cgroupDir);
+      if (m !== undefined) return m;
+      const procs = tree.procs(inst.cgroupDir);
+      if (procs.length) return rssOf(procs);
+    }
+    return rssOf(groupMembers(pid));
   }
 
   /** Delay before the next start: initial * 2^failures, capped. */
@@ -256,14 +322,46 @@ export class Supervisor extends EventEmitter {
   }
 
   status(): ServiceStatus[] {
-    return [...this.services.values()].map((i) => ({
-      id: i.spec.id, description: i.spec.description, state: i.state, pid: i.child?.pid, restarts: i.restarts,
-      since: i.since, healthy: i.healthy, lastExit: i.lastExit,
-      nextStartInMs: i.nextStartAt ? Math.max(0, i.nextStartAt - Date.now()) : undefined,
-    }));
+    return [...this.services.values()].map((i) => {
+      const s: ServiceStatus = {
+        id: i.spec.id, description: i.spec.description, state: i.state, pid: i.child?.pid, restarts: i.restarts,
+        since: i.since, healthy: i.healthy, lastExit: i.lastExit,
+        nextStartInMs: i.nextStartAt ? Math.max(0, i.nextStartAt - Date.now()) : undefined,
+        cgroup: i.cgroupDir,
+      };
+      // Read only when used (JSON.stringify for `kiln status` reads it): status() is also polled
+      // for the state alone, and the RSS fallback scans /proc.
+      Object.defineProperty(s, 'memoryBytes', { enumerable: true, get: () => this.memoryOf(i) });
+      return s;
+    });
   }
 
   logTail(id: string, lines = 50): string[] {
     return this.get(id).tail.slice(-lines);
   }
+}
+
+/** A duration as `kiln status` shows it: 45s, 12m, 3h. */
+export function ago(ms: number): string {
+  const s = Math.round(ms / 1000);
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
+
+/** Memory as `kiln status` shows it: 1024-based, one decimal below 10 (812K, 9.5M, 1.2G); - when unknown. */
+export function formatBytes(n: number | undefined): string {
+  if (n === undefined || !Number.isFinite(n) || n < 0) return '-';
+  const units = ['B', 'K', 'M', 'G', 'T'];
+  let v = n, u = 0;
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
+  return `${u && v < 10 ? v.toFixed(1) : Math.round(v)}${units[u]}`;
+}
+
+/** The service table of `kiln status` (MEMORY before LAST EXIT, so the columns before it keep their places). */
+export function serviceTable(services: ServiceStatus[], now = Date.now()): string[] {
+  const lines = ['SERVICE'.padEnd(18) + 'STATE'.padEnd(10) + 'HEALTH'.padEnd(10) + 'RESTARTS'.padEnd(10) + 'SINCE'.padEnd(8) + 'MEMORY'.padEnd(9) + 'LAST EXIT'];
+  for (const s of services) {
+    const health = s.healthy === undefined ? '-' : s.healthy ? 'ok' : 'failing';
+    lines.push(s.id.padEnd(18) + s.state.padEnd(10) + health.padEnd(10) + String(s.restarts).padEnd(10) + ago(now - s.since).padEnd(8) + formatBytes(s.memoryBytes).padEnd(9) + (s.lastExit ?? ''));
+  }
+  return lines;
 }

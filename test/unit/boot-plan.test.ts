@@ -26,7 +26,7 @@ test('every need names a task or fact earlier in the plan', () => {
 
 test('phase and task names are the ones boot has always reported, in the same order', () => {
   assert.equal(plan.map(taskId), [
-    'mount/base filesystems', 'mount/control socket',
+    'mount/base filesystems', 'mount/protect init', 'mount/control socket',
     'modules/load', 'modules/power button',
     'data/logs', 'data/grow', 'data/boot count', 'data/machine id', 'data/esp',
     'config/devices', 'config/choose', 'config/apply', 'config/ssh keys (cached)', 'config/init_cmd', 'config/ssh',
