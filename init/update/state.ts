@@ -117,8 +117,13 @@ export function saveState(baseDir: string, state: ChannelState): void {
   try { fsyncSync(dfd); } finally { closeSync(dfd); }
 }
 
-/** The state after accepting a verified manifest (pure; save it afterwards). */
-export function acceptManifest(state: ChannelState, manifest: Manifest, digest: string): ChannelState {
+/**
+ * The state after accepting a verified manifest (pure; save it afterwards). `raiseFloor` is
+ * verifyChannel's verdict on whether its `issued` may become the clock floor: false for a
+ * manifest seen with an untrusted clock and dated too far past the build time, which must not
+ * make every later manifest look expired.
+ */
+export function acceptManifest(state: ChannelState, manifest: Manifest, digest: string, opts: { raiseFloor?: boolean } = {}): ChannelState {
   if (manifest.channel !== state.channel) throw new Error(`manifest for '${manifest.channel}' given to '${state.channel}' state`);
   const issued = Date.parse(manifest.issued);
   const floor = state.lastIssued ? Date.parse(state.lastIssued) : -Infinity;
@@ -126,7 +131,7 @@ export function acceptManifest(state: ChannelState, manifest: Manifest, digest: 
     ...state,
     lastSerial: Math.max(state.lastSerial, manifest.serial),
     lastDigest: manifest.serial >= state.lastSerial ? digest : state.lastDigest,
-    lastIssued: issued > floor ? manifest.issued : state.lastIssued,
+    lastIssued: opts.raiseFloor !== false && issued > floor ? manifest.issued : state.lastIssued,
   };
 }
 

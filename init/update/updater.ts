@@ -21,7 +21,7 @@ import semver from 'semver';
 import { run } from '../exec.ts';
 import { otherSlot, type Slot } from '../slot.ts';
 import {
-  pickRelease, verifyChannel, wariness as warinessOf, parseTrustRoot,
+  pickRelease, verifyChannel, wariness as warinessOf, parseTrustRoot, clip, MAX_MANIFEST_BYTES, MAX_SIG_BYTES,
   type Artifact, type Channel, type RefuseReason, type Time, type TrustRoot,
 } from '../../channels/manifest.ts';
 import { acceptManifest, loadState, recordBadVersion, saveState, spaceDir, type ChannelState } from './state.ts';
@@ -186,10 +186,35 @@ export class Updater {
   // -------------------------------------------------------------------------------------------
   // check
 
-  private async fetchBytes(url: string): Promise<Buffer> {
+  /**
+   * A small file (manifest, signatures, trust root) of at most `max` bytes. Read as a stream and
+   * dropped the moment it grows past the limit: the server is not trusted yet, and buffering
+   * whatever it sends would let it exhaust PID 1's memory.
+   */
+  private async fetchBytes(url: string, max: number): Promise<Buffer> {
     const res = await this.fetchFn(url, { signal: AbortSignal.timeout(this.o.fetchTimeoutMs ?? 30_000), redirect: 'follow' });
-    if (res.status !== 200) throw new Error(`GET ${url}: HTTP ${res.status}`);
-    return Buffer.from(await res.arrayBuffer());
+    const drop = () => { res.body?.cancel().catch(() => undefined); };
+    if (res.status !== 200) { drop(); throw new Error(`GET ${url}: HTTP ${res.status}`); }
+    const tooBig = (n: number | string) => new Error(`GET ${url}: ${n} bytes, more than the ${max} allowed`);
+    const declared = Number(res.headers.get('content-length') ?? NaN);
+    if (declared > max) { drop(); throw tooBig(declared); }
+    if (!res.body) return Buffer.alloc(0);
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    const reader = res.body.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        total += value.length;
+        if (total > max) throw tooBig(`over ${max}`);
+        chunks.push(value);
+      }
+    } catch (e) {
+      reader.cancel().catch(() => undefined);
+      throw e;
+    }
+    return Buffer.concat(chunks, total);
   }
 
   /**
@@ -214,15 +239,16 @@ export class Updater {
     const url = this.manifestUrl();
     let manifestBytes: Buffer, sigBytes: Buffer;
     try {
-      [manifestBytes, sigBytes] = await Promise.all([this.fetchBytes(url), this.fetchBytes(`${url}.sig`)]);
+      [manifestBytes, sigBytes] = await Promise.all([this.fetchBytes(url, MAX_MANIFEST_BYTES), this.fetchBytes(`${url}.sig`, MAX_SIG_BYTES)]);
     } catch (e) {
-      return { action: 'refused', reason: 'fetch', message: `cannot fetch the ${o.channel} manifest: ${errText(e)}` };
+      return { action: 'refused', reason: 'fetch', message: `cannot fetch the ${o.channel} manifest: ${clip(errText(e))}` };
     }
     const now = this.now();
     const v = verifyChannel({ manifestBytes, sigBytes, trust: o.trust, channel: o.channel, state, now, buildTime: o.buildTime });
     if (!v.ok) {
-      this.log(`update check refused the ${o.channel} manifest (${v.reason}): ${v.message}`);
-      return { action: 'refused', reason: v.reason, message: v.message };
+      const message = clip(v.message, 1000);
+      this.log(`update check refused the ${o.channel} manifest (${v.reason}): ${message}`);
+      return { action: 'refused', reason: v.reason, message };
     }
     const pick = pickRelease(v.manifest, {
       current: o.currentVersion, arch: o.arch, now,
@@ -230,7 +256,7 @@ export class Updater {
     });
     // Every check passed: remember the serial/issued floor (skipped when nothing changed, so a
     // poll of an unchanged manifest does not rewrite the file).
-    const next = acceptManifest(state, v.manifest, v.digest);
+    const next = acceptManifest(state, v.manifest, v.digest, { raiseFloor: v.raiseFloor });
     if (next.lastSerial !== state.lastSerial || next.lastDigest !== state.lastDigest || next.lastIssued !== state.lastIssued) {
       try { saveState(o.stateBase ?? '/var/lib/kiln', next); } catch (e) {
         return { action: 'refused', reason: 'state', message: `cannot save channel state: ${errText(e)}` };
@@ -375,7 +401,7 @@ export class Updater {
         st.offset = 0; st.hash = createHash('sha256');
       } else if (st.offset > 0 && res.status === 206) {
         const cr = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '');
-        if (!cr || Number(cr[1]) !== st.offset) throw new Error(`server answered Range ${st.offset}- with Content-Range '${res.headers.get('content-range')}'`);
+        if (!cr || Number(cr[1]) !== st.offset) throw new Error(`server answered Range ${st.offset}- with Content-Range '${clip(res.headers.get('content-range') ?? '', 100)}'`);
       } else if (res.status !== 200) {
         throw new Error(`GET ${url}: HTTP ${res.status}`);
       }

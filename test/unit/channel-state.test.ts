@@ -58,6 +58,10 @@ test('acceptManifest only moves floors forward', () => {
   const older = acceptManifest(s, man('beta', 9, '2030-04-01T00:00:00Z'), 'f'.repeat(64));
   assert.is(older.lastIssued, '2030-05-01T00:00:00Z');
   assert.throws(() => acceptManifest(s, man('rc', 10), 'f'.repeat(64)), /rc/);
+  // verifyChannel's raiseFloor: false (seen with an untrusted clock, dated far past the build)
+  // takes the serial and digest but leaves the clock floor where it was.
+  const later = acceptManifest(s, man('beta', 10, '2031-01-01T00:00:00Z'), 'e'.repeat(64), { raiseFloor: false });
+  assert.equal([later.lastSerial, later.lastDigest, later.lastIssued], [10, 'e'.repeat(64), '2030-05-01T00:00:00Z']);
 });
 
 test('a damaged state file is reported, not silently reset', () => {
