@@ -36,6 +36,14 @@ export const PROGRESS_FILE = 'download.json';
 export const LAST_CHECK_FILE = 'last-check.json';
 export const LAST_BOOT_FILE = 'last-boot.json';
 
+// Artifact downloads must end: a server that drips a byte a minute never trips the stall
+// timeout and would hold the updater (and the reboot it gates) forever.
+/** All of one apply()'s downloads (root image and boot files, every resume) must finish within this. */
+export const DEFAULT_DOWNLOAD_DEADLINE_MS = 6 * 3600_000;
+/** Slower than this over a whole window counts as an interruption (resumed, up to downloadAttempts). */
+export const DEFAULT_MIN_RATE_BYTES_PER_S = 4096;
+export const DEFAULT_RATE_WINDOW_MS = 60_000;
+
 export interface UpdaterOptions {
   /** Base URL of the published tree, e.g. http://host/channels (the channel is appended). */
   channelUrl: string;
@@ -83,6 +91,11 @@ export interface UpdaterOptions {
   /** Deadline for manifest requests and for a stalled artifact stream (default 30 s / 60 s). */
   fetchTimeoutMs?: number;
   stallTimeoutMs?: number;
+  /** Overall deadline for one apply()'s downloads (default DEFAULT_DOWNLOAD_DEADLINE_MS); what arrived is kept for the next poll. */
+  downloadDeadlineMs?: number;
+  /** Minimum transfer rate, measured over each rateWindowMs (defaults above); 0 turns the check off. */
+  minRateBytesPerSec?: number;
+  rateWindowMs?: number;
   /** Pause between health probes in afterBoot (default 5 s). */
   healthIntervalMs?: number;
 }
@@ -126,6 +139,8 @@ export type RollbackResult =
 
 /** An artifact whose bytes are not what the signed manifest says: never resumed, never retried as is. */
 class IntegrityError extends Error { override name = 'IntegrityError'; }
+/** The download deadline passed: keep what arrived, stop trying until the next poll. */
+class DeadlineError extends Error { override name = 'DeadlineError'; }
 
 const errText = (e: unknown) => (e as Error)?.message ?? String(e);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -159,6 +174,8 @@ export class Updater {
   private readonly bootId: string;
   private readonly log: (line: string) => void;
   private busy = false;
+  /** performance.now() by which this apply()'s downloads must be done. */
+  private downloadDeadline = Infinity;
   private last: { at: string; result: CheckResult } | undefined;
 
   constructor(opts: UpdaterOptions) {
@@ -314,9 +331,10 @@ export class Updater {
     } catch (e) { return { ok: false, stage: 'stage', message: `cannot make slot ${target} unbootable: ${errText(e)}`, check: c }; }
 
     this.log(`update: writing ${c.version} (${c.root.size} bytes) into slot ${target}`);
+    this.downloadDeadline = performance.now() + (this.o.downloadDeadlineMs ?? DEFAULT_DOWNLOAD_DEADLINE_MS);
     try { await this.writeRoot(c, target); } catch (e) {
       const integrity = e instanceof IntegrityError;
-      this.log(`update: ${integrity ? 'refused' : 'download failed'}: ${errText(e)}`);
+      this.log(`update: ${integrity ? 'refused' : 'download failed'}: ${clip(errText(e), 1000)}`);
       return { ok: false, stage: integrity ? 'verify' : 'download', message: errText(e), check: c };
     }
     try { await this.stageBoot(c, target); } catch (e) {
@@ -368,7 +386,7 @@ export class Updater {
           // Keep what arrived: durable bytes first, then the record that claims them.
           await fh.sync();
           if (st.offset > 0) this.saveProgress(progress(st.offset));
-          if (i >= attempts) throw new Error(`${c.rootUrl}: ${errText(e)} (${st.offset} of ${want.size} bytes kept; the next attempt resumes)`);
+          if (i >= attempts || e instanceof DeadlineError) throw new Error(`${c.rootUrl}: ${errText(e)} (${st.offset} of ${want.size} bytes kept; the next attempt resumes)`);
           this.log(`update: download interrupted at byte ${st.offset} (${errText(e)}); resuming`);
         }
       }
@@ -392,6 +410,19 @@ export class Updater {
     const stallMs = this.o.stallTimeoutMs ?? 60_000;
     let timer = setTimeout(() => ctrl.abort(new Error(`no data for ${stallMs} ms`)), stallMs);
     const poke = () => { clearTimeout(timer); timer = setTimeout(() => ctrl.abort(new Error(`no data for ${stallMs} ms`)), stallMs); };
+    // The deadline and the minimum rate: a trickle keeps poking the stall timer, these do not care.
+    const budget = this.o.downloadDeadlineMs ?? DEFAULT_DOWNLOAD_DEADLINE_MS;
+    const left = this.downloadDeadline - performance.now();
+    const overdue = () => new DeadlineError(`download deadline of ${Math.round(budget / 1000)} s passed`);
+    if (left <= 0) throw overdue();
+    const deadlineTimer = setTimeout(() => ctrl.abort(overdue()), Math.min(left, 2 ** 31 - 1));
+    const minRate = this.o.minRateBytesPerSec ?? DEFAULT_MIN_RATE_BYTES_PER_S;
+    const windowMs = this.o.rateWindowMs ?? DEFAULT_RATE_WINDOW_MS;
+    let inWindow = 0;
+    const rateTimer = minRate > 0 ? setInterval(() => {
+      if (inWindow < minRate * windowMs / 1000) ctrl.abort(new Error(`slower than ${minRate} bytes/s (${inWindow} bytes in the last ${Math.round(windowMs / 1000)} s)`));
+      inWindow = 0;
+    }, windowMs) : undefined;
     try {
       const headers: Record<string, string> = st.offset > 0 ? { range: `bytes=${st.offset}-` } : {};
       const res = await this.fetchFn(url, { headers, signal: ctrl.signal, redirect: 'follow' });
@@ -410,6 +441,7 @@ export class Updater {
       let since = 0;
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
         poke();
+        inWindow += chunk.length;
         if (st.offset + chunk.length > size) throw new IntegrityError(`${url} sends more than the ${size} bytes the signed manifest says`);
         await fh.write(chunk, 0, chunk.length, st.offset);
         st.hash.update(chunk);
@@ -418,8 +450,14 @@ export class Updater {
         if (since >= every) { since = 0; await fh.sync(); onProgress(st.offset); }
       }
       if (st.offset < size) throw new Error(`connection ended after ${st.offset} of ${size} bytes`);
+    } catch (e) {
+      // An abort surfaces as whatever the body stream makes of it; report why we aborted.
+      if (ctrl.signal.aborted && !(e instanceof IntegrityError)) throw ctrl.signal.reason;
+      throw e;
     } finally {
       clearTimeout(timer);
+      clearTimeout(deadlineTimer);
+      clearInterval(rateTimer);
     }
   }
 

@@ -25,8 +25,8 @@ export interface ChannelServer {
   cutNext(suffix: string, bytes: number): void;
   /** Answer Range requests with the whole file (200), like a server without Range support. */
   ignoreRange: boolean;
-  /** Answer every request for a path ending in `suffix` with `handler` instead of the file. */
-  route(suffix: string, handler: (req: IncomingMessage, res: ServerResponse) => void): void;
+  /** Answer every request for a path ending in `suffix` with `handler` instead of the file; null serves the file again. */
+  route(suffix: string, handler: ((req: IncomingMessage, res: ServerResponse) => void) | null): void;
   close(): Promise<void>;
 }
 
@@ -73,7 +73,10 @@ export async function serve(dir: string): Promise<ChannelServer> {
     base: `http://127.0.0.1:${port}`,
     requests,
     cutNext: (suffix, bytes) => { cuts.push({ suffix, bytes }); },
-    route: (suffix, handler) => { routes.push({ suffix, handler }); },
+    route: (suffix, handler) => {
+      for (let i = routes.length - 1; i >= 0; i--) if (routes[i]!.suffix === suffix) routes.splice(i, 1);
+      if (handler) routes.push({ suffix, handler });
+    },
     get ignoreRange() { return state.ignoreRange; },
     set ignoreRange(v: boolean) { state.ignoreRange = v; },
     close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
