@@ -77,7 +77,7 @@ const COMMANDS: Record<string, { summary: string; usage: string; options: Record
       to: { type: 'string', help: 'channel tree folder; with promote, the target channel' },
       'to-dir': { type: 'string', help: 'promote: the channel tree folder' },
       key: { type: 'string', help: 'release key (kiln-release.key)' },
-      trust: { type: 'string', help: 'trust root (trust.json), for verify and promote' },
+      trust: { type: 'string', help: 'trust root (trust.json) for verify; release/promote check the published manifests against it (default: trust.json next to --key)' },
       serial: { type: 'string', help: 'manifest serial (default: previous + 1); verify: serial already seen' },
       'expires-days': { type: 'string', help: 'manifest lifetime in days (default 30)' },
       'rollout-hours': { type: 'string', help: 'roll out gradually over this many hours' },
