@@ -60,9 +60,12 @@ const COMMANDS: Record<string, { summary: string; usage: string; options: Record
   },
   keys: {
     summary: 'make a release signing key and its trust root',
-    usage: 'kiln keys generate --out DIR',
+    usage: 'kiln keys generate --out DIR\n       kiln keys rotate --key OLD.key --out DIR [--trust OLD-trust.json] [--to TREE]',
     options: {
       out: { type: 'string', help: 'folder for kiln-release.key (private) and trust.json' },
+      key: { type: 'string', help: 'rotate: the current release key, which signs the new trust root' },
+      trust: { type: 'string', help: 'rotate: the current trust root (default: trust.json next to --key)' },
+      to: { type: 'string', help: 'rotate: channel tree to publish the new root into (roots/<version>.json)' },
       help: COMMON.help!,
     },
   },

@@ -8,7 +8,7 @@ import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import semver from 'semver';
 import {
   CHANNELS, MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, MAX_SIG_BYTES, canonicalize, keyIdOf, makeTrustRoot, parseTrustRoot, privateKeyFrom,
-  serializeManifest, sha256Hex, signBytes, validateManifest, verifyChannel,
+  serializeManifest, sha256Hex, signBytes, validateManifest, verifyChannel, verifyRootRotation,
   type ArchArtifacts, type Artifact, type Channel, type Manifest, type Release, type TrustRoot,
 } from '../channels/manifest.ts';
 
@@ -39,6 +39,60 @@ export function generateKeys(outDir: string): { keyFile: string; trustFile: stri
   writeFileSync(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600, flag: 'wx' });
   writeFileSync(trustFile, JSON.stringify(root, null, 2) + '\n', { flag: 'wx' });
   return { keyFile, trustFile, keyid: keyIdOf(publicKey) };
+}
+
+export interface RotateOptions {
+  /** The current release key; it authorises the rotation. */
+  key: string;
+  /** The current trust root (default: trust.json next to the key). */
+  trust?: string;
+  /** Folder for the new kiln-release.key and trust.json (+ trust.json.sig). */
+  out: string;
+  /** A channel tree to publish the rotation into, as roots/<version>.json (+ .sig). */
+  to?: string;
+}
+
+/**
+ * A new release key and the trust root naming it, one version up, signed by the current key
+ * (the authority to rotate) and the new one (proof it works): what verifyRootRotation checks on
+ * the nodes. The publisher's record moves to the new key's folder, so the manifests the old key
+ * signed are still recognised there. Nodes pick the new root up from <tree>/roots/<version>.json
+ * at their next check; publish it before any manifest signed by the new key.
+ */
+export function rotateKeys(opts: RotateOptions): { keyFile: string; trustFile: string; keyid: string; version: number; published?: string } {
+  const oldKey = loadKey(opts.key);
+  const oldTrustFile = opts.trust ?? join(dirname(resolve(opts.key)), TRUST_FILE);
+  if (!existsSync(oldTrustFile)) throw new Error(`${oldTrustFile} does not exist; pass --trust with the current trust root`);
+  let old: TrustRoot;
+  try { old = parseTrustRoot(readFileSync(oldTrustFile)); } catch (e) { throw new Error(`trust root ${oldTrustFile}: ${(e as Error).message}`); }
+  if (!old.keys.some((k) => k.keyid === keyIdOf(oldKey))) throw new Error(`${opts.key} is not one of the keys of ${oldTrustFile}; it cannot authorise a rotation`);
+  if (old.threshold > 1) throw new Error(`${oldTrustFile} needs ${old.threshold} signatures; kiln keys rotate signs with one key (sign the new root with the others too)`);
+  const keyFile = join(opts.out, KEY_FILE), trustFile = join(opts.out, TRUST_FILE);
+  for (const f of [keyFile, trustFile]) if (existsSync(f)) throw new Error(`${f} already exists; refusing to overwrite a release key (pick an empty --out folder)`);
+  const version = (old.version ?? 1) + 1;
+  const dst = opts.to ? join(opts.to, 'roots', `${version}.json`) : undefined;
+  if (dst && existsSync(dst)) throw new Error(`${dst} already exists; version ${version} of the trust root is published (rotate from the newest root)`);
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const root = makeTrustRoot([publicKey], 1, version);
+  const bytes = Buffer.from(JSON.stringify(root, null, 2) + '\n');
+  const sig = signBytes(bytes, [oldKey, privateKey]);
+  const check = verifyRootRotation(old, bytes, sig);
+  if (!check.ok) throw new Error(`the new trust root does not verify: ${check.message}`);
+  mkdirSync(opts.out, { recursive: true });
+  writeFileSync(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600, flag: 'wx' });
+  writeFileSync(trustFile, bytes, { flag: 'wx' });
+  writeFileSync(`${trustFile}.sig`, sig, { flag: 'wx' });
+  const oldState = publisherStateFile(opts.key);
+  if (existsSync(oldState)) copyFileSync(oldState, publisherStateFile(keyFile));
+  let published: string | undefined;
+  if (dst) {
+    mkdirSync(dirname(dst), { recursive: true });
+    // The signatures first: a node that sees the root sees its signatures too.
+    writeAtomic(`${dst}.sig`, sig);
+    writeAtomic(dst, bytes);
+    published = dst;
+  }
+  return { keyFile, trustFile, keyid: keyIdOf(publicKey), version, published };
 }
 
 function loadKey(file: string) {
@@ -452,7 +506,12 @@ export async function releaseCli(cmd: 'keys' | 'release', positionals: string[],
   const [sub, ...args] = positionals;
   try {
     if (cmd === 'keys') {
-      if (sub !== 'generate') { console.error(`kiln keys: unknown subcommand '${sub ?? ''}' (valid: generate)`); return 2; }
+      if (sub === 'rotate') {
+        const r = rotateKeys({ key: need(v, 'key', 'kiln keys rotate'), out: need(v, 'out', 'kiln keys rotate'), trust: v.trust as string | undefined, to: v.to as string | undefined });
+        console.log(`wrote ${r.keyFile} (private, mode 0600: keep it offline) and ${r.trustFile} (trust root version ${r.version}, signed by the old and new keys)\nkeyid ${r.keyid}${r.published ? `\npublished ${r.published}: nodes switch to the new root at their next check` : ''}`);
+        return 0;
+      }
+      if (sub !== 'generate') { console.error(`kiln keys: unknown subcommand '${sub ?? ''}' (valid: generate, rotate)`); return 2; }
       const r = generateKeys(need(v, 'out', 'kiln keys generate'));
       console.log(`wrote ${r.keyFile} (private, mode 0600: keep it offline) and ${r.trustFile} (bake into images)\nkeyid ${r.keyid}`);
       return 0;

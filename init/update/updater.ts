@@ -12,6 +12,7 @@
 //   download.json       progress of an interrupted root download (resume with HTTP Range)
 //   last-check.json     result of the last check, for `kiln upgrade --check`/status
 //   last-boot.json      what afterBoot/rollback decided, for status
+// and shared by all channels: /var/lib/kiln/trust.json (+ .sig), a rotated trust root (state.ts).
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync, existsSync, realpathSync } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
@@ -21,10 +22,10 @@ import semver from 'semver';
 import { run } from '../exec.ts';
 import { otherSlot, type Slot } from '../slot.ts';
 import {
-  pickRelease, verifyChannel, wariness as warinessOf, parseTrustRoot, clip, MAX_MANIFEST_BYTES, MAX_SIG_BYTES,
+  pickRelease, verifyChannel, verifyRootRotation, wariness as warinessOf, parseTrustRoot, clip, MAX_MANIFEST_BYTES, MAX_ROOT_BYTES, MAX_SIG_BYTES,
   type Artifact, type Channel, type RefuseReason, type Time, type TrustRoot,
 } from '../../channels/manifest.ts';
-import { acceptManifest, loadState, recordBadVersion, saveState, spaceDir, type ChannelState } from './state.ts';
+import { acceptManifest, loadState, loadTrustRoot, recordBadVersion, rootFile, saveState, saveTrustRoot, spaceDir, type ChannelState } from './state.ts';
 import { FleetLockError, preReboot, steadyState } from './fleetlock.ts';
 import { DEFAULT_TRIES, fsyncDir } from './entries.ts';
 import { slotLoaderAt, type BootKind, type SlotLoader } from './loaders.ts';
@@ -43,6 +44,8 @@ export const DEFAULT_DOWNLOAD_DEADLINE_MS = 6 * 3600_000;
 /** Slower than this over a whole window counts as an interruption (resumed, up to downloadAttempts). */
 export const DEFAULT_MIN_RATE_BYTES_PER_S = 4096;
 export const DEFAULT_RATE_WINDOW_MS = 60_000;
+/** Trust root rotations followed in one check (roots/<v+1>.json, <v+2>, …). */
+export const MAX_ROTATIONS_PER_CHECK = 8;
 
 export interface UpdaterOptions {
   /** Base URL of the published tree, e.g. http://host/channels (the channel is appended). */
@@ -176,6 +179,8 @@ export class Updater {
   private busy = false;
   /** performance.now() by which this apply()'s downloads must be done. */
   private downloadDeadline = Infinity;
+  /** The trust root in use and what became of the last rotation attempt, for status. */
+  private rootNote: string | undefined;
   private last: { at: string; result: CheckResult } | undefined;
 
   constructor(opts: UpdaterOptions) {
@@ -208,9 +213,12 @@ export class Updater {
    * dropped the moment it grows past the limit: the server is not trusted yet, and buffering
    * whatever it sends would let it exhaust PID 1's memory.
    */
-  private async fetchBytes(url: string, max: number): Promise<Buffer> {
+  private async fetchBytes(url: string, max: number): Promise<Buffer>;
+  private async fetchBytes(url: string, max: number, opts: { optional: true }): Promise<Buffer | undefined>;
+  private async fetchBytes(url: string, max: number, opts: { optional?: boolean } = {}): Promise<Buffer | undefined> {
     const res = await this.fetchFn(url, { signal: AbortSignal.timeout(this.o.fetchTimeoutMs ?? 30_000), redirect: 'follow' });
     const drop = () => { res.body?.cancel().catch(() => undefined); };
+    if (opts.optional && res.status === 404) { drop(); return undefined; }
     if (res.status !== 200) { drop(); throw new Error(`GET ${url}: HTTP ${res.status}`); }
     const tooBig = (n: number | string) => new Error(`GET ${url}: ${n} bytes, more than the ${max} allowed`);
     const declared = Number(res.headers.get('content-length') ?? NaN);
@@ -253,6 +261,7 @@ export class Updater {
     try { state = loadState(o.stateBase ?? '/var/lib/kiln', o.channel); } catch (e) {
       return { action: 'refused', reason: 'state', message: `cannot read channel state: ${errText(e)}` };
     }
+    const trust = await this.trustRoot(o.trust);
     const url = this.manifestUrl();
     let manifestBytes: Buffer, sigBytes: Buffer;
     try {
@@ -261,7 +270,7 @@ export class Updater {
       return { action: 'refused', reason: 'fetch', message: `cannot fetch the ${o.channel} manifest: ${clip(errText(e))}` };
     }
     const now = this.now();
-    const v = verifyChannel({ manifestBytes, sigBytes, trust: o.trust, channel: o.channel, state, now, buildTime: o.buildTime });
+    const v = verifyChannel({ manifestBytes, sigBytes, trust, channel: o.channel, state, now, buildTime: o.buildTime });
     if (!v.ok) {
       const message = clip(v.message, 1000);
       this.log(`update check refused the ${o.channel} manifest (${v.reason}): ${message}`);
@@ -294,6 +303,55 @@ export class Updater {
       rootUrl: new URL(root.url, url).href, skipped: [],
       message: `${o.currentVersion} -> ${version} into slot ${slot} (${o.channel} serial ${serial}, rollout ${(pick.throttle * 100).toFixed(0)}%)`,
     };
+  }
+
+  /**
+   * The trust root to verify manifests with. Starts from the image's (or the rotated one stored
+   * on the data partition), then follows published rotations: <tree>/roots/<version+1>.json with
+   * its .sig, accepted only as verifyRootRotation allows (a threshold of the current keys and of
+   * its own, a higher version) and stored before it is used. No such file (404) means no
+   * rotation. A rotation that does not verify is reported and the current root kept.
+   */
+  private async trustRoot(baked: TrustRoot): Promise<TrustRoot> {
+    const base = this.o.stateBase ?? '/var/lib/kiln';
+    const eff = loadTrustRoot(base, baked);
+    if (eff.problem) this.log(`update: ${eff.problem}`);
+    let root = eff.root;
+    let note = eff.problem ?? (eff.rotated ? `version ${root.version} (rotated, ${rootFile(base)})` : undefined);
+    const tree = this.o.channelUrl.replace(/\/+$/, '');
+    for (let i = 0; i < MAX_ROTATIONS_PER_CHECK; i++) {
+      const next = (root.version ?? 1) + 1;
+      const url = `${tree}/roots/${next}.json`;
+      let bytes: Buffer | undefined, sig: Buffer;
+      try {
+        bytes = await this.fetchBytes(url, MAX_ROOT_BYTES, { optional: true });
+        if (!bytes) break;
+        sig = await this.fetchBytes(`${url}.sig`, MAX_SIG_BYTES);
+      } catch (e) {
+        note = `version ${root.version}; cannot fetch the rotation to version ${next}: ${clip(errText(e))}`;
+        this.log(`update: trust root ${note}`);
+        break;
+      }
+      const r = verifyRootRotation(root, bytes, sig);
+      const problem = !r.ok ? `${r.reason}: ${clip(r.message)}`
+        : r.root.version !== next ? `${url} holds version ${r.root.version}, not ${next}` : undefined;
+      if (problem || !r.ok) {
+        note = `version ${root.version}; rotation to version ${next} refused (${problem})`;
+        this.log(`update: trust root ${note}`);
+        break;
+      }
+      try { saveTrustRoot(base, bytes, sig); } catch (e) {
+        // Not stored, not used: a root the node would forget at the next boot must not sign its updates.
+        note = `version ${root.version}; rotation to version ${next} verified but not stored: ${errText(e)}`;
+        this.log(`update: trust root ${note}`);
+        break;
+      }
+      root = r.root;
+      note = `version ${next} (rotated, ${rootFile(base)})`;
+      this.log(`update: trust root rotated to version ${next} (keys ${root.keys.map((k) => k.keyid.slice(0, 16)).join(', ')}, threshold ${root.threshold}); stored in ${rootFile(base)}`);
+    }
+    this.rootNote = note;
+    return root;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -654,6 +712,14 @@ export class Updater {
     lines.push(`channel: ${o.channel} from ${o.channelUrl}`);
     lines.push(`running: ${o.currentVersion} in slot ${o.bootedSlot}`);
     if (!o.trust) lines.push(`updates disabled: ${o.trustProblem ?? 'no trust root in this image (/usr/lib/kiln/trust.json)'}`);
+    else {
+      const stored = () => {
+        const e = loadTrustRoot(o.stateBase ?? '/var/lib/kiln', o.trust!);
+        return e.problem ?? (e.rotated ? `version ${e.root.version} (rotated, ${rootFile(o.stateBase ?? '/var/lib/kiln')})` : undefined);
+      };
+      const note = this.rootNote ?? stored();
+      if (note) lines.push(`trust root: ${note}`);
+    }
     if (this.last) lines.push(`last check: ${this.last.at}: ${this.last.result.action}${'reason' in this.last.result ? ` (${this.last.result.reason})` : ''}: ${this.last.result.message}`);
     else lines.push('last check: never');
     const p = this.readPending();

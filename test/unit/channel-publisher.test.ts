@@ -6,8 +6,8 @@ import * as assert from 'uvu/assert';
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateKeys, promoteRelease, publishRelease, publisherStateFile } from '../../builder/release.ts';
-import { canonicalize, parseTrustRoot, verifyChannel, type Manifest } from '../../channels/manifest.ts';
+import { generateKeys, promoteRelease, publishRelease, publisherStateFile, rotateKeys } from '../../builder/release.ts';
+import { canonicalize, keyIdOf, parseTrustRoot, verifyChannel, verifyRootRotation, type Manifest } from '../../channels/manifest.ts';
 import { fixtureBuild, NOW, sha } from './updater-harness.ts';
 
 function setup() {
@@ -100,6 +100,23 @@ test('a manifest signed by a key outside the trust root is refused with the fix'
   // Told which root to use, it goes ahead.
   const r = await release('1.1.0', { trust: stranger.trustFile });
   assert.is(r.manifest.serial, 2);
+});
+
+test('keys rotate: a new key and root one version up, signed by both keys; the old root must name the old key', async () => {
+  const { dir, keys, release, pub } = setup();
+  await release('1.0.0');
+  const r = rotateKeys({ key: keys.keyFile, out: join(dir, 'k2'), to: pub });
+  const old = parseTrustRoot(readFileSync(keys.trustFile));
+  const v = verifyRootRotation(old, readFileSync(r.trustFile), readFileSync(`${r.trustFile}.sig`));
+  assert.ok(v.ok && v.root.version === 2 && v.root.keys[0]!.keyid === r.keyid);
+  assert.ok(readFileSync(join(pub, 'roots/2.json')).equals(readFileSync(r.trustFile)));
+  assert.ok(existsSync(publisherStateFile(r.keyFile)), 'the publisher record moved along');
+  assert.throws(() => rotateKeys({ key: keys.keyFile, out: join(dir, 'k2') }), /already exists; refusing to overwrite/);
+  assert.throws(() => rotateKeys({ key: keys.keyFile, out: join(dir, 'k3'), to: pub }), /roots\/2\.json already exists/);
+  assert.not.ok(existsSync(join(dir, 'k3')), 'no key made for a rotation that cannot be published');
+  const stranger = generateKeys(join(dir, 'stranger'));
+  assert.throws(() => rotateKeys({ key: stranger.keyFile, trust: keys.trustFile, out: join(dir, 'k4') }), /is not one of the keys of/);
+  assert.is(keyIdOf(readFileSync(r.keyFile, 'utf8')), r.keyid);
 });
 
 test.run();
