@@ -328,8 +328,8 @@ export class Updater {
         if (!bytes) break;
         sig = await this.fetchBytes(`${url}.sig`, MAX_SIG_BYTES);
       } catch (e) {
+        // Not logged: the manifest fetch that follows reports an unreachable server.
         note = `version ${root.version}; cannot fetch the rotation to version ${next}: ${clip(errText(e))}`;
-        this.log(`update: trust root ${note}`);
         break;
       }
       const r = verifyRootRotation(root, bytes, sig);
