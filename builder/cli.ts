@@ -60,9 +60,12 @@ const COMMANDS: Record<string, { summary: string; usage: string; options: Record
   },
   keys: {
     summary: 'make a release signing key and its trust root',
-    usage: 'kiln keys generate --out DIR',
+    usage: 'kiln keys generate --out DIR\n       kiln keys rotate --key OLD.key --out DIR [--trust OLD-trust.json] [--to TREE]',
     options: {
       out: { type: 'string', help: 'folder for kiln-release.key (private) and trust.json' },
+      key: { type: 'string', help: 'rotate: the current release key, which signs the new trust root' },
+      trust: { type: 'string', help: 'rotate: the current trust root (default: trust.json next to --key)' },
+      to: { type: 'string', help: 'rotate: channel tree to publish the new root into (roots/<version>.json)' },
       help: COMMON.help!,
     },
   },
@@ -77,7 +80,7 @@ const COMMANDS: Record<string, { summary: string; usage: string; options: Record
       to: { type: 'string', help: 'channel tree folder; with promote, the target channel' },
       'to-dir': { type: 'string', help: 'promote: the channel tree folder' },
       key: { type: 'string', help: 'release key (kiln-release.key)' },
-      trust: { type: 'string', help: 'trust root (trust.json), for verify and promote' },
+      trust: { type: 'string', help: 'trust root (trust.json) for verify; release/promote check the published manifests against it (default: trust.json next to --key)' },
       serial: { type: 'string', help: 'manifest serial (default: previous + 1); verify: serial already seen' },
       'expires-days': { type: 'string', help: 'manifest lifetime in days (default 30)' },
       'rollout-hours': { type: 'string', help: 'roll out gradually over this many hours' },

@@ -4,16 +4,18 @@
 // DIR/<channel>/<version>/<arch>/<file>; artifact URLs are relative to the manifest.
 import { createHash, generateKeyPairSync } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, mkdirSync, copyFileSync, renameSync, statSync, writeFileSync, openSync, fsyncSync, closeSync, rmSync } from 'node:fs';
-import { basename, join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import semver from 'semver';
 import {
-  CHANNELS, MANIFEST_SCHEMA, canonicalize, keyIdOf, makeTrustRoot, parseTrustRoot, privateKeyFrom, serializeManifest,
-  signBytes, validateManifest, verifyChannel, verifySignatures,
+  CHANNELS, MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, MAX_SIG_BYTES, canonicalize, keyIdOf, makeTrustRoot, parseTrustRoot, privateKeyFrom,
+  serializeManifest, sha256Hex, signBytes, validateManifest, verifyChannel, verifyRootRotation,
   type ArchArtifacts, type Artifact, type Channel, type Manifest, type Release, type TrustRoot,
 } from '../channels/manifest.ts';
 
 export const KEY_FILE = 'kiln-release.key';
 export const TRUST_FILE = 'trust.json';
+/** The publisher's own record of what it last signed, next to the key (see readPublished). */
+export const PUBLISHER_STATE_FILE = 'kiln-release-state.json';
 /** Releases kept in a manifest (newest first): room for min_from stepping stones, not a history. */
 export const KEEP_RELEASES = 5;
 const PUBLISHED_KINDS = ['root', 'uki', 'kernel', 'initrd'] as const;
@@ -37,6 +39,60 @@ export function generateKeys(outDir: string): { keyFile: string; trustFile: stri
   writeFileSync(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600, flag: 'wx' });
   writeFileSync(trustFile, JSON.stringify(root, null, 2) + '\n', { flag: 'wx' });
   return { keyFile, trustFile, keyid: keyIdOf(publicKey) };
+}
+
+export interface RotateOptions {
+  /** The current release key; it authorises the rotation. */
+  key: string;
+  /** The current trust root (default: trust.json next to the key). */
+  trust?: string;
+  /** Folder for the new kiln-release.key and trust.json (+ trust.json.sig). */
+  out: string;
+  /** A channel tree to publish the rotation into, as roots/<version>.json (+ .sig). */
+  to?: string;
+}
+
+/**
+ * A new release key and the trust root naming it, one version up, signed by the current key
+ * (the authority to rotate) and the new one (proof it works): what verifyRootRotation checks on
+ * the nodes. The publisher's record moves to the new key's folder, so the manifests the old key
+ * signed are still recognised there. Nodes pick the new root up from <tree>/roots/<version>.json
+ * at their next check; publish it before any manifest signed by the new key.
+ */
+export function rotateKeys(opts: RotateOptions): { keyFile: string; trustFile: string; keyid: string; version: number; published?: string } {
+  const oldKey = loadKey(opts.key);
+  const oldTrustFile = opts.trust ?? join(dirname(resolve(opts.key)), TRUST_FILE);
+  if (!existsSync(oldTrustFile)) throw new Error(`${oldTrustFile} does not exist; pass --trust with the current trust root`);
+  let old: TrustRoot;
+  try { old = parseTrustRoot(readFileSync(oldTrustFile)); } catch (e) { throw new Error(`trust root ${oldTrustFile}: ${(e as Error).message}`); }
+  if (!old.keys.some((k) => k.keyid === keyIdOf(oldKey))) throw new Error(`${opts.key} is not one of the keys of ${oldTrustFile}; it cannot authorise a rotation`);
+  if (old.threshold > 1) throw new Error(`${oldTrustFile} needs ${old.threshold} signatures; kiln keys rotate signs with one key (sign the new root with the others too)`);
+  const keyFile = join(opts.out, KEY_FILE), trustFile = join(opts.out, TRUST_FILE);
+  for (const f of [keyFile, trustFile]) if (existsSync(f)) throw new Error(`${f} already exists; refusing to overwrite a release key (pick an empty --out folder)`);
+  const version = (old.version ?? 1) + 1;
+  const dst = opts.to ? join(opts.to, 'roots', `${version}.json`) : undefined;
+  if (dst && existsSync(dst)) throw new Error(`${dst} already exists; version ${version} of the trust root is published (rotate from the newest root)`);
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const root = makeTrustRoot([publicKey], 1, version);
+  const bytes = Buffer.from(JSON.stringify(root, null, 2) + '\n');
+  const sig = signBytes(bytes, [oldKey, privateKey]);
+  const check = verifyRootRotation(old, bytes, sig);
+  if (!check.ok) throw new Error(`the new trust root does not verify: ${check.message}`);
+  mkdirSync(opts.out, { recursive: true });
+  writeFileSync(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600, flag: 'wx' });
+  writeFileSync(trustFile, bytes, { flag: 'wx' });
+  writeFileSync(`${trustFile}.sig`, sig, { flag: 'wx' });
+  const oldState = publisherStateFile(opts.key);
+  if (existsSync(oldState)) copyFileSync(oldState, publisherStateFile(keyFile));
+  let published: string | undefined;
+  if (dst) {
+    mkdirSync(dirname(dst), { recursive: true });
+    // The signatures first: a node that sees the root sees its signatures too.
+    writeAtomic(`${dst}.sig`, sig);
+    writeAtomic(dst, bytes);
+    published = dst;
+  }
+  return { keyFile, trustFile, keyid: keyIdOf(publicKey), version, published };
 }
 
 function loadKey(file: string) {
@@ -70,14 +126,93 @@ function parseChannel(c: unknown, flag = '--channel'): Channel {
   return c as Channel;
 }
 
-function readManifestFile(dir: string, channel: Channel): Manifest | undefined {
+// ---------------------------------------------------------------------------------------------
+// What is already published. The served tree is not trusted: anyone who can write to it could
+// add a target to a published release, and the next routine release would sign that with the
+// offline key. So the publisher keeps its own record, next to the key, of the exact manifest it
+// last signed for each tree and channel, and treats the tree like a node treats a server.
+
+interface PublisherRecord { serial: number; digest: string; issued: string; at: string }
+interface PublisherState { schema: 'kiln-publisher-state/1'; trees: Record<string, Partial<Record<Channel, PublisherRecord>>> }
+
+export function publisherStateFile(keyFile: string): string { return join(dirname(resolve(keyFile)), PUBLISHER_STATE_FILE); }
+
+function treeId(dir: string): string { return resolve(dir); }
+
+function readPublisherState(file: string): PublisherState {
+  if (!existsSync(file)) return { schema: 'kiln-publisher-state/1', trees: {} };
+  let st: PublisherState;
+  try { st = JSON.parse(readFileSync(file, 'utf8')); } catch (e) { throw new Error(`${file}: not JSON (${(e as Error).message}); restore it from a backup, or move it away to check the published trees by signature alone`); }
+  if (st?.schema !== 'kiln-publisher-state/1' || typeof st.trees !== 'object' || st.trees === null) throw new Error(`${file}: not a kiln publisher state file (schema kiln-publisher-state/1)`);
+  return st;
+}
+
+function recordPublished(file: string, dir: string, channel: Channel, m: Manifest, bytes: Uint8Array): void {
+  const st = readPublisherState(file);
+  const tree = (st.trees[treeId(dir)] ??= {});
+  tree[channel] = { serial: m.serial, digest: sha256Hex(bytes), issued: m.issued, at: new Date().toISOString() };
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(st, null, 2) + '\n', { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
+/** How the publisher checks a tree: the trust root and its own record. */
+interface PublishContext { trust: TrustRoot; trustFrom: string; stateFile: string; state: PublisherState }
+
+/**
+ * The trust root the published manifests are checked against: --trust, else trust.json next to
+ * the key (where `kiln keys generate` put it), else the signing key alone.
+ */
+function publishContext(keyFile: string, key: ReturnType<typeof privateKeyFrom>, trustFile?: string): PublishContext {
+  const beside = join(dirname(resolve(keyFile)), TRUST_FILE);
+  const file = trustFile ?? (existsSync(beside) ? beside : undefined);
+  let trust: TrustRoot;
+  if (file) {
+    try { trust = parseTrustRoot(readFileSync(file)); } catch (e) { throw new Error(`trust root ${file}: ${(e as Error).message}`); }
+  } else trust = makeTrustRoot([key]);
+  const stateFile = publisherStateFile(keyFile);
+  return { trust, trustFrom: file ?? `the key ${keyFile}`, stateFile, state: readPublisherState(stateFile) };
+}
+
+/**
+ * The channel's published manifest, believed only if it is exactly what this publisher last
+ * signed there (its record), or if it verifies as a node would (verifyChannel: signature by the
+ * trust root, schema, channel, and a serial not below the record's; dates are not checked, so a
+ * lapsed channel can be re-signed). Anything else is refused: signing on top of it would bless
+ * whatever was changed. undefined: nothing published yet.
+ */
+function readPublished(dir: string, channel: Channel, ctx: PublishContext): Manifest | undefined {
   const file = join(channelDir(dir, channel), 'manifest.json');
-  if (!existsSync(file)) return undefined;
-  let obj: unknown;
-  try { obj = JSON.parse(readFileSync(file, 'utf8')); } catch (e) { throw new Error(`${file}: not JSON (${(e as Error).message})`); }
-  const v = validateManifest(obj);
-  if (!v.ok) throw new Error(`${file} does not match the manifest schema: ${v.errors.join('; ')}`);
-  return v.manifest;
+  const rec = ctx.state.trees[treeId(dir)]?.[channel];
+  if (!existsSync(file)) {
+    if (rec) throw new Error(`${file} is missing, but serial ${rec.serial} was signed there (${ctx.stateFile}); restore the published tree (or remove its '${channel}' entry from that file to start the channel over with --serial ${rec.serial + 1})`);
+    return undefined;
+  }
+  const size = statSync(file).size;
+  if (size > MAX_MANIFEST_BYTES) throw new Error(`${file} is ${size} bytes, more than a manifest may be (${MAX_MANIFEST_BYTES}); it is not one this publisher signed`);
+  const bytes = readFileSync(file);
+  if (rec && sha256Hex(bytes) === rec.digest) {
+    // Byte for byte what we signed: no signature needed (it may be by a key since rotated away).
+    const v = validateManifest(JSON.parse(bytes.toString('utf8')));
+    if (!v.ok) throw new Error(`${file} does not match the manifest schema: ${v.errors.join('; ')}`);
+    return v.manifest;
+  }
+  const sigFile = `${file}.sig`;
+  if (!existsSync(sigFile)) throw new Error(`${sigFile} does not exist; ${file} is unsigned, refusing to sign on top of it (restore both from a known good copy)`);
+  if (statSync(sigFile).size > MAX_SIG_BYTES) throw new Error(`${sigFile} is larger than a signature file may be (${MAX_SIG_BYTES} bytes)`);
+  const r = verifyChannel({
+    manifestBytes: bytes, sigBytes: readFileSync(sigFile), trust: ctx.trust, channel,
+    state: rec ? { lastSerial: rec.serial, lastDigest: rec.digest } : { lastSerial: 0 }, now: new Date(), checkDates: false,
+  });
+  if (r.ok) return r.manifest;
+  const fix: Record<string, string> = {
+    'bad-signature': 'it was changed after it was signed: restore manifest.json and its .sig from a known good copy',
+    'unknown-key': `it is not signed by ${ctx.trustFrom}: pass --trust with the trust root it was signed under`,
+    schema: 'restore manifest.json and its .sig from a known good copy',
+    'wrong-channel': `it was signed for another channel: restore ${channel}'s own manifest`,
+    replay: `this publisher last signed serial ${rec?.serial} there (${ctx.stateFile}): an older copy was put back; restore the newest`,
+  };
+  throw new Error(`${file} does not verify as a node would (${r.reason}: ${r.message}); refusing to sign on top of it: ${fix[r.reason] ?? 'check it with kiln release verify'}`);
 }
 
 /** A relative artifact URL as a path under the channel folder; undefined for remote URLs. */
@@ -115,12 +250,11 @@ interface SignOptions { serial?: number; expiresDays?: number; now?: Date }
 const isoSeconds = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 
 /**
- * Adds `release` to the channel's manifest (replacing an identical-artifacts entry of the same
+ * Adds `release` to the channel's manifest `prev` (from readPublished; replacing an identical-artifacts entry of the same
  * version), bumps the serial, signs and writes. Refuses a downgrade unless it is flagged, and
  * a flagged downgrade drops the newer releases so nodes actually go back.
  */
-function writeChannel(dir: string, channel: Channel, newRelease: Release, key: ReturnType<typeof privateKeyFrom>, opts: SignOptions): { manifest: Manifest; file: string; dropped: string[] } {
-  const prev = readManifestFile(dir, channel);
+function writeChannel(dir: string, channel: Channel, prev: Manifest | undefined, newRelease: Release, key: ReturnType<typeof privateKeyFrom>, ctx: PublishContext, opts: SignOptions): { manifest: Manifest; file: string; dropped: string[] } {
   let release = newRelease;
   const serial = opts.serial ?? (prev ? prev.serial + 1 : 1);
   if (!Number.isSafeInteger(serial) || serial < 1) throw new Error(`--serial must be a positive integer (got ${opts.serial})`);
@@ -162,6 +296,10 @@ function writeChannel(dir: string, channel: Channel, newRelease: Release, key: R
   const file = join(chDir, 'manifest.json');
   writeAtomic(`${file}.sig`, signBytes(bytes, [key]));
   writeAtomic(file, bytes);
+  try { recordPublished(ctx.stateFile, dir, channel, manifest, bytes); } catch (e) {
+    // Published all the same; the next release checks the tree by signature, as a node would.
+    console.warn(`warning: could not record serial ${serial} in ${ctx.stateFile}: ${(e as Error).message}`);
+  }
   return { manifest, file, dropped };
 }
 
@@ -182,6 +320,8 @@ export interface ReleaseOptions extends SignOptions {
   to: string;
   /** Private key file (PKCS#8 PEM). */
   key: string;
+  /** Trust root the published manifest is checked against (default: trust.json next to the key, else the key). */
+  trust?: string;
   rolloutHours?: number;
   minFrom?: string;
   downgrade?: boolean;
@@ -204,7 +344,10 @@ export function readBuildJson(from: string): BuildJson {
 export async function publishRelease(opts: ReleaseOptions): Promise<{ manifest: Manifest; file: string; version: string; dropped: string[] }> {
   const channel = parseChannel(opts.channel);
   const key = loadKey(opts.key);
+  const ctx = publishContext(opts.key, key, opts.trust);
   const build = readBuildJson(opts.from);
+  // Before anything is copied into the tree: what is there must be what we (or a trusted key) signed.
+  const prev = readPublished(opts.to, channel, ctx);
   const version = semver.valid(build.version)!;
   if (opts.minFrom !== undefined && !semver.valid(opts.minFrom)) throw new Error(`--min-from '${opts.minFrom}' is not semver`);
   const now = opts.now ?? new Date();
@@ -229,7 +372,7 @@ export async function publishRelease(opts: ReleaseOptions): Promise<{ manifest: 
     downgrade: opts.downgrade ? true : undefined,
     rollout: rolloutFor(opts.rolloutHours, now),
   };
-  const { manifest, file, dropped } = writeChannel(opts.to, channel, release, key, { ...opts, now });
+  const { manifest, file, dropped } = writeChannel(opts.to, channel, prev, release, key, ctx, { ...opts, now });
   return { manifest, file, version, dropped };
 }
 
@@ -246,7 +389,7 @@ export interface PromoteOptions extends SignOptions {
   version?: string;
   /** A fresh rollout on the target channel; without it the release's bytes are kept as they are. */
   rolloutHours?: number;
-  /** Trust root to check the source manifest against (default: the signing key alone). */
+  /** Trust root to check the published manifests against (default: trust.json next to the key, else the key). */
   trust?: string;
 }
 
@@ -254,18 +397,14 @@ export async function promoteRelease(opts: PromoteOptions): Promise<{ manifest: 
   const from = parseChannel(opts.from, '--from'), to = parseChannel(opts.to, '--to');
   if (from === to) throw new Error(`--from and --to are both '${from}'`);
   const key = loadKey(opts.key);
+  const ctx = publishContext(opts.key, key, opts.trust);
   // Promote only what was really published: check the source as a node would (except expiry:
   // promoting the last beta after its manifest lapsed is legitimate).
   const srcDir = channelDir(opts.dir, from);
   const mf = join(srcDir, 'manifest.json');
   if (!existsSync(mf)) throw new Error(`${mf} does not exist; nothing to promote`);
-  const bytes = readFileSync(mf);
-  const trust: TrustRoot = opts.trust ? parseTrustRoot(readFileSync(opts.trust)) : makeTrustRoot([key]);
-  const sigFile = `${mf}.sig`;
-  if (!existsSync(sigFile)) throw new Error(`${sigFile} does not exist; the source manifest is unsigned`);
-  const sig = verifySignatures(bytes, readFileSync(sigFile), trust);
-  if (!sig.ok) throw new Error(`${mf}: ${sig.message}${opts.trust ? '' : ' (pass --trust if it was signed by another key)'}`);
-  const src = readManifestFile(opts.dir, from)!;
+  const src = readPublished(opts.dir, from, ctx)!;
+  const prev = readPublished(opts.dir, to, ctx);
   if (!src.releases.length) throw new Error(`${mf} offers no releases`);
   const want = opts.version ? semver.valid(opts.version) : undefined;
   if (opts.version && !want) throw new Error(`--version '${opts.version}' is not semver`);
@@ -286,7 +425,7 @@ export async function promoteRelease(opts: PromoteOptions): Promise<{ manifest: 
   // Same release bytes, unless a fresh rollout was asked for.
   const release: Release = JSON.parse(canonicalize(rel));
   if (opts.rolloutHours !== undefined) release.rollout = rolloutFor(opts.rolloutHours, now);
-  const { manifest, file, dropped } = writeChannel(opts.dir, to, release, key, { ...opts, now });
+  const { manifest, file, dropped } = writeChannel(opts.dir, to, prev, release, key, ctx, { ...opts, now });
   return { manifest, file, version: rel.version, dropped };
 }
 
@@ -367,7 +506,12 @@ export async function releaseCli(cmd: 'keys' | 'release', positionals: string[],
   const [sub, ...args] = positionals;
   try {
     if (cmd === 'keys') {
-      if (sub !== 'generate') { console.error(`kiln keys: unknown subcommand '${sub ?? ''}' (valid: generate)`); return 2; }
+      if (sub === 'rotate') {
+        const r = rotateKeys({ key: need(v, 'key', 'kiln keys rotate'), out: need(v, 'out', 'kiln keys rotate'), trust: v.trust as string | undefined, to: v.to as string | undefined });
+        console.log(`wrote ${r.keyFile} (private, mode 0600: keep it offline) and ${r.trustFile} (trust root version ${r.version}, signed by the old and new keys)\nkeyid ${r.keyid}${r.published ? `\npublished ${r.published}: nodes switch to the new root at their next check` : ''}`);
+        return 0;
+      }
+      if (sub !== 'generate') { console.error(`kiln keys: unknown subcommand '${sub ?? ''}' (valid: generate, rotate)`); return 2; }
       const r = generateKeys(need(v, 'out', 'kiln keys generate'));
       console.log(`wrote ${r.keyFile} (private, mode 0600: keep it offline) and ${r.trustFile} (bake into images)\nkeyid ${r.keyid}`);
       return 0;
@@ -394,7 +538,7 @@ export async function releaseCli(cmd: 'keys' | 'release', positionals: string[],
     const r = await publishRelease({
       channel: parseChannel(v.channel), from: (v.from as string | undefined) ?? 'out', to: need(v, 'to', 'kiln release'), key: need(v, 'key', 'kiln release'),
       serial: num(v.serial, '--serial'), expiresDays: num(v['expires-days'], '--expires-days'), rolloutHours: num(v['rollout-hours'], '--rollout-hours'),
-      minFrom: v['min-from'] as string | undefined, downgrade: v.downgrade as boolean | undefined,
+      minFrom: v['min-from'] as string | undefined, downgrade: v.downgrade as boolean | undefined, trust: v.trust as string | undefined,
     });
     console.log(`released ${r.version} on ${r.manifest.channel}: ${r.file} serial ${r.manifest.serial}, expires ${r.manifest.expires}${r.dropped.length ? `; dropped newer ${r.dropped.join(', ')}` : ''}`);
     return 0;

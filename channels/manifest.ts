@@ -41,6 +41,29 @@ export type Time = Date | number;
 const ms = (t: Time) => (typeof t === 'number' ? t : t.getTime());
 
 // ---------------------------------------------------------------------------------------------
+// Limits. Everything a node reads from a channel is bounded: the server is not trusted until
+// the signature checks out, and an unbounded body or signature list would exhaust PID 1.
+
+/** Largest manifest.json accepted (64 releases with every artifact fit in well under 100 KiB). */
+export const MAX_MANIFEST_BYTES = 1 << 20;
+/** Largest .sig file (a 64-key root's signatures are about 10 KiB). */
+export const MAX_SIG_BYTES = 64 << 10;
+/** Largest trust root document. */
+export const MAX_ROOT_BYTES = 64 << 10;
+/** A manifest issued further ahead of a trusted clock than this is refused (`future`). */
+export const MAX_ISSUED_AHEAD_MS = 86400_000;
+
+/** Text shortened to `max` characters, marked; for anything that may echo what a server sent. */
+export function clip(text: string, max = 400): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`;
+}
+
+/** A list for a message: the first `n` items, then how many more. */
+function listed(items: string[], n = 4): string {
+  return items.length <= n ? items.join(', ') : `${items.slice(0, n).join(', ')} and ${items.length - n} more`;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Canonical form. Signatures cover exact bytes, but the publisher always writes this form so
 // the same content always gives the same bytes (re-signing, promotion and tests rely on it):
 // object keys sorted by UTF-16 code units, no whitespace, strings and numbers as JSON.stringify
@@ -129,10 +152,14 @@ export type SigResult = { ok: true; keyids: string[] } | { ok: false; reason: Si
 
 /**
  * True when at least `trust.threshold` distinct trusted keys signed `bytes`. Signatures by
- * keys the root does not know are ignored (they let a publisher sign with old and new keys
- * during a rotation), but if nothing trusted signed, the reason says so.
+ * keys the root does not know are ignored without being checked (they let a publisher sign
+ * with old and new keys during a rotation), but if nothing trusted signed, the reason says so.
+ * Each trusted key is checked at most once (the first entry naming it counts; later ones are
+ * ignored), so however long the unauthenticated .sig file is, verifying costs at most one
+ * Ed25519 check per key of the root.
  */
 export function verifySignatures(bytes: Uint8Array, sigBytes: Uint8Array, trust: TrustRoot): SigResult {
+  if (sigBytes.length > MAX_SIG_BYTES) return { ok: false, reason: 'bad-signature', message: `signature file is ${sigBytes.length} bytes, more than the ${MAX_SIG_BYTES} allowed` };
   let file: unknown;
   try { file = JSON.parse(Buffer.from(sigBytes).toString('utf8')); } catch {
     return { ok: false, reason: 'bad-signature', message: 'signature file is not JSON' };
@@ -140,24 +167,30 @@ export function verifySignatures(bytes: Uint8Array, sigBytes: Uint8Array, trust:
   const sigs = (file as SignatureFile | null)?.signatures;
   if (!Array.isArray(sigs) || sigs.length === 0) return { ok: false, reason: 'bad-signature', message: 'signature file has no signatures[]' };
   const known = new Map(trust.keys.map((k) => [k.keyid, k]));
+  // A threshold below 1 (an unchecked trust object) must never mean "no signature needed".
+  const need = Math.max(1, Math.floor(Number(trust.threshold)) || 1);
+  const tried = new Set<string>();
   const good = new Set<string>();
-  const unknown: string[] = [];
+  const unknown = new Set<string>();
   const bad: string[] = [];
+  let malformed = 0;
   for (const s of sigs) {
-    if (typeof s?.keyid !== 'string' || typeof s?.sig !== 'string') { bad.push('(malformed entry)'); continue; }
+    if (good.size >= need) break;
+    if (typeof s?.keyid !== 'string' || typeof s?.sig !== 'string') { malformed++; continue; }
     const k = known.get(s.keyid);
-    if (!k) { unknown.push(s.keyid); continue; }
+    if (!k) { unknown.add(s.keyid); continue; }
+    if (tried.has(s.keyid)) continue;
+    tried.add(s.keyid);
     const sig = Buffer.from(s.sig, 'base64');
     let ok = false;
     try { ok = sig.length === 64 && edVerify(null, bytes, publicKeyFrom(k.publicKey), sig); } catch { ok = false; }
     if (ok) good.add(s.keyid); else bad.push(s.keyid);
   }
-  // A threshold below 1 (an unchecked trust object) must never mean "no signature needed".
-  const need = Math.max(1, Math.floor(Number(trust.threshold)) || 1);
   if (good.size >= need) return { ok: true, keyids: [...good] };
   const short = (id: string) => id.slice(0, 16);
-  if (bad.length) return { ok: false, reason: 'bad-signature', message: `signature by ${bad.map(short).join(', ')} does not match the signed bytes (${good.size} of ${need} required signatures valid)` };
-  if (good.size === 0 && unknown.length) return { ok: false, reason: 'unknown-key', message: `signed only by keys the trust root does not know: ${unknown.map(short).join(', ')}` };
+  if (malformed) bad.push(`(${malformed} malformed entr${malformed === 1 ? 'y' : 'ies'})`);
+  if (bad.length) return { ok: false, reason: 'bad-signature', message: `signature by ${listed(bad.map(short))} does not match the signed bytes (${good.size} of ${need} required signatures valid)` };
+  if (good.size === 0 && unknown.size) return { ok: false, reason: 'unknown-key', message: `signed only by keys the trust root does not know: ${listed([...unknown].map(short))}` };
   return { ok: false, reason: 'bad-signature', message: `${good.size} valid signature(s), ${need} required` };
 }
 
@@ -191,8 +224,12 @@ function validators() {
   return { manifest: manifestValidator, root: rootValidator };
 }
 
+/** Schema errors for a message; at most 10, each clipped (property names come from the server). */
 function ajvErrors(v: ValidateFunction): string[] {
-  return (v.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}${e.keyword === 'additionalProperties' ? ` (${(e.params as { additionalProperty: string }).additionalProperty})` : ''}${e.keyword === 'enum' || e.keyword === 'const' ? ` (${JSON.stringify((e.params as { allowedValues?: unknown; allowedValue?: unknown }).allowedValues ?? (e.params as { allowedValue?: unknown }).allowedValue)})` : ''}`);
+  const all = v.errors ?? [];
+  const out = all.slice(0, 10).map((e) => clip(`${e.instancePath || '/'} ${e.message}${e.keyword === 'additionalProperties' ? ` (${(e.params as { additionalProperty: string }).additionalProperty})` : ''}${e.keyword === 'enum' || e.keyword === 'const' ? ` (${JSON.stringify((e.params as { allowedValues?: unknown; allowedValue?: unknown }).allowedValues ?? (e.params as { allowedValue?: unknown }).allowedValue)})` : ''}`, 200));
+  if (all.length > 10) out.push(`and ${all.length - 10} more`);
+  return out;
 }
 
 /** Parses and checks a trust root document (bytes, text or object); throws with every problem. */
@@ -263,7 +300,7 @@ export function validateManifest(obj: unknown): ManifestCheck {
   return errors.length ? { ok: false, errors } : { ok: true, manifest: m };
 }
 
-export type RefuseReason = 'bad-signature' | 'unknown-key' | 'schema' | 'wrong-channel' | 'replay' | 'expired';
+export type RefuseReason = 'bad-signature' | 'unknown-key' | 'schema' | 'wrong-channel' | 'replay' | 'expired' | 'future';
 
 export interface ChannelStateView {
   /** Highest serial accepted on this channel (0 if none). */
@@ -283,23 +320,46 @@ export interface VerifyChannelInput {
   now: Time;
   /** When the running image was built: the clock can be trusted to be at least this. */
   buildTime?: Time;
+  /**
+   * false skips the date checks (expiry, issued ahead of the clock): for the publisher, which
+   * re-signs a lapsed channel and judges the rest exactly as a node does. Nodes never set it.
+   */
+  checkDates?: boolean;
 }
 
 export type VerifyChannelResult =
-  | { ok: true; manifest: Manifest; digest: string; unchanged: boolean; keyids: string[] }
+  /** raiseFloor: whether the manifest's `issued` may become the node's clock floor (see clockTrusted). */
+  | { ok: true; manifest: Manifest; digest: string; unchanged: boolean; keyids: string[]; raiseFloor: boolean }
   | { ok: false; reason: RefuseReason; message: string };
 
 /**
- * Everything a node checks before it believes a manifest, in this order: signature (over the
- * exact bytes, before anything is parsed), schema, channel, serial, expiry. Pure: the caller
+ * The node's clock is trusted when it is not below the running image's build time: a board
+ * without a battery-backed clock that boots in 1970 is not, one that has NTP time is. A node
+ * that does not know its build time has nothing better than its clock and trusts it.
+ */
+export function clockTrusted(now: Time, buildTime?: Time): boolean {
+  return buildTime === undefined || ms(now) >= ms(buildTime);
+}
+
+/**
+ * Everything a node checks before it believes a manifest, in this order: size, signature (over
+ * the exact bytes, before anything is parsed), schema, channel, serial, expiry, and with a
+ * trusted clock, that it was not issued more than a day ahead of now. Pure: the caller
  * persists the new serial/issued (state.ts `acceptManifest`) only after this returns ok.
  *
  * Serial: a lower serial is a replay. The *same* serial is accepted only with the same bytes
  * (digest) — nodes re-read an unchanged manifest on every poll, and a rollout's throttle grows
  * while the manifest stays the same; equal serial with other bytes is refused as a replay.
+ *
+ * Clock floor: `issued` of an accepted manifest becomes the node's floor for a clock that may
+ * be wrong, so a future-dated one would make every later manifest look expired. With a trusted
+ * clock, a manifest issued more than MAX_ISSUED_AHEAD_MS ahead is refused (`future`); with an
+ * untrusted clock it cannot be judged and is accepted, but `raiseFloor` is then true only when
+ * it was issued at most that much after the build time.
  */
 export function verifyChannel(input: VerifyChannelInput): VerifyChannelResult {
   const { manifestBytes, sigBytes, trust, channel, state } = input;
+  if (manifestBytes.length > MAX_MANIFEST_BYTES) return { ok: false, reason: 'schema', message: `manifest is ${manifestBytes.length} bytes, more than the ${MAX_MANIFEST_BYTES} allowed` };
   const sig = verifySignatures(manifestBytes, sigBytes, trust);
   if (!sig.ok) return { ok: false, reason: sig.reason, message: sig.message };
 
@@ -322,12 +382,20 @@ export function verifyChannel(input: VerifyChannelInput): VerifyChannelResult {
     return { ok: false, reason: 'replay', message: `serial ${m.serial} was already seen with different content` };
   }
 
+  if (input.checkDates === false) return { ok: true, manifest: m, digest, unchanged, keyids: sig.keyids, raiseFloor: false };
+
   // A freshly booted board may think it is 1970: never let the clock go below what we know.
   const floor = Math.max(ms(input.now), input.buildTime === undefined ? 0 : ms(input.buildTime), state.lastIssued ? Date.parse(state.lastIssued) || 0 : 0);
   const expires = Date.parse(m.expires);
   if (floor > expires) return { ok: false, reason: 'expired', message: `manifest expired at ${m.expires} (clock floor ${new Date(floor).toISOString()})` };
 
-  return { ok: true, manifest: m, digest, unchanged, keyids: sig.keyids };
+  const issued = Date.parse(m.issued);
+  const trusted = clockTrusted(input.now, input.buildTime);
+  if (trusted && issued > ms(input.now) + MAX_ISSUED_AHEAD_MS) {
+    return { ok: false, reason: 'future', message: `manifest issued ${m.issued}, more than ${MAX_ISSUED_AHEAD_MS / 3600_000} h ahead of this node's clock (${new Date(ms(input.now)).toISOString()}); the publisher's clock is wrong` };
+  }
+  const raiseFloor = trusted || issued <= ms(input.buildTime!) + MAX_ISSUED_AHEAD_MS;
+  return { ok: true, manifest: m, digest, unchanged, keyids: sig.keyids, raiseFloor };
 }
 
 /** Manifest bytes as the publisher writes them: canonical form, after a schema check. */

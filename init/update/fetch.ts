@@ -20,7 +20,15 @@ export async function channelFetch(input: string | URL | Request, init?: Request
   const range = /^bytes=(\d+)-$/.exec(new Headers(init?.headers).get('range') ?? '');
   const start = range ? Number(range[1]) : 0;
   if (start > size || (range && start === size && size > 0)) return new Response(null, { status: 416, headers: { 'content-range': `bytes */${size}` } });
-  const body = size - start > 0 ? (Readable.toWeb(createReadStream(path, { start })) as ReadableStream<Uint8Array>) : null;
+  let body: ReadableStream<Uint8Array> | null = null;
+  if (size - start > 0) {
+    const stream = createReadStream(path, { start });
+    // Like fetch: an abort (a deadline, a size limit) ends the body with the abort's reason.
+    const signal = init?.signal;
+    if (signal?.aborted) stream.destroy(signal.reason);
+    else signal?.addEventListener('abort', () => stream.destroy(signal.reason), { once: true });
+    body = Readable.toWeb(stream) as ReadableStream<Uint8Array>;
+  }
   const headers: Record<string, string> = { 'content-length': String(size - start) };
   if (range) headers['content-range'] = `bytes ${start}-${size - 1}/${size}`;
   return new Response(body, { status: range ? 206 : 200, headers });

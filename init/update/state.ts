@@ -6,13 +6,15 @@
 // Rule for callers: load -> verifyChannel -> pickRelease -> acceptManifest -> saveState. Persist
 // only after every check passed; saving anything learnt from a manifest that was then refused
 // would let a forged or stale one move the replay and clock floors.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync, unlinkSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync, unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import semver from 'semver';
-import { CHANNELS, type Channel, type ChannelStateView, type Manifest } from '../../channels/manifest.ts';
+import { CHANNELS, MAX_ROOT_BYTES, parseTrustRoot, type Channel, type ChannelStateView, type Manifest, type TrustRoot } from '../../channels/manifest.ts';
 
 export const DEFAULT_STATE_BASE = '/var/lib/kiln';
 export const STATE_FILE = 'channel-state.json';
+/** A rotated trust root the node accepted (and its signatures), shared by every channel. */
+export const ROOT_FILE = 'trust.json';
 
 export type Space = 'stable' | 'beta';
 
@@ -100,10 +102,15 @@ export function saveState(baseDir: string, state: ChannelState): void {
     badVersions: [...new Set(state.badVersions)],
     serials: { ...(prev?.serials ?? {}), [state.channel]: { serial: state.lastSerial, digest: state.lastDigest } },
   };
+  writeDurably(path, JSON.stringify(next, null, 2) + '\n');
+}
+
+/** temp + fsync + rename + fsync(dir): a crash leaves the old file or the new one. */
+function writeDurably(path: string, data: string | Uint8Array): void {
   const tmp = `${path}.tmp-${process.pid}`;
   const fd = openSync(tmp, 'w', 0o600);
   try {
-    writeSync(fd, JSON.stringify(next, null, 2) + '\n');
+    writeFileSync(fd, data);
     fsyncSync(fd);
   } catch (e) {
     closeSync(fd);
@@ -117,8 +124,49 @@ export function saveState(baseDir: string, state: ChannelState): void {
   try { fsyncSync(dfd); } finally { closeSync(dfd); }
 }
 
-/** The state after accepting a verified manifest (pure; save it afterwards). */
-export function acceptManifest(state: ChannelState, manifest: Manifest, digest: string): ChannelState {
+// ---------------------------------------------------------------------------------------------
+// The trust root. The image's baked-in root is where every node starts; a rotation the node
+// verified (verifyRootRotation) is stored here, on the data partition, and used from then on.
+
+export function rootFile(baseDir: string): string { return join(baseDir, ROOT_FILE); }
+
+export interface EffectiveRoot { root: TrustRoot; rotated: boolean; problem?: string }
+
+/**
+ * The root to verify with: the stored rotated one when its version is above the baked-in
+ * one's (a newer image may bake in a newer root still). A stored root that does not parse is
+ * reported and the baked-in one used: manifests signed by rotated keys are then refused, which
+ * stops updates but never trusts anything new.
+ */
+export function loadTrustRoot(baseDir: string, baked: TrustRoot): EffectiveRoot {
+  const path = rootFile(baseDir);
+  let bytes: Buffer;
+  try { bytes = readFileSync(path); } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { root: baked, rotated: false };
+    return { root: baked, rotated: false, problem: `cannot read the rotated trust root ${path}: ${(e as Error).message}` };
+  }
+  let stored: TrustRoot;
+  try {
+    if (bytes.length > MAX_ROOT_BYTES) throw new Error(`${bytes.length} bytes, more than ${MAX_ROOT_BYTES}`);
+    stored = parseTrustRoot(bytes);
+  } catch (e) { return { root: baked, rotated: false, problem: `rotated trust root ${path} is unusable (${(e as Error).message}); using the image's` }; }
+  return (stored.version ?? 1) > (baked.version ?? 1) ? { root: stored, rotated: true } : { root: baked, rotated: false };
+}
+
+/** Stores a verified rotated root: the exact bytes, and the signatures that authorised it. */
+export function saveTrustRoot(baseDir: string, rootBytes: Uint8Array, sigBytes: Uint8Array): void {
+  mkdirSync(baseDir, { recursive: true });
+  writeDurably(`${rootFile(baseDir)}.sig`, sigBytes);
+  writeDurably(rootFile(baseDir), rootBytes);
+}
+
+/**
+ * The state after accepting a verified manifest (pure; save it afterwards). `raiseFloor` is
+ * verifyChannel's verdict on whether its `issued` may become the clock floor: false for a
+ * manifest seen with an untrusted clock and dated too far past the build time, which must not
+ * make every later manifest look expired.
+ */
+export function acceptManifest(state: ChannelState, manifest: Manifest, digest: string, opts: { raiseFloor?: boolean } = {}): ChannelState {
   if (manifest.channel !== state.channel) throw new Error(`manifest for '${manifest.channel}' given to '${state.channel}' state`);
   const issued = Date.parse(manifest.issued);
   const floor = state.lastIssued ? Date.parse(state.lastIssued) : -Infinity;
@@ -126,7 +174,7 @@ export function acceptManifest(state: ChannelState, manifest: Manifest, digest: 
     ...state,
     lastSerial: Math.max(state.lastSerial, manifest.serial),
     lastDigest: manifest.serial >= state.lastSerial ? digest : state.lastDigest,
-    lastIssued: issued > floor ? manifest.issued : state.lastIssued,
+    lastIssued: opts.raiseFloor !== false && issued > floor ? manifest.issued : state.lastIssued,
   };
 }
 

@@ -12,6 +12,7 @@
 //   download.json       progress of an interrupted root download (resume with HTTP Range)
 //   last-check.json     result of the last check, for `kiln upgrade --check`/status
 //   last-boot.json      what afterBoot/rollback decided, for status
+// and shared by all channels: /var/lib/kiln/trust.json (+ .sig), a rotated trust root (state.ts).
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync, existsSync, realpathSync } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
@@ -21,10 +22,10 @@ import semver from 'semver';
 import { run } from '../exec.ts';
 import { otherSlot, type Slot } from '../slot.ts';
 import {
-  pickRelease, verifyChannel, wariness as warinessOf, parseTrustRoot,
+  pickRelease, verifyChannel, verifyRootRotation, wariness as warinessOf, parseTrustRoot, clip, MAX_MANIFEST_BYTES, MAX_ROOT_BYTES, MAX_SIG_BYTES,
   type Artifact, type Channel, type RefuseReason, type Time, type TrustRoot,
 } from '../../channels/manifest.ts';
-import { acceptManifest, loadState, recordBadVersion, saveState, spaceDir, type ChannelState } from './state.ts';
+import { acceptManifest, loadState, loadTrustRoot, recordBadVersion, rootFile, saveState, saveTrustRoot, spaceDir, type ChannelState } from './state.ts';
 import { FleetLockLock, type RebootLock } from './rebootlock.ts';
 import { DEFAULT_TRIES, fsyncDir } from './entries.ts';
 import { slotLoaderAt, type BootKind, type SlotLoader } from './loaders.ts';
@@ -35,6 +36,16 @@ export const PENDING_FILE = 'pending.json';
 export const PROGRESS_FILE = 'download.json';
 export const LAST_CHECK_FILE = 'last-check.json';
 export const LAST_BOOT_FILE = 'last-boot.json';
+
+// Artifact downloads must end: a server that drips a byte a minute never trips the stall
+// timeout and would hold the updater (and the reboot it gates) forever.
+/** All of one apply()'s downloads (root image and boot files, every resume) must finish within this. */
+export const DEFAULT_DOWNLOAD_DEADLINE_MS = 6 * 3600_000;
+/** Slower than this over a whole window counts as an interruption (resumed, up to downloadAttempts). */
+export const DEFAULT_MIN_RATE_BYTES_PER_S = 4096;
+export const DEFAULT_RATE_WINDOW_MS = 60_000;
+/** Trust root rotations followed in one check (roots/<v+1>.json, <v+2>, …). */
+export const MAX_ROTATIONS_PER_CHECK = 8;
 
 export interface UpdaterOptions {
   /** Base URL of the published tree, e.g. http://host/channels (the channel is appended). */
@@ -85,6 +96,11 @@ export interface UpdaterOptions {
   /** Deadline for manifest requests and for a stalled artifact stream (default 30 s / 60 s). */
   fetchTimeoutMs?: number;
   stallTimeoutMs?: number;
+  /** Overall deadline for one apply()'s downloads (default DEFAULT_DOWNLOAD_DEADLINE_MS); what arrived is kept for the next poll. */
+  downloadDeadlineMs?: number;
+  /** Minimum transfer rate, measured over each rateWindowMs (defaults above); 0 turns the check off. */
+  minRateBytesPerSec?: number;
+  rateWindowMs?: number;
   /** Pause between health probes in afterBoot (default 5 s). */
   healthIntervalMs?: number;
 }
@@ -128,6 +144,8 @@ export type RollbackResult =
 
 /** An artifact whose bytes are not what the signed manifest says: never resumed, never retried as is. */
 class IntegrityError extends Error { override name = 'IntegrityError'; }
+/** The download deadline passed: keep what arrived, stop trying until the next poll. */
+class DeadlineError extends Error { override name = 'DeadlineError'; }
 
 const errText = (e: unknown) => (e as Error)?.message ?? String(e);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -161,6 +179,10 @@ export class Updater {
   private readonly bootId: string;
   private readonly log: (line: string) => void;
   private busy = false;
+  /** performance.now() by which this apply()'s downloads must be done. */
+  private downloadDeadline = Infinity;
+  /** The trust root in use and what became of the last rotation attempt, for status. */
+  private rootNote: string | undefined;
   private last: { at: string; result: CheckResult } | undefined;
   /** A channel chosen while an update was running: switched to once it is done. */
   private nextChannel: Channel | undefined;
@@ -192,10 +214,38 @@ export class Updater {
   // -------------------------------------------------------------------------------------------
   // check
 
-  private async fetchBytes(url: string): Promise<Buffer> {
+  /**
+   * A small file (manifest, signatures, trust root) of at most `max` bytes. Read as a stream and
+   * dropped the moment it grows past the limit: the server is not trusted yet, and buffering
+   * whatever it sends would let it exhaust PID 1's memory.
+   */
+  private async fetchBytes(url: string, max: number): Promise<Buffer>;
+  private async fetchBytes(url: string, max: number, opts: { optional: true }): Promise<Buffer | undefined>;
+  private async fetchBytes(url: string, max: number, opts: { optional?: boolean } = {}): Promise<Buffer | undefined> {
     const res = await this.fetchFn(url, { signal: AbortSignal.timeout(this.o.fetchTimeoutMs ?? 30_000), redirect: 'follow' });
-    if (res.status !== 200) throw new Error(`GET ${url}: HTTP ${res.status}`);
-    return Buffer.from(await res.arrayBuffer());
+    const drop = () => { res.body?.cancel().catch(() => undefined); };
+    if (opts.optional && res.status === 404) { drop(); return undefined; }
+    if (res.status !== 200) { drop(); throw new Error(`GET ${url}: HTTP ${res.status}`); }
+    const tooBig = (n: number | string) => new Error(`GET ${url}: ${n} bytes, more than the ${max} allowed`);
+    const declared = Number(res.headers.get('content-length') ?? NaN);
+    if (declared > max) { drop(); throw tooBig(declared); }
+    if (!res.body) return Buffer.alloc(0);
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    const reader = res.body.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        total += value.length;
+        if (total > max) throw tooBig(`over ${max}`);
+        chunks.push(value);
+      }
+    } catch (e) {
+      reader.cancel().catch(() => undefined);
+      throw e;
+    }
+    return Buffer.concat(chunks, total);
   }
 
   /**
@@ -217,18 +267,20 @@ export class Updater {
     try { state = loadState(o.stateBase ?? '/var/lib/kiln', o.channel); } catch (e) {
       return { action: 'refused', reason: 'state', message: `cannot read channel state: ${errText(e)}` };
     }
+    const trust = await this.trustRoot(o.trust);
     const url = this.manifestUrl();
     let manifestBytes: Buffer, sigBytes: Buffer;
     try {
-      [manifestBytes, sigBytes] = await Promise.all([this.fetchBytes(url), this.fetchBytes(`${url}.sig`)]);
+      [manifestBytes, sigBytes] = await Promise.all([this.fetchBytes(url, MAX_MANIFEST_BYTES), this.fetchBytes(`${url}.sig`, MAX_SIG_BYTES)]);
     } catch (e) {
-      return { action: 'refused', reason: 'fetch', message: `cannot fetch the ${o.channel} manifest: ${errText(e)}` };
+      return { action: 'refused', reason: 'fetch', message: `cannot fetch the ${o.channel} manifest: ${clip(errText(e))}` };
     }
     const now = this.now();
-    const v = verifyChannel({ manifestBytes, sigBytes, trust: o.trust, channel: o.channel, state, now, buildTime: o.buildTime });
+    const v = verifyChannel({ manifestBytes, sigBytes, trust, channel: o.channel, state, now, buildTime: o.buildTime });
     if (!v.ok) {
-      this.log(`update check refused the ${o.channel} manifest (${v.reason}): ${v.message}`);
-      return { action: 'refused', reason: v.reason, message: v.message };
+      const message = clip(v.message, 1000);
+      this.log(`update check refused the ${o.channel} manifest (${v.reason}): ${message}`);
+      return { action: 'refused', reason: v.reason, message };
     }
     const pick = pickRelease(v.manifest, {
       current: o.currentVersion, arch: o.arch, now,
@@ -236,7 +288,7 @@ export class Updater {
     });
     // Every check passed: remember the serial/issued floor (skipped when nothing changed, so a
     // poll of an unchanged manifest does not rewrite the file).
-    const next = acceptManifest(state, v.manifest, v.digest);
+    const next = acceptManifest(state, v.manifest, v.digest, { raiseFloor: v.raiseFloor });
     if (next.lastSerial !== state.lastSerial || next.lastDigest !== state.lastDigest || next.lastIssued !== state.lastIssued) {
       try { saveState(o.stateBase ?? '/var/lib/kiln', next); } catch (e) {
         return { action: 'refused', reason: 'state', message: `cannot save channel state: ${errText(e)}` };
@@ -257,6 +309,55 @@ export class Updater {
       rootUrl: new URL(root.url, url).href, skipped: [],
       message: `${o.currentVersion} -> ${version} into slot ${slot} (${o.channel} serial ${serial}, rollout ${(pick.throttle * 100).toFixed(0)}%)`,
     };
+  }
+
+  /**
+   * The trust root to verify manifests with. Starts from the image's (or the rotated one stored
+   * on the data partition), then follows published rotations: <tree>/roots/<version+1>.json with
+   * its .sig, accepted only as verifyRootRotation allows (a threshold of the current keys and of
+   * its own, a higher version) and stored before it is used. No such file (404) means no
+   * rotation. A rotation that does not verify is reported and the current root kept.
+   */
+  private async trustRoot(baked: TrustRoot): Promise<TrustRoot> {
+    const base = this.o.stateBase ?? '/var/lib/kiln';
+    const eff = loadTrustRoot(base, baked);
+    if (eff.problem) this.log(`update: ${eff.problem}`);
+    let root = eff.root;
+    let note = eff.problem ?? (eff.rotated ? `version ${root.version} (rotated, ${rootFile(base)})` : undefined);
+    const tree = this.o.channelUrl.replace(/\/+$/, '');
+    for (let i = 0; i < MAX_ROTATIONS_PER_CHECK; i++) {
+      const next = (root.version ?? 1) + 1;
+      const url = `${tree}/roots/${next}.json`;
+      let bytes: Buffer | undefined, sig: Buffer;
+      try {
+        bytes = await this.fetchBytes(url, MAX_ROOT_BYTES, { optional: true });
+        if (!bytes) break;
+        sig = await this.fetchBytes(`${url}.sig`, MAX_SIG_BYTES);
+      } catch (e) {
+        // Not logged: the manifest fetch that follows reports an unreachable server.
+        note = `version ${root.version}; cannot fetch the rotation to version ${next}: ${clip(errText(e))}`;
+        break;
+      }
+      const r = verifyRootRotation(root, bytes, sig);
+      const problem = !r.ok ? `${r.reason}: ${clip(r.message)}`
+        : r.root.version !== next ? `${url} holds version ${r.root.version}, not ${next}` : undefined;
+      if (problem || !r.ok) {
+        note = `version ${root.version}; rotation to version ${next} refused (${problem})`;
+        this.log(`update: trust root ${note}`);
+        break;
+      }
+      try { saveTrustRoot(base, bytes, sig); } catch (e) {
+        // Not stored, not used: a root the node would forget at the next boot must not sign its updates.
+        note = `version ${root.version}; rotation to version ${next} verified but not stored: ${errText(e)}`;
+        this.log(`update: trust root ${note}`);
+        break;
+      }
+      root = r.root;
+      note = `version ${next} (rotated, ${rootFile(base)})`;
+      this.log(`update: trust root rotated to version ${next} (keys ${root.keys.map((k) => k.keyid.slice(0, 16)).join(', ')}, threshold ${root.threshold}); stored in ${rootFile(base)}`);
+    }
+    this.rootNote = note;
+    return root;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -326,9 +427,10 @@ export class Updater {
     } catch (e) { return { ok: false, stage: 'stage', message: `cannot make slot ${target} unbootable: ${errText(e)}`, check: c }; }
 
     this.log(`update: writing ${c.version} (${c.root.size} bytes) into slot ${target}`);
+    this.downloadDeadline = performance.now() + (this.o.downloadDeadlineMs ?? DEFAULT_DOWNLOAD_DEADLINE_MS);
     try { await this.writeRoot(c, target); } catch (e) {
       const integrity = e instanceof IntegrityError;
-      this.log(`update: ${integrity ? 'refused' : 'download failed'}: ${errText(e)}`);
+      this.log(`update: ${integrity ? 'refused' : 'download failed'}: ${clip(errText(e), 1000)}`);
       return { ok: false, stage: integrity ? 'verify' : 'download', message: errText(e), check: c };
     }
     this.log(`update: staging the boot files of ${c.version} for slot ${target}`);
@@ -381,7 +483,7 @@ export class Updater {
           // Keep what arrived: durable bytes first, then the record that claims them.
           await fh.sync();
           if (st.offset > 0) this.saveProgress(progress(st.offset));
-          if (i >= attempts) throw new Error(`${c.rootUrl}: ${errText(e)} (${st.offset} of ${want.size} bytes kept; the next attempt resumes)`);
+          if (i >= attempts || e instanceof DeadlineError) throw new Error(`${c.rootUrl}: ${errText(e)} (${st.offset} of ${want.size} bytes kept; the next attempt resumes)`);
           this.log(`update: download interrupted at byte ${st.offset} (${errText(e)}); resuming`);
         }
       }
@@ -405,6 +507,19 @@ export class Updater {
     const stallMs = this.o.stallTimeoutMs ?? 60_000;
     let timer = setTimeout(() => ctrl.abort(new Error(`no data for ${stallMs} ms`)), stallMs);
     const poke = () => { clearTimeout(timer); timer = setTimeout(() => ctrl.abort(new Error(`no data for ${stallMs} ms`)), stallMs); };
+    // The deadline and the minimum rate: a trickle keeps poking the stall timer, these do not care.
+    const budget = this.o.downloadDeadlineMs ?? DEFAULT_DOWNLOAD_DEADLINE_MS;
+    const left = this.downloadDeadline - performance.now();
+    const overdue = () => new DeadlineError(`download deadline of ${Math.round(budget / 1000)} s passed`);
+    if (left <= 0) throw overdue();
+    const deadlineTimer = setTimeout(() => ctrl.abort(overdue()), Math.min(left, 2 ** 31 - 1));
+    const minRate = this.o.minRateBytesPerSec ?? DEFAULT_MIN_RATE_BYTES_PER_S;
+    const windowMs = this.o.rateWindowMs ?? DEFAULT_RATE_WINDOW_MS;
+    let inWindow = 0;
+    const rateTimer = minRate > 0 ? setInterval(() => {
+      if (inWindow < minRate * windowMs / 1000) ctrl.abort(new Error(`slower than ${minRate} bytes/s (${inWindow} bytes in the last ${Math.round(windowMs / 1000)} s)`));
+      inWindow = 0;
+    }, windowMs) : undefined;
     try {
       const headers: Record<string, string> = st.offset > 0 ? { range: `bytes=${st.offset}-` } : {};
       const res = await this.fetchFn(url, { headers, signal: ctrl.signal, redirect: 'follow' });
@@ -414,7 +529,7 @@ export class Updater {
         st.offset = 0; st.hash = createHash('sha256');
       } else if (st.offset > 0 && res.status === 206) {
         const cr = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '');
-        if (!cr || Number(cr[1]) !== st.offset) throw new Error(`server answered Range ${st.offset}- with Content-Range '${res.headers.get('content-range')}'`);
+        if (!cr || Number(cr[1]) !== st.offset) throw new Error(`server answered Range ${st.offset}- with Content-Range '${clip(res.headers.get('content-range') ?? '', 100)}'`);
       } else if (res.status !== 200) {
         throw new Error(`GET ${url}: HTTP ${res.status}`);
       }
@@ -423,6 +538,7 @@ export class Updater {
       let since = 0;
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
         poke();
+        inWindow += chunk.length;
         if (st.offset + chunk.length > size) throw new IntegrityError(`${url} sends more than the ${size} bytes the signed manifest says`);
         await fh.write(chunk, 0, chunk.length, st.offset);
         st.hash.update(chunk);
@@ -431,8 +547,14 @@ export class Updater {
         if (since >= every) { since = 0; await fh.sync(); onProgress(st.offset); }
       }
       if (st.offset < size) throw new Error(`connection ended after ${st.offset} of ${size} bytes`);
+    } catch (e) {
+      // An abort surfaces as whatever the body stream makes of it; report why we aborted.
+      if (ctrl.signal.aborted && !(e instanceof IntegrityError)) throw ctrl.signal.reason;
+      throw e;
     } finally {
       clearTimeout(timer);
+      clearTimeout(deadlineTimer);
+      clearInterval(rateTimer);
     }
   }
 
@@ -638,6 +760,14 @@ export class Updater {
     lines.push(`channel: ${o.channel} from ${o.channelUrl}`);
     lines.push(`running: ${o.currentVersion} in slot ${o.bootedSlot}`);
     if (!o.trust) lines.push(`updates disabled: ${o.trustProblem ?? 'no trust root in this image (/usr/lib/kiln/trust.json)'}`);
+    else {
+      const stored = () => {
+        const e = loadTrustRoot(o.stateBase ?? '/var/lib/kiln', o.trust!);
+        return e.problem ?? (e.rotated ? `version ${e.root.version} (rotated, ${rootFile(o.stateBase ?? '/var/lib/kiln')})` : undefined);
+      };
+      const note = this.rootNote ?? stored();
+      if (note) lines.push(`trust root: ${note}`);
+    }
     if (this.last) lines.push(`last check: ${this.last.at}: ${this.last.result.action}${'reason' in this.last.result ? ` (${this.last.result.reason})` : ''}: ${this.last.result.message}`);
     else lines.push('last check: never');
     const p = this.readPending();

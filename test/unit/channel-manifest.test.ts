@@ -2,7 +2,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import {
-  canonicalize, keyIdOf, makeTrustRoot, parseTrustRoot, serializeManifest, signBytes, trustKeyOf, validateManifest,
+  canonicalize, keyIdOf, makeTrustRoot, parseTrustRoot, serializeManifest, signBytes, trustKeyOf, validateManifest, clockTrusted,
+  MAX_SIG_BYTES, MAX_MANIFEST_BYTES,
   verifyChannel, verifyRootRotation, verifySignatures, type Manifest, type TrustRoot, type VerifyChannelInput,
 } from '../../channels/manifest.ts';
 
@@ -108,6 +109,50 @@ test('expired manifests are refused, with the clock floored by build time and la
   refused(input({ now: 0, state: { lastSerial: 6, lastIssued: '2030-02-02T00:00:00Z' } }), 'expired');
   assert.ok(verifyChannel(input({ now: 0, buildTime: Date.parse('2029-12-01T00:00:00Z') })).ok);
   assert.ok(verifyChannel(input({ now: new Date('2030-02-01T00:00:00Z') })).ok, 'valid up to and including expires');
+});
+
+test('each trusted key is checked once: a later entry for the same key cannot rescue a bad first one', () => {
+  const bytes = serializeManifest(manifest());
+  const good = JSON.parse(signBytes(bytes, [A.privateKey]).toString()).signatures[0];
+  const forged = { keyid: good.keyid, sig: Buffer.alloc(64, 1).toString('base64') };
+  // Without the rule, N entries naming a trusted key would cost N Ed25519 checks.
+  const r = verifySignatures(bytes, Buffer.from(JSON.stringify({ signatures: [forged, forged, good] })), trust);
+  assert.ok(!r.ok && r.reason === 'bad-signature', JSON.stringify(r));
+  assert.ok(verifySignatures(bytes, Buffer.from(JSON.stringify({ signatures: [good, forged] })), trust).ok, 'checking stops at the threshold');
+  // Unknown keyids are never checked; hundreds of them and one good entry verify quickly.
+  const strangers = Array.from({ length: 300 }, (_, i) => ({ keyid: i.toString(16).padStart(64, '0'), sig: forged.sig }));
+  assert.ok(verifySignatures(bytes, Buffer.from(JSON.stringify({ signatures: [...strangers, good] })), trust).ok);
+  const onlyStrangers = verifySignatures(bytes, Buffer.from(JSON.stringify({ signatures: strangers })), trust);
+  assert.ok(!onlyStrangers.ok && onlyStrangers.reason === 'unknown-key' && /and 296 more/.test(onlyStrangers.message) && onlyStrangers.message.length < 200, JSON.stringify(onlyStrangers));
+});
+
+test('oversized signature files and manifests are refused before any check', () => {
+  const i = input();
+  const sig = JSON.parse(Buffer.from(i.sigBytes).toString());
+  const padded = Buffer.from(JSON.stringify({ ...sig, pad: ' '.repeat(MAX_SIG_BYTES) }));
+  const r = verifyChannel({ ...i, sigBytes: padded });
+  assert.ok(!r.ok && r.reason === 'bad-signature' && /more than the 65536 allowed/.test(r.message), JSON.stringify(r).slice(0, 300));
+  const big = Buffer.concat([Buffer.from(i.manifestBytes), Buffer.alloc(MAX_MANIFEST_BYTES, 0x20)]);
+  const m = verifyChannel({ ...i, manifestBytes: big, sigBytes: signBytes(big, [A.privateKey]) });
+  assert.ok(!m.ok && m.reason === 'schema' && /more than the 1048576 allowed/.test(m.message));
+});
+
+test('future-dated manifests: refused once the clock is trusted, never raise the floor', () => {
+  const build = Date.parse('2029-12-01T00:00:00Z');
+  assert.ok(clockTrusted(NOW, build) && !clockTrusted(0, build) && clockTrusted(0), 'trusted = not below the build time (or no build time known)');
+  // Issued 2030-01-01; the node's clock says 2029-12-30T23:00Z (25 h earlier): too far ahead.
+  refused(input({ now: Date.parse('2029-12-30T23:00:00Z'), buildTime: build }), 'future');
+  refused(input({ now: Date.parse('2029-12-30T23:00:00Z') }), 'future');
+  const edge = verifyChannel(input({ now: Date.parse('2029-12-31T00:00:00Z'), buildTime: build }));
+  assert.ok(edge.ok && edge.raiseFloor, 'a day ahead is tolerated (publisher clocks drift)');
+  const normal = verifyChannel(input({ buildTime: build }));
+  assert.ok(normal.ok && normal.raiseFloor);
+  // A board that booted in 1970 cannot judge the date: accepted, but its issued is no floor...
+  const untrusted = verifyChannel(input({ now: 0, buildTime: build }));
+  assert.ok(untrusted.ok && !untrusted.raiseFloor);
+  // ...unless it is within a day of the build time.
+  const fresh = verifyChannel(input({ now: 0, buildTime: Date.parse('2029-12-31T12:00:00Z') }));
+  assert.ok(fresh.ok && fresh.raiseFloor);
 });
 
 test('a manifest signed for another channel is refused', () => {

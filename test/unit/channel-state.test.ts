@@ -3,7 +3,9 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { acceptManifest, channelSpace, emptyState, loadState, recordBadVersion, saveState, stateFile } from '../../init/update/state.ts';
+import { acceptManifest, channelSpace, emptyState, loadState, loadTrustRoot, recordBadVersion, rootFile, saveState, saveTrustRoot, stateFile } from '../../init/update/state.ts';
+import { generateKeyPairSync } from 'node:crypto';
+import { canonicalize, makeTrustRoot } from '../../channels/manifest.ts';
 import type { Manifest } from '../../channels/manifest.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'kiln-chstate-'));
@@ -58,6 +60,28 @@ test('acceptManifest only moves floors forward', () => {
   const older = acceptManifest(s, man('beta', 9, '2030-04-01T00:00:00Z'), 'f'.repeat(64));
   assert.is(older.lastIssued, '2030-05-01T00:00:00Z');
   assert.throws(() => acceptManifest(s, man('rc', 10), 'f'.repeat(64)), /rc/);
+  // verifyChannel's raiseFloor: false (seen with an untrusted clock, dated far past the build)
+  // takes the serial and digest but leaves the clock floor where it was.
+  const later = acceptManifest(s, man('beta', 10, '2031-01-01T00:00:00Z'), 'e'.repeat(64), { raiseFloor: false });
+  assert.equal([later.lastSerial, later.lastDigest, later.lastIssued], [10, 'e'.repeat(64), '2030-05-01T00:00:00Z']);
+});
+
+test('trust root: the stored rotated one applies only above the baked-in version; a damaged one is reported', () => {
+  const dir = tmp();
+  const key = () => generateKeyPairSync('ed25519').publicKey;
+  const baked = makeTrustRoot([key()], 1, 1);
+  assert.equal(loadTrustRoot(dir, baked), { root: baked, rotated: false });
+  const v2 = makeTrustRoot([key()], 1, 2);
+  saveTrustRoot(dir, Buffer.from(canonicalize(v2)), Buffer.from('{"signatures":[]}'));
+  assert.equal(loadTrustRoot(dir, baked), { root: v2, rotated: true });
+  assert.is(statSync(rootFile(dir)).mode & 0o777, 0o600);
+  // A newer image that bakes in version 3 starts from that.
+  const v3 = makeTrustRoot([key()], 1, 3);
+  assert.equal(loadTrustRoot(dir, v3), { root: v3, rotated: false });
+  writeFileSync(rootFile(dir), '{"schema":"kiln-root/1"');
+  const bad = loadTrustRoot(dir, baked);
+  assert.is(bad.root, baked);
+  assert.match(bad.problem ?? '', /rotated trust root .*trust\.json is unusable/);
 });
 
 test('a damaged state file is reported, not silently reset', () => {

@@ -27,6 +27,23 @@ test('file: fetch answers like a server: 200, 206 for a Range, 416 past the end,
   assert.is((await channelFetch(pathToFileURL(join(w.dir, 'missing')).href)).status, 404);
 });
 
+test('file: fetch honours its abort signal mid-body, like fetch (deadlines and rate limits end it)', async () => {
+  w = await world();
+  const f = join(w.dir, 'big');
+  writeFileSync(f, Buffer.alloc(4 << 20, 1));
+  const ctrl = new AbortController();
+  const res = await channelFetch(pathToFileURL(f).href, { signal: ctrl.signal });
+  let got = 0, err: Error | undefined;
+  try {
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      got += chunk.length;
+      ctrl.abort(new Error('fixture deadline'));
+    }
+  } catch (e) { err = e as Error; }
+  assert.is(err?.message, 'fixture deadline');
+  assert.ok(got < 4 << 20, `read ${got} bytes after the abort`);
+});
+
 test('v1 -> v2 from file:///: verified, written to slot b, staged; a tampered root is refused', async () => {
   w = await world();
   const v2 = await w.publish('2.0.0');

@@ -3,7 +3,7 @@
 // (with Range support and fault injection), plus a fake node: a temp ESP, two plain files as
 // slot devices, and a state folder.
 import { createHash, randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { encodeUbootEnv } from '../../init/bootctl/ubootenv.ts';
 import { tmpdir } from 'node:os';
@@ -25,6 +25,8 @@ export interface ChannelServer {
   cutNext(suffix: string, bytes: number): void;
   /** Answer Range requests with the whole file (200), like a server without Range support. */
   ignoreRange: boolean;
+  /** Answer every request for a path ending in `suffix` with `handler` instead of the file; null serves the file again. */
+  route(suffix: string, handler: ((req: IncomingMessage, res: ServerResponse) => void) | null): void;
   close(): Promise<void>;
 }
 
@@ -32,11 +34,14 @@ export async function serve(dir: string): Promise<ChannelServer> {
   const requests: Served[] = [];
   const cuts: { suffix: string; bytes: number }[] = [];
   const state = { ignoreRange: false };
+  const routes: { suffix: string; handler: (req: IncomingMessage, res: ServerResponse) => void }[] = [];
   const server: Server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url!, 'http://x').pathname);
     const file = join(dir, path);
     const rec: Served = { url: path, range: req.headers.range, status: 0, sent: 0 };
     requests.push(rec);
+    const route = routes.find((r) => path.endsWith(r.suffix));
+    if (route) { res.on('error', () => undefined); route.handler(req, res); return; }
     if (!file.startsWith(dir) || !existsSync(file) || !statSync(file).isFile()) { rec.status = 404; res.statusCode = 404; res.end('not found'); return; }
     const data = readFileSync(file);
     let body = data;
@@ -68,6 +73,10 @@ export async function serve(dir: string): Promise<ChannelServer> {
     base: `http://127.0.0.1:${port}`,
     requests,
     cutNext: (suffix, bytes) => { cuts.push({ suffix, bytes }); },
+    route: (suffix, handler) => {
+      for (let i = routes.length - 1; i >= 0; i--) if (routes[i]!.suffix === suffix) routes.splice(i, 1);
+      if (handler) routes.push({ suffix, handler });
+    },
     get ignoreRange() { return state.ignoreRange; },
     set ignoreRange(v: boolean) { state.ignoreRange = v; },
     close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
