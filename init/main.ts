@@ -2,7 +2,7 @@
 // signals; this process is the init proper: boot phases, config, services, health,
 // shutdown. Nothing here may end the process: tini would exit and the kernel would panic.
 import { existsSync, mkdirSync } from 'node:fs';
-import { bootInfo, cmdlineArg, countBoot, ensureMachineId, mountEsp } from './boot.ts';
+import { bootChainLine, bootInfo, cmdlineArg, countBoot, ensureMachineId, mountEsp } from './boot.ts';
 import { blessBooted, detectBootLoader, partitionBySpec, siblingPartition, ubootFellBackFrom } from './bootctl/index.ts';
 import { candidateDisks, install, installedConfig, mountMedium, readManifest } from './install.ts';
 import { applyDefaults } from './config/parse.ts';
@@ -374,6 +374,7 @@ const bootCount = () => Number(read('/var/lib/kiln/boot-count').trim()) || 0;
 
 async function boot() {
   say(`init started: kiln ${info.version} slot ${info.slot} (${info.arch}, kernel ${info.kernel}, node ${process.version})`);
+  say(bootChainLine(info.chain));
   const results = await runPhases(phases);
   if (isShuttingDown()) return;
   const failed = results.filter((r) => !r.ok);
