@@ -5,6 +5,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isIP } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Node, type Scalar } from 'yaml';
+import { parseWindows } from '../update/window.ts';
 import { aliasesOf, childSchema, CONFIG_SCHEMA, schemaAt, type KilnConfig, type KilnConfigInput, type SchemaNode, type WriteFile } from './schema.ts';
 
 export interface ConfigProblem {
@@ -298,6 +299,14 @@ function checkContents(c: KilnConfigInput, file: string, loc: Locator): ConfigPr
       out.push({ file, ...loc.pos(p, false), key: keyPath(p), message: (e as Error).message, fix: `encode the content as ${f.encoding} says, or change encoding` });
     }
   });
+  // The updater's own parser: a window that passes here is one the updater accepts at start-up.
+  const window = c.kiln?.updates?.window;
+  if (window) {
+    try { parseWindows(window); } catch (e) {
+      const p = ['kiln', 'updates', 'window'];
+      out.push({ file, ...loc.pos(p, false), key: keyPath(loc.spelling(p)), message: (e as Error).message, fix: `use ${schemaAt(p)?.['x-hint']}` });
+    }
+  }
   return out;
 }
 

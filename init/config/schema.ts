@@ -148,7 +148,9 @@ const KILN = {
       properties: {
         url: s("Base URL of the release tree (the channel name is appended): http(s), or file:///PATH for a tree copied onto the node (air-gapped sites); empty: no automatic updates.", { pattern: '^((https?://|file:///).+)?$', 'x-hint': "an http(s) URL such as 'https://releases.example.com/kiln', or file:///data/channels" }),
         poll_minutes: { type: 'integer', minimum: 1, default: 240, description: 'Minutes between checks (a random delay of up to half of it is added).' },
-        window: s("When reboots may happen, e.g. 'Sat 02:00-04:00' or 'Mon-Fri 01:00-05:00; Sun 00:00-24:00' (local time); empty: any time."),
+        // Checked by parse.ts with the updater's own parser (update/window.ts); the length cap
+        // keeps that parser's work small.
+        window: s("When reboots may happen, e.g. 'Sat 02:00-04:00' or 'Mon-Fri 01:00-05:00; Sun 00:00-24:00' (local time); empty: any time.", { maxLength: 512, 'x-hint': "[DAYS] HH:MM-HH:MM in local time, several joined with ';', e.g. 'Sat 02:00-04:00' or 'Mon-Fri 22:00-23:30; Sun 00:00-24:00'; empty for any time" }),
         fleetlock_url: s('FleetLock server that allows one node at a time to reboot; empty: no lock.', { pattern: '^(https?://.+)?$', 'x-hint': 'an http(s) URL' }),
         fleetlock_group: s("FleetLock group of this node; empty: 'default'."),
         canary: b('Take every release as soon as it is published, ignoring the staged rollout.'),

@@ -139,6 +139,12 @@ const REJECT: [string, string[]][] = [
     'c.yaml:4:13 kiln.install.silent: expected true or false, got number 1 (write true or false)']],
   ['kiln: {password: a}\nk3os: {token: b}\n', ["c.yaml:2:1 k3os: 'k3os' and 'kiln' are the same key (keep only one of them, spelled 'kiln')"]],
   ['kiln:\n  sysctl: {a.b: 1}\n  sysctls: {c.d: 1}\n', ["c.yaml:3:3 kiln.sysctls: 'sysctls' and 'sysctl' are the same key (keep only one of them, spelled 'sysctls')"]],
+  // The maintenance window goes through the updater's parser (update/window.ts), which would
+  // otherwise refuse it only when the node starts its updater.
+  ['kiln:\n  updates:\n    window: Saturdays 2am-4am\n', ["c.yaml:3:13 kiln.updates.window: maintenance window 'Saturdays 2am-4am': expected '[days] HH:MM-HH:MM', e.g. 'Sat 02:00-04:00' (use [DAYS] HH:MM-HH:MM in local time, several joined with ';', e.g. 'Sat 02:00-04:00' or 'Mon-Fri 22:00-23:30; Sun 00:00-24:00'; empty for any time)"]],
+  ['k3os:\n  updates: {window: "Sat 02:00-04:00; Mon 25:00-01:00"}\n', ["c.yaml:2:21 k3os.updates.window: maintenance window 'Mon 25:00-01:00': '25:00' is not a valid time (use [DAYS] HH:MM-HH:MM in local time, several joined with ';', e.g. 'Sat 02:00-04:00' or 'Mon-Fri 22:00-23:30; Sun 00:00-24:00'; empty for any time)"]],
+  ['kiln:\n  updates:\n    window: "Sun-Mon 03:00-03:00"\n', ["c.yaml:3:13 kiln.updates.window: maintenance window 'Sun-Mon 03:00-03:00': start and end are the same (use 00:00-24:00 for all day) (use [DAYS] HH:MM-HH:MM in local time, several joined with ';', e.g. 'Sat 02:00-04:00' or 'Mon-Fri 22:00-23:30; Sun 00:00-24:00'; empty for any time)"]],
+  ['kiln:\n  updates:\n    window: " "\n', ["c.yaml:3:13 kiln.updates.window: maintenance window is empty (use [DAYS] HH:MM-HH:MM in local time, several joined with ';', e.g. 'Sat 02:00-04:00' or 'Mon-Fri 22:00-23:30; Sun 00:00-24:00'; empty for any time)"]],
   // YAML syntax
   ['hostname: a\nhostname: b\n', ['c.yaml:2:1 (yaml): syntax error: Map keys must be unique (remove one of the two keys, or merge their values)']],
   ['kiln:\n  modules: [kvm\n', ['c.yaml:3:1 (yaml): syntax error: Flow sequence in block collection must be sufficiently indented and end with a ] (check the indentation and the closing bracket or quote)']],

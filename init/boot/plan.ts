@@ -1,0 +1,98 @@
+// The boot, top to bottom: every task with what it needs done first. `needs` names a task
+// (`phase/name`) or a fact a task gives; checkPlan (sequencer.ts) holds every need to a task
+// earlier in the list, and a unit test holds this plan to it. The tasks run in list order;
+// the needs are the real dependencies, so the plan can run in parallel later without
+// reading the code behind each task again.
+//
+// Phase and task names appear in results, log lines and the timings line: they are output.
+import { mountBase, settleDevices } from '../system.ts';
+import { linkUp } from '../network.ts';
+import type { BootInfo } from '../boot.ts';
+import type { BootTask, TaskResult } from '../sequencer.ts';
+import { startControl } from './control-api.ts';
+import type { BootContext } from './context.ts';
+import { unattendedInstall } from './install-task.ts';
+import {
+  applyLocalConfig, bringUpLinks, chooseLocalConfig, countThisBoot, fetchSshKeys, growData, installCachedKeys, loadBootModules,
+  mountBootPartition, readMachineId, readNetworkSources, runUserCommands, runUserScripts, startFileLog, startK3s, startNtp, startSsh,
+  watchButton,
+} from './tasks.ts';
+
+// Facts: what several later tasks rely on, named for what it is rather than who makes it.
+//   drivers       the image's boot modules are loaded (disks, NICs, vfat, br_netfilter)
+//   local config  the config from local sources is chosen
+//   network       links are up and DHCP had its chance
+//   config        the final config, network sources included
+
+export function bootPlan(ctx: BootContext): BootTask[] {
+  return [
+    // /run, /tmp, cgroups: where services, sockets and mounts go.
+    { phase: 'mount', name: 'base filesystems', needs: [], run: mountBase },
+    { phase: 'mount', name: 'control socket', needs: ['mount/base filesystems'], run: () => startControl(ctx) },
+
+    { phase: 'modules', name: 'load', needs: [], gives: ['drivers'], run: loadBootModules },
+    // After the modules: the button and evdev drivers make the input device.
+    { phase: 'modules', name: 'power button', needs: ['drivers'], run: () => watchButton(ctx) },
+
+    // /data and /var come mounted from the initramfs.
+    { phase: 'data', name: 'logs', needs: [], run: startFileLog },
+    { phase: 'data', name: 'grow', needs: [], run: () => growData(ctx) },
+    { phase: 'data', name: 'boot count', needs: [], run: countThisBoot },
+    { phase: 'data', name: 'machine id', needs: [], run: () => readMachineId(ctx) },
+    { phase: 'data', name: 'esp', needs: ['drivers'], run: () => mountBootPartition(ctx) },
+
+    // Config volumes (CIDATA, config drive) must have appeared; user-data may sit on the ESP.
+    { phase: 'config', name: 'devices', needs: ['drivers'], run: () => settleDevices() },
+    { phase: 'config', name: 'choose', needs: ['mount/base filesystems', 'config/devices', 'data/esp'], gives: ['local config'], run: () => chooseLocalConfig(ctx) },
+    // The hostname comes from the machine id when nothing names it; sysctls may need modules.
+    { phase: 'config', name: 'apply', needs: ['local config', 'data/machine id', 'drivers'], run: () => applyLocalConfig(ctx) },
+    // Keys go to the users apply made; SSH works even when the network never comes.
+    { phase: 'config', name: 'ssh keys (cached)', needs: ['config/apply'], run: () => installCachedKeys(ctx) },
+    { phase: 'config', name: 'init_cmd', needs: ['config/apply'], run: () => runUserCommands(ctx, 'init_cmd') },
+    { phase: 'config', name: 'ssh', needs: ['mount/base filesystems', 'config/apply', 'config/ssh keys (cached)'], run: () => startSsh(ctx) },
+
+    { phase: 'network', name: 'loopback', needs: [], run: () => linkUp('lo') },
+    // init_cmd runs "before the network is up" (docs/config.md); DHCP sends the applied hostname.
+    { phase: 'network', name: 'links', needs: ['drivers', 'local config', 'config/apply', 'config/init_cmd'], gives: ['network'], run: () => bringUpLinks(ctx) },
+
+    // A changed config is applied again, after the local apply.
+    { phase: 'config-network', name: 'network sources', needs: ['network', 'config/apply'], gives: ['config'], run: () => readNetworkSources(ctx) },
+    { phase: 'config-network', name: 'ssh keys', needs: ['config', 'config/ssh keys (cached)'], run: () => fetchSshKeys(ctx) },
+    { phase: 'config-network', name: 'ntp', needs: ['config', 'network'], run: () => startNtp(ctx) },
+    { phase: 'config-network', name: 'boot_cmd', needs: ['config', 'config/init_cmd'], run: () => runUserCommands(ctx, 'boot_cmd') },
+
+    // The live ISO installs itself when the config names a disk or the boot menu's install
+    // entry was picked; it may power off, so nothing after it starts before it is done.
+    { phase: 'install', name: 'unattended', needs: ['config', 'config/devices'], run: () => unattendedInstall(ctx) },
+
+    // boot_cmd runs "before k3s starts" (docs/config.md).
+    { phase: 'k3s', name: 'start', needs: ['mount/base filesystems', 'drivers', 'data/machine id', 'config/apply', 'config', 'config-network/boot_cmd', 'install/unattended'], run: () => startK3s(ctx) },
+
+    // run_cmd runs "after k3s has started" (docs/config.md); the user-data scripts after it.
+    { phase: 'late', name: 'run_cmd', needs: ['k3s/start'], run: () => runUserCommands(ctx, 'run_cmd') },
+    { phase: 'late', name: 'user-data scripts', needs: ['late/run_cmd'], run: () => runUserScripts(ctx) },
+  ];
+}
+
+/** The tasks whose end times the timings line shows, as `label: [phase, task]`. */
+export const TIMED = {
+  'config applied': ['config', 'apply'],
+  network: ['network', 'links'],
+  'network config': ['config-network', 'boot_cmd'],
+  'k3s started': ['k3s', 'start'],
+} as const;
+
+/** `ready version=… slot=… arch=…`, with the failed tasks when boot is degraded. */
+export function readyLine(info: Pick<BootInfo, 'version' | 'slot' | 'arch'>, failed: TaskResult[]): string {
+  return `ready version=${info.version} slot=${info.slot} arch=${info.arch}${failed.length ? ` (degraded: ${failed.map((f) => `${f.phase}/${f.task}`).join(', ')})` : ''}`;
+}
+
+/**
+ * One line of figures for `npm run bench` and for anyone wondering where boot time goes.
+ * `nowMs`: ms since init started; `initStartS`: seconds from the kernel's start to init's.
+ */
+export function timingsLine(results: TaskResult[], nowMs: number, initStartS: number, rssBytes: number): string {
+  const at = ([phase, task]: readonly [string, string]) => ((results.find((r) => r.phase === phase && r.task === task)?.at ?? NaN) / 1000).toFixed(2);
+  const since = Object.entries(TIMED).map(([label, t]) => `${label} ${at(t)}`).join(', ');
+  return `timings: since init start (s): ${since}, ready ${(nowMs / 1000).toFixed(2)}; init started ${initStartS.toFixed(2)} s after the kernel; rss ${(rssBytes / 1048576).toFixed(1)} MiB`;
+}

@@ -1,0 +1,176 @@
+// The work behind each task of the boot plan (plan.ts), in plan order. Each returns an
+// optional note for init.log; a throw marks the task failed and boot goes on.
+import { mkdirSync } from 'node:fs';
+import { cmdlineArg, countBoot, ensureMachineId, mountEsp } from '../boot.ts';
+import { partitionBySpec } from '../bootctl/index.ts';
+import type { KilnConfig } from '../config/schema.ts';
+import {
+  applyDns, applyHostname, applyModules, applyPassword, applySshKeys, applySysctls, applyUsers, chooseAndReport,
+  chooseHostname, gatherSources, runCommands, runScripts, writeFiles,
+} from '../configure.ts';
+import { run } from '../exec.ts';
+import { growDataPartition } from '../grow.ts';
+import { enableFileLog, LOG_DIR, say } from '../log.ts';
+import { configureStatic, ethernetLinks, linkUp, waitForLease } from '../network.ts';
+import { watchPowerButton } from '../power.ts';
+import { dhcpService } from '../services/dhcp.ts';
+import { k3sService } from '../services/k3s.ts';
+import { ntpService } from '../services/ntp.ts';
+import { sshService } from '../services/ssh.ts';
+import { isMounted, loadModules, read } from '../system.ts';
+import { k3sStatus, report, type BootContext } from './context.ts';
+
+/** How long the network phase waits for a first ethernet link to appear. */
+const LINK_WAIT_MS = 20_000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// ---- modules
+
+export async function loadBootModules(): Promise<string> {
+  const names = read('/usr/lib/kiln/modules-load').split('\n').map((s) => s.trim()).filter(Boolean);
+  const r = await loadModules(names);
+  if (r.failed.length) say(`modules not loaded: ${r.failed.join(', ')}`);
+  return `${r.loaded.length} loaded`;
+}
+
+export function watchButton(ctx: BootContext): string {
+  return `power button: ${watchPowerButton(() => ctx.power('poweroff', 'power button')).join(', ') || 'none found'}`;
+}
+
+// ---- data
+
+export function startFileLog(): void {
+  if (!isMounted('/data')) say('WARNING: no data partition: nothing persists');
+  mkdirSync(LOG_DIR, { recursive: true });
+  enableFileLog();
+}
+
+/**
+ * A disk larger than the image (resized qcow2, cloud volume): kiln-data takes the rest.
+ * Reported, not a failed task: a disk left at the image's size is no reason to roll back.
+ */
+export async function growData(ctx: BootContext): Promise<string | undefined> {
+  if (ctx.live) return 'live system';
+  try {
+    const m = await growDataPartition('kiln-data', partitionBySpec(cmdlineArg(ctx.info.cmdline, 'kiln.data')));
+    if (m) say(m);
+  } catch (e) { say(`data partition not grown: ${(e as Error).message}`); }
+  return undefined;
+}
+
+export function countThisBoot(): void { say(`boot count ${countBoot()}`); }
+
+export function readMachineId(ctx: BootContext): string {
+  ctx.machineId = ensureMachineId();
+  return `machine-id ${ctx.machineId}`;
+}
+
+/** The live ISO has no ESP (and must not touch one on a disk it may install to). */
+export async function mountBootPartition(ctx: BootContext): Promise<string> {
+  return ctx.live ? 'live system: no ESP' : `esp on /dev/${await mountEsp()}`;
+}
+
+// ---- config
+
+export async function chooseLocalConfig(ctx: BootContext): Promise<string> {
+  ctx.chosen = await chooseAndReport(await gatherSources('local', ctx.info.cmdline), { fetchUrl: false });
+  return `config: ${ctx.chosen.used}, ${ctx.chosen.gathered.sources.length} sources`;
+}
+
+/** Applies what can be applied before the network (and again if a network source changed it). */
+export async function applyLocalConfig(ctx: BootContext): Promise<void> {
+  const c = ctx.cfg();
+  applyHostname(chooseHostname(c, ctx.chosen?.gathered ?? { sources: [], scripts: [], notes: [] }, ctx.machineId));
+  report(writeFiles(c));
+  report(await applyModules(c));
+  report(applySysctls(c));
+  applyDns(c);
+  const pw = await applyPassword(c);
+  if (pw) report([pw]);
+  report(applyUsers(c));
+}
+
+/** Keys known from earlier boots, so SSH works even when the network never comes. */
+export async function installCachedKeys(ctx: BootContext): Promise<string> {
+  const r = await applySshKeys(ctx.cfg(), { offline: true });
+  return `${r.count} keys from cache`;
+}
+
+/** init_cmd, boot_cmd or run_cmd of the config in force; failures are reported, not thrown. */
+export async function runUserCommands(ctx: BootContext, which: 'init_cmd' | 'boot_cmd' | 'run_cmd'): Promise<void> {
+  const c: KilnConfig = ctx.cfg();
+  report(await runCommands(which, c[which], c.kiln.environment));
+}
+
+export function startSsh(ctx: BootContext): void {
+  ctx.supervisor.add(sshService({ passwordLogin: () => !!ctx.cfg().kiln.password }));
+  void ctx.supervisor.start('ssh');
+}
+
+// ---- network
+
+/** Static addresses as configured, DHCP on the rest (the first link when none is named). */
+export async function bringUpLinks(ctx: BootContext): Promise<void> {
+  const ifs = ctx.cfg().kiln.network.interfaces;
+  // USB Ethernet (the Pi's own, adapters) shows up seconds after its controller's driver loads.
+  let links = ethernetLinks();
+  for (const end = Date.now() + LINK_WAIT_MS; !links.length && Date.now() < end;) { await sleep(250); links = ethernetLinks(); }
+  if (!links.length) { say(`network: no ethernet link found (waited ${LINK_WAIT_MS / 1000} s)`); return; }
+  const dhcp = links.filter((l, i) => ifs[l] ? ifs[l].dhcp && !ifs[l].addresses.length : Object.keys(ifs).length === 0 ? i === 0 : false);
+  for (const l of links.filter((x) => ifs[x] && ifs[x].addresses.length)) {
+    try { say(`network ${l} ${await configureStatic(l, ifs[l])} (static)`); } catch (e) { say(`network ${l}: ${(e as Error).message}`); }
+  }
+  for (const l of dhcp) {
+    await linkUp(l);
+    ctx.supervisor.add(dhcpService(l, () => read('/proc/sys/kernel/hostname').trim()));
+    void ctx.supervisor.start(`dhcp-${l}`);
+  }
+  for (const l of dhcp) {
+    const got = await waitForLease(l, 30_000);
+    if (got) say(`network ${l} ${got.ip}/${got.mask} gateway ${got.router || '-'}`);
+    else say(`network ${l}: no DHCP lease yet (still trying)`);
+  }
+}
+
+// ---- config from the network
+
+/** Sources reachable only over the network; a changed config is applied again. */
+export async function readNetworkSources(ctx: BootContext): Promise<string | undefined> {
+  const g = await gatherSources('network', ctx.info.cmdline, ctx.cfg().kiln.data_sources);
+  const again = await chooseAndReport(g, { fetchUrl: true });
+  if (JSON.stringify(again.config) !== JSON.stringify(ctx.cfg())) {
+    ctx.chosen = again;
+    await applyLocalConfig(ctx);
+    return 'network sources changed the config';
+  }
+  ctx.chosen = again;
+  return undefined;
+}
+
+export async function fetchSshKeys(ctx: BootContext): Promise<string> {
+  const r = await applySshKeys(ctx.cfg());
+  report(r.problems);
+  // The key cache and the last good config are what let owners in after a bad day.
+  await run('sync', [], { timeoutMs: 20_000 });
+  return `${r.count} keys`;
+}
+
+export function startNtp(ctx: BootContext): void {
+  ctx.supervisor.add(ntpService(() => ctx.cfg().kiln.ntp_servers));
+  void ctx.supervisor.start('ntp');
+}
+
+// ---- k3s and after
+
+export async function startK3s(ctx: BootContext): Promise<string | undefined> {
+  ctx.supervisor.add(k3sService(() => ctx.cfg()));
+  void ctx.supervisor.start('k3s');
+  // run_cmd comes "after k3s has started": wait for the process, not for the cluster.
+  const t0 = Date.now();
+  while (Date.now() - t0 < 60_000 && !['running', 'skipped', 'failed', 'backoff'].includes(k3sStatus(ctx)?.state ?? '')) await sleep(100);
+  return k3sStatus(ctx)?.state;
+}
+
+export async function runUserScripts(ctx: BootContext): Promise<void> {
+  report(await runScripts(ctx.chosen?.gathered.scripts ?? [], ctx.cfg().kiln.environment));
+}

@@ -1,0 +1,65 @@
+// The boot plan: its needs are sound (each names an earlier task or fact), its phase and task
+// names are the ones results, log lines and the timings line have always used, and the
+// ready and timings lines keep their text.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { bootContext } from '../../init/boot/context.ts';
+import { bootPlan, readyLine, TIMED, timingsLine } from '../../init/boot/plan.ts';
+import { checkPlan, taskId, type TaskResult } from '../../init/sequencer.ts';
+
+const ran: string[] = [];
+const ctx = bootContext({
+  info: { version: '1.2.3', arch: 'x86_64', slot: 'a', cmdline: '', kernel: '6.1' },
+  live: false,
+  supervisor: new Proxy({} as any, { get: (_, k) => () => { ran.push(String(k)); } }),
+  power: () => { ran.push('power'); },
+});
+const plan = bootPlan(ctx);
+
+test('making the plan runs nothing', () => {
+  assert.equal(ran, []);
+});
+
+test('every need names a task or fact earlier in the plan', () => {
+  assert.equal(checkPlan(plan), []);
+});
+
+test('phase and task names are the ones boot has always reported, in the same order', () => {
+  assert.equal(plan.map(taskId), [
+    'mount/base filesystems', 'mount/control socket',
+    'modules/load', 'modules/power button',
+    'data/logs', 'data/grow', 'data/boot count', 'data/machine id', 'data/esp',
+    'config/devices', 'config/choose', 'config/apply', 'config/ssh keys (cached)', 'config/init_cmd', 'config/ssh',
+    'network/loopback', 'network/links',
+    'config-network/network sources', 'config-network/ssh keys', 'config-network/ntp', 'config-network/boot_cmd',
+    'install/unattended',
+    'k3s/start',
+    'late/run_cmd', 'late/user-data scripts',
+  ]);
+});
+
+test('the documented command order is in the needs', () => {
+  // init_cmd before the network, boot_cmd before k3s, run_cmd after it (docs/config.md).
+  const needs = (id: string) => plan.find((t) => taskId(t) === id)!.needs;
+  assert.ok(needs('network/links').includes('config/init_cmd'));
+  assert.ok(needs('k3s/start').includes('config-network/boot_cmd'));
+  assert.ok(needs('k3s/start').includes('install/unattended'));
+  assert.ok(needs('late/run_cmd').includes('k3s/start'));
+});
+
+test('the timed tasks are in the plan', () => {
+  const ids = new Set(plan.map(taskId));
+  for (const [phase, task] of Object.values(TIMED)) assert.ok(ids.has(`${phase}/${task}`), `${phase}/${task}`);
+});
+
+test('the ready and timings lines keep their text', () => {
+  const r = (phase: string, task: string, at: number, ok = true): TaskResult => ({ phase, task, ok, ms: 1, at, ...(ok ? {} : { error: 'x' }) });
+  const results = [r('config', 'apply', 1234.5), r('network', 'links', 2500), r('config-network', 'boot_cmd', 3010, false), r('k3s', 'start', 4999)];
+  assert.is(readyLine(ctx.info, []), 'ready version=1.2.3 slot=a arch=x86_64');
+  assert.is(readyLine(ctx.info, results.filter((x) => !x.ok)), 'ready version=1.2.3 slot=a arch=x86_64 (degraded: config-network/boot_cmd)');
+  assert.is(timingsLine(results, 5432.1, 1.234, 52 * 1048576),
+    'timings: since init start (s): config applied 1.23, network 2.50, network config 3.01, k3s started 5.00, ready 5.43; init started 1.23 s after the kernel; rss 52.0 MiB');
+  assert.is(timingsLine([], 1000, 0, 0), 'timings: since init start (s): config applied NaN, network NaN, network config NaN, k3s started NaN, ready 1.00; init started 0.00 s after the kernel; rss 0.0 MiB');
+});
+
+test.run();
