@@ -22,7 +22,8 @@ import { chartsForImage } from './charts.ts';
 import { formatProblem, parseConfig } from '../init/config/parse.ts';
 import { parseTrustRoot } from '../channels/manifest.ts';
 import { k3sKernelModulesFromFile } from './k3s-kernel.ts';
-import { buildStage1 } from './stage1.ts';
+import { buildStage1, stage1VerityFiles } from './stage1.ts';
+import { appendVerity } from './verity.ts';
 import { tool } from './tools.ts';
 import { buildUki } from './uki.ts';
 import { bundleCli, bundleInit } from './bundle.ts';
@@ -63,6 +64,8 @@ export interface BuildRecord {
   inputs: Record<string, ArchLock>;
   kernel: Record<string, string>;
   k3s: Record<string, string>;
+  /** Per arch: the root image's dm-verity root hash and the size of its appended hash tree. */
+  verity?: Record<string, { rootHash: string; treeBytes: number }>;
 }
 
 /** SOURCE_DATE_EPOCH, else the time of the checkout's last commit, else 0. */
@@ -127,6 +130,7 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
   const outputs: Output[] = [];
   const kernels: Record<string, string> = {};
   const k3sInfo: Record<string, string> = {};
+  const verities: Record<string, { rootHash: string; treeBytes: number }> = {};
   const record = async (file: string, arch: Arch, kind: string) => {
     outputs.push({ file: relative(out, file), arch, target: updateTarget(profile, arch), kind, size: statSync(file).size, sha256: await hashFile(file) });
   };
@@ -155,13 +159,17 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
     }, cache, log));
     const rootImg = await log.stage(`${arch}: root image (${profile.root.filesystem})`, () =>
       buildRootImage(root.dir, `${base}.root.${profile.root.filesystem}`, profile.root.filesystem, sde, `${version}:${arch}`));
+    // The tree goes on the end of the image; its root hash into stage 1 and the UKI's command line.
+    const verity = await log.stage(`${arch}: verity hash tree`, () => appendVerity(rootImg));
+    verities[arch] = { rootHash: verity.rootHash, treeBytes: verity.treeBytes };
+    const stage1Extra = await stage1VerityFiles(root.dir, ARCH[arch].triplet, ARCH[arch].ldso, verity.param);
     const initrd = await log.stage(`${arch}: stage-1 initramfs`, () =>
-      buildStage1(join(w, 'stage1.cpio.zst'), kernel, join(root.dir, 'bin/busybox'), profile.modules.stage1));
+      buildStage1(join(w, 'stage1.cpio.zst'), kernel, join(root.dir, 'bin/busybox'), profile.modules.stage1, stage1Extra));
     const sdboot = await unpackedDeb(al.packages.find((p) => p.package === 'systemd-boot-efi') ?? missingPkg('systemd-boot-efi'), cache, log);
     const efiDir = join(sdboot, 'usr/lib/systemd/boot/efi');
     const uki = await log.stage(`${arch}: unified kernel image`, () => buildUki({
       arch, stub: join(efiDir, ARCH[arch].stub), kernel: kernel.vmlinuz, initrd,
-      cmdline: ukiCmdline(arch, profile), osRelease: ukiOsRelease(version), out: `${base}.efi`,
+      cmdline: ukiCmdline(arch, profile, verity.param), osRelease: ukiOsRelease(version), out: `${base}.efi`,
     }));
     const esp = await log.stage(`${arch}: ESP`, () => buildEsp({
       out: join(w, 'esp.img'), sizeMiB: profile.disk.esp_mib, label: 'ESP', volumeId: volumeId(`${version}:${arch}`),
@@ -213,13 +221,13 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
       const iso = `${base}.iso`;
       await log.stage(`${arch}: ISO (live + installer)`, () => buildIso({
         arch, out: iso, version, kernel: kernel.vmlinuz, initrd, rootImage: rootImg, espImage: esp, espMiB: profile.disk.esp_mib,
-        rootMiB: profile.disk.root_mib, minDataMiB: profile.disk.data_mib, cmdline: `console=tty0 ${ukiCmdline(arch, profile)}`,
+        rootMiB: profile.disk.root_mib, minDataMiB: profile.disk.data_mib, cmdline: `console=tty0 ${ukiCmdline(arch, profile, verity.param)}`,
         configUrl: opts.isoConfigUrl, systemdBoot: join(efiDir, ARCH[arch].bootEfi), sourceDateEpoch: sde, work: w,
       }));
       await record(iso, arch, 'iso');
     }
   }
-  const rec: BuildRecord = { profile: profile.name, version, sourceDateEpoch: sde, key, outputs, inputs: lock.arches as Record<string, ArchLock>, kernel: kernels, k3s: k3sInfo };
+  const rec: BuildRecord = { profile: profile.name, version, sourceDateEpoch: sde, key, outputs, inputs: lock.arches as Record<string, ArchLock>, kernel: kernels, k3s: k3sInfo, verity: verities };
   writeFileSync(recordFile, JSON.stringify(rec, null, 2) + '\n');
   for (const o of outputs) log.info(`${o.file}  ${(o.size / 1048576).toFixed(1)} MiB  sha256 ${o.sha256.slice(0, 16)}…`);
   return rec;
@@ -255,8 +263,8 @@ export function entryName(slot: 'a' | 'b', tries?: number): string {
 }
 
 /** The UKI's command line: no slot, stage 1 reads it from the boot entry systemd-boot picked. */
-export function ukiCmdline(arch: Arch, profile: Profile): string {
-  return `console=${ARCH[arch].console} ${profile.kernel.cmdline}`.trim();
+export function ukiCmdline(arch: Arch, profile: Profile, verityParam = ''): string {
+  return `console=${ARCH[arch].console} ${profile.kernel.cmdline} ${verityParam}`.trim();
 }
 
 /** For boot loaders that pass a command line (U-Boot, direct kernel boot). */

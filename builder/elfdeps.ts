@@ -57,3 +57,27 @@ export async function checkSharedLibraries(root: string, triplet: string): Promi
     throw new Error(`the root is missing shared libraries:\n  ${missing.join('\n  ')}\nadd the Debian packages that ship them to debian.packages in the profile (e.g. libgmp.so.10 is in libgmp10) and run 'kiln lock'`);
   }
 }
+
+/**
+ * The shared libraries `programs` (paths inside `root`) need, transitively, as paths inside
+ * `root`: what a program copied out of the root (into stage 1) must take along.
+ */
+export async function libraryClosure(root: string, programs: string[], triplet: string): Promise<string[]> {
+  const libDirs = [`lib/${triplet}`, `usr/lib/${triplet}`, 'lib', 'usr/lib'];
+  const found = new Set<string>();
+  let todo = [...programs];
+  while (todo.length) {
+    const r = await $({ quiet: true, cwd: root })`${tool('readelf')} -d -W ${todo}`;
+    const needed = todo.length === 1 ? parseNeeded(`File: ${todo[0]}\n${r.stdout}`) : parseNeeded(r.stdout);
+    todo = [];
+    for (const libs of needed.values()) {
+      for (const lib of libs) {
+        const dir = libDirs.find((d) => existsSync(join(root, d, lib)));
+        if (!dir) throw new Error(`${programs.join(', ')}: ${lib} is not in the root; add the Debian package that ships it to debian.packages`);
+        const rel = `${dir}/${lib}`;
+        if (!found.has(rel)) { found.add(rel); todo.push(rel); }
+      }
+    }
+  }
+  return [...found].sort();
+}

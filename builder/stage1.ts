@@ -1,16 +1,20 @@
 // The stage-1 initramfs: busybox, the modules needed to reach the root and data
 // partitions, and a shell /init. Written as a deterministic newc cpio, zstd-compressed.
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, lstatSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { $ } from 'zx';
 import { writeCpio, type CpioEntry } from './formats/cpio.ts';
+import { libraryClosure } from './elfdeps.ts';
 import { loadableNames, modulesDep, resolveModules } from './kmod.ts';
 import type { Kernel } from './rootfs.ts';
 import { tool } from './tools.ts';
 
 export const STAGE1_INIT = new URL('./stage1/init.sh', import.meta.url).pathname;
 
-export function stage1Entries(kernel: Kernel, busybox: string, modules: string[]): CpioEntry[] {
+/** Files stage 1 carries besides busybox and modules (dmsetup and its libraries, /etc/kiln/verity). */
+export interface Stage1Extra { path: string; data: Buffer; mode: number }
+
+export function stage1Entries(kernel: Kernel, busybox: string, modules: string[], extra: Stage1Extra[] = []): CpioEntry[] {
   const res = resolveModules(kernel.modules, modules, 'modules.stage1');
   const mroot = `lib/modules/${kernel.version}`;
   const entries: CpioEntry[] = [
@@ -31,16 +35,51 @@ export function stage1Entries(kernel: Kernel, busybox: string, modules: string[]
     for (let i = 2; i < parts.length; i++) dirs.add(parts.slice(0, i).join('/'));
     entries.push({ path: `${mroot}/${f}`, type: 'file', mode: 0o644, data: readFileSync(join(kernel.modules.dir, f)) });
   }
+  for (const x of extra) {
+    const parts = x.path.split('/');
+    for (let i = 1; i < parts.length; i++) dirs.add(parts.slice(0, i).join('/'));
+    entries.push({ path: x.path, type: 'file', mode: x.mode, data: x.data });
+  }
+  for (const d of ['bin', 'dev', 'etc', 'etc/kiln', 'lib']) dirs.delete(d);
   dirs.add('lib/modules'); dirs.add(mroot);
   for (const d of dirs) entries.push({ path: d, type: 'dir', mode: 0o755 });
   return entries;
 }
 
 /** Writes the compressed stage-1 initramfs and returns its path. */
-export async function buildStage1(out: string, kernel: Kernel, busybox: string, modules: string[]): Promise<string> {
-  const cpio = writeCpio(stage1Entries(kernel, busybox, modules), { mtime: 0 });
+export async function buildStage1(out: string, kernel: Kernel, busybox: string, modules: string[], extra: Stage1Extra[] = []): Promise<string> {
+  const cpio = writeCpio(stage1Entries(kernel, busybox, modules, extra), { mtime: 0 });
   writeFileSync(`${out}.cpio`, cpio);
   // zstd output carries no timestamps or names, so it is reproducible.
   await $({ quiet: true })`${tool('zstd')} -q -f -19 -T0 ${out + '.cpio'} -o ${out}`;
   return out;
+}
+
+/**
+ * dmsetup and the shared libraries it needs, copied from the assembled root (so they are the
+ * locked Debian packages' files), plus the root's verity parameter. The dynamic loader goes
+ * to its usual path; libraries go to the path their SONAME is found at.
+ */
+export async function stage1VerityFiles(root: string, triplet: string, ldso: { path: string; link?: string }, param: string): Promise<Stage1Extra[]> {
+  const dmsetup = ['usr/sbin/dmsetup', 'sbin/dmsetup'].find((p) => existsSync(join(root, p)));
+  if (!dmsetup) throw new Error('the root has no dmsetup: add dmsetup (and libdevmapper1.02.1) to debian.packages in the profile and run \'kiln lock\'');
+  const libs = await libraryClosure(root, [dmsetup], triplet);
+  const files = [...new Set([...libs, ...[ldso.path, ldso.link].filter((x): x is string => !!x).map((x) => x.replace(/^\//, ''))])];
+  return [
+    { path: 'bin/dmsetup', data: readFileSync(join(root, dmsetup)), mode: 0o755 },
+    ...files.map((f) => ({ path: f, data: readFileSync(insideRoot(root, f)), mode: 0o755 })),
+    { path: 'etc/kiln/verity', data: Buffer.from(`${param.replace(/^kiln\.verity=/, '')}\n`), mode: 0o644 },
+  ];
+}
+
+/** Follows symlinks of `rel` the way they resolve inside `root` (absolute targets are root-relative). */
+function insideRoot(root: string, rel: string): string {
+  let cur = rel;
+  for (let i = 0; i < 20; i++) {
+    const abs = join(root, cur);
+    if (!lstatSync(abs).isSymbolicLink()) return abs;
+    const t = readlinkSync(abs);
+    cur = t.startsWith('/') ? t.slice(1) : join(dirname(cur), t);
+  }
+  throw new Error(`${rel}: too many levels of symbolic links in the root`);
 }

@@ -22,6 +22,7 @@ export const TOOL_PACKAGES: Record<string, string> = {
   'xz': 'xz-utils',
   'tar': 'tar',
   'gpgv': 'gpgv',
+  'veritysetup': 'cryptsetup-bin',
   // The ISO: GRUB's images (x86_64), xorriso, and mformat/mcopy for the El Torito EFI image.
   'grub-mkimage': 'grub-common',
   'xorriso': 'xorriso',

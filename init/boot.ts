@@ -1,7 +1,7 @@
 // Boot facts and the per-boot records on the data partition (boot count, machine id)
 // plus slot blessing on the ESP.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { run } from './exec.ts';
 import { blessRename, cmdlineArg, slotFromCmdline, type Slot } from './slot.ts';
 import { mount, partitionByLabel, read } from './system.ts';
@@ -10,12 +10,44 @@ import { partitionBySpec } from './bootctl/devices.ts';
 export const STATE_DIR = '/var/lib/kiln';
 export const ESP_MOUNT = '/efi';
 
-export interface BootInfo { version: string; arch: string; slot: Slot; cmdline: string; kernel: string }
+export interface BootInfo { version: string; arch: string; slot: Slot; cmdline: string; kernel: string; chain: BootChain }
+
+/** What vouched for this boot: the firmware's Secure Boot and stage 1's dm-verity. */
+export interface BootChain { secureBoot: 'on' | 'off' | 'unsupported'; root: 'verified' | 'unverified'; rootHash?: string }
+
+const EFI_GLOBAL = '8be4df61-93ca-11d2-aa0d-00e098032b8c';
+
+/**
+ * Secure Boot from the SecureBoot EFI variable (4 attribute bytes, then 1 = enforcing); the
+ * root is verified when stage 1 mounted it through dm-verity (it passes the root hash on) and
+ * the mapping is still there.
+ */
+export function bootChain(o: { env?: NodeJS.ProcessEnv; efiDir?: string; sysBlock?: string } = {}): BootChain {
+  const env = o.env ?? process.env;
+  const efiDir = o.efiDir ?? '/sys/firmware/efi';
+  const sysBlock = o.sysBlock ?? '/sys/block';
+  let secureBoot: BootChain['secureBoot'] = 'unsupported';
+  if (existsSync(efiDir)) {
+    const v = readBytes(`${efiDir}/efivars/SecureBoot-${EFI_GLOBAL}`);
+    secureBoot = v && v.length >= 5 && v[4] === 1 ? 'on' : 'off';
+  }
+  const hash = /^[0-9a-f]{64}$/.test(env.KILN_VERITY ?? '') ? env.KILN_VERITY : undefined;
+  let mapped = false;
+  try { mapped = readdirSync(sysBlock).some((d) => d.startsWith('dm-') && read(`${sysBlock}/${d}/dm/name`).trim() === 'kiln-root'); } catch { /* no /sys/block */ }
+  return hash && mapped ? { secureBoot, root: 'verified', rootHash: hash } : { secureBoot, root: 'unverified' };
+}
+
+/** The console line, once per boot (a contract: scripts grep it). */
+export const bootChainLine = (c: BootChain) => `boot chain: secure-boot=${c.secureBoot} root=${c.root}`;
+
+function readBytes(file: string): Buffer | undefined {
+  try { return readFileSync(file); } catch { return undefined; }
+}
 
 export function bootInfo(): BootInfo {
   const os = Object.fromEntries(read('/etc/os-release').split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).replace(/^"|"$/g, '')]));
   const cmdline = read('/proc/cmdline').trim();
-  return { version: os.VERSION_ID ?? 'unknown', arch: os.KILN_ARCH ?? process.arch, slot: process.env.KILN_SLOT === 'a' || process.env.KILN_SLOT === 'b' ? process.env.KILN_SLOT : slotFromCmdline(cmdline), cmdline, kernel: read('/proc/sys/kernel/osrelease').trim() };
+  return { version: os.VERSION_ID ?? 'unknown', arch: os.KILN_ARCH ?? process.arch, slot: process.env.KILN_SLOT === 'a' || process.env.KILN_SLOT === 'b' ? process.env.KILN_SLOT : slotFromCmdline(cmdline), cmdline, kernel: read('/proc/sys/kernel/osrelease').trim(), chain: bootChain() };
 }
 
 export function writeAtomic(file: string, text: string, mode = 0o644) {

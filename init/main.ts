@@ -5,7 +5,7 @@
 // This file only wires the parts together: the boot plan (boot/plan.ts) runs, then the
 // post-boot steps (boot/post-boot.ts); the control socket's answers are in boot/control-api.ts.
 import { existsSync } from 'node:fs';
-import { bootInfo, cmdlineArg } from './boot.ts';
+import { bootChainLine, bootInfo, cmdlineArg } from './boot.ts';
 import { bootContext } from './boot/context.ts';
 import { bootPlan, readyLine, timingsLine } from './boot/plan.ts';
 import { postBootSteps, runPostBoot } from './boot/post-boot.ts';
@@ -35,6 +35,7 @@ const ctx = bootContext({ info, live: cmdlineArg(info.cmdline, 'kiln.live') !== 
 
 async function boot() {
   say(`init started: kiln ${info.version} slot ${info.slot} (${info.arch}, kernel ${info.kernel}, node ${process.version})`);
+  say(bootChainLine(info.chain));
   const results = await runPlan(bootPlan(ctx));
   if (isShuttingDown()) return;
   const failed = results.filter((r) => !r.ok);

@@ -90,6 +90,29 @@ specdev() {
       echo "$found";;
   esac
 }
+# dm-verity: kiln.verity=sha256:<data blocks>:<salt>:<root hash> from the UKI's command line
+# (signed with it under Secure Boot), else /etc/kiln/verity in this initramfs (the Pi's slot
+# boot files). The tree follows the data after one superblock block. A bad block reboots
+# (restart_on_corruption), so the tries counter moves on to the other slot.
+VERITY=$(arg kiln.verity); [ -n "$VERITY" ] || VERITY=$(cat /etc/kiln/verity 2>/dev/null)
+VERIFIED=""
+verity_open() { # $1: device name without /dev/; mounts the verified root on /newroot
+  set -- "$1" $(echo "$VERITY" | tr : ' ')
+  [ "$2" = sha256 ] && [ -n "$5" ] || fail "malformed root hash parameter: $VERITY"
+  [ "$(dd if="/dev/$1" bs=4096 skip="$3" count=1 2>/dev/null | head -c 6)" = verity ] \
+    || fail "/dev/$1 (kiln-root-$SLOT) has no hash tree where its root hash says: corrupt, or not the root this kernel was built for"
+  LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/lib/aarch64-linux-gnu:/usr/lib/x86_64-linux-gnu:/usr/lib/aarch64-linux-gnu \
+    dmsetup create kiln-root --readonly --noudevsync \
+    --table "0 $(($3 * 8)) verity 1 /dev/$1 /dev/$1 4096 4096 $3 $(($3 + 1)) sha256 $5 $4 1 restart_on_corruption" \
+    || fail "cannot set up dm-verity on /dev/$1 (are dm_mod and dm_verity in modules.stage1?)"
+  dm=""; for n in /sys/block/dm-*/dm/name; do [ "$(cat "$n" 2>/dev/null)" = kiln-root ] && dm=$(echo "$n" | cut -d/ -f4); done
+  [ -n "$dm" ] || fail "dm-verity device for /dev/$1 did not appear"
+  mount -t squashfs -o ro "/dev/$dm" /newroot 2>/dev/null || mount -t erofs -o ro "/dev/$dm" /newroot \
+    || fail "cannot mount the verified root /dev/$dm (/dev/$1, kiln-root-$SLOT)"
+  VERIFIED=$5
+  say "root /dev/$1 verified by dm-verity (root hash $(echo "$5" | cut -c1-16)...)"
+}
+
 # Live mode (the ISO, kiln.live=<volume label>): the root image is a file on the medium,
 # loop-mounted read-only; data is tmpfs unless the medium's own disk has a kiln-data volume
 # (never a disk's kiln-data: that disk may be the one being installed to).
@@ -100,8 +123,13 @@ if [ -n "$LIVE" ]; then
   [ -n "$MEDIUM" ] || fail "live: no medium labelled $LIVE (CD drive or USB stick; is its driver in modules.stage1?)"
   mkdir -p /iso
   mount -t iso9660 -o ro "$MEDIUM" /iso || fail "live: cannot mount $MEDIUM"
-  mount -t squashfs -o ro,loop /iso/kiln/root.img /newroot 2>/dev/null || mount -t erofs -o ro,loop /iso/kiln/root.img /newroot \
-    || fail "live: cannot mount the root image on $MEDIUM"
+  if [ -n "$VERITY" ]; then
+    LOOP=$(losetup -f) && losetup -r "$LOOP" /iso/kiln/root.img || fail "live: cannot attach the root image on $MEDIUM to a loop device"
+    verity_open "${LOOP#/dev/}"
+  else
+    mount -t squashfs -o ro,loop /iso/kiln/root.img /newroot 2>/dev/null || mount -t erofs -o ro,loop /iso/kiln/root.img /newroot \
+      || fail "live: cannot mount the root image on $MEDIUM"
+  fi
   say "live: root image from $MEDIUM"
   ROOT="$MEDIUM:kiln/root.img"
   DISK=${MEDIUM#/dev/}
@@ -128,8 +156,11 @@ else
     [ "$ROOT" = '!' ] && fail "two disks have a partition labelled kiln-root-$SLOT and none is known to be the boot disk: remove the copy"
     [ -n "$ROOT" ] || fail "no partition labelled kiln-root-$SLOT${BOOTDISK:+ on /dev/$BOOTDISK}"
   fi
-  mount -t squashfs -o ro "/dev/$ROOT" /newroot 2>/dev/null || mount -t erofs -o ro "/dev/$ROOT" /newroot \
-    || fail "cannot mount /dev/$ROOT (kiln-root-$SLOT) as squashfs or erofs"
+  if [ -n "$VERITY" ]; then verity_open "$ROOT"
+  else
+    mount -t squashfs -o ro "/dev/$ROOT" /newroot 2>/dev/null || mount -t erofs -o ro "/dev/$ROOT" /newroot \
+      || fail "cannot mount /dev/$ROOT (kiln-root-$SLOT) as squashfs or erofs"
+  fi
   # The root's disk from here on, whichever way the root was found.
   BOOTDISK=$(basename "$(readlink -f "/sys/class/block/$ROOT/..")")
   DATASPEC=$(arg kiln.data)
@@ -166,5 +197,5 @@ mount --move /proc /newroot/proc
 # tini is the kernel's PID 1: it reaps every orphan (Node cannot wait for processes it did not
 # start) and forwards signals to init, which runs as its only child.
 [ -x /newroot/usr/bin/tini ] || fail "kiln-root-$SLOT has no /usr/bin/tini"
-export KILN_SLOT=$SLOT
+export KILN_SLOT=$SLOT KILN_VERITY=$VERIFIED
 exec switch_root /newroot /usr/bin/tini -- /usr/bin/node /usr/lib/kiln/init.js

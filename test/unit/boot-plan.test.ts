@@ -9,7 +9,7 @@ import { checkPlan, taskId, type TaskResult } from '../../init/sequencer.ts';
 
 const ran: string[] = [];
 const ctx = bootContext({
-  info: { version: '1.2.3', arch: 'x86_64', slot: 'a', cmdline: '', kernel: '6.1' },
+  info: { version: '1.2.3', arch: 'x86_64', slot: 'a', cmdline: '', kernel: '6.1', chain: { secureBoot: 'off', root: 'unverified' } },
   live: false,
   supervisor: new Proxy({} as any, { get: (_, k) => () => { ran.push(String(k)); } }),
   power: () => { ran.push('power'); },

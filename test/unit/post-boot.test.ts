@@ -18,7 +18,7 @@ const tick = () => new Promise((r) => setTimeout(r, 10));
 /** A node whose config is `input`, with no k3s (healthy as soon as boot steps passed). */
 function node(input: KilnConfigInput, live = false): BootContext {
   const ctx = bootContext({
-    info: { version: '1.2.3', arch: 'x86_64', slot: 'b', cmdline: '', kernel: '6.1' }, live,
+    info: { version: '1.2.3', arch: 'x86_64', slot: 'b', cmdline: '', kernel: '6.1', chain: { secureBoot: 'off', root: 'unverified' } }, live,
     supervisor: new Supervisor({ logDir: mkdtempSync(join(tmpdir(), 'kiln-postboot-')), say: () => undefined }),
     power: () => { throw new Error('no power action expected'); },
   });
