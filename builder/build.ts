@@ -27,6 +27,7 @@ import { appendVerity } from './verity.ts';
 import { tool } from './tools.ts';
 import { buildUki } from './uki.ts';
 import { bundleCli, bundleInit } from './bundle.ts';
+import { withBuildLock } from './buildlock.ts';
 
 export const REPO = resolve(new URL('..', import.meta.url).pathname);
 
@@ -94,7 +95,12 @@ function buildKey(profile: Profile, opts: { version: string; sde: number; arches
   return h.digest('hex');
 }
 
+/** Builds under a lock on the output folder, so two builds of one folder never interleave. */
 export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
+  return withBuildLock(resolve(opts.out ?? 'out'), () => buildLocked(opts), { say: (m) => (opts.log ?? createLogger({ quiet: opts.quiet })).info(m) });
+}
+
+async function buildLocked(opts: BuildOptions): Promise<BuildRecord> {
   const log = opts.log ?? createLogger({ quiet: opts.quiet });
   const profile = loadProfile(opts.profile);
   const arches = opts.arches?.length ? opts.arches : profile.arches;

@@ -1,7 +1,7 @@
 // Shared by the update tests: one release key pair (made once, kept under out/) and the
 // images built with its trust root, so every update test reuses the same two builds; and the
 // channel + user-data setup every update test starts from.
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build, REPO } from '../../builder/build.ts';
@@ -15,7 +15,14 @@ const log = createLogger({ quiet: !process.env.KILN_VERBOSE });
 const KEYS = join(REPO, 'out', 'update-keys');
 
 export function updateKeys(): { keyFile: string; trustFile: string } {
-  if (!existsSync(join(KEYS, TRUST_FILE))) return generateKeys(KEYS);
+  if (!existsSync(join(KEYS, TRUST_FILE))) {
+    // Made aside and renamed into place: test files running side by side all end up with the
+    // one pair that landed first.
+    mkdirSync(join(REPO, 'out'), { recursive: true });
+    const tmp = mkdtempSync(join(REPO, 'out', '.update-keys-'));
+    generateKeys(tmp);
+    try { renameSync(tmp, KEYS); } catch { rmSync(tmp, { recursive: true, force: true }); }
+  }
   return { keyFile: join(KEYS, KEY_FILE), trustFile: join(KEYS, TRUST_FILE) };
 }
 
