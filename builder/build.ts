@@ -1,22 +1,22 @@
-// `kiln build`: pinned inputs -> root image, stage-1 initramfs, UKI, ESP, A/B disk.
-// Each step is a small function; this file only sequences them and records the result.
+// `kiln build`, per arch: pinned inputs -> root tree and image -> stage-1 initramfs -> boot
+// files (UKI, ESP, A/B disk) -> the requested output formats (formats.ts, one module each in
+// outputs/). Each step is a small function; this file only sequences them and records the result.
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { $ } from 'zx';
 import { ARCH, type Arch } from './arch.ts';
 import { Cache, hashFile } from './cache.ts';
 import { assembleDisk, makeDataFs } from './disk.ts';
 import { buildEsp } from './esp.ts';
-import { buildIso } from './iso.ts';
-import { buildRpiImage, rpiCmdline } from './rpi.ts';
 import { checkLock, readLock, type ArchLock } from './lock.ts';
 import { createLogger, type Logger } from './log.ts';
 import { nodeBinary } from './node-runtime.ts';
-import { checkFormats, compressZst } from './formats.ts';
+import { checkFormats, formatsInBuildOrder } from './formats.ts';
+import { pickNeeds, type BootFiles, type FormatJob } from './outputs/format.ts';
 import { loadProfile, updateTarget, type Format, type Profile } from './profile.ts';
 import { buildRootImage } from './rootimage.ts';
-import { assembleRoot, kernelFromLock, unpackedDeb, type RootInputs } from './rootfs.ts';
+import { assembleRoot, kernelFromLock, unpackedDeb, type Kernel, type RootInputs } from './rootfs.ts';
 import { k3sBinary } from './k3s.ts';
 import { chartsForImage } from './charts.ts';
 import { formatProblem, parseConfig } from '../init/config/parse.ts';
@@ -24,7 +24,6 @@ import { parseTrustRoot } from '../channels/manifest.ts';
 import { k3sKernelModulesFromFile } from './k3s-kernel.ts';
 import { buildStage1, stage1VerityFiles } from './stage1.ts';
 import { appendVerity } from './verity.ts';
-import { tool } from './tools.ts';
 import { buildUki } from './uki.ts';
 import { bundleCli, bundleInit } from './bundle.ts';
 import { withBuildLock } from './buildlock.ts';
@@ -106,7 +105,8 @@ async function buildLocked(opts: BuildOptions): Promise<BuildRecord> {
   const arches = opts.arches?.length ? opts.arches : profile.arches;
   const formats = opts.formats?.length ? opts.formats : profile.formats;
   checkFormats(formats, arches);
-  if (formats.includes('rpi') && profile.kernel.flavour !== 'generic') throw new Error(`--format rpi needs Debian's generic arm64 kernel (the ${profile.kernel.flavour} one has no Raspberry Pi drivers); use --profile images/rpi.yaml`);
+  const makers = formatsInBuildOrder(formats);
+  for (const f of makers) f.checkProfile?.(profile);
   const version = opts.version ?? profile.version;
   const sde = opts.sourceDateEpoch ?? defaultSourceDateEpoch();
   const out = resolve(opts.out ?? 'out');
@@ -145,98 +145,92 @@ async function buildLocked(opts: BuildOptions): Promise<BuildRecord> {
     const w = join(work, arch);
     mkdirSync(w, { recursive: true });
     const base = join(out, `kiln-${version}-${arch}`);
-    const kernel = await log.stage(`${arch}: kernel ${al.kernel.version}`, () => kernelFromLock(al, cache, log));
+    const debTree = (name: string) => unpackedDeb(al.packages.find((p) => p.package === name) ?? missingPkg(name), cache, log);
+
+    const { kernel, node, k3s } = await archInputs(arch, al, profile, opts.k3sBinary, cache, log);
     kernels[arch] = kernel.version;
-    const node = await log.stage(`${arch}: node ${al.node.version}`, () => nodeBinary(al.node, arch, cache, log));
-    let k3s: RootInputs['k3s'];
-    if (profile.k3s.version !== 'none') {
-      const modules = k3sKernelModulesFromFile(kernel.config);
-      if (opts.k3sBinary) {
-        k3s = { binary: resolve(opts.k3sBinary), version: `stand-in (${relative(REPO, resolve(opts.k3sBinary))})`, modules };
-      } else {
-        if (!al.k3s) throw new Error(`${profile.lockFile} has no k3s pin for ${arch}; run 'kiln lock'`);
-        const pin = al.k3s;
-        k3s = { binary: await log.stage(`${arch}: k3s ${pin.version}`, () => k3sBinary(pin, cache, log)), version: pin.version, modules };
-      }
-      k3sInfo[arch] = k3s.version;
-    }
+    if (k3s) k3sInfo[arch] = k3s.version;
     const root = await log.stage(`${arch}: root tree`, () => assembleRoot(join(w, 'root'), {
       arch, version, profile, lock: al, kernel, nodeBinary: node, initBundle, cliBundle, overlayDir: join(REPO, 'overlay'), sourceDateEpoch: sde, k3s, addons: addons.map((a) => a.resource), baked,
     }, cache, log));
-    const rootImg = await log.stage(`${arch}: root image (${profile.root.filesystem})`, () =>
+    const rootImage = await log.stage(`${arch}: root image (${profile.root.filesystem})`, () =>
       buildRootImage(root.dir, `${base}.root.${profile.root.filesystem}`, profile.root.filesystem, sde, `${version}:${arch}`));
     // The tree goes on the end of the image; its root hash into stage 1 and the UKI's command line.
-    const verity = await log.stage(`${arch}: verity hash tree`, () => appendVerity(rootImg));
+    const verity = await log.stage(`${arch}: verity hash tree`, () => appendVerity(rootImage));
     verities[arch] = { rootHash: verity.rootHash, treeBytes: verity.treeBytes };
     const stage1Extra = await stage1VerityFiles(root.dir, ARCH[arch].triplet, ARCH[arch].ldso, verity.param);
     const initrd = await log.stage(`${arch}: stage-1 initramfs`, () =>
       buildStage1(join(w, 'stage1.cpio.zst'), kernel, join(root.dir, 'bin/busybox'), profile.modules.stage1, stage1Extra));
-    const sdboot = await unpackedDeb(al.packages.find((p) => p.package === 'systemd-boot-efi') ?? missingPkg('systemd-boot-efi'), cache, log);
-    const efiDir = join(sdboot, 'usr/lib/systemd/boot/efi');
-    const uki = await log.stage(`${arch}: unified kernel image`, () => buildUki({
-      arch, stub: join(efiDir, ARCH[arch].stub), kernel: kernel.vmlinuz, initrd,
-      cmdline: ukiCmdline(arch, profile, verity.param), osRelease: ukiOsRelease(version), out: `${base}.efi`,
-    }));
-    const esp = await log.stage(`${arch}: ESP`, () => buildEsp({
-      out: join(w, 'esp.img'), sizeMiB: profile.disk.esp_mib, label: 'ESP', volumeId: volumeId(`${version}:${arch}`),
-      files: [
-        { path: ARCH[arch].efiFallback, src: join(efiDir, ARCH[arch].bootEfi) },
-        { path: 'loader/loader.conf', data: Buffer.from(LOADER_CONF) },
-        { path: `EFI/Linux/${entryName('a', 3)}`, src: uki },
-      ],
-    }));
-    const data = await log.stage(`${arch}: data filesystem`, () => makeDataFs(join(w, 'data.img'), profile.disk.data_mib, `${version}:${arch}`, sde));
-    const raw = `${base}.raw`;
-    await log.stage(`${arch}: disk image`, async () => {
-      assembleDisk(raw, { arch, espMiB: profile.disk.esp_mib, rootMiB: profile.disk.root_mib, dataMiB: profile.disk.data_mib, seed: `${version}:${arch}` },
-        { esp, rootA: rootImg, data });
-    });
-    await record(rootImg, arch, 'root');
-    await record(uki, arch, 'uki');
-    if (formats.includes('raw')) await record(raw, arch, 'raw');
-    if (formats.includes('qcow2')) {
-      const q = `${base}.qcow2`;
-      await log.stage(`${arch}: qcow2`, () => $({ quiet: true })`${tool('qemu-img')} convert -f raw -O qcow2 -c ${raw} ${q}`);
-      await record(q, arch, 'qcow2');
+    const files = await bootFiles({ arch, profile, version, sde, base, work: w, kernel, initrd, rootImage, verityParam: verity.param, debTree, log });
+    // The root image and the UKI are what a release publishes, whatever the formats.
+    await record(files.rootImage, arch, 'root');
+    await record(files.uki, arch, 'uki');
+
+    const job: FormatJob = { arch, version, profile, sourceDateEpoch: sde, base, work: w, configUrl: opts.isoConfigUrl, debTree, log };
+    const written: string[] = [];
+    for (const f of makers) {
+      await f.make(job, pickNeeds(files, f.needs));
+      for (const { suffix, kind } of f.writes) {
+        const file = `${base}${suffix}`;
+        if (!existsSync(file)) throw new Error(`format ${f.name} did not write ${file}`);
+        await record(file, arch, kind);
+        written.push(file);
+      }
     }
-    if (formats.includes('raw.zst')) {
-      const z = `${raw}.zst`;
-      await log.stage(`${arch}: raw.zst`, () => compressZst(raw, z));
-      await record(z, arch, 'raw.zst');
-    }
-    if (!formats.includes('raw') && (formats.includes('qcow2') || formats.includes('raw.zst'))) rmSync(raw);
-    if (formats.includes('rpi')) {
-      const pkg = (n: string) => unpackedDeb(al.packages.find((p) => p.package === n) ?? missingPkg(n), cache, log);
-      const firmwareDir = join(await pkg('raspi-firmware'), 'usr/lib/raspi-firmware');
-      const ubootDir = join(await pkg('u-boot-rpi'), 'usr/lib/u-boot');
-      const pi = await log.stage(`${arch}: Raspberry Pi SD image`, () => buildRpiImage({
-        out: `${base}.rpi.img`, work: w, vmlinuz: kernel.vmlinuz, initrd, rootImage: rootImg, firmwareDir, ubootDir,
-        plan: { espMiB: profile.disk.esp_mib, rootMiB: profile.disk.root_mib, dataMiB: profile.disk.data_mib },
-        cmdline: rpiCmdline(profile.kernel.cmdline), seed: `${version}:${arch}`, sourceDateEpoch: sde,
-      }));
-      await record(pi.img, arch, 'rpi');
-      await record(pi.xz, arch, 'rpi.xz');
-      // What a Pi node's updater stages on its boot partition (kiln release publishes them).
-      copyFileSync(kernel.vmlinuz, `${base}.vmlinuz`);
-      copyFileSync(initrd, `${base}.initrd`);
-      await record(`${base}.vmlinuz`, arch, 'kernel');
-      await record(`${base}.initrd`, arch, 'initrd');
-      if (!formats.includes('raw') && existsSync(raw)) rmSync(raw);
-    }
-    if (formats.includes('iso')) {
-      const iso = `${base}.iso`;
-      await log.stage(`${arch}: ISO (live + installer)`, () => buildIso({
-        arch, out: iso, version, kernel: kernel.vmlinuz, initrd, rootImage: rootImg, espImage: esp, espMiB: profile.disk.esp_mib,
-        rootMiB: profile.disk.root_mib, minDataMiB: profile.disk.data_mib, cmdline: `console=tty0 ${ukiCmdline(arch, profile, verity.param)}`,
-        configUrl: opts.isoConfigUrl, systemdBoot: join(efiDir, ARCH[arch].bootEfi), sourceDateEpoch: sde, work: w,
-      }));
-      await record(iso, arch, 'iso');
-    }
+    // The disk is made for every build; it stays only as an output of its own (raw).
+    if (!written.includes(files.disk)) rmSync(files.disk, { force: true });
   }
   const rec: BuildRecord = { profile: profile.name, version, sourceDateEpoch: sde, key, outputs, inputs: lock.arches as Record<string, ArchLock>, kernel: kernels, k3s: k3sInfo, verity: verities };
   writeFileSync(recordFile, JSON.stringify(rec, null, 2) + '\n');
   for (const o of outputs) log.info(`${o.file}  ${(o.size / 1048576).toFixed(1)} MiB  sha256 ${o.sha256.slice(0, 16)}…`);
   return rec;
+}
+
+/** An arch's pinned inputs: the kernel, the Node.js runtime, and k3s (pinned, a stand-in, or none). */
+async function archInputs(arch: Arch, al: ArchLock, profile: Profile, k3sStandIn: string | undefined, cache: Cache, log: Logger) {
+  const kernel = await log.stage(`${arch}: kernel ${al.kernel.version}`, () => kernelFromLock(al, cache, log));
+  const node = await log.stage(`${arch}: node ${al.node.version}`, () => nodeBinary(al.node, arch, cache, log));
+  let k3s: RootInputs['k3s'];
+  if (profile.k3s.version !== 'none') {
+    const modules = k3sKernelModulesFromFile(kernel.config);
+    if (k3sStandIn) {
+      k3s = { binary: resolve(k3sStandIn), version: `stand-in (${relative(REPO, resolve(k3sStandIn))})`, modules };
+    } else {
+      if (!al.k3s) throw new Error(`${profile.lockFile} has no k3s pin for ${arch}; run 'kiln lock'`);
+      const pin = al.k3s;
+      k3s = { binary: await log.stage(`${arch}: k3s ${pin.version}`, () => k3sBinary(pin, cache, log)), version: pin.version, modules };
+    }
+  }
+  return { kernel, node, k3s };
+}
+
+/** The UEFI boot files every format draws on: UKI, ESP, data filesystem and the A/B disk at <base>.raw. */
+async function bootFiles(o: {
+  arch: Arch; profile: Profile; version: string; sde: number; base: string; work: string;
+  kernel: Kernel; initrd: string; rootImage: string; verityParam: string; debTree: (name: string) => Promise<string>; log: Logger;
+}): Promise<BootFiles> {
+  const { arch, profile, version, base, work: w, kernel, initrd, rootImage, log } = o;
+  const efiDir = join(await o.debTree('systemd-boot-efi'), 'usr/lib/systemd/boot/efi');
+  const cmdline = ukiCmdline(arch, profile, o.verityParam);
+  const uki = await log.stage(`${arch}: unified kernel image`, () => buildUki({
+    arch, stub: join(efiDir, ARCH[arch].stub), kernel: kernel.vmlinuz, initrd,
+    cmdline, osRelease: ukiOsRelease(version), out: `${base}.efi`,
+  }));
+  const esp = await log.stage(`${arch}: ESP`, () => buildEsp({
+    out: join(w, 'esp.img'), sizeMiB: profile.disk.esp_mib, label: 'ESP', volumeId: volumeId(`${version}:${arch}`),
+    files: [
+      { path: ARCH[arch].efiFallback, src: join(efiDir, ARCH[arch].bootEfi) },
+      { path: 'loader/loader.conf', data: Buffer.from(LOADER_CONF) },
+      { path: `EFI/Linux/${entryName('a', 3)}`, src: uki },
+    ],
+  }));
+  const data = await log.stage(`${arch}: data filesystem`, () => makeDataFs(join(w, 'data.img'), profile.disk.data_mib, `${version}:${arch}`, o.sde));
+  const disk = `${base}.raw`;
+  await log.stage(`${arch}: disk image`, async () => {
+    assembleDisk(disk, { arch, espMiB: profile.disk.esp_mib, rootMiB: profile.disk.root_mib, dataMiB: profile.disk.data_mib, seed: `${version}:${arch}` },
+      { esp, rootA: rootImage, data });
+  });
+  return { rootImage, vmlinuz: kernel.vmlinuz, initrd, uki, cmdline, esp, systemdBoot: join(efiDir, ARCH[arch].bootEfi), disk };
 }
 
 /** Checks --config and --trust before anything is built; returns the files to lay into the root. */

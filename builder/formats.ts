@@ -1,28 +1,33 @@
-// Which output formats `kiln build` can make for which arch, and why not the others.
-// Every format in profile.ts FORMATS needs a row (the Record type makes tsc insist).
-import { $ } from 'zx';
+// The output formats of `kiln build` (one module each in outputs/), which arch can have
+// which, and why not the others. Every format in profile.ts FORMATS needs an entry (the
+// Record type makes tsc insist).
 import { ARCHES, type Arch } from './arch.ts';
-import type { Format } from './profile.ts';
-import { tool } from './tools.ts';
+import { FORMATS, type Format } from './profile.ts';
+import type { OutputFormat } from './outputs/format.ts';
+import { iso } from './outputs/iso.ts';
+import { qcow2 } from './outputs/qcow2.ts';
+import { raw } from './outputs/raw.ts';
+import { rawZst } from './outputs/raw-zst.ts';
+import { rpi } from './outputs/rpi.ts';
 
-export interface FormatInfo {
-  what: string;
-  arches: readonly Arch[];
-  /** Why the other arches cannot have it (shown when refused). */
-  why?: string;
+export type { OutputFormat } from './outputs/format.ts';
+
+/**
+ * Keyed by name, in the order a build makes them, which is the order of build.json's
+ * outputs. Help and errors list them in the profile schema's order (FORMATS) instead.
+ */
+export const FORMAT_TABLE: Record<Format, OutputFormat<any>> = { raw, qcow2, 'raw.zst': rawZst, rpi, iso };
+
+export const OUTPUT_FORMATS: readonly OutputFormat<any>[] = Object.values(FORMAT_TABLE);
+
+/** The requested formats, in the order a build makes them. */
+export function formatsInBuildOrder(formats: readonly Format[]): OutputFormat<any>[] {
+  return OUTPUT_FORMATS.filter((f) => formats.includes(f.name));
 }
-
-export const FORMAT_TABLE: Record<Format, FormatInfo> = {
-  raw: { what: 'GPT disk image (UEFI): dd it to a disk, or import it into a hypervisor or cloud', arches: ARCHES },
-  qcow2: { what: 'the raw disk as compressed qcow2 (QEMU, libvirt, OpenStack)', arches: ARCHES },
-  'raw.zst': { what: 'the raw disk compressed with zstd -19 --long (smallest download; zstd -d restores it)', arches: ARCHES },
-  iso: { what: 'hybrid ISO (live + installer) for CD or USB stick: BIOS + UEFI on x86_64, UEFI on arm64', arches: ARCHES },
-  rpi: { what: 'Raspberry Pi 3/4 SD card image (MBR, U-Boot A/B) and .rpi.img.xz; needs a generic-kernel profile (images/rpi.yaml)', arches: ['arm64'], why: 'the Raspberry Pi 3/4 boots 64-bit Arm only' },
-};
 
 /** "x86_64: raw, qcow2, ...; arm64: raw, ..." */
 export function formatsByArch(): string {
-  return ARCHES.map((a) => `${a}: ${(Object.keys(FORMAT_TABLE) as Format[]).filter((f) => FORMAT_TABLE[f].arches.includes(a)).join(', ')}`).join('; ');
+  return ARCHES.map((a) => `${a}: ${FORMATS.filter((f) => FORMAT_TABLE[f].arches.includes(a)).join(', ')}`).join('; ');
 }
 
 /** Throws, saying why, when a requested format cannot be made for a requested arch. */
@@ -33,12 +38,4 @@ export function checkFormats(formats: readonly string[], arches: readonly Arch[]
     const bad = arches.filter((a) => !info.arches.includes(a));
     if (bad.length) throw new Error(`format '${f}' cannot be made for ${bad.join(', ')}${info.why ? `: ${info.why}` : ''} (formats per arch: ${formatsByArch()}); pick the arch with --arch`);
   }
-}
-
-/**
- * raw -> raw.zst. One thread and fixed settings: the same raw always gives the same bytes.
- * --long=27 stays within plain `zstd -d`'s default window limit, so no flag is needed to decompress.
- */
-export async function compressZst(src: string, dest: string): Promise<void> {
-  await $({ quiet: true })`${tool('zstd')} -19 --long=27 -T1 -q -f --no-progress ${src} -o ${dest}`;
 }
