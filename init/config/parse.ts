@@ -57,7 +57,7 @@ export interface Locator {
 }
 
 export function formatProblem(p: ConfigProblem): string {
-  return `${p.file}:${p.line}:${p.col} ${p.key || '(top)'}: ${p.message}${p.fix ? ` (${p.fix})` : ''}`;
+  return `${p.file}:${p.line}:${p.col} ${clip(p.key || '(top)', 160)}: ${p.message}${p.fix ? ` (${p.fix})` : ''}`;
 }
 
 export function keyPath(path: Seg[]): string {
@@ -388,7 +388,7 @@ function reservedKeys(value: unknown, file: string, loc: Locator): ConfigProblem
     seen.add(v);
     if (Array.isArray(v)) { v.forEach((x, i) => walk(x, [...path, i])); return; }
     for (const k of Object.keys(v)) {
-      if (RESERVED_KEYS.has(k)) out.push({ file, ...loc.pos([...path, k], true), key: keyPath([...path, k]), message: `'${k}' is not allowed as a name`, fix: 'rename this key' });
+      if (RESERVED_KEYS.has(k)) out.push({ file, ...loc.pos([...path, k], true), key: clip(keyPath([...path, k]), 160), message: `'${k}' is not allowed as a name`, fix: 'rename this key' });
       else walk((v as Record<string, unknown>)[k], [...path, k]);
     }
   };
@@ -428,7 +428,7 @@ function toProblem(e: ErrorObject, value: unknown, file: string, loc: Locator): 
   if (e.keyword === 'propertyNames') return undefined; // its inner error carries the key
   const path = toSegs(e.instancePath, value);
   const schema = e.parentSchema as SchemaNode | undefined;
-  const at = (p: Seg[], atKey: boolean) => ({ file, ...loc.pos(p, atKey), key: keyPath(loc.spelling(p)) });
+  const at = (p: Seg[], atKey: boolean) => ({ file, ...loc.pos(p, atKey), key: clip(keyPath(loc.spelling(p)), 160) });
   const data = e.data;
   if (e.propertyName !== undefined) {
     const p = [...path, e.propertyName];

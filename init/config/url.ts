@@ -112,6 +112,6 @@ export async function fetchLimited(url: string, o: FetchOptions): Promise<{ body
     return { missing: `the transfer failed (${clip((e as Error).message, 120)})` };
   }
   const body = Buffer.concat(chunks);
-  if (sha256 && sha256Hex(body) !== sha256) return { problem: `its SHA-256 is ${sha256Hex(body)}, not the pinned ${sha256}; refused` };
+  if (sha256 && sha256Hex(body) !== sha256) return { problem: `its SHA-256 is ${sha256Hex(body)}, not the pinned ${sha256}; give the file's SHA-256 in the pin, or fix the file` };
   return { body };
 }
