@@ -56,6 +56,7 @@ export function installedConfig(sources: SourceText[], extra: SourceText[] = [])
   const problems: string[] = [];
   const layers = [];
   for (const s of [...sources.filter((x) => x.file !== '/usr/lib/kiln/config.yaml'), ...extra]) {
+    if (s.error !== undefined) { problems.push(`${s.file}: ${s.error}`); continue; } // never install without a source that failed
     const r = s.kind === 'cmdline' ? parseCmdline(s.text, s.file) : parseConfig(s.text, s.file);
     problems.push(...r.problems.map(formatProblem));
     if (r.config) layers.push(r.config);

@@ -4,6 +4,7 @@ import { gunzipSync } from 'node:zlib';
 import { parse } from 'yaml';
 import { hostnameProblem } from './hostname.ts';
 import { tokenizeCmdline } from './merge.ts';
+import { yamlTooLarge } from './parse.ts';
 import { clip, MAX_SOURCE_BYTES, splitPin } from './url.ts';
 
 export interface NoCloudSeed {
@@ -49,9 +50,11 @@ export interface MetaData { instanceId?: string; localHostname?: string; raw: Re
 
 /** meta-data is YAML (JSON is YAML too). */
 export function parseMetaData(text: string): MetaData {
-  if (Buffer.byteLength(text) > MAX_SOURCE_BYTES) return { raw: {}, problems: [`meta-data is more than the limit of ${MAX_SOURCE_BYTES} bytes`] };
+  const big = yamlTooLarge(text);
+  if (big) return { raw: {}, problems: [`meta-data is too large: ${big}`] };
   let raw: unknown;
-  try { raw = parse(text) ?? {}; } catch (e) {
+  // uniqueKeys off: yaml's check compares every key with every other
+  try { raw = parse(text, { uniqueKeys: false }) ?? {}; } catch (e) {
     return { raw: {}, problems: [`meta-data is neither YAML nor JSON: ${(e as Error).message.split('\n')[0]}`] };
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return { raw: {}, problems: ['meta-data is not a map of keys'] };

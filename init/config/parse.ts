@@ -222,6 +222,15 @@ function parseUnchecked(text: string, file: string, opts: ParseOptions): { confi
   return validateValue(value, file, yamlLocator(doc.contents, text, lc), opts);
 }
 
+/** Why a YAML text is too large to parse (bytes or tokens), or undefined. For other YAML
+ *  inputs (meta-data) that do not go through parseConfig. */
+export function yamlTooLarge(text: string, maxBytes = MAX_SOURCE_BYTES): string | undefined {
+  const bytes = Buffer.byteLength(text);
+  if (bytes > maxBytes) return `${bytes} bytes, more than the limit of ${maxBytes}`;
+  if (countTokens(text, MAX_TOKENS) > MAX_TOKENS) return `more than ${MAX_TOKENS} YAML tokens (keys, values and punctuation)`;
+  return undefined;
+}
+
 /** Tokens of the text that are not space, line breaks or comments; stops counting past max. */
 function countTokens(text: string, max: number): number {
   let n = 0;

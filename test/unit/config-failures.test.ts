@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { configCli } from '../../init/config/cli.ts';
 import { chooseConfig, PATHS, readLocalSources } from '../../init/config/merge.ts';
-import { splitUserData } from '../../init/config/nocloud.ts';
+import { parseMetaData, splitUserData } from '../../init/config/nocloud.ts';
+import { installedConfig } from '../../init/install.ts';
 import { formatProblem, MAX_PROBLEMS, parseConfig } from '../../init/config/parse.ts';
 import { chooseAndReport, gatherSources } from '../../init/configure.ts';
 
@@ -149,6 +150,18 @@ test('the number of problems per source is bounded', () => {
   const r = parseConfig(`run_cmd: [${'[],'.repeat(2000)}[]]\n`, 'many.yaml');
   assert.is(r.problems.length, MAX_PROBLEMS + 1);
   assert.match(r.problems[MAX_PROBLEMS].message, /more problems follow/);
+});
+
+test('meta-data is bounded like config', () => {
+  const t0 = Date.now();
+  const m = parseMetaData(`x: [${'a,'.repeat(500_000)}a]\n`);
+  assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms`);
+  assert.equal(m.problems, ['meta-data is too large: more than 100000 YAML tokens (keys, values and punctuation)']);
+});
+
+test('kiln install does not write a config that lacks a source which failed', () => {
+  const r = installedConfig([{ file: PATHS.data, text: '', error: 'cannot be read: EIO: i/o error, read' }, { file: 'x.yaml', text: 'hostname: n\n' }]);
+  assert.equal(r.problems, [`${PATHS.data}: cannot be read: EIO: i/o error, read`]);
 });
 
 test('merging long lists takes linear time', async () => {
