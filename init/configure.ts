@@ -25,11 +25,16 @@ export interface GatherOptions {
   fetch?: typeof fetch;
 }
 
-/** A text from a URL that serves config: a missing one is a note, a refused one a source error. */
-async function fetchSource(g: Gathered, url: string, key: string, o: { allowInsecureHttp: boolean; fetch?: typeof fetch; timeoutMs?: number; headers?: Record<string, string> }): Promise<Buffer | undefined> {
+/**
+ * A text from a URL that serves config. A refused one is a source error. An unreachable one is
+ * a note when the source is optional (meta-data, EC2 user-data), else a source error too: a
+ * config URL named on the command line that does not answer leaves the config incomplete.
+ */
+async function fetchSource(g: Gathered, url: string, key: string, o: { allowInsecureHttp: boolean; fetch?: typeof fetch; timeoutMs?: number; headers?: Record<string, string>; required?: boolean }): Promise<Buffer | undefined> {
   const r = await fetchLimited(url, { key, ...o });
   const plain = splitPin(url).url;
   if (r.problem) { const [error, ...fix] = r.problem.split('; '); g.sources.push({ file: plain, text: '', error, fix: fix.join('; ') || undefined }); }
+  else if (r.missing && o.required) g.sources.push({ file: plain, text: '', error: r.missing, fix: 'check the server; the node keeps its last good config meanwhile' });
   else if (r.missing) g.notes.push(`${key} ${plain}: ${r.missing}`);
   return r.body;
 }
@@ -146,7 +151,7 @@ export async function gatherSources(pass: 'local' | 'network', cmdline: string, 
         const md = await fetchSource(g, `${base}meta-data`, 'NoCloud seed', { allowInsecureHttp, fetch: o.fetch, timeoutMs: 5000 });
         if (md) addMetaData(g, `${base}meta-data`, md.toString('utf8'));
       }
-      const ud = await fetchSource(g, `${base}user-data${seed.userDataSha256 ? `#sha256=${seed.userDataSha256}` : ''}`, 'NoCloud seed', { allowInsecureHttp, fetch: o.fetch, timeoutMs: 5000 });
+      const ud = await fetchSource(g, `${base}user-data${seed.userDataSha256 ? `#sha256=${seed.userDataSha256}` : ''}`, 'NoCloud seed', { allowInsecureHttp, fetch: o.fetch, timeoutMs: 5000, required: true });
       if (ud !== undefined) addUserData(g, `${base}user-data`, ud);
     });
     if (seed?.hostname) g.hostname = seed.hostname;
@@ -220,11 +225,15 @@ export interface Chosen {
 }
 
 /**
- * Chooses the config, saves it as last good when every source was fine, reports problems.
+ * Chooses the config, saves it as last good when every source was fine (in the pass that
+ * sees every source: the network pass, unless saveLastGood says otherwise), reports problems.
  * Never throws: on any failure the result is the last good config (else the good sources, else
  * the defaults) with ok false and the failure among the problems.
  */
-export async function chooseAndReport(g: Gathered, opts: { fetchUrl: boolean; root?: string; fetch?: typeof fetch }): Promise<Chosen> {
+export async function chooseAndReport(g: Gathered, opts: { fetchUrl: boolean; root?: string; fetch?: typeof fetch; saveLastGood?: boolean }): Promise<Chosen> {
+  // The local pass sees no network source: its config must not replace the last good one
+  // that a network pass made (which may hold the keys and the join settings).
+  const save = opts.saveLastGood ?? opts.fetchUrl;
   const lg = join(opts.root ?? '/', activePaths().lastGood);
   let lastGood: string | undefined;
   const early: ConfigProblem[] = [];
@@ -241,10 +250,11 @@ export async function chooseAndReport(g: Gathered, opts: { fetchUrl: boolean; ro
       // The URL's config sits just before the command line, which stays last.
       const at = g.sources.length && g.sources[g.sources.length - 1].kind === 'cmdline' ? g.sources.length - 1 : g.sources.length;
       const file = splitPin(url).url;
-      if (got.missing) g.notes.push(`kiln.config_url ${file}: ${got.missing}`);
+      // Unreachable is a failure too: without the file the config is incomplete.
+      if (got.missing) g.sources.splice(at, 0, { file, text: '', error: got.missing, fix: 'check the server; the node keeps its last good config meanwhile' });
       else if (got.problem) { const [error, ...fix] = got.problem.split('; '); g.sources.splice(at, 0, { file, text: '', error, fix: fix.join('; ') || undefined }); }
       else g.sources.splice(at, 0, { file, text: got.body!.toString('utf8') });
-      if (!got.missing) choice = chooseConfig({ sources: g.sources, lastGood, lastGoodFile: activePaths().lastGood });
+      choice = chooseConfig({ sources: g.sources, lastGood, lastGoodFile: activePaths().lastGood });
     }
   } catch (e) {
     // chooseConfig does not throw; this is for what is around it
@@ -263,7 +273,7 @@ export async function chooseAndReport(g: Gathered, opts: { fetchUrl: boolean; ro
       appendRotating(join(opts.root ?? '/', LOG_DIR, 'config.log'), `${new Date().toISOString()} ${line}\n`);
     }
     for (const n of g.notes) if (!reported.has(n)) { reported.add(n); say(`config: ${clip(n, 300)}`); }
-    if (ok && choice.lastGood !== undefined) {
+    if (ok && save && choice.lastGood !== undefined) {
       try {
         mkdirSync(dirname(lg), { recursive: true });
         writeFileSync(`${lg}.tmp`, choice.lastGood);

@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chooseConfig, parseCmdline, PATHS } from '../../init/config/merge.ts';
@@ -103,6 +103,26 @@ test('chooseAndReport fetches a pinned kiln.config_url and refuses one whose bod
   assert.is(bad.used, 'last-good'); // the good run above stored it
   assert.is(bad.config.hostname, 'pinned-node');
   assert.match(formatProblem(bad.problems[0]), /^http:\/\/h\/other\.yaml:1:1 \(file\): its SHA-256 is [0-9a-f]{64}, not the pinned/);
+});
+
+test('a config URL that does not answer keeps the last good config; only the network pass stores one', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'kiln-down-'));
+  const f = fakeFetch({ 'https://h/n.yaml': { body: BODY } });
+  const cmd = (u: string) => ({ sources: [{ file: '/proc/cmdline', text: `kiln.config_url=${u}`, kind: 'cmdline' as const }], scripts: [], notes: [] });
+  // the local pass (no URL fetched) chooses, but does not store its partial view
+  const local = await chooseAndReport({ sources: [{ file: PATHS.data, text: 'hostname: local-only\n' }], scripts: [], notes: [] }, { fetchUrl: false, root, fetch: f });
+  assert.equal([local.ok, local.config.hostname], [true, 'local-only']);
+  assert.not.ok(existsSync(join(root, PATHS.lastGood)));
+  const up = await chooseAndReport(cmd('https://h/n.yaml'), { fetchUrl: true, root, fetch: f });
+  assert.equal([up.ok, up.config.hostname], [true, 'pinned-node']);
+  assert.ok(existsSync(join(root, PATHS.lastGood)));
+  const down = await chooseAndReport(cmd('https://h/gone.yaml'), { fetchUrl: true, root, fetch: f });
+  assert.equal([down.ok, down.used, down.config.hostname], [false, 'last-good', 'pinned-node']);
+  assert.is(formatProblem(down.problems[0]), 'https://h/gone.yaml:1:1 (file): answered 404 (check the server; the node keeps its last good config meanwhile)');
+  // a NoCloud seed whose user-data does not answer, likewise
+  const g = await gatherSources('network', 'ds=nocloud;s=https://h/seed/', [], { root, fetch: f });
+  assert.equal(g.sources.map((x) => [x.file, x.error]), [['https://h/seed/user-data', 'answered 404'], ['/proc/cmdline', undefined]]);
+  assert.ok(g.notes.some((n) => n.startsWith('NoCloud seed https://h/seed/meta-data: answered 404')));
 });
 
 test('NoCloud seed over plain http: refused unless pinned (then user-data only) or allowed by the image', async () => {
