@@ -6,9 +6,11 @@ import { appendFileSync, chmodSync, chownSync, closeSync, existsSync, fchownSync
 import { basename, dirname, join } from 'node:path';
 import { ESP_MOUNT as BOOT_FILES } from './boot.ts';
 import { expandAuthorizedKeys } from './config/keys.ts';
-import { chooseConfig, configPaths, PATHS, readLocalSources, type ConfigPaths, type SourceText } from './config/merge.ts';
+import { hostnameProblem } from './config/hostname.ts';
+import { chooseConfig, configPaths, imageAllowsInsecureHttp, MAX_TOTAL_BYTES, PATHS, readLocalSources, readSource, type ConfigPaths, type SourceText } from './config/merge.ts';
 import { parseMetaData, parseNoCloudCmdline, splitUserData } from './config/nocloud.ts';
-import { decodeContent, formatProblem } from './config/parse.ts';
+import { decodeContent, failure, formatProblem, type ConfigProblem } from './config/parse.ts';
+import { clip, fetchLimited, splitPin } from './config/url.ts';
 import type { Command, KilnConfig } from './config/schema.ts';
 import { run, runOk, type RunResult } from './exec.ts';
 import { appendFile, closeDir, openChildDir, openDir, replaceFile, resolveTrustedFile, type Dir } from './safefs.ts';
@@ -18,12 +20,24 @@ import { loadModules, mount, read, setHostname, setSysctl } from './system.ts';
 
 export interface Gathered { sources: SourceText[]; scripts: { name: string; text: string }[]; hostname?: string; notes: string[] }
 
-async function fetchText(url: string, timeoutMs = 5000, headers: Record<string, string> = {}): Promise<string | undefined> {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers });
-    if (!res.ok) return undefined;
-    return await res.text();
-  } catch { return undefined; }
+export interface GatherOptions {
+  /** the root the paths are under (tests); default / */
+  root?: string;
+  fetch?: typeof fetch;
+}
+
+/**
+ * A text from a URL that serves config. A refused one is a source error. An unreachable one is
+ * a note when the source is optional (meta-data, EC2 user-data), else a source error too: a
+ * config URL named on the command line that does not answer leaves the config incomplete.
+ */
+async function fetchSource(g: Gathered, url: string, key: string, o: { allowInsecureHttp: boolean; fetch?: typeof fetch; timeoutMs?: number; headers?: Record<string, string>; required?: boolean }): Promise<Buffer | undefined> {
+  const r = await fetchLimited(url, { key, ...o });
+  const plain = splitPin(url).url;
+  if (r.problem) { const [error, ...fix] = r.problem.split('; '); g.sources.push({ file: plain, text: '', error, fix: fix.join('; ') || undefined }); }
+  else if (r.missing && o.required) g.sources.push({ file: plain, text: '', error: r.missing, fix: 'check the server; the node keeps its last good config meanwhile' });
+  else if (r.missing) g.notes.push(`${key} ${plain}: ${r.missing}`);
+  return r.body;
 }
 
 /**
@@ -71,9 +85,11 @@ export async function mountLabelled(labels: string[], where: string, known: Prom
 
 function addUserData(g: Gathered, origin: string, data: Buffer | string) {
   const u = splitUserData(data);
+  // Unreadable user-data is a source that failed, not an absent one: the choice falls back.
+  if (u.error) g.sources.push({ file: origin, text: '', error: u.error });
   u.cloudConfigs.forEach((text, i) => g.sources.push({ file: u.cloudConfigs.length > 1 ? `${origin}#${i + 1}` : origin, text }));
   for (const s of u.scripts) g.scripts.push({ name: `${origin}:${s.name}`, text: s.text });
-  for (const p of u.problems) g.notes.push(`${origin}: ${p}`);
+  for (const p of u.problems) if (p !== u.error) g.notes.push(`${origin}: ${p}`);
 }
 
 function addMetaData(g: Gathered, origin: string, text: string) {
@@ -82,61 +98,95 @@ function addMetaData(g: Gathered, origin: string, text: string) {
   for (const p of m.problems) g.notes.push(`${origin}: ${p}`);
 }
 
+/** A local source file by name; missing is fine, unreadable or too large is a source error. */
+async function readInto(g: Gathered, path: string, origin: string, use: (data: Buffer) => void) {
+  const r = await readSource(path);
+  if (!r) return;
+  if (r.error !== undefined) g.sources.push({ file: origin, text: '', error: r.error });
+  else use(r.data);
+}
+
 /**
  * Sources in merge order. The local pass reads what needs no network; the network pass
- * adds seed URLs, metadata services and kiln.config_url.
+ * adds seed URLs, metadata services and kiln.config_url. Never throws: a step that fails is
+ * kept as a source with its error (so the choice falls back to the last good config), and
+ * the kernel command line is always the last source.
  */
-export async function gatherSources(pass: 'local' | 'network', cmdline: string, dataSources: string[] = []): Promise<Gathered> {
-  const g: Gathered = { sources: await readLocalSources('/', activePaths()), scripts: [], notes: [] };
+export async function gatherSources(pass: 'local' | 'network', cmdline: string, dataSources: string[] = [], o: GatherOptions = {}): Promise<Gathered> {
+  const g: Gathered = { sources: [], scripts: [], notes: [] };
+  const root = o.root ?? '/';
+  const at = (p: string) => join(root, p);
+  const step = async (what: string, f: () => Promise<void>) => {
+    try { await f(); } catch (e) { g.sources.push({ file: what, text: '', error: `cannot be read: ${clip((e as Error)?.message ?? String(e), 200)}` }); }
+  };
+  await step('local config files', async () => { g.sources.push(...await readLocalSources(root, activePaths())); });
   // NoCloud volume (label cidata, any case), and an OpenStack config drive.
-  const cidata = '/run/kiln/cidata';
-  const drive = '/run/kiln/config-2';
+  const cidata = at('/run/kiln/cidata');
+  const drive = at('/run/kiln/config-2');
   // Probed only when a volume is not mounted yet (the network pass finds both mounted).
   let labels: Promise<Map<string, string>> | undefined;
   const known = () => (labels ??= blockLabels());
-  if (existsSync(`${cidata}/user-data`) || await mountLabelled(['CIDATA', 'cidata'], cidata, known())) {
-    const md = read(`${cidata}/meta-data`);
-    if (md) addMetaData(g, 'CIDATA:meta-data', md);
-    if (existsSync(`${cidata}/user-data`)) addUserData(g, 'CIDATA:user-data', readFileSync(`${cidata}/user-data`));
-  }
+  await step('CIDATA', async () => {
+    if (existsSync(`${cidata}/user-data`) || (root === '/' && await mountLabelled(['CIDATA', 'cidata'], cidata, known()))) {
+      await readInto(g, `${cidata}/meta-data`, 'CIDATA:meta-data', (d) => addMetaData(g, 'CIDATA:meta-data', d.toString('utf8')));
+      await readInto(g, `${cidata}/user-data`, 'CIDATA:user-data', (d) => addUserData(g, 'CIDATA:user-data', d));
+    }
+  });
   // The boot partition (the Pi's FAT, or the ESP): user-data and meta-data dropped there from
   // any computer after flashing, as Raspberry Pi images with cloud-init take them.
-  for (const f of ['meta-data', 'user-data'] as const) {
-    const p = join(BOOT_FILES, f);
-    if (!existsSync(p)) continue;
-    if (f === 'meta-data') addMetaData(g, `boot:${f}`, read(p));
-    else addUserData(g, `boot:${f}`, readFileSync(p));
-  }
-  if (existsSync(`${drive}/openstack`) || await mountLabelled(['config-2', 'CONFIG-2'], drive, known())) {
-    const ud = `${drive}/openstack/latest/user_data`;
-    if (existsSync(ud)) addUserData(g, 'config-drive:user_data', readFileSync(ud));
-    const md = read(`${drive}/openstack/latest/meta_data.json`);
-    if (md) addMetaData(g, 'config-drive:meta_data.json', md);
-  }
-  if (pass === 'network') {
-    const seed = parseNoCloudCmdline(cmdline);
-    if (seed?.seedUrl && /^https?:/.test(seed.seedUrl)) {
-      const md = await fetchText(`${seed.seedUrl}meta-data`);
-      if (md) addMetaData(g, `${seed.seedUrl}meta-data`, md);
-      const ud = await fetchText(`${seed.seedUrl}user-data`);
-      if (ud !== undefined) addUserData(g, `${seed.seedUrl}user-data`, ud);
-      else g.notes.push(`NoCloud seed ${seed.seedUrl}user-data: not reachable`);
+  await step('boot partition', async () => {
+    await readInto(g, at(join(BOOT_FILES, 'meta-data')), 'boot:meta-data', (d) => addMetaData(g, 'boot:meta-data', d.toString('utf8')));
+    await readInto(g, at(join(BOOT_FILES, 'user-data')), 'boot:user-data', (d) => addUserData(g, 'boot:user-data', d));
+  });
+  await step('config drive', async () => {
+    if (existsSync(`${drive}/openstack`) || (root === '/' && await mountLabelled(['config-2', 'CONFIG-2'], drive, known()))) {
+      await readInto(g, `${drive}/openstack/latest/user_data`, 'config-drive:user_data', (d) => addUserData(g, 'config-drive:user_data', d));
+      await readInto(g, `${drive}/openstack/latest/meta_data.json`, 'config-drive:meta_data.json', (d) => addMetaData(g, 'config-drive:meta_data.json', d.toString('utf8')));
     }
+  });
+  const seed = parseNoCloudCmdline(cmdline);
+  for (const p of seed?.problems ?? []) g.notes.push(p);
+  if (pass === 'network') {
+    const allowInsecureHttp = imageAllowsInsecureHttp(g.sources);
+    await step('NoCloud seed', async () => {
+      if (!seed?.seedUrl || !/^https?:/.test(seed.seedUrl)) return;
+      const base = seed.seedUrl;
+      // A pin covers user-data only: over plain http, meta-data (the host name) is not fetched.
+      const plain = /^http:/i.test(base) && !allowInsecureHttp;
+      if (plain && !seed.userDataSha256) {
+        g.sources.push({ file: `${base}user-data`, text: '', error: 'plain http:// lets anyone on the network path give this node its config (root access)', fix: "use https://, or pin user-data with #sha256=<its SHA-256 in hex> after the seed URL (ds=nocloud;s=http://HOST/PATH/#sha256=HEX), or set kiln.allow_insecure_http: true in the image's own config (/usr/lib/kiln/config.yaml, baked in by kiln build)" });
+        return;
+      }
+      if (plain) g.notes.push(`NoCloud seed ${base}meta-data: not fetched over plain http (only user-data is pinned); set the host name with ds=nocloud;h=NAME`);
+      else {
+        const md = await fetchSource(g, `${base}meta-data`, 'NoCloud seed', { allowInsecureHttp, fetch: o.fetch, timeoutMs: 5000 });
+        if (md) addMetaData(g, `${base}meta-data`, md.toString('utf8'));
+      }
+      const ud = await fetchSource(g, `${base}user-data${seed.userDataSha256 ? `#sha256=${seed.userDataSha256}` : ''}`, 'NoCloud seed', { allowInsecureHttp, fetch: o.fetch, timeoutMs: 5000, required: true });
+      if (ud !== undefined) addUserData(g, `${base}user-data`, ud);
+    });
     if (seed?.hostname) g.hostname = seed.hostname;
     if (dataSources.some((d) => d === 'ec2' || d === 'aws')) {
-      // IMDSv2 first (a session token), then v1.
-      const base = 'http://169.254.169.254/latest';
-      let token: string | undefined;
-      try {
-        const r = await fetch(`${base}/api/token`, { method: 'PUT', headers: { 'x-aws-ec2-metadata-token-ttl-seconds': '300' }, signal: AbortSignal.timeout(3000) });
-        if (r.ok) token = await r.text();
-      } catch { /* v1 */ }
-      const h: Record<string, string> = token ? { 'x-aws-ec2-metadata-token': token } : {};
-      const ud = await fetchText(`${base}/user-data`, 5000, h);
-      if (ud !== undefined) addUserData(g, 'ec2:user-data', ud);
-      else g.notes.push('EC2 metadata service: no user-data');
-      const host = await fetchText(`${base}/meta-data/local-hostname`, 3000, h);
-      if (host) g.hostname = host.trim().split('.')[0];
+      await step('ec2:user-data', async () => {
+        // IMDSv2 first (a session token), then v1. The link-local metadata service is plain
+        // http by nature: it is the cloud's own, not a URL from config.
+        const base = 'http://169.254.169.254/latest';
+        const f = o.fetch ?? fetch;
+        let token: string | undefined;
+        try {
+          const r = await f(`${base}/api/token`, { method: 'PUT', headers: { 'x-aws-ec2-metadata-token-ttl-seconds': '300' }, signal: AbortSignal.timeout(3000) });
+          if (r.ok) token = (await r.text()).slice(0, 1000);
+        } catch { /* v1 */ }
+        const headers: Record<string, string> = token ? { 'x-aws-ec2-metadata-token': token } : {};
+        const ud = await fetchSource(g, `${base}/user-data`, 'EC2 metadata service', { allowInsecureHttp: true, fetch: o.fetch, timeoutMs: 5000, headers });
+        if (ud !== undefined) addUserData(g, 'ec2:user-data', ud);
+        const host = await fetchLimited(`${base}/meta-data/local-hostname`, { key: 'EC2 metadata service', allowInsecureHttp: true, fetch: o.fetch, timeoutMs: 3000, headers, maxBytes: 1024 });
+        if (host.body) {
+          const name = host.body.toString('utf8').trim().split('.')[0];
+          const bad = hostnameProblem(name);
+          if (bad) g.notes.push(`ec2 local-hostname: ${bad}; keeping the host name from elsewhere`); else g.hostname = name;
+        }
+      });
     }
   }
   g.sources.push({ file: '/proc/cmdline', text: cmdline, kind: 'cmdline' });
@@ -194,53 +244,103 @@ export function writePrivateFile(path: string, text: string): void {
 
 const reported = new Set<string>();
 
-export interface Chosen { config: KilnConfig; used: string; configUrl?: string; gathered: Gathered }
+export interface Chosen {
+  config: KilnConfig;
+  used: string;
+  /** true only when every source was read and parsed without a problem; false: `config` is
+   *  the last good config (or less), so authorized_keys must not be rewritten from it */
+  ok: boolean;
+  /** the problems of this choice (also said on the console and in config.log) */
+  problems: ConfigProblem[];
+  /** kiln.allow_insecure_http of the image's config (for kiln.install.config_url, key services) */
+  allowInsecureHttp: boolean;
+  configUrl?: string;
+  gathered: Gathered;
+}
 
-/** Chooses the config, saves it as last good when every source was fine, reports problems. */
-export async function chooseAndReport(g: Gathered, opts: { fetchUrl: boolean }): Promise<Chosen> {
+/**
+ * Chooses the config, saves it as last good when every source was fine (in the pass that
+ * sees every source: the network pass, unless saveLastGood says otherwise), reports problems.
+ * Never throws: on any failure the result is the last good config (else the good sources, else
+ * the defaults) with ok false and the failure among the problems.
+ */
+export async function chooseAndReport(g: Gathered, opts: { fetchUrl: boolean; root?: string; fetch?: typeof fetch; saveLastGood?: boolean }): Promise<Chosen> {
+  // The local pass sees no network source: its config must not replace the last good one
+  // that a network pass made (which may hold the keys and the join settings).
+  const save = opts.saveLastGood ?? opts.fetchUrl;
+  const lg = join(opts.root ?? '/', activePaths().lastGood);
   let lastGood: string | undefined;
-  const lg = activePaths().lastGood;
-  try { lastGood = readFileSync(lg, 'utf8'); } catch { /* first boot */ }
-  let choice = chooseConfig({ sources: g.sources, lastGood });
-  if (opts.fetchUrl && choice.configUrl) {
-    const text = await fetchText(choice.configUrl, 10_000);
-    if (text === undefined) g.notes.push(`kiln.config_url ${choice.configUrl}: not reachable`);
-    else {
+  const early: ConfigProblem[] = [];
+  let lastGoodProblem: ConfigProblem | undefined;
+  let choice: ReturnType<typeof chooseConfig>;
+  try {
+    const r = await readSource(lg, MAX_TOTAL_BYTES * 2);
+    if (r?.error !== undefined) lastGoodProblem = { file: activePaths().lastGood, line: 1, col: 1, key: '(file)', message: r.error, fix: 'nothing to fall back on: the node runs with the sources that are good until all are' };
+    else if (r) lastGood = r.data.toString('utf8');
+    choice = chooseConfig({ sources: g.sources, lastGood, lastGoodFile: activePaths().lastGood });
+    if (opts.fetchUrl && choice.configUrl) {
+      const url = choice.configUrl;
+      const got = await fetchLimited(url, { key: 'kiln.config_url', allowInsecureHttp: choice.allowInsecureHttp, fetch: opts.fetch, timeoutMs: 10_000 });
       // The URL's config sits just before the command line, which stays last.
-      g.sources.splice(g.sources.length - 1, 0, { file: choice.configUrl, text });
-      choice = chooseConfig({ sources: g.sources, lastGood });
+      const at = g.sources.length && g.sources[g.sources.length - 1].kind === 'cmdline' ? g.sources.length - 1 : g.sources.length;
+      const file = splitPin(url).url;
+      // Unreachable is a failure too: without the file the config is incomplete.
+      if (got.missing) g.sources.splice(at, 0, { file, text: '', error: got.missing, fix: 'check the server; the node keeps its last good config meanwhile' });
+      else if (got.problem) { const [error, ...fix] = got.problem.split('; '); g.sources.splice(at, 0, { file, text: '', error, fix: fix.join('; ') || undefined }); }
+      else g.sources.splice(at, 0, { file, text: got.body!.toString('utf8') });
+      choice = chooseConfig({ sources: g.sources, lastGood, lastGoodFile: activePaths().lastGood });
     }
+  } catch (e) {
+    // chooseConfig does not throw; this is for what is around it
+    early.push(failure('(config)', e));
+    choice = chooseConfig({ sources: [{ file: '(config)', text: '', error: 'choosing failed' }], lastGood, lastGoodFile: activePaths().lastGood });
   }
-  for (const p of choice.problems) {
-    const line = formatProblem(p);
-    // The network pass sees the local sources again: say each problem once per boot.
-    if (reported.has(line)) continue;
-    reported.add(line);
-    say(`config: ${line}`);
-    appendRotating(`${LOG_DIR}/config.log`, `${new Date().toISOString()} ${line}\n`);
-  }
-  for (const n of g.notes) if (!reported.has(n)) { reported.add(n); say(`config: ${n}`); }
-  if (choice.used === 'new' && choice.lastGood !== undefined) {
-    try {
-      writePrivateFile(lg, choice.lastGood);
-    } catch (e) { say(`config: cannot save the last good config: ${(e as Error).message}`); }
-  } else {
-    const line = choice.used === 'last-good' ? `config: problems above: running with the last good config (${lg})` : 'config: problems above: running with the sources that had none';
-    if (!reported.has(line)) { reported.add(line); say(line); }
-  }
-  return { config: choice.config, used: choice.used, configUrl: choice.configUrl, gathered: g };
+  const problems = [...(lastGoodProblem ? [lastGoodProblem] : []), ...early, ...choice.problems];
+  const ok = choice.ok && !early.length;
+  try {
+    for (const p of problems) {
+      const line = formatProblem(p);
+      // The network pass sees the local sources again: say each problem once per boot.
+      if (reported.has(line)) continue;
+      reported.add(line);
+      say(`config: ${line}`);
+      appendRotating(join(opts.root ?? '/', LOG_DIR, 'config.log'), `${new Date().toISOString()} ${line}\n`);
+    }
+    for (const n of g.notes) if (!reported.has(n)) { reported.add(n); say(`config: ${clip(n, 300)}`); }
+    if (ok && save && choice.lastGood !== undefined) {
+      try {
+        writePrivateFile(lg, choice.lastGood);
+      } catch (e) { say(`config: cannot save the last good config: ${(e as Error).message}`); }
+    } else if (!ok) {
+      const line = choice.used === 'last-good' ? `config: problems above: running with the last good config (${activePaths().lastGood})`
+        : choice.used === 'partial' ? 'config: problems above: running with the sources that had none' : 'config: problems above: running with the defaults';
+      if (!reported.has(line)) { reported.add(line); say(line); }
+    }
+  } catch { /* reporting must not take the choice away */ }
+  return { config: choice.config, used: choice.used, ok, problems, allowInsecureHttp: choice.allowInsecureHttp, configUrl: choice.configUrl, gathered: g };
 }
 
-/** The host name: config, else the data source's, else kiln-<6 hex of the machine id>. */
+/** The host name: config, else the data source's, else kiln-<6 hex of the machine id>. A name
+ *  that is not a valid host name is passed over (the sources report it). */
 export function chooseHostname(c: KilnConfig, g: Gathered, machineId: string): string {
-  return c.hostname || g.hostname || `kiln-${machineId.slice(0, 6)}`;
+  for (const name of [c.hostname, g.hostname]) if (name && !hostnameProblem(name)) return name;
+  return `kiln-${machineId.replace(/[^0-9a-fA-F]/g, '').slice(0, 6) || '000000'}`;
 }
 
-export function applyHostname(name: string): void {
-  setHostname(name);
-  if (read('/etc/hostname').trim() !== name) writeFileSync('/etc/hostname', `${name}\n`);
-  const hosts = read('/etc/hosts');
-  if (!hosts.includes(` ${name}`) && !hosts.includes(`\t${name}`)) appendFileSync('/etc/hosts', `127.0.1.1\t${name}\n`);
+/**
+ * Sets the host name and writes /etc/hostname and /etc/hosts. A name that is not a valid host
+ * name is refused before anything is written (the previous name stays): returns the problem.
+ */
+export function applyHostname(name: string, o: { root?: string } = {}): string | undefined {
+  const bad = hostnameProblem(name);
+  if (bad) { say(`config: ${bad}; keeping the previous host name`); return bad; }
+  const root = o.root ?? '/';
+  if (root === '/') setHostname(name); else writeFileSync(join(root, 'proc/sys/kernel/hostname'), name);
+  const at = (p: string) => join(root, p);
+  if (read(at('/etc/hostname')).trim() !== name) writeFileSync(at('/etc/hostname'), `${name}\n`);
+  const hosts = read(at('/etc/hosts'));
+  if (!hosts.split('\n').some((l) => l.split(/\s+/).slice(1).includes(name))) appendFileSync(at('/etc/hosts'), `${hosts && !hosts.endsWith('\n') ? '\n' : ''}127.0.1.1\t${name}\n`);
+  return undefined;
 }
 
 function idsOf(owner: string, root = '/'): { uid: number; gid: number } {
@@ -419,11 +519,11 @@ export function writeAuthorizedKeys(home: string, keys: string[], uid: number, g
  * leaves every authorized_keys file as it is: a stand-in must not lock the owner out.
  * `root` is for tests.
  */
-export async function applySshKeys(c: KilnConfig, o: { fetch?: typeof fetch; offline?: boolean; chosenOk?: boolean; root?: string } = {}): Promise<{ count: number; problems: string[] }> {
+export async function applySshKeys(c: KilnConfig, o: { fetch?: typeof fetch; offline?: boolean; chosenOk?: boolean; root?: string; allowInsecureHttp?: boolean } = {}): Promise<{ count: number; problems: string[] }> {
   if (o.chosenOk === false) return { count: 0, problems: ['ssh keys: no config was chosen successfully; every authorized_keys file is left as it is'] };
   const root = o.root ?? '/';
   const ks = c.kiln.key_services;
-  const opts = { githubUrl: ks.github || undefined, gitlabUrl: ks.gitlab || undefined, launchpadUrl: ks.launchpad || undefined, cacheDir: join(root, PATHS.keyCache), fetch: o.fetch, timeoutMs: o.offline ? 1 : 8000, retries: o.offline ? 0 : 2 };
+  const opts = { githubUrl: ks.github || undefined, gitlabUrl: ks.gitlab || undefined, launchpadUrl: ks.launchpad || undefined, cacheDir: join(root, PATHS.keyCache), fetch: o.fetch, timeoutMs: o.offline ? 1 : 8000, retries: o.offline ? 0 : 2, allowInsecureHttp: o.allowInsecureHttp ?? false };
   const problems: string[] = [];
   const install = async (home: string, entries: string[], uid: number, gid: number) => {
     const r = await expandAuthorizedKeys(entries, opts);

@@ -11,6 +11,7 @@ import type { LayoutPartition } from './disk/gpt.ts';
 import { layoutFor, minDiskBytes, PARTLABELS, type IsoManifest } from './disk/layout.ts';
 import { mergeConfigs, type SourceText, parseCmdline } from './config/merge.ts';
 import { formatProblem, parseConfig } from './config/parse.ts';
+import { fetchLimited, MAX_SOURCE_BYTES, splitPin, urlProblem } from './config/url.ts';
 import { run, runOk, sleep } from './exec.ts';
 
 const MiB = 1024 * 1024;
@@ -55,6 +56,7 @@ export function installedConfig(sources: SourceText[], extra: SourceText[] = [])
   const problems: string[] = [];
   const layers = [];
   for (const s of [...sources.filter((x) => x.file !== '/usr/lib/kiln/config.yaml'), ...extra]) {
+    if (s.error !== undefined) { problems.push(`${s.file}: ${s.error}`); continue; } // never install without a source that failed
     const r = s.kind === 'cmdline' ? parseCmdline(s.text, s.file) : parseConfig(s.text, s.file);
     problems.push(...r.problems.map(formatProblem));
     if (r.config) layers.push(r.config);
@@ -66,6 +68,29 @@ export function installedConfig(sources: SourceText[], extra: SourceText[] = [])
   if (merged.kiln) { delete merged.kiln.install; if (!Object.keys(merged.kiln).length) delete merged.kiln; }
   const from = [...sources, ...extra].map((s) => s.file).join(', ') || 'nothing';
   return { text: `#cloud-config\n# written by kiln install from: ${from}\n${Object.keys(merged).length ? stringify(merged) : ''}`, problems };
+}
+
+/**
+ * kiln.install.config_url's file, for installedConfig's `extra`: file:///PATH, https://, or
+ * plain http:// only with a pin (#sha256=HEX) or the image's kiln.allow_insecure_http (the
+ * installed node's config is root on it). At most MAX_SOURCE_BYTES. Never throws.
+ */
+export async function fetchInstallConfig(url: string, o: { allowInsecureHttp: boolean; fetch?: typeof fetch; readFile?: (p: string) => Buffer }): Promise<{ source?: SourceText; problem?: string }> {
+  const key = 'kiln.install.config_url';
+  const why = urlProblem(url, { allowInsecureHttp: o.allowInsecureHttp, fileOk: true });
+  if (why) return { problem: `${key} ${splitPin(url).url}: ${why.message} (${why.fix})` };
+  if (/^file:/i.test(url)) {
+    const path = decodeURIComponent(splitPin(url).url.replace(/^file:\/\//i, ''));
+    try {
+      const data = (o.readFile ?? readFileSync)(path);
+      if (data.length > MAX_SOURCE_BYTES) return { problem: `${key} ${url}: more than the limit of ${MAX_SOURCE_BYTES} bytes` };
+      return { source: { file: url, text: data.toString('utf8') } };
+    } catch (e) { return { problem: `${key} ${url}: cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` }; }
+  }
+  const r = await fetchLimited(url, { key, allowInsecureHttp: o.allowInsecureHttp, fetch: o.fetch, timeoutMs: 15_000 });
+  const plain = splitPin(url).url;
+  if (r.problem || r.missing) return { problem: `${key} ${plain}: ${r.problem ?? r.missing}` };
+  return { source: { file: plain, text: r.body!.toString('utf8') } };
 }
 
 const read = (p: string) => { try { return readFileSync(p, 'utf8'); } catch { return ''; } };

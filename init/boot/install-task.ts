@@ -1,7 +1,7 @@
 // The live ISO's unattended install (a boot task) and the config the installed node gets
 // (also asked for by `kiln install` through the control socket).
 import { cmdlineArg } from '../boot.ts';
-import { candidateDisks, install, installedConfig, mountMedium, readManifest } from '../install.ts';
+import { candidateDisks, fetchInstallConfig, install, installedConfig, mountMedium, readManifest } from '../install.ts';
 import { say } from '../log.ts';
 import { read } from '../system.ts';
 import type { BootContext } from './context.ts';
@@ -10,13 +10,10 @@ import type { BootContext } from './context.ts';
 export async function installConfigText(ctx: BootContext, url: string, answers?: string): Promise<{ text: string; problems: string[] }> {
   const extra = [];
   if (url) {
-    let text: string | undefined;
-    if (url.startsWith('file://')) text = read(url.slice(7)) || undefined;
-    else if (/^https?:\/\//.test(url)) {
-      try { const r = await fetch(url, { signal: AbortSignal.timeout(15_000) }); if (r.ok) text = await r.text(); } catch { /* reported below */ }
-    } else return { text: '', problems: [`kiln.install.config_url ${url}: only http, https and file URLs are supported`] };
-    if (text === undefined) return { text: '', problems: [`kiln.install.config_url ${url}: not reachable`] };
-    extra.push({ file: url, text });
+    // https, a #sha256= pin, or the image's opt-in; file:// from the medium.
+    const r = await fetchInstallConfig(url, { allowInsecureHttp: ctx.chosen?.allowInsecureHttp ?? false });
+    if (r.problem || !r.source) return { text: '', problems: [r.problem ?? `kiln.install.config_url ${url}: not reachable`] };
+    extra.push(r.source);
   }
   if (answers) extra.push({ file: 'kiln install (answers)', text: answers });
   return installedConfig(ctx.chosen?.gathered.sources ?? [], extra);

@@ -47,7 +47,7 @@ export interface PostBootEdges {
   fellBackFrom(slot: Slot): Slot | undefined;
   uncordon(ctx: BootContext): Promise<void>;
   addons(ctx: BootContext): Promise<void>;
-  refreshKeys(c: KilnConfig): Promise<unknown>;
+  refreshKeys(c: KilnConfig, allowInsecureHttp?: boolean): Promise<unknown>;
   every(fn: () => void, ms: number): void;
   pause(ms: number): Promise<void>;
 }
@@ -58,7 +58,7 @@ const EDGES: PostBootEdges = {
   fellBackFrom: (slot) => ubootFellBackFrom(slot),
   uncordon: uncordonWhenReady,
   addons: addonsLoop,
-  refreshKeys: (c) => applySshKeys(c),
+  refreshKeys: (c, allowInsecureHttp) => applySshKeys(c, { allowInsecureHttp }),
   every: (fn, ms) => { setInterval(fn, ms); },
   pause: (ms) => new Promise((r) => setTimeout(r, ms)),
 };
@@ -69,7 +69,7 @@ const HEALTH_DEADLINE_MS = 10 * 60_000;
 export function postBootSteps(ctx: BootContext, stepsOk: boolean, edgesIn: Partial<PostBootEdges> = {}): PostBootStep[] {
   const edges = { ...EDGES, ...edgesIn };
   // Revoked keys disappear: refetch the key services' lists every hour.
-  const keyRefresh: PostBootStep = { name: 'key refresh', run: () => edges.every(() => { if (chosenOk(ctx)) void edges.refreshKeys(ctx.cfg()).catch(() => undefined); }, 3600_000) };
+  const keyRefresh: PostBootStep = { name: 'key refresh', run: () => edges.every(() => { if (chosenOk(ctx)) void edges.refreshKeys(ctx.cfg(), ctx.chosen?.allowInsecureHttp).catch(() => undefined); }, 3600_000) };
   const addons: PostBootStep = { name: 'add-ons', background: true, run: () => edges.addons(ctx) };
   if (ctx.live) {
     return [

@@ -92,7 +92,7 @@ export async function applyLocalConfig(ctx: BootContext): Promise<void> {
 
 /** Keys known from earlier boots, so SSH works even when the network never comes. */
 export async function installCachedKeys(ctx: BootContext): Promise<string> {
-  const r = await applySshKeys(ctx.cfg(), { offline: true, chosenOk: chosenOk(ctx) });
+  const r = await applySshKeys(ctx.cfg(), { offline: true, chosenOk: chosenOk(ctx), allowInsecureHttp: ctx.chosen?.allowInsecureHttp });
   return `${r.count} keys from cache`;
 }
 
@@ -148,7 +148,7 @@ export async function readNetworkSources(ctx: BootContext): Promise<string | und
 }
 
 export async function fetchSshKeys(ctx: BootContext): Promise<string> {
-  const r = await applySshKeys(ctx.cfg(), { chosenOk: chosenOk(ctx) });
+  const r = await applySshKeys(ctx.cfg(), { chosenOk: chosenOk(ctx), allowInsecureHttp: ctx.chosen?.allowInsecureHttp });
   report(r.problems);
   // The key cache and the last good config are what let owners in after a bad day.
   await run('sync', [], { timeoutMs: 20_000 });

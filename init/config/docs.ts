@@ -97,6 +97,13 @@ the key; keys of the \`kiln:\` section can leave out the section name:
 Lists of settings (\`write_files\`, \`kiln.wifi\`) cannot be set this way (\`kiln.users=NAME\` adds a user by name); use
 \`kiln.config_url\`. \`ds=nocloud;s=URL\` (cloud-init's NoCloud seed) is read too.
 
+Config from the network is root on the node, so \`kiln.config_url\`, the NoCloud seed URL and
+\`kiln.install.config_url\` must be \`https://\`, or plain \`http://\` pinned to the file's SHA-256
+(\`http://host/node.yaml#sha256=<64 hex digits>\`; for a seed, \`ds=nocloud;s=http://host/seed/#sha256=...\`
+pins \`user-data\`, and \`meta-data\` is then not fetched), or plain \`http://\` allowed by
+\`kiln.allow_insecure_http: true\` in the image's own config. \`kiln.key_services\` URLs take https,
+or that opt-in. Every source may hold at most 1 MiB (gzip'd user-data: once decompressed).
+
 ## Keys
 
 ${keys.join('\n')}`;

@@ -3,6 +3,7 @@
 // without network (or while the service is down) still lets its owners in.
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { clip, fetchLimited, urlProblem } from './url.ts';
 
 export interface KeyOptions {
   githubUrl?: string;
@@ -16,7 +17,13 @@ export interface KeyOptions {
   retries?: number;
   /** pause before each retry; default 1 s */
   retryDelayMs?: number;
+  /** plain http:// service URLs are allowed (kiln.allow_insecure_http of the image's config);
+   *  default false: the keys they serve are root logins, so https only */
+  allowInsecureHttp?: boolean;
 }
+
+/** The largest key list read from a service. */
+export const MAX_KEYS_BYTES = 256 * 1024;
 
 const SERVICES = {
   github: (o: KeyOptions, u: string) => `${o.githubUrl ?? 'https://github.com'}/${u}.keys`,
@@ -43,16 +50,20 @@ export async function expandAuthorizedKeys(entries: string[], o: KeyOptions): Pr
     if (!m) { if (entry.trim()) add(entry.trim()); continue; }
     const service = m[1] as Service;
     const user = m[2];
-    if (!USER.test(user)) { problems.push(`${entry}: '${user}' is not a valid user name`); continue; }
+    if (!USER.test(user)) { problems.push(`${clip(entry)}: '${clip(user)}' is not a valid user name`); continue; }
     const url = SERVICES[service](o, user);
+    const refused = urlProblem(url, { allowInsecureHttp: o.allowInsecureHttp ?? false, pinnable: false });
     const cacheFile = join(o.cacheDir, `${service}-${user}.keys`);
     let fetched: string[] | undefined;
     let failure: string;
-    try {
-      fetched = await fetchKeys(url, o);
-      failure = '';
-    } catch (e) {
-      failure = (e as Error).message;
+    if (refused) failure = `${url}: ${refused.message} (${refused.fix})`;
+    else {
+      try {
+        fetched = await fetchKeys(url, o);
+        failure = '';
+      } catch (e) {
+        failure = (e as Error).message;
+      }
     }
     if (fetched) {
       if (!fetched.length) problems.push(`${entry}: the user has no public keys on ${service}`);
@@ -72,25 +83,23 @@ export async function expandAuthorizedKeys(entries: string[], o: KeyOptions): Pr
 }
 
 async function fetchKeys(url: string, o: KeyOptions): Promise<string[]> {
-  const f = o.fetch ?? fetch;
   const timeoutMs = o.timeoutMs ?? 10_000;
   const retries = o.retries ?? 2;
   let last = '';
   for (let attempt = 0; attempt <= retries; attempt++) {
     if (attempt) await new Promise((r) => setTimeout(r, o.retryDelayMs ?? 1000));
-    try {
-      const res = await f(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'follow' });
-      const body = await res.text();
-      if (res.status >= 500) { last = `${url} answered ${res.status}`; continue; }
-      if (res.status !== 200) throw new Fatal(res.status === 404 ? `${url} answered 404: no such user` : `${url} answered ${res.status}`);
-      const lines = body.split('\n').map((l) => l.trim()).filter(Boolean);
-      if (!lines.every((l) => KEY_LINE.test(l))) throw new Fatal(`${url} did not answer with a list of public keys`);
-      return lines;
-    } catch (e) {
-      if (e instanceof Fatal) throw e;
-      const err = e as Error;
-      last = err.name === 'TimeoutError' || err.name === 'AbortError' ? `${url} did not answer within ${timeoutMs} ms` : `cannot reach ${url}: ${(err.cause as Error)?.message ?? err.message}`;
+    // fetchLimited: at most MAX_KEYS_BYTES, and no redirect from https to plain http
+    const r = await fetchLimited(url, { key: 'key service', allowInsecureHttp: o.allowInsecureHttp ?? false, fetch: o.fetch, timeoutMs, maxBytes: MAX_KEYS_BYTES });
+    if (r.problem) throw new Fatal(`${url}: ${r.problem}`);
+    if (r.missing) {
+      const status = /^answered (\d+)$/.exec(r.missing)?.[1];
+      if (status && Number(status) < 500) throw new Fatal(status === '404' ? `${url} answered 404: no such user` : `${url} answered ${status}`);
+      last = status ? `${url} answered ${status}` : r.missing === 'not reachable (timed out)' ? `${url} did not answer within ${timeoutMs} ms` : `cannot reach ${url}: ${r.missing.replace(/^not reachable \((.*)\)$/, '$1')}`;
+      continue;
     }
+    const lines = r.body!.toString('utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+    if (!lines.every((l) => KEY_LINE.test(l))) throw new Fatal(`${url} did not answer with a list of public keys`);
+    return lines;
   }
   throw new Error(last);
 }

@@ -1,9 +1,10 @@
 // Config sources, their order, how they merge, and the kernel command line scheme.
 // Everything but readLocalSources is pure, so PID 1 can test its choices without a disk.
-import { readdir, readFile } from 'node:fs/promises';
+import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { applyDefaults, closest, keyPath, parseConfig, validateValue, type ConfigProblem, type Locator, type Seg } from './parse.ts';
+import { applyDefaults, capProblems, closest, failure, keyPath, MAX_SOURCE_BYTES, parseConfig, RESERVED_KEYS, validateValue, type ConfigProblem, type Locator, type ParseOptions, type Seg } from './parse.ts';
+import { clip, urlProblem } from './url.ts';
 import { aliasesOf, childSchema, CONFIG_SCHEMA, schemaAt, typesOf, type KilnConfig, type KilnConfigInput, type SchemaNode } from './schema.ts';
 
 /** Where each local source lives, relative to the root of the running system. */
@@ -41,7 +42,17 @@ export interface SourceText {
   text: string;
   /** 'cmdline' texts are kernel command lines; the rest are YAML */
   kind?: 'yaml' | 'cmdline';
+  /** the source exists but could not be read (an I/O error, too large): a problem, so the
+   *  config falls back to the last good one instead of running without this source */
+  error?: string;
+  /** what to do about `error`, when known */
+  fix?: string;
 }
+
+/** Drop-in files read from config.d; more is a problem. */
+export const MAX_DROP_INS = 64;
+/** All sources of one boot together; also the limit for the stored last good config. */
+export const MAX_TOTAL_BYTES = 16 << 20;
 
 // ---- merging ----
 
@@ -51,15 +62,21 @@ function mergeValue(a: unknown, b: unknown, schema: SchemaNode | undefined): unk
   if (b === undefined) return structuredClone(a);
   if (isMapValue(a) && isMapValue(b)) {
     const out: Record<string, unknown> = structuredClone(a);
-    for (const [k, v] of Object.entries(b)) out[k] = mergeValue(a[k], v, childSchema(schema, k));
+    for (const [k, v] of Object.entries(b)) {
+      if (RESERVED_KEYS.has(k)) continue; // validation refuses them; never let one reach a prototype
+      out[k] = mergeValue(Object.hasOwn(a, k) ? a[k] : undefined, v, childSchema(schema, k));
+    }
     return out;
   }
   if (Array.isArray(a) && Array.isArray(b) && schema?.['x-merge'] === 'append') {
     const byKey: string | undefined = schema['x-merge-key'];
     const out: unknown[] = [];
+    // index by identity (linear: a list of many thousand items must not take minutes)
+    const at = new Map<string, number>();
     for (const item of [...a, ...b]) {
-      const dup = out.findIndex((o) => byKey && isMapValue(o) && isMapValue(item) ? o[byKey] === item[byKey] : JSON.stringify(o) === JSON.stringify(item));
-      if (dup < 0) out.push(structuredClone(item));
+      const id = byKey && isMapValue(item) ? `k:${JSON.stringify(item[byKey])}` : `v:${JSON.stringify(item)}`;
+      const dup = at.get(id);
+      if (dup === undefined) { at.set(id, out.length); out.push(structuredClone(item)); }
       else if (byKey) out[dup] = structuredClone(item);
     }
     return out;
@@ -118,11 +135,22 @@ export interface CmdlineConfig {
  * entries by their name (`kiln.sysctls.net.ipv4.ip_forward=1`). Each occurrence of a list key
  * adds one item. A boolean without `=` is true. Other parameters are ignored.
  */
-export function parseCmdline(cmdline: string, file = '/proc/cmdline'): CmdlineConfig {
+export function parseCmdline(cmdline: string, file = '/proc/cmdline', opts: ParseOptions = {}): CmdlineConfig {
+  try {
+    const r = parseCmdlineUnchecked(cmdline, file, opts);
+    return { ...r, problems: capProblems(r.problems, file) };
+  } catch (e) {
+    return { config: undefined, problems: [failure(file, e)] };
+  }
+}
+
+function parseCmdlineUnchecked(cmdline: string, file: string, opts: ParseOptions): CmdlineConfig {
+  if (cmdline.length > MAX_SOURCE_BYTES) return { config: undefined, problems: [{ file, line: 1, col: 1, key: '(file)', message: `${cmdline.length} characters, more than the limit of ${MAX_SOURCE_BYTES}`, fix: 'shorten the command line' }] };
   const problems: ConfigProblem[] = [];
   const value: Record<string, any> = {};
   const cols = new Map<string, number>();
   let configUrl: string | undefined;
+  let configUrlCol = 1;
   const top = CONFIG_SCHEMA;
   const kiln = schemaAt(['kiln'])!;
   for (const tok of tokenizeCmdline(cmdline)) {
@@ -130,13 +158,16 @@ export function parseCmdline(cmdline: string, file = '/proc/cmdline'): CmdlineCo
     if (!m) continue;
     const [, , name, raw] = m;
     if (BOOT_PARAMS.has(name) && (name !== 'install' || raw === undefined)) continue;
-    const bad = (message: string, fix: string, key = name) => problems.push({ file, line: 1, col: tok.col, key, message, fix });
+    const bad = (message: string, fix: string, key = name) => problems.push({ file, line: 1, col: tok.col, key: clip(key), message, fix });
     if (name === 'config_url') {
       if (!raw) bad('needs a URL', 'write kiln.config_url=https://host/config.yaml');
-      else configUrl = raw;
+      else { configUrl = raw; configUrlCol = tok.col; }
       continue;
     }
     const segs = name.split('.');
+    // Map entries take any name: these three would reach Object.prototype.
+    const reserved = segs.find((x) => RESERVED_KEYS.has(x));
+    if (reserved) { bad(`'${reserved}' is not allowed as a name`, 'rename this key'); continue; }
     // The first segment picks the top level or the kiln: section.
     const first = aliasesOf(top).get(segs[0]) ?? segs[0];
     const path: Seg[] = top.properties[first] ? [] : kiln.properties[aliasesOf(kiln).get(segs[0]) ?? segs[0]] ? ['kiln'] : [];
@@ -162,7 +193,7 @@ export function parseCmdline(cmdline: string, file = '/proc/cmdline'): CmdlineCo
       const candidates = path.length ? valid : [...valid, ...Object.keys(kiln.properties)];
       const near = closest(segs[i] ?? segs[segs.length - 1], candidates);
       const short = path[0] === 'kiln' ? path.slice(1) : path;
-      bad(`unknown key '${segs[i] ?? name}'`, near ? `did you mean 'kiln.${[...short, near].join('.')}'?` : `valid keys: ${candidates.join(', ')}`);
+      bad(`unknown key '${clip(segs[i] ?? name)}'`, near ? `did you mean 'kiln.${[...short, near].join('.')}'?` : `valid keys: ${candidates.join(', ')}`);
       continue;
     }
     const types = typesOf(node);
@@ -181,13 +212,18 @@ export function parseCmdline(cmdline: string, file = '/proc/cmdline'): CmdlineCo
     }
     if (types.includes('object') && !types.includes('string')) { bad('is a section, not a value', `set one of its keys, e.g. kiln.${name}.${Object.keys(node.properties ?? {})[0] ?? 'NAME'}=VALUE`, where); continue; }
     const bool = types.includes('boolean') && !types.includes('string');
-    if (bool && raw !== undefined && !TRUE.has(raw) && !FALSE.has(raw)) { bad(`'${raw}' is not true or false`, `write kiln.${name}=true or kiln.${name}=false`, where); continue; }
+    if (bool && raw !== undefined && !TRUE.has(raw) && !FALSE.has(raw)) { bad(`'${clip(raw)}' is not true or false`, `write kiln.${name}=true or kiln.${name}=false`, where); continue; }
     if (bool) item = TRUE.has(raw ?? '');
     else if (raw === undefined) { bad('needs a value', `write kiln.${name}=VALUE`, where); continue; }
     else if (types.includes('integer') || types.includes('number')) item = /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : raw;
     else item = raw;
     setIn(value, path, item);
     cols.set(where, tok.col);
+  }
+  if (configUrl) {
+    const allow = opts.allowInsecureHttp ?? value.kiln?.allow_insecure_http === true;
+    const why = urlProblem(configUrl, { allowInsecureHttp: allow });
+    if (why) { problems.push({ file, line: 1, col: configUrlCol, key: 'config_url', ...why }); configUrl = undefined; }
   }
   if (problems.length) return { config: undefined, configUrl, problems };
   const locator: Locator = {
@@ -204,16 +240,18 @@ export function parseCmdline(cmdline: string, file = '/proc/cmdline'): CmdlineCo
     source: () => undefined,
     spelling: (p) => p,
   };
-  const r = validateValue(value, file, locator);
+  const r = validateValue(value, file, locator, opts);
   return { config: r.config, configUrl, problems: r.problems };
 }
 
+// Own properties only: a name must never walk into a prototype.
 function getIn(obj: any, path: Seg[]): any {
-  return path.reduce((o, k) => (o == null ? undefined : o[k]), obj);
+  return path.reduce((o, k) => (o == null || !Object.hasOwn(o, k) ? undefined : o[k]), obj);
 }
 function setIn(obj: any, path: Seg[], v: unknown) {
   let o = obj;
-  for (const k of path.slice(0, -1)) o = o[k] ??= {};
+  for (const k of path) if (RESERVED_KEYS.has(String(k))) throw new Error(`'${k}' is not allowed as a name`);
+  for (const k of path.slice(0, -1)) o = Object.hasOwn(o, k) ? o[k] : (o[k] = {});
   o[path[path.length - 1]] = v;
 }
 
@@ -224,52 +262,122 @@ export interface ConfigChoice {
   config: KilnConfig;
   /** 'new': every source was good; 'last-good': a source had problems, the stored last good
    *  config is used; 'partial': a source had problems and there is no usable last good config,
-   *  so the good sources alone are merged */
-  used: 'new' | 'last-good' | 'partial';
+   *  so the good sources alone are merged; 'defaults': not even that worked */
+  used: 'new' | 'last-good' | 'partial' | 'defaults';
+  /** true only when every source was read and parsed without a problem (used === 'new').
+   *  False means `config` is a fallback: do not rewrite from it what could lock the owner out
+   *  (authorized_keys); what the last ok boot wrote is still there. */
+  ok: boolean;
   problems: ConfigProblem[];
   /** text to store as the new last good config (only when used === 'new') */
   lastGood?: string;
   configUrl?: string;
+  /** kiln.allow_insecure_http of the image's config, the only place it is honoured */
+  allowInsecureHttp: boolean;
+}
+
+/** kiln.allow_insecure_http as the image's config (/usr/lib/kiln/config.yaml) sets it. */
+export function imageAllowsInsecureHttp(sources: SourceText[]): boolean {
+  const image = sources.find((s) => s.file === PATHS.image && s.kind !== 'cmdline' && s.error === undefined);
+  return image ? parseConfig(image.text, image.file).config?.kiln?.allow_insecure_http === true : false;
+}
+
+/** The problem for a source that could not be read. */
+export function sourceProblem(s: SourceText): ConfigProblem {
+  const e = s.error ?? 'cannot be read';
+  const fix = / files, more than/.test(e) ? 'merge some of the files' : /bytes/.test(e) ? 'make it smaller: split it into files in config.d' : 'check the disk or the file; the node keeps its last good config meanwhile';
+  return { file: s.file, line: 1, col: 1, key: '(file)', message: clip(e, 200), fix: s.fix ?? fix };
 }
 
 /** Parses the sources (lowest priority first), merges them, and falls back to the last good
- *  config when any of them has a problem. Pure: the caller reads and writes the files. */
-export function chooseConfig(o: { sources: SourceText[]; lastGood?: string }): ConfigChoice {
+ *  config when any of them has a problem. Pure: the caller reads and writes the files.
+ *  Never throws: an unexpected failure is one more problem, and the fallback is used. */
+export function chooseConfig(o: { sources: SourceText[]; lastGood?: string; lastGoodFile?: string }): ConfigChoice {
   const problems: ConfigProblem[] = [];
   const good: KilnConfigInput[] = [];
   let configUrl: string | undefined;
-  for (const s of o.sources) {
-    const r = s.kind === 'cmdline' ? parseCmdline(s.text, s.file) : parseConfig(s.text, s.file);
-    if (s.kind === 'cmdline' && (r as CmdlineConfig).configUrl) configUrl = (r as CmdlineConfig).configUrl;
-    problems.push(...r.problems);
-    if (r.config) good.push(r.config);
-  }
-  const merged = mergeConfigs(good);
-  if (!problems.length) {
-    return { config: applyDefaults(merged), used: 'new', problems, configUrl, lastGood: `# kiln: last good config, merged from ${o.sources.map((s) => s.file).join(', ') || 'nothing'}\n${stringify(merged)}` };
-  }
+  let allow = false;
+  try {
+    allow = imageAllowsInsecureHttp(o.sources);
+    let total = 0;
+    for (const s of o.sources) {
+      try {
+        if (s.error !== undefined) { problems.push(sourceProblem(s)); continue; }
+        total += Buffer.byteLength(s.text);
+        if (total > MAX_TOTAL_BYTES) { problems.push({ file: s.file, line: 1, col: 1, key: '(file)', message: `the config sources up to this one hold more than ${MAX_TOTAL_BYTES >> 20} MiB together`, fix: 'use fewer or smaller config files' }); continue; }
+        const opts = { allowInsecureHttp: allow, imageConfig: s.file === PATHS.image && s.kind !== 'cmdline' };
+        const r = s.kind === 'cmdline' ? parseCmdline(s.text, s.file, opts) : parseConfig(s.text, s.file, opts);
+        if (s.kind === 'cmdline' && (r as CmdlineConfig).configUrl) configUrl = (r as CmdlineConfig).configUrl;
+        problems.push(...r.problems);
+        if (r.config) good.push(r.config);
+      } catch (e) { problems.push(failure(s.file, e)); }
+    }
+    if (!problems.length) {
+      const merged = mergeConfigs(good);
+      return { config: applyDefaults(merged), used: 'new', ok: true, problems, configUrl, allowInsecureHttp: allow, lastGood: `# kiln: last good config, merged from ${o.sources.map((s) => s.file).join(', ') || 'nothing'}\n${stringify(merged)}` };
+    }
+  } catch (e) { problems.push(failure('(config)', e)); }
+  const fallback = { ok: false, problems, configUrl, allowInsecureHttp: allow } as const;
   if (o.lastGood !== undefined) {
-    const last = parseConfig(o.lastGood, PATHS.lastGood);
-    if (last.config) return { config: applyDefaults(last.config), used: 'last-good', problems, configUrl };
-    problems.push(...last.problems);
+    const file = o.lastGoodFile ?? PATHS.lastGood;
+    try {
+      const last = parseConfig(o.lastGood, file, { allowInsecureHttp: allow, maxBytes: MAX_TOTAL_BYTES * 2 });
+      if (last.config) {
+        const config = applyDefaults(last.config);
+        config.kiln.allow_insecure_http = allow; // the image decides, not an older image's copy
+        return { ...fallback, config, used: 'last-good' };
+      }
+      problems.push(...last.problems);
+    } catch (e) { problems.push(failure(file, e)); }
   }
-  return { config: applyDefaults(merged), used: 'partial', problems, configUrl };
+  try { return { ...fallback, config: applyDefaults(mergeConfigs(good)), used: 'partial' }; } catch (e) { problems.push(failure('(config)', e)); }
+  return { ...fallback, config: applyDefaults({}), used: 'defaults' };
 }
 
-/** Reads the local sources in merge order (image, data partition, config.d). Missing files are skipped. */
+/**
+ * A source file: its text, or why it cannot be used. A missing file is neither (undefined):
+ * only that means "not configured". Reads at most MAX_SOURCE_BYTES.
+ */
+export async function readSource(path: string, max = MAX_SOURCE_BYTES): Promise<{ data: Buffer; error?: undefined } | { data?: undefined; error: string } | undefined> {
+  let fh;
+  try { fh = await open(path, 'r'); } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    return { error: `cannot be read: ${clip((e as Error).message, 200)}` };
+  }
+  try {
+    const buf = Buffer.alloc(max + 1);
+    let n = 0;
+    for (;;) {
+      const r = await fh.read(buf, n, buf.length - n, n);
+      if (r.bytesRead === 0) break;
+      n += r.bytesRead;
+      if (n > max) return { error: `more than the limit of ${max} bytes (1 MiB)` };
+    }
+    return { data: buf.subarray(0, n) };
+  } catch (e) {
+    return { error: `cannot be read: ${clip((e as Error).message, 200)}` };
+  } finally { await fh.close().catch(() => undefined); }
+}
+
+/** Reads the local sources in merge order (image, data partition, config.d). Missing files are
+ *  skipped; a file that exists but cannot be read is kept with its error. */
 export async function readLocalSources(root = '/', paths: ConfigPaths = configPaths('stable')): Promise<SourceText[]> {
-  const read = async (p: string) => { try { return await readFile(join(root, p), 'utf8'); } catch { return undefined; } };
   const out: SourceText[] = [];
-  for (const p of [PATHS.image, paths.data]) {
-    const text = await read(p);
-    if (text !== undefined) out.push({ file: p, text });
-  }
+  const add = async (p: string) => {
+    const r = await readSource(join(root, p));
+    if (!r) return;
+    out.push(r.error !== undefined ? { file: p, text: '', error: r.error } : { file: p, text: r.data.toString('utf8') });
+  };
+  for (const p of [PATHS.image, paths.data]) await add(p);
   let names: string[] = [];
-  try { names = (await readdir(join(root, paths.dropIns))).filter((n) => /\.ya?ml$/.test(n)).sort(); } catch { /* no drop-ins */ }
-  for (const n of names) {
-    const p = `${paths.dropIns}/${n}`;
-    const text = await read(p);
-    if (text !== undefined) out.push({ file: p, text });
+  try { names = (await readdir(join(root, paths.dropIns))).filter((n) => /\.ya?ml$/.test(n)).sort(); } catch (e) {
+    // no drop-ins is normal; a folder that cannot be listed is not
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') out.push({ file: paths.dropIns, text: '', error: `cannot be listed: ${clip((e as Error).message, 200)}` });
   }
+  if (names.length > MAX_DROP_INS) {
+    out.push({ file: paths.dropIns, text: '', error: `holds ${names.length} files, more than the limit of ${MAX_DROP_INS}` });
+    names = names.slice(0, MAX_DROP_INS);
+  }
+  for (const n of names) await add(`${paths.dropIns}/${n}`);
   return out;
 }

@@ -2,7 +2,10 @@
 // and user-data (plain cloud-config, a script, gzip, or a minimal MIME multipart).
 import { gunzipSync } from 'node:zlib';
 import { parse } from 'yaml';
+import { hostnameProblem } from './hostname.ts';
 import { tokenizeCmdline } from './merge.ts';
+import { yamlTooLarge } from './parse.ts';
+import { clip, MAX_SOURCE_BYTES, splitPin } from './url.ts';
 
 export interface NoCloudSeed {
   /** 'nocloud' reads a local seed (or `s=file://...`); 'nocloud-net' a network one */
@@ -11,6 +14,10 @@ export interface NoCloudSeed {
   seedUrl?: string;
   hostname?: string;
   instanceId?: string;
+  /** `#sha256=HEX` after the seed URL: the SHA-256 user-data must have */
+  userDataSha256?: string;
+  /** fields that were refused (a bad host name, a bad pin) */
+  problems?: string[];
 }
 
 /** Reads `ds=nocloud;s=URL` (also `ds=nocloud-net;seedfrom=URL;h=HOST;i=ID`) from a command line. */
@@ -24,9 +31,17 @@ export function parseNoCloudCmdline(cmdline: string): NoCloudSeed | undefined {
     if (eq < 0) continue;
     const k = f.slice(0, eq);
     const v = f.slice(eq + 1);
-    if (k === 's' || k === 'seedfrom') seed.seedUrl = v && !v.endsWith('/') ? `${v}/` : v;
-    else if (k === 'h' || k === 'local-hostname') seed.hostname = v;
-    else if (k === 'i' || k === 'instance-id') seed.instanceId = v;
+    const refuse = (p: string) => (seed.problems ??= []).push(p);
+    if (k === 's' || k === 'seedfrom') {
+      // a pin covers user-data (the config); it goes after the URL: s=http://host/seed/#sha256=HEX
+      const p = splitPin(v);
+      if (p.bad !== undefined) { refuse(`ds=${kind};s=: '#${p.bad}' is not a pin (write #sha256= and 64 hex digits)`); continue; }
+      seed.seedUrl = p.url && !p.url.endsWith('/') ? `${p.url}/` : p.url;
+      if (p.sha256) seed.userDataSha256 = p.sha256;
+    } else if (k === 'h' || k === 'local-hostname') {
+      const bad = hostnameProblem(v);
+      if (bad) refuse(`ds=${kind};h=: ${bad}; keeping the host name from elsewhere`); else seed.hostname = v;
+    } else if (k === 'i' || k === 'instance-id') seed.instanceId = v;
   }
   return seed;
 }
@@ -35,14 +50,21 @@ export interface MetaData { instanceId?: string; localHostname?: string; raw: Re
 
 /** meta-data is YAML (JSON is YAML too). */
 export function parseMetaData(text: string): MetaData {
+  const big = yamlTooLarge(text);
+  if (big) return { raw: {}, problems: [`meta-data is too large: ${big}`] };
   let raw: unknown;
-  try { raw = parse(text) ?? {}; } catch (e) {
+  // uniqueKeys off: yaml's check compares every key with every other
+  try { raw = parse(text, { uniqueKeys: false }) ?? {}; } catch (e) {
     return { raw: {}, problems: [`meta-data is neither YAML nor JSON: ${(e as Error).message.split('\n')[0]}`] };
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return { raw: {}, problems: ['meta-data is not a map of keys'] };
   const r = raw as Record<string, unknown>;
   const str = (...keys: string[]) => { for (const k of keys) if (typeof r[k] === 'string' || typeof r[k] === 'number') return String(r[k]); return undefined; };
-  return { instanceId: str('instance-id', 'instance_id'), localHostname: str('local-hostname', 'local_hostname', 'hostname'), raw: r, problems: [] };
+  const problems: string[] = [];
+  let localHostname = str('local-hostname', 'local_hostname', 'hostname');
+  const bad = localHostname === undefined ? undefined : hostnameProblem(localHostname);
+  if (bad) { problems.push(`meta-data local-hostname: ${bad}; keeping the host name from elsewhere`); localHostname = undefined; }
+  return { instanceId: str('instance-id', 'instance_id'), localHostname, raw: r, problems };
 }
 
 export interface UserData {
@@ -51,14 +73,22 @@ export interface UserData {
   /** `#!` scripts, run once the system is up */
   scripts: { name: string; text: string }[];
   problems: string[];
+  /** set when the user-data could not be read at all (too large, broken gzip): the config it
+   *  may hold is missing, so the caller must not run as if there were none */
+  error?: string;
 }
 
 /** Splits user-data into cloud-config documents and scripts. */
 export function splitUserData(data: Buffer | string): UserData {
   const out: UserData = { cloudConfigs: [], scripts: [], problems: [] };
   let buf = typeof data === 'string' ? Buffer.from(data) : data;
+  const tooBig = `user-data is more than the limit of ${MAX_SOURCE_BYTES} bytes`;
+  const fail = (why: string) => { out.problems.push(why); out.error = why; return out; };
+  if (buf.length > MAX_SOURCE_BYTES) return fail(tooBig);
   if (buf[0] === 0x1f && buf[1] === 0x8b) {
-    try { buf = gunzipSync(buf); } catch (e) { out.problems.push(`user-data looks gzip'd but does not decompress: ${(e as Error).message}`); return out; }
+    try { buf = gunzipSync(buf, { maxOutputLength: MAX_SOURCE_BYTES }); } catch (e) {
+      return fail((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' ? `${tooBig} once decompressed` : `user-data looks gzip'd but does not decompress: ${clip((e as Error).message, 200)}`);
+    }
   }
   part(buf.toString('utf8'), 'user-data', undefined, out);
   return out;
@@ -76,7 +106,7 @@ function part(text: string, name: string, contentType: string | undefined, out: 
   } else if (text.trim() === '') {
     // empty user-data is normal
   } else {
-    out.problems.push(`${name}: unsupported user-data (first line '${first.slice(0, 40)}'); kiln reads #cloud-config, #! scripts, gzip and multipart`);
+    out.problems.push(`${name}: unsupported user-data (first line '${clip(first, 40)}'); kiln reads #cloud-config, #! scripts, gzip and multipart`);
   }
 }
 

@@ -12,6 +12,8 @@
 //   x-hint     the fix printed when a value does not match the pattern or format.
 //   x-string   map values may be written as numbers or booleans; they become strings.
 
+import { HOSTNAME_PATTERN } from './hostname.ts';
+
 const s = (description: string, extra: Record<string, unknown> = {}) => ({ type: 'string', default: '', description, ...extra });
 const b = (description: string, def = false) => ({ type: 'boolean', default: def, description });
 const list = (merge: 'append' | 'replace', items: Record<string, unknown>, description: string, extra: Record<string, unknown> = {}) =>
@@ -92,7 +94,7 @@ const INSTALL = {
   description: 'Unattended installation from the live ISO (`kiln install` reads these; any left empty is asked for unless `silent`).',
   properties: {
     device: s("Disk to install to, e.g. '/dev/sda'; it is erased.", { pattern: '^(/dev/.+)?$', 'x-hint': "a block device path such as '/dev/sda'" }),
-    config_url: s('URL (http, https, tftp or file) of the config copied to the installed data partition.'),
+    config_url: s('URL of the config copied to the installed data partition: https://, file:///PATH, or http:// with a pin (#sha256=HEX at the end) or kiln.allow_insecure_http.', { pattern: '^((https?|file)://.+)?$', 'x-hint': "an https URL such as 'https://example.com/node.yaml', or file:///PATH" }),
     iso_url: s('URL of the ISO to install from instead of the booted medium.'),
     silent: b('Ask nothing; fail if a needed answer is missing.'),
     force: b('Install even if the device already holds partitions.'),
@@ -133,6 +135,7 @@ const KILN = {
         password_login: b('Accept passwords over SSH (kiln.password for root, users[].passwd for the others). Off: SSH takes keys only and passwords work on the console, as on Fedora CoreOS and Flatcar.'),
       },
     },
+    allow_insecure_http: b("Allow plain http:// for kiln.config_url, the NoCloud seed URL, kiln.install.config_url and key_services without a pin. Only honoured in the image's own config (/usr/lib/kiln/config.yaml); anywhere else it is an error. Without it such URLs must be https://, or http:// ending in #sha256=<the file's SHA-256> (not possible for key_services)."),
     key_services: {
       type: 'object', additionalProperties: false, default: {},
       description: 'Where github:, gitlab: and launchpad: keys are fetched from (e.g. a GitHub Enterprise server).',
@@ -193,9 +196,9 @@ export const CONFIG_SCHEMA: SchemaNode = {
   type: 'object', additionalProperties: false,
   description: 'A cloud-config style YAML file (the `#cloud-config` first line is optional).',
   properties: {
-    hostname: s('Host name of the node; empty: kiln-XXXXXX, chosen once from the machine id.', {
-      pattern: '^$|^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$',
-      'x-hint': "letters, digits and '-' (dots between labels), e.g. 'node-1'",
+    hostname: s('Host name of the node (RFC 1123, at most 64 characters); empty: kiln-XXXXXX, chosen once from the machine id.', {
+      pattern: `^$|${HOSTNAME_PATTERN}`,
+      'x-hint': "letters, digits and '-' (dots between labels), at most 64 characters, e.g. 'node-1'",
     }),
     ssh_authorized_keys: list('append', AUTH_KEY, "Public keys allowed to log in as root; github:USER / gitlab:USER / launchpad:USER fetch that user's published keys at boot.", { 'x-aliases': ['ssh_authorized_key'] }),
     ssh_import_id: list('append', IMPORT_ID, "cloud-init's form of key service users for root: gh:USER, gl:USER, lp:USER."),
@@ -242,6 +245,7 @@ export interface KilnSection {
   wifi: Wifi[];
   password: string;
   ssh: { password_login: boolean };
+  allow_insecure_http: boolean;
   key_services: { github: string; gitlab: string; launchpad: string };
   environment: Record<string, string>;
   server_url: string;

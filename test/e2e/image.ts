@@ -19,7 +19,7 @@ export const K3S_STANDIN = join(REPO, 'test/standins/k3s');
 
 export async function testImage(arch: Arch) {
   const out = join(REPO, 'out', `test-${arch}`);
-  const rec = await build({ arches: [arch], formats: ['raw'], out, version: TEST_VERSION, k3sBinary: K3S_STANDIN, log: createLogger({ quiet: !process.env.KILN_VERBOSE }) });
+  const rec = await build({ arches: [arch], formats: ['raw'], out, version: TEST_VERSION, k3sBinary: K3S_STANDIN, config: join(REPO, 'test/e2e/image-config.yaml'), log: createLogger({ quiet: !process.env.KILN_VERBOSE }) });
   const raw = join(out, rec.outputs.find((o) => o.kind === 'raw')!.file);
   // Lets the QEMU runner check once whether KVM really starts this kernel (else TCG).
   if (!process.env.KILN_PROBE_KERNEL && arch === hostArch()) {

@@ -30,7 +30,8 @@ const listen = async (port = 0) => {
   base = `http://127.0.0.1:${(server.address() as any).port}`;
 };
 const stop = () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); });
-const opts = (cacheDir: string) => ({ githubUrl: base, gitlabUrl: `${base}/gitlab`, launchpadUrl: `${base}/lp`, cacheDir, timeoutMs: 300, retries: 1, retryDelayMs: 10 });
+// The stand-in serves plain http: allowed here as an image's kiln.allow_insecure_http would.
+const opts = (cacheDir: string) => ({ githubUrl: base, gitlabUrl: `${base}/gitlab`, launchpadUrl: `${base}/lp`, cacheDir, timeoutMs: 300, retries: 1, retryDelayMs: 10, allowInsecureHttp: true });
 
 test.before(() => listen());
 test.after(() => stop());
@@ -94,6 +95,26 @@ test('with the server stopped, the cached keys are used and the failure reported
   assert.match(r.problems[0], new RegExp(`^github:alice: cannot reach ${base}/alice.keys: .*ECONNREFUSED.*; using the 2 cached key\\(s\\)$`));
   assert.match(r.problems[1], /^github:never-cached: cannot reach .*; no cached keys either$/);
   await listen(port); // for test.after
+});
+
+test('plain http key services are refused without the opt-in: nothing fetched, the cache is used', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-keys-'));
+  await expandAuthorizedKeys(['github:alice'], opts(dir)); // fills the cache
+  hits = [];
+  const r = await expandAuthorizedKeys(['github:alice', 'gitlab:bob'], { ...opts(dir), allowInsecureHttp: false });
+  assert.equal(hits, []);
+  assert.equal(r.keys, ALICE);
+  assert.match(r.problems[0], /^github:alice: http:\/\/127\.0\.0\.1:\d+\/alice\.keys: plain http:\/\/ .*use https:\/\/, or set kiln\.allow_insecure_http: true in the image's own config.*; using the 2 cached key\(s\)$/);
+  assert.match(r.problems[1], /^gitlab:bob: .*plain http.*; no cached keys either$/);
+});
+
+test('a key list larger than the limit is not read', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-keys-'));
+  const big = `${ALICE[0]}\n`.repeat(20_000); // about 900 KiB
+  const f = (async () => new Response(big)) as unknown as typeof fetch;
+  const r = await expandAuthorizedKeys(['github:alice'], { cacheDir: dir, fetch: f, retries: 0 });
+  assert.equal(r.keys, []);
+  assert.match(r.problems[0], /more than the limit of 262144 bytes/);
 });
 
 test.run();

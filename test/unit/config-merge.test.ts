@@ -43,11 +43,11 @@ test('the kernel command line is split like the kernel does', () => {
 
 test('kiln.<key>= parameters set keys, sections may be left out, lists append', () => {
   const r = parseCmdline('BOOT_IMAGE=/vmlinuz root=PARTLABEL=x quiet kiln.hostname=n1 kiln.k3s_args=server "kiln.k3s_args=--node-label=a=b,c=d" '
-    + 'kiln.sysctls.net.ipv4.ip_forward=1 kiln.sysctl.vm.swappiness=10 kiln.install.silent kiln.install.force=no kiln.config_url=http://10.0.0.1/c.yaml '
+    + 'kiln.sysctls.net.ipv4.ip_forward=1 kiln.sysctl.vm.swappiness=10 kiln.install.silent kiln.install.force=no kiln.config_url=https://10.0.0.1/c.yaml '
     + 'k3os.labels.region=eu "kiln.ssh_authorized_keys=ssh-ed25519 AAAAC3Nza me" kiln.ssh_authorized_keys=gh:alice kiln.network.interfaces.eth0.dhcp '
     + 'kiln.network.interfaces.eth0.mtu=9000 kiln.kiln.channel=beta kiln.users=bob kiln.manifests.auto_apply=true');
   assert.equal(r.problems, []);
-  assert.is(r.configUrl, 'http://10.0.0.1/c.yaml');
+  assert.is(r.configUrl, 'https://10.0.0.1/c.yaml');
   assert.equal(r.config, {
     hostname: 'n1',
     kiln: {
@@ -87,7 +87,7 @@ test('merge order: image < data < config.d < datasource < cmdline', () => {
       { file: PATHS.data, text: 'hostname: data\nkiln: {labels: {data: "1"}}\n' },
       { file: `${PATHS.dropIns}/10-a.yaml`, text: 'hostname: dropin\n' },
       { file: 'http://169.254.169.254/user-data', text: '#cloud-config\nhostname: cloud\nkiln: {labels: {from: cloud}}\n' },
-      { file: '/proc/cmdline', text: 'kiln.hostname=cmdline kiln.config_url=http://x/y', kind: 'cmdline' },
+      { file: '/proc/cmdline', text: 'kiln.hostname=cmdline kiln.config_url=https://x/y', kind: 'cmdline' },
     ],
   });
   assert.is(c.used, 'new');
@@ -95,7 +95,7 @@ test('merge order: image < data < config.d < datasource < cmdline', () => {
   assert.is(c.config.hostname, 'cmdline');
   assert.is(c.config.kiln.channel, 'beta');
   assert.equal(c.config.kiln.labels, { from: 'cloud', data: '1' });
-  assert.is(c.configUrl, 'http://x/y');
+  assert.is(c.configUrl, 'https://x/y');
   assert.ok(c.lastGood?.includes('hostname: cmdline'));
   // the stored text is itself a valid config that gives the same result
   const again = chooseConfig({ sources: [{ file: 'last', text: c.lastGood! }] });

@@ -22,7 +22,7 @@ function node(input: KilnConfigInput, live = false): BootContext {
     supervisor: new Supervisor({ logDir: mkdtempSync(join(tmpdir(), 'kiln-postboot-')), say: () => undefined }),
     power: () => { throw new Error('no power action expected'); },
   });
-  ctx.chosen = { config: applyDefaults(input), used: 'test', gathered: { sources: [], scripts: [], notes: [] } };
+  ctx.chosen = { config: applyDefaults(input), used: 'test', ok: true, problems: [], allowInsecureHttp: false, gathered: { sources: [], scripts: [], notes: [] } };
   return ctx;
 }
 
