@@ -27,6 +27,7 @@ import { appendVerity } from './verity.ts';
 import { tool } from './tools.ts';
 import { buildUki } from './uki.ts';
 import { bundleCli, bundleInit } from './bundle.ts';
+import { secureBootEsp, secureBootSigner, signEfi, type SecureBootOptions } from './secureboot.ts';
 
 export const REPO = resolve(new URL('..', import.meta.url).pathname);
 
@@ -50,6 +51,8 @@ export interface BuildOptions {
   isoConfigUrl?: string;
   /** Rebuild even when the recorded build key matches. */
   force?: boolean;
+  /** Secure Boot: sign systemd-boot and every UKI with this db key (builder/secureboot.ts). */
+  secureBoot?: SecureBootOptions;
   log?: Logger;
 }
 
@@ -76,7 +79,7 @@ export function defaultSourceDateEpoch(): number {
 }
 
 /** Hash of everything that determines the outputs: a match means nothing to rebuild. */
-function buildKey(profile: Profile, opts: { version: string; sde: number; arches: Arch[]; formats: Format[]; k3sBinary?: string; config?: string; trust?: string; isoConfigUrl?: string }): string {
+function buildKey(profile: Profile, opts: { version: string; sde: number; arches: Arch[]; formats: Format[]; k3sBinary?: string; config?: string; trust?: string; isoConfigUrl?: string; secureBoot?: string }): string {
   const h = createHash('sha256');
   h.update(JSON.stringify({ ...opts, profile: readFileSync(profile.file, 'utf8') }));
   for (const f of [opts.k3sBinary, opts.config, opts.trust]) if (f) h.update(readFileSync(f));
@@ -109,7 +112,8 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
   process.env.SOURCE_DATE_EPOCH = String(sde);
 
   const baked = checkBakedFiles(opts);
-  const key = buildKey(profile, { version, sde, arches, formats, k3sBinary: opts.k3sBinary, config: opts.config, trust: opts.trust, isoConfigUrl: opts.isoConfigUrl });
+  const sb = opts.secureBoot ? secureBootSigner(opts.secureBoot) : undefined;
+  const key = buildKey(profile, { version, sde, arches, formats, k3sBinary: opts.k3sBinary, config: opts.config, trust: opts.trust, isoConfigUrl: opts.isoConfigUrl, secureBoot: sb?.fingerprint });
   const recordFile = join(out, 'build.json');
   if (!opts.force && existsSync(recordFile)) {
     const prev = JSON.parse(readFileSync(recordFile, 'utf8')) as BuildRecord;
@@ -171,13 +175,14 @@ export async function build(opts: BuildOptions = {}): Promise<BuildRecord> {
       arch, stub: join(efiDir, ARCH[arch].stub), kernel: kernel.vmlinuz, initrd,
       cmdline: ukiCmdline(arch, profile, verity.param), osRelease: ukiOsRelease(version), out: `${base}.efi`,
     }));
-    const esp = await log.stage(`${arch}: ESP`, () => buildEsp({
+    if (sb) await log.stage(`${arch}: Secure Boot signature on the UKI`, () => signEfi(sb, uki, { sourceDateEpoch: sde }));
+    const esp = await log.stage(`${arch}: ESP`, async () => buildEsp({
       out: join(w, 'esp.img'), sizeMiB: profile.disk.esp_mib, label: 'ESP', volumeId: volumeId(`${version}:${arch}`),
-      files: [
+      files: await secureBootEsp(sb, [
         { path: ARCH[arch].efiFallback, src: join(efiDir, ARCH[arch].bootEfi) },
         { path: 'loader/loader.conf', data: Buffer.from(LOADER_CONF) },
         { path: `EFI/Linux/${entryName('a', 3)}`, src: uki },
-      ],
+      ], w, sde),
     }));
     const data = await log.stage(`${arch}: data filesystem`, () => makeDataFs(join(w, 'data.img'), profile.disk.data_mib, `${version}:${arch}`, sde));
     const raw = `${base}.raw`;
