@@ -13,6 +13,8 @@ import {
   SB_KEYS, secureBootEsp, secureBootSigner, signEfi, type SecureBootKeys,
 } from '../../builder/secureboot.ts';
 import { readPe } from '../../builder/uki.ts';
+import { qemuCommand, type VmOptions } from '../../builder/qemu.ts';
+import { releaseCli } from '../../builder/release.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'kiln-sb-'));
 const sh = $({ quiet: true, nothrow: true });
@@ -48,6 +50,18 @@ test('keys generate: RSA certificates openssl parses, with our subjects, keys 06
   }
   const again = await generateSecureBootKeys(dir).then(() => '', (e: Error) => e.message);
   assert.match(again, /PK\.key already exists; refusing to overwrite/);
+});
+
+test('kiln keys generate writes the release key and the Secure Boot keys, or nothing', async () => {
+  const d = tmp();
+  assert.is(await releaseCli('keys', ['generate'], { out: d }), 0);
+  for (const f of ['kiln-release.key', 'trust.json', 'PK.key', 'KEK.crt', 'db.crt', 'loader/keys/kiln/PK.auth', 'loader/keys/kiln/KEK.auth', 'loader/keys/kiln/db.auth', 'secure-boot.guid']) assert.ok(existsSync(join(d, f)), f);
+  // A folder with a Secure Boot key already there: refused before the release key is written.
+  const e = tmp();
+  writeFileSync(join(e, 'db.key'), 'old key');
+  assert.is(await releaseCli('keys', ['generate'], { out: e }), 1);
+  assert.not.ok(existsSync(join(e, 'kiln-release.key')));
+  assert.is(readFileSync(join(e, 'db.key'), 'utf8'), 'old key');
 });
 
 test('.auth files: EFI_TIME, WIN_CERTIFICATE_UEFI_GUID (PKCS#7), then the certificate as an X.509 signature list', async () => {
@@ -169,6 +183,28 @@ test('the ESP: systemd-boot replaced by a signed copy; enrolment keys at loader/
   assert.is(withKeys[1]!.data!.toString(), 'timeout 0\nsecure-boot-enroll force\n');
   assert.equal(withKeys.slice(3).map((f) => [f.path, f.src]), SB_KEYS.map((n) => [`loader/keys/auto/${n}.auth`, k.auth[n]]));
   assert.ok(!existsSync(join(d, 'w2', 'signed-BOOTX64.EFI.signing')), 'no temp file left behind');
+});
+
+test('QEMU Secure Boot firmware: OVMF SMM build on q35 with SMM, secure flash, the chosen variable store', async () => {
+  process.env.KILN_ACCEL = 'tcg';
+  const argsFor = async (o: Partial<VmOptions>) => {
+    const w = tmp();
+    const r = await qemuCommand({ arch: 'x86_64', disk: '/dev/null', ...o }, w);
+    return { args: r.args.join(' '), vars: readFileSync(join(w, 'efivars.fd')) };
+  };
+  const plain = await argsFor({});
+  assert.not.match(plain.args, /smm=on|secboot|property=secure/);
+  const snake = await argsFor({ secureBoot: 'snakeoil' });
+  assert.match(snake.args, /-machine q35,smm=on /);
+  assert.match(snake.args, /readonly=on,file=\/usr\/share\/OVMF\/OVMF_CODE_4M\.secboot\.fd/);
+  assert.match(snake.args, /-global driver=cfi\.pflash01,property=secure,value=on/);
+  assert.equal(snake.vars, readFileSync('/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd'));
+  assert.equal((await argsFor({ secureBoot: 'setup' })).vars, readFileSync('/usr/share/OVMF/OVMF_VARS_4M.fd'), 'setup mode: the empty store');
+  const saved = join(tmp(), 'enrolled.fd');
+  writeFileSync(saved, 'enrolled variables');
+  assert.is((await argsFor({ secureBoot: 'setup', efiVars: saved })).vars.toString(), 'enrolled variables');
+  const arm = await qemuCommand({ arch: 'arm64', disk: '/dev/null', secureBoot: 'setup' }, tmp()).then(() => '', (e: Error) => e.message);
+  assert.match(arm, /x86_64 UEFI \(OVMF\) only/);
 });
 
 test.run();
