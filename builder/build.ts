@@ -27,6 +27,7 @@ import { appendVerity } from './verity.ts';
 import { buildUki } from './uki.ts';
 import { bundleCli, bundleInit } from './bundle.ts';
 import { withBuildLock } from './buildlock.ts';
+import { secureBootEsp, secureBootSigner, signEfi, type SecureBootOptions } from './secureboot.ts';
 
 export const REPO = resolve(new URL('..', import.meta.url).pathname);
 
@@ -50,6 +51,8 @@ export interface BuildOptions {
   isoConfigUrl?: string;
   /** Rebuild even when the recorded build key matches. */
   force?: boolean;
+  /** Secure Boot: sign systemd-boot and every UKI with this db key (builder/secureboot.ts). */
+  secureBoot?: SecureBootOptions;
   log?: Logger;
 }
 
@@ -76,7 +79,7 @@ export function defaultSourceDateEpoch(): number {
 }
 
 /** Hash of everything that determines the outputs: a match means nothing to rebuild. */
-function buildKey(profile: Profile, opts: { version: string; sde: number; arches: Arch[]; formats: Format[]; k3sBinary?: string; config?: string; trust?: string; isoConfigUrl?: string }): string {
+function buildKey(profile: Profile, opts: { version: string; sde: number; arches: Arch[]; formats: Format[]; k3sBinary?: string; config?: string; trust?: string; isoConfigUrl?: string; secureBoot?: string }): string {
   const h = createHash('sha256');
   h.update(JSON.stringify({ ...opts, profile: readFileSync(profile.file, 'utf8') }));
   for (const f of [opts.k3sBinary, opts.config, opts.trust]) if (f) h.update(readFileSync(f));
@@ -115,7 +118,8 @@ async function buildLocked(opts: BuildOptions): Promise<BuildRecord> {
   process.env.SOURCE_DATE_EPOCH = String(sde);
 
   const baked = checkBakedFiles(opts);
-  const key = buildKey(profile, { version, sde, arches, formats, k3sBinary: opts.k3sBinary, config: opts.config, trust: opts.trust, isoConfigUrl: opts.isoConfigUrl });
+  const sb = opts.secureBoot ? secureBootSigner(opts.secureBoot) : undefined;
+  const key = buildKey(profile, { version, sde, arches, formats, k3sBinary: opts.k3sBinary, config: opts.config, trust: opts.trust, isoConfigUrl: opts.isoConfigUrl, secureBoot: sb?.fingerprint });
   const recordFile = join(out, 'build.json');
   if (!opts.force && existsSync(recordFile)) {
     const prev = JSON.parse(readFileSync(recordFile, 'utf8')) as BuildRecord;
@@ -161,7 +165,7 @@ async function buildLocked(opts: BuildOptions): Promise<BuildRecord> {
     const stage1Extra = await stage1VerityFiles(root.dir, ARCH[arch].triplet, ARCH[arch].ldso, verity.param);
     const initrd = await log.stage(`${arch}: stage-1 initramfs`, () =>
       buildStage1(join(w, 'stage1.cpio.zst'), kernel, join(root.dir, 'bin/busybox'), profile.modules.stage1, stage1Extra));
-    const files = await bootFiles({ arch, profile, version, sde, base, work: w, kernel, initrd, rootImage, verityParam: verity.param, debTree, log });
+    const files = await bootFiles({ arch, profile, version, sde, base, work: w, kernel, initrd, rootImage, verityParam: verity.param, secureBoot: sb, debTree, log });
     // The root image and the UKI are what a release publishes, whatever the formats.
     await record(files.rootImage, arch, 'root');
     await record(files.uki, arch, 'uki');
@@ -207,7 +211,7 @@ async function archInputs(arch: Arch, al: ArchLock, profile: Profile, k3sStandIn
 /** The UEFI boot files every format draws on: UKI, ESP, data filesystem and the A/B disk at <base>.raw. */
 async function bootFiles(o: {
   arch: Arch; profile: Profile; version: string; sde: number; base: string; work: string;
-  kernel: Kernel; initrd: string; rootImage: string; verityParam: string; debTree: (name: string) => Promise<string>; log: Logger;
+  kernel: Kernel; initrd: string; rootImage: string; verityParam: string; secureBoot?: ReturnType<typeof secureBootSigner>; debTree: (name: string) => Promise<string>; log: Logger;
 }): Promise<BootFiles> {
   const { arch, profile, version, base, work: w, kernel, initrd, rootImage, log } = o;
   const efiDir = join(await o.debTree('systemd-boot-efi'), 'usr/lib/systemd/boot/efi');
@@ -216,13 +220,16 @@ async function bootFiles(o: {
     arch, stub: join(efiDir, ARCH[arch].stub), kernel: kernel.vmlinuz, initrd,
     cmdline, osRelease: ukiOsRelease(version), out: `${base}.efi`,
   }));
-  const esp = await log.stage(`${arch}: ESP`, () => buildEsp({
+  // Signed in place: the UKI in out/ is what a release publishes and the updater stages.
+  const sb = o.secureBoot;
+  if (sb) await log.stage(`${arch}: Secure Boot signature on the UKI`, () => signEfi(sb, uki, { sourceDateEpoch: o.sde }));
+  const esp = await log.stage(`${arch}: ESP`, async () => buildEsp({
     out: join(w, 'esp.img'), sizeMiB: profile.disk.esp_mib, label: 'ESP', volumeId: volumeId(`${version}:${arch}`),
-    files: [
+    files: await secureBootEsp(sb, [
       { path: ARCH[arch].efiFallback, src: join(efiDir, ARCH[arch].bootEfi) },
       { path: 'loader/loader.conf', data: Buffer.from(LOADER_CONF) },
       { path: `EFI/Linux/${entryName('a', 3)}`, src: uki },
-    ],
+    ], w, o.sde),
   }));
   const data = await log.stage(`${arch}: data filesystem`, () => makeDataFs(join(w, 'data.img'), profile.disk.data_mib, `${version}:${arch}`, o.sde));
   const disk = `${base}.raw`;

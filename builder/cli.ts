@@ -23,7 +23,8 @@ const COMMON: Record<string, Opt> = {
 const COMMANDS: Record<string, { summary: string; usage: string; options: Record<string, Opt> }> = {
   build: {
     summary: 'build disk images from the profile and its lock',
-    usage: 'kiln build [--profile FILE] [--arch A]... [--format F]... [--out DIR] [--version V] [--artifacts DIR] [--config FILE] [--trust FILE]',
+    usage: 'kiln build [--profile FILE] [--arch A]... [--format F]... [--out DIR] [--version V] [--artifacts DIR] [--config FILE] [--trust FILE]\n' +
+      '       [--secure-boot-key KEY --secure-boot-cert CERT [--secure-boot-enroll DIR]]',
     options: {
       ...COMMON,
       format: { type: 'string', multiple: true, help: `output format, repeatable (${formatsByArch()})` },
@@ -34,6 +35,9 @@ const COMMANDS: Record<string, { summary: string; usage: string; options: Record
       trust: { type: 'string', help: 'release trust root (kiln keys generate) baked in: enables updates' },
       'k3s-binary': { type: 'string', help: 'use this file as k3s instead of the pinned download' },
       'config-url': { type: 'string', help: '--format iso: boot menu entries pass kiln.config_url=URL' },
+      'secure-boot-key': { type: 'string', help: 'Secure Boot: sign systemd-boot and the UKIs with this db key (unencrypted PEM)' },
+      'secure-boot-cert': { type: 'string', help: 'Secure Boot: the db key\'s certificate (PEM)' },
+      'secure-boot-enroll': { type: 'string', help: 'Secure Boot: kiln keys folder whose PK/KEK/db systemd-boot enrols in setup mode' },
       force: { type: 'boolean', help: 'rebuild even if nothing changed' },
       'help-profile': { type: 'boolean', help: 'list the profile settings' },
     },
@@ -59,10 +63,10 @@ const COMMANDS: Record<string, { summary: string; usage: string; options: Record
     options: { help: COMMON.help! },
   },
   keys: {
-    summary: 'make a release signing key and its trust root',
+    summary: 'make a release signing key and its trust root, and Secure Boot keys',
     usage: 'kiln keys generate --out DIR\n       kiln keys rotate --key OLD.key --out DIR [--trust OLD-trust.json] [--to TREE]',
     options: {
-      out: { type: 'string', help: 'folder for kiln-release.key (private) and trust.json' },
+      out: { type: 'string', help: 'folder for kiln-release.key (private), trust.json, and Secure Boot PK/KEK/db (.key private, .crt) with loader/keys/kiln/*.auth' },
       key: { type: 'string', help: 'rotate: the current release key, which signs the new trust root' },
       trust: { type: 'string', help: 'rotate: the current trust root (default: trust.json next to --key)' },
       to: { type: 'string', help: 'rotate: channel tree to publish the new root into (roots/<version>.json)' },
@@ -95,7 +99,9 @@ const COMMANDS: Record<string, { summary: string; usage: string; options: Record
 function usage(cmd?: string): string {
   if (cmd && COMMANDS[cmd]) {
     const c = COMMANDS[cmd];
-    const opts = Object.entries(c.options).map(([k, o]) => `  --${k}${o.type === 'string' ? ' X' : ''}`.padEnd(22) + o.help);
+    const names = Object.entries(c.options).map(([k, o]) => `  --${k}${o.type === 'string' ? ' X' : ''}`);
+    const width = Math.max(22, ...names.map((n) => n.length + 2));
+    const opts = Object.values(c.options).map((o, i) => names[i]!.padEnd(width) + o.help);
     return `${c.usage}\n\n${c.summary}\n\n${opts.join('\n')}`;
   }
   return `kiln: build and boot immutable Kubernetes appliance images\n\n${Object.entries(COMMANDS).map(([k, c]) => `  kiln ${k.padEnd(8)}${c.summary}`).join('\n')}\n\n'kiln <command> --help' for options.`;
@@ -122,7 +128,10 @@ async function main(argv: string[]) {
   if (cmd === 'build') {
     const formats = (v.format ?? []) as string[];
     try { checkFormats(formats, arches ?? loadProfile(v.profile).arches); } catch (e) { console.error(`kiln build: ${(e as Error).message}`); return 2; }
-    await build({ profile: v.profile, arches, formats: formats as Format[], out: v.out, version: v.version, artifacts: v.artifacts, cacheDir: v['cache-dir'], force: v.force, config: v.config, trust: v.trust, k3sBinary: v['k3s-binary'], isoConfigUrl: v['config-url'], log });
+    const sbKey = v['secure-boot-key'], sbCert = v['secure-boot-cert'], sbEnroll = v['secure-boot-enroll'];
+    if (!sbKey !== !sbCert || (sbEnroll && !sbKey)) { console.error('kiln build: Secure Boot signing needs both --secure-boot-key and --secure-boot-cert (the db.key and db.crt from kiln keys generate); --secure-boot-enroll needs them too'); return 2; }
+    const secureBoot = sbKey ? { key: sbKey, cert: sbCert, enroll: sbEnroll } : undefined;
+    await build({ profile: v.profile, arches, formats: formats as Format[], out: v.out, version: v.version, artifacts: v.artifacts, cacheDir: v['cache-dir'], force: v.force, config: v.config, trust: v.trust, k3sBinary: v['k3s-binary'], isoConfigUrl: v['config-url'], secureBoot, log });
     return 0;
   }
   if (cmd === 'lock') {

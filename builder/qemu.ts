@@ -64,6 +64,14 @@ export interface VmOptions {
   cdrom?: string;
   /** 'uefi' (default: OVMF/AAVMF) or 'bios' (SeaBIOS, x86_64 only). */
   firmware?: 'uefi' | 'bios';
+  /**
+   * UEFI Secure Boot (x86_64: OVMF's SMM build on q35 with SMM, variables in secure flash).
+   * 'setup': no keys enrolled (setup mode: systemd-boot may enrol ours); 'snakeoil': Debian's
+   * test keys in PK, KEK and db, enforcing from the first boot.
+   */
+  secureBoot?: 'setup' | 'snakeoil';
+  /** Start from this UEFI variable store (copied) instead of the firmware's template, e.g. one a previous boot enrolled keys into. */
+  efiVars?: string;
 }
 
 export async function qemuCommand(o: VmOptions, workDir: string): Promise<{ cmd: string; args: string[]; qmp: string; accel: string }> {
@@ -71,18 +79,24 @@ export async function qemuCommand(o: VmOptions, workDir: string): Promise<{ cmd:
   const accel = await detectAccel(o.arch, o.probeKernel);
   const bios = o.firmware === 'bios';
   if (bios && o.arch !== 'x86_64') throw new Error(`firmware 'bios' is x86_64 only`);
+  const sb = o.secureBoot;
+  if (sb && (bios || o.arch !== 'x86_64')) throw new Error(`Secure Boot in QEMU is set up for x86_64 UEFI (OVMF) only`);
   const vars = join(workDir, 'efivars.fd');
-  if (!bios && !existsSync(vars)) copyFileSync(hostFile(facts.qemu.firmware.vars), vars);
+  const varsTemplate = o.efiVars ?? hostFile(sb === 'snakeoil' ? 'ovmfVarsSnakeoil' : facts.qemu.firmware.vars);
+  if (!bios && !existsSync(vars)) copyFileSync(varsTemplate, vars);
   const firmware = bios ? ['-bios', hostFile('seabios')] : [
-    '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${hostFile(facts.qemu.firmware.code)}`,
+    '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${hostFile(sb ? 'ovmfCodeSecboot' : facts.qemu.firmware.code)}`,
     '-drive', `if=pflash,format=raw,unit=1,file=${vars}`,
+    // The SMM build keeps the variable store out of the OS's reach; without SMM it stops at once.
+    ...(sb ? ['-global', 'driver=cfi.pflash01,property=secure,value=on'] : []),
   ];
+  const machine = sb ? ['-machine', 'q35,smm=on'] : facts.qemu.machine;
   const cdrom = o.cdrom ? ['-device', 'virtio-scsi-pci,id=scsi0', '-drive', `file=${o.cdrom},if=none,id=cd0,media=cdrom,readonly=on,format=raw`, '-device', 'scsi-cd,drive=cd0,bootindex=0'] : [];
   const qmp = join(workDir, 'qmp.sock');
   const cpu = accel === 'kvm' ? ['-cpu', 'host'] : facts.qemu.cpu;
   const fwd = (o.hostfwd ?? []).map(([h, g]) => `,hostfwd=tcp:127.0.0.1:${h}-:${g}`).join('');
   const args = [
-    ...facts.qemu.machine, '-accel', accel, ...cpu, '-m', String(o.memMiB ?? 256), '-smp', '1',
+    ...machine, '-accel', accel, ...cpu, '-m', String(o.memMiB ?? 256), '-smp', '1',
     '-nographic', '-nodefaults', '-serial', o.interactive ? 'mon:stdio' : 'stdio',
     ...firmware,
     ...cdrom,

@@ -11,6 +11,7 @@ import {
   serializeManifest, sha256Hex, signBytes, validateManifest, verifyChannel, verifyRootRotation,
   type ArchArtifacts, type Artifact, type Channel, type Manifest, type Release, type TrustRoot,
 } from '../channels/manifest.ts';
+import { checkNoSecureBootKeys, generateSecureBootKeys, secureBootKeysSummary } from './secureboot.ts';
 
 export const KEY_FILE = 'kiln-release.key';
 export const TRUST_FILE = 'trust.json';
@@ -512,8 +513,11 @@ export async function releaseCli(cmd: 'keys' | 'release', positionals: string[],
         return 0;
       }
       if (sub !== 'generate') { console.error(`kiln keys: unknown subcommand '${sub ?? ''}' (valid: generate, rotate)`); return 2; }
-      const r = generateKeys(need(v, 'out', 'kiln keys generate'));
+      const out = need(v, 'out', 'kiln keys generate');
+      checkNoSecureBootKeys(out); // before the release key is written: all or nothing
+      const r = generateKeys(out);
       console.log(`wrote ${r.keyFile} (private, mode 0600: keep it offline) and ${r.trustFile} (bake into images)\nkeyid ${r.keyid}`);
+      console.log(secureBootKeysSummary(await generateSecureBootKeys(out)));
       return 0;
     }
     if (sub === 'verify') {

@@ -27,6 +27,14 @@ export const TOOL_PACKAGES: Record<string, string> = {
   'grub-mkimage': 'grub-common',
   'xorriso': 'xorriso',
   'mformat': 'mtools',
+  // Secure Boot: keys and certificates, EFI signature lists for enrolment, signing (the clock
+  // pinned by faketime so a signature's signingTime is SOURCE_DATE_EPOCH).
+  'openssl': 'openssl',
+  'cert-to-efi-sig-list': 'efitools',
+  'sign-efi-sig-list': 'efitools',
+  'sbsign': 'sbsigntool',
+  'sbverify': 'sbsigntool',
+  'faketime': 'faketime',
 };
 
 export class MissingToolError extends Error {
@@ -58,6 +66,10 @@ export function tool(name: string): string {
 export const HOST_FILES = {
   ovmfCode: { path: '/usr/share/OVMF/OVMF_CODE_4M.fd', alt: ['/usr/share/OVMF/OVMF_CODE.fd'], pkg: 'ovmf' },
   ovmfVars: { path: '/usr/share/OVMF/OVMF_VARS_4M.fd', alt: ['/usr/share/OVMF/OVMF_VARS.fd'], pkg: 'ovmf' },
+  // Secure Boot: the SMM build (needs q35,smm=on) and Debian's test variable store whose PK, KEK
+  // and db hold the snakeoil certificate shipped in the same package (PkKek-1-snakeoil.pem).
+  ovmfCodeSecboot: { path: '/usr/share/OVMF/OVMF_CODE_4M.secboot.fd', alt: [], pkg: 'ovmf' },
+  ovmfVarsSnakeoil: { path: '/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd', alt: [], pkg: 'ovmf' },
   aavmfCode: { path: '/usr/share/AAVMF/AAVMF_CODE.fd', alt: [], pkg: 'qemu-efi-aarch64' },
   aavmfVars: { path: '/usr/share/AAVMF/AAVMF_VARS.fd', alt: [], pkg: 'qemu-efi-aarch64' },
   // GRUB's platform folders for the x86_64 ISO: BIOS (El Torito, hybrid MBR) and UEFI.
