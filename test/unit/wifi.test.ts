@@ -3,10 +3,11 @@
 // its health (associated), DHCP after association, and which links are wireless.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdirSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { applyDefaults } from '../../init/config/parse.ts';
+import { ethernetLinks } from '../../init/network.ts';
 import { associated, wifiDhcpService, wifiService, wirelessLinks, wpaPsk, wpaSupplicantConf } from '../../init/services/wifi.ts';
 
 test('the key is PBKDF2-SHA1 of the passphrase salted with the SSID (IEEE 802.11i test vector, wpa_passphrase)', () => {
@@ -72,6 +73,16 @@ test('wireless links are those with a wireless or phy80211 entry', () => {
   for (const [n, sub] of [['eth0', 'device'], ['wlan0', 'wireless'], ['wlp2s0', 'phy80211'], ['lo', '']] as const) mkdirSync(join(sys, n, sub), { recursive: true });
   assert.equal(wirelessLinks(sys), ['wlan0', 'wlp2s0']);
   assert.equal(wirelessLinks(join(sys, 'none')), []);
+});
+
+test('a wireless link is not an ethernet link: plain DHCP on it would race the wifi service for dhcp-wlan0', () => {
+  const sys = mkdtempSync(join(tmpdir(), 'kiln-sysnet-'));
+  for (const [n, sub] of [['eth0', ''], ['wlan0', 'wireless'], ['wlp2s0', 'phy80211']] as const) {
+    mkdirSync(join(sys, n, 'device'), { recursive: true });
+    if (sub) mkdirSync(join(sys, n, sub));
+    writeFileSync(join(sys, n, 'type'), '1\n');
+  }
+  assert.equal(ethernetLinks(sys), ['eth0']);
 });
 
 test.run();
