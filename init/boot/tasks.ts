@@ -50,18 +50,21 @@ const isoS = (s: number) => new Date(s * 1000).toISOString().replace(/\.000Z$/, 
  * RTC, the build time and the time saved on /data. Then the saved time is refreshed every
  * SAVE_INTERVAL_MS (and at shutdown, main.ts), so the next boot starts no further back.
  */
-export async function setClockFloor(): Promise<string> {
+export async function setClockFloor(): Promise<string | undefined> {
   const f = clockFloor(readFloorSources('/'));
   for (const i of f.ignored) say(`clock: ${i}`);
   if (f.floorS === undefined || !f.from) return 'no floor known (no RTC, build time or saved time)';
   if (f.step) {
     const e = await runOk('date', ['-u', '-s', `@${f.floorS}`], { timeoutMs: 5000 });
-    if (e) throw new Error(`cannot set the clock to ${isoS(f.floorS)}: ${e}`);
+    // Reported, not a failed task: a clock left behind is no reason to keep a slot unblessed.
+    if (e) { say(`clock: cannot set it to ${isoS(f.floorS)}: ${e}`); return undefined; }
   }
   clockState.floor = { atS: f.floorS, from: f.from, stepped: f.step };
   setInterval(saveClockQuietly, SAVE_INTERVAL_MS).unref();
   saveClockQuietly();
-  return f.step ? `clock set to ${isoS(f.floorS)} (${f.from})` : `clock at or above ${isoS(f.floorS)} (${f.from})`;
+  if (!f.step) return `clock at or above ${isoS(f.floorS)} (${f.from})`;
+  say(`clock set to ${isoS(f.floorS)} (${f.from})`);
+  return undefined;
 }
 
 /** Saves the clock on /data; a read-only or missing /data is not worth a failed task. */
