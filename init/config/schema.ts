@@ -117,7 +117,7 @@ const KILN = {
     modules: list('append', { type: 'string', pattern: '^[A-Za-z0-9_-]+$', 'x-hint': "a kernel module name such as 'br_netfilter'" }, 'Kernel modules loaded at boot (with their dependencies), after the ones k3s needs.', { 'x-aliases': ['module'] }),
     sysctls: { ...strMap('Kernel parameters set at boot, e.g. `net.ipv4.ip_forward: 1`.', { pattern: '^[A-Za-z0-9_*-]+([./][A-Za-z0-9_*-]+)+$', 'x-hint': "a sysctl name such as 'net.ipv4.ip_forward'" }), 'x-aliases': ['sysctl'] },
     dns_nameservers: list('replace', { type: 'string', format: 'ip', 'x-hint': IP_HINT }, 'Name servers; empty: those from DHCP.', { 'x-aliases': ['dns_nameserver'] }),
-    ntp_servers: list('replace', { type: 'string', minLength: 1, maxLength: 259, pattern: '^([Nn][Tt][Ss]://)?[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$', 'x-hint': "a host name or address, e.g. 'time.example.com' or '192.168.1.1'; 'nts://time.cloudflare.com' for NTS" }, 'NTP servers for chronyd; `nts://HOST` uses NTS (authenticated time; the server must offer it). Empty: those from DHCP, else pool.ntp.org.', { 'x-aliases': ['ntp_server'], maxItems: 16 }),
+    ntp_servers: list('replace', { type: 'string', minLength: 1, maxLength: 259, pattern: '^(|([Nn][Tt][Ss]://)?[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?)$', 'x-hint': "a host name or address, e.g. 'time.example.com' or '192.168.1.1'; 'nts://time.cloudflare.com' for NTS" }, 'NTP servers for chronyd; `nts://HOST` uses NTS (authenticated time; the server must offer it). Empty: those from DHCP, else pool.ntp.org.', { 'x-aliases': ['ntp_server'], maxItems: 16 }),
     wifi: list('append', {
       type: 'object', additionalProperties: false, required: ['name'],
       properties: {
