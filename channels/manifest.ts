@@ -325,6 +325,8 @@ export interface VerifyChannelInput {
    * re-signs a lapsed channel and judges the rest exactly as a node does. Nodes never set it.
    */
   checkDates?: boolean;
+  /** Whether the node's clock is trusted (NTP-synced); default clockTrusted(now, buildTime). */
+  clockTrusted?: boolean;
 }
 
 export type VerifyChannelResult =
@@ -390,11 +392,11 @@ export function verifyChannel(input: VerifyChannelInput): VerifyChannelResult {
   if (floor > expires) return { ok: false, reason: 'expired', message: `manifest expired at ${m.expires} (clock floor ${new Date(floor).toISOString()})` };
 
   const issued = Date.parse(m.issued);
-  const trusted = clockTrusted(input.now, input.buildTime);
+  const trusted = input.clockTrusted ?? clockTrusted(input.now, input.buildTime);
   if (trusted && issued > ms(input.now) + MAX_ISSUED_AHEAD_MS) {
     return { ok: false, reason: 'future', message: `manifest issued ${m.issued}, more than ${MAX_ISSUED_AHEAD_MS / 3600_000} h ahead of this node's clock (${new Date(ms(input.now)).toISOString()}); the publisher's clock is wrong` };
   }
-  const raiseFloor = trusted || issued <= ms(input.buildTime!) + MAX_ISSUED_AHEAD_MS;
+  const raiseFloor = trusted || (input.buildTime !== undefined && issued <= ms(input.buildTime) + MAX_ISSUED_AHEAD_MS);
   return { ok: true, manifest: m, digest, unchanged, keyids: sig.keyids, raiseFloor };
 }
 

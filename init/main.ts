@@ -9,6 +9,7 @@ import { bootChainLine, bootInfo, cmdlineArg } from './boot.ts';
 import { bootContext } from './boot/context.ts';
 import { bootPlan, readyLine, timingsLine } from './boot/plan.ts';
 import { postBootSteps, runPostBoot } from './boot/post-boot.ts';
+import { saveClockQuietly } from './boot/tasks.ts';
 import { debug, LOG_DIR, say, setBootOffset } from './log.ts';
 import { isShuttingDown, shutdown, type PowerAction } from './power.ts';
 import { runPlan } from './sequencer.ts';
@@ -25,7 +26,8 @@ setBootOffset(initStartS());
 
 const info = bootInfo();
 const supervisor = new Supervisor({ logDir: LOG_DIR, say });
-const power = (action: PowerAction, why: string) => { void shutdown(action, why, { stopServices: () => supervisor.stopAll() }); };
+// The clock is saved once services are down and before /data is unmounted: the next boot's floor.
+const power = (action: PowerAction, why: string) => { void shutdown(action, why, { stopServices: async () => { await supervisor.stopAll(); saveClockQuietly(); } }); };
 for (const [sig, action] of [['SIGUSR2', 'poweroff'], ['SIGUSR1', 'poweroff'], ['SIGTERM', 'reboot'], ['SIGINT', 'reboot']] as const) {
   process.on(sig, () => power(action, `${sig}`));
 }

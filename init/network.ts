@@ -4,10 +4,14 @@ import { runOk, sleep } from './exec.ts';
 import { LEASE_DIR } from './services/dhcp.ts';
 import { read } from './system.ts';
 
-/** Ethernet links (ARPHRD_ETHER, backed by a device), sorted by name. */
-export function ethernetLinks(): string[] {
-  return readdirSync('/sys/class/net')
-    .filter((n) => n !== 'lo' && read(`/sys/class/net/${n}/type`).trim() === '1' && existsSync(`/sys/class/net/${n}/device`))
+/**
+ * Ethernet links (ARPHRD_ETHER, backed by a device), sorted by name. Wireless links have the
+ * same type but need association first: kiln.wifi brings them up (services/wifi.ts).
+ */
+export function ethernetLinks(sysNet = '/sys/class/net'): string[] {
+  return readdirSync(sysNet)
+    .filter((n) => n !== 'lo' && read(`${sysNet}/${n}/type`).trim() === '1' && existsSync(`${sysNet}/${n}/device`)
+      && !existsSync(`${sysNet}/${n}/wireless`) && !existsSync(`${sysNet}/${n}/phy80211`))
     .sort();
 }
 

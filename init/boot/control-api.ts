@@ -1,6 +1,7 @@
 // What `kiln status`, `kiln upgrade`, `kiln channel` and the other node commands ask init
 // over the control socket (control.ts carries the requests; this file answers them).
 import { reconcileAddons, resealAddon } from '../addons/apply.ts';
+import { clockLine, clockState } from '../clock.ts';
 import { selectedChannel, setChannel } from '../configure.ts';
 import { serveControl, type Handler } from '../control.ts';
 import { run } from '../exec.ts';
@@ -18,7 +19,7 @@ function updaterOf(ctx: BootContext, notYet: string) {
 export function controlHandlers(ctx: BootContext): Record<string, Handler> {
   const { info, supervisor, notes } = ctx;
   return {
-    status: () => ({ ...info, update: ctx.updater?.status(), uptimeMs: Math.round(Number(read('/proc/uptime').split(' ')[0]) * 1000), bootCount: bootCount(), notes, services: supervisor.status(), config: ctx.chosen?.used }),
+    status: () => ({ ...info, clock: clockLine(clockState, Date.now() / 1000), update: ctx.updater?.status(), uptimeMs: Math.round(Number(read('/proc/uptime').split(' ')[0]) * 1000), bootCount: bootCount(), notes, services: supervisor.status(), config: ctx.chosen?.used }),
     logs: (a) => supervisor.logTail(String(a.id), Number(a.lines) || 50),
     addons: () => ctx.addonResults.map((r) => ({ name: r.name, state: r.error ? `error: ${r.error}` : ADDON_MESSAGES[r.decision!.action], message: r.decision?.message })),
     reseal: async (a) => { const m = await resealAddon(String(a.name)); ctx.addonResults = await reconcileAddons(); return m; },

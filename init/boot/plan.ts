@@ -15,8 +15,8 @@ import type { BootContext } from './context.ts';
 import { unattendedInstall } from './install-task.ts';
 import {
   applyLocalConfig, bringUpLinks, chooseLocalConfig, countThisBoot, fetchSshKeys, growData, installCachedKeys, loadBootModules,
-  mountBootPartition, readMachineId, readNetworkSources, runUserCommands, runUserScripts, startFileLog, startK3s, startNtp, startSsh,
-  watchButton,
+  mountBootPartition, readMachineId, readNetworkSources, runUserCommands, runUserScripts, setClockFloor, startFileLog, startK3s, startNtp, startSsh,
+  startWifi, watchButton,
 } from './tasks.ts';
 
 // Facts: what several later tasks rely on, named for what it is rather than who makes it.
@@ -24,6 +24,7 @@ import {
 //   local config  the config from local sources is chosen
 //   network       links are up and DHCP had its chance
 //   config        the final config, network sources included
+//   clock floor   the clock is at least the RTC, the build time and the time saved on /data
 
 export function bootPlan(ctx: BootContext): BootTask[] {
   return [
@@ -44,6 +45,9 @@ export function bootPlan(ctx: BootContext): BootTask[] {
     { phase: 'data', name: 'machine id', needs: [], run: () => readMachineId(ctx) },
     { phase: 'data', name: 'esp', needs: ['drivers'], run: () => mountBootPartition(ctx) },
 
+    // Before anything checks a certificate (and before k3s): a board without an RTC is in 1970.
+    { phase: 'clock', name: 'floor', needs: ['mount/base filesystems', 'drivers'], gives: ['clock floor'], run: setClockFloor },
+
     // Config volumes (CIDATA, config drive) must have appeared; user-data may sit on the ESP.
     { phase: 'config', name: 'devices', needs: ['drivers'], run: () => settleDevices() },
     { phase: 'config', name: 'choose', needs: ['mount/base filesystems', 'config/devices', 'data/esp'], gives: ['local config'], run: () => chooseLocalConfig(ctx) },
@@ -55,13 +59,15 @@ export function bootPlan(ctx: BootContext): BootTask[] {
     { phase: 'config', name: 'ssh', needs: ['mount/base filesystems', 'config/apply', 'config/ssh keys (cached)'], run: () => startSsh(ctx) },
 
     { phase: 'network', name: 'loopback', needs: [], run: () => linkUp('lo') },
+    // Before the ethernet links, which may wait for one to appear; the wifi link is waited for aside.
+    { phase: 'network', name: 'wifi', needs: ['drivers', 'config/apply', 'config/init_cmd'], run: () => startWifi(ctx) },
     // init_cmd runs "before the network is up" (docs/config.md); DHCP sends the applied hostname.
     { phase: 'network', name: 'links', needs: ['drivers', 'local config', 'config/apply', 'config/init_cmd'], gives: ['network'], run: () => bringUpLinks(ctx) },
 
     // A changed config is applied again, after the local apply.
-    { phase: 'config-network', name: 'network sources', needs: ['network', 'config/apply'], gives: ['config'], run: () => readNetworkSources(ctx) },
-    { phase: 'config-network', name: 'ssh keys', needs: ['config', 'config/ssh keys (cached)'], run: () => fetchSshKeys(ctx) },
-    { phase: 'config-network', name: 'ntp', needs: ['config', 'network'], run: () => startNtp(ctx) },
+    { phase: 'config-network', name: 'network sources', needs: ['network', 'config/apply', 'clock floor'], gives: ['config'], run: () => readNetworkSources(ctx) },
+    { phase: 'config-network', name: 'ssh keys', needs: ['config', 'config/ssh keys (cached)', 'clock floor'], run: () => fetchSshKeys(ctx) },
+    { phase: 'config-network', name: 'ntp', needs: ['config', 'network', 'clock floor'], run: () => startNtp(ctx) },
     { phase: 'config-network', name: 'boot_cmd', needs: ['config', 'config/init_cmd'], run: () => runUserCommands(ctx, 'boot_cmd') },
 
     // The live ISO installs itself when the config names a disk or the boot menu's install
@@ -69,7 +75,7 @@ export function bootPlan(ctx: BootContext): BootTask[] {
     { phase: 'install', name: 'unattended', needs: ['config', 'config/devices'], run: () => unattendedInstall(ctx) },
 
     // boot_cmd runs "before k3s starts" (docs/config.md).
-    { phase: 'k3s', name: 'start', needs: ['mount/base filesystems', 'drivers', 'data/machine id', 'config/apply', 'config', 'config-network/boot_cmd', 'install/unattended'], run: () => startK3s(ctx) },
+    { phase: 'k3s', name: 'start', needs: ['mount/base filesystems', 'drivers', 'data/machine id', 'config/apply', 'config', 'config-network/boot_cmd', 'install/unattended', 'clock floor'], run: () => startK3s(ctx) },
 
     // run_cmd runs "after k3s has started" (docs/config.md); the user-data scripts after it.
     { phase: 'late', name: 'run_cmd', needs: ['k3s/start'], run: () => runUserCommands(ctx, 'run_cmd') },

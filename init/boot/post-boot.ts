@@ -15,6 +15,7 @@ import { K3S, k3sCommand } from '../services/k3s.ts';
 import type { Slot } from '../slot.ts';
 import { partitionByLabel, read } from '../system.ts';
 import { drainNode, uncordonIfDrained } from '../update/drain.ts';
+import { clockSynced } from '../clock.ts';
 import { fleetLockId, readSystemFacts, Updater, type AfterBootResult, type UpdaterOptions } from '../update/updater.ts';
 import { leaseHolder, rebootLockFor } from '../update/rebootlock.ts';
 import { chosenOk, k3sStatus, kubeNodeName, leaseIp, type BootContext, type NodeUpdater } from './context.ts';
@@ -146,7 +147,7 @@ export function updaterOptions(ctx: BootContext): UpdaterOptions {
   return {
     channelUrl: c.kiln.updates.url || 'http://updates-not-configured.invalid', channel: selectedChannel() ?? c.kiln.channel, arch: facts.arch,
     trust: c.kiln.updates.url ? facts.trust : null, trustProblem: c.kiln.updates.url ? facts.trustProblem : 'no kiln.updates.url in the config',
-    currentVersion: facts.currentVersion, bootedSlot: info.slot, buildTime: facts.buildTime, machineId: facts.machineId || ctx.machineId,
+    currentVersion: facts.currentVersion, bootedSlot: info.slot, buildTime: facts.buildTime, clockSynced, machineId: facts.machineId || ctx.machineId,
     wariness: c.kiln.updates.canary ? 0 : undefined,
     devices: { slotDevice: (slot: Slot) => { const d = partitionByLabel(`kiln-root-${slot}`) ?? piRootPartition(ctx, slot); if (!d) throw new Error(`no partition labelled kiln-root-${slot}`); return `/dev/${d}`; } },
     reboot: () => ctx.power('reboot', 'update'), log: say, window: c.kiln.updates.window || undefined,

@@ -2,13 +2,14 @@
 // optional note for init.log; a throw marks the task failed and boot goes on.
 import { mkdirSync } from 'node:fs';
 import { cmdlineArg, countBoot, ensureMachineId, mountEsp } from '../boot.ts';
+import { clockFloor, clockState, readFloorSources, SAVE_INTERVAL_MS, saveClock } from '../clock.ts';
 import { partitionBySpec } from '../bootctl/index.ts';
 import type { KilnConfig } from '../config/schema.ts';
 import {
   applyDns, applyHostname, applyModules, applyPassword, applySshKeys, applySysctls, applyUsers, chooseAndReport,
   chooseHostname, gatherSources, runCommands, runScripts, writeFiles,
 } from '../configure.ts';
-import { run } from '../exec.ts';
+import { run, runOk } from '../exec.ts';
 import { growDataPartition } from '../grow.ts';
 import { enableFileLog, LOG_DIR, say } from '../log.ts';
 import { configureStatic, ethernetLinks, linkUp, waitForLease } from '../network.ts';
@@ -17,11 +18,14 @@ import { dhcpService } from '../services/dhcp.ts';
 import { k3sService } from '../services/k3s.ts';
 import { ntpService } from '../services/ntp.ts';
 import { sshService } from '../services/ssh.ts';
+import { wifiDhcpService, wifiService, wirelessLinks } from '../services/wifi.ts';
 import { isMounted, loadModules, read } from '../system.ts';
 import { chosenOk, k3sStatus, report, type BootContext } from './context.ts';
 
 /** How long the network phase waits for a first ethernet link to appear. */
 const LINK_WAIT_MS = 20_000;
+/** How long kiln.wifi waits for a wireless link (its driver may need firmware, or USB). */
+const WIFI_WAIT_MS = 120_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---- modules
@@ -35,6 +39,37 @@ export async function loadBootModules(): Promise<string> {
 
 export function watchButton(ctx: BootContext): string {
   return `power button: ${watchPowerButton(() => ctx.power('poweroff', 'power button')).join(', ') || 'none found'}`;
+}
+
+// ---- clock
+
+const isoS = (s: number) => new Date(s * 1000).toISOString().replace(/\.000Z$/, 'Z');
+
+/**
+ * The clock floor (clock.ts): before anything uses TLS, the clock goes up to the newest of the
+ * RTC, the build time and the time saved on /data. Then the saved time is refreshed every
+ * SAVE_INTERVAL_MS (and at shutdown, main.ts), so the next boot starts no further back.
+ */
+export async function setClockFloor(): Promise<string | undefined> {
+  const f = clockFloor(readFloorSources('/'));
+  for (const i of f.ignored) say(`clock: ${i}`);
+  if (f.floorS === undefined || !f.from) return 'no floor known (no RTC, build time or saved time)';
+  if (f.step) {
+    const e = await runOk('date', ['-u', '-s', `@${f.floorS}`], { timeoutMs: 5000 });
+    // Reported, not a failed task: a clock left behind is no reason to keep a slot unblessed.
+    if (e) { say(`clock: cannot set it to ${isoS(f.floorS)}: ${e}`); return undefined; }
+  }
+  clockState.floor = { atS: f.floorS, from: f.from, stepped: f.step };
+  setInterval(saveClockQuietly, SAVE_INTERVAL_MS).unref();
+  saveClockQuietly();
+  if (!f.step) return `clock at or above ${isoS(f.floorS)} (${f.from})`;
+  say(`clock set to ${isoS(f.floorS)} (${f.from})`);
+  return undefined;
+}
+
+/** Saves the clock on /data; a read-only or missing /data is not worth a failed task. */
+export function saveClockQuietly(): void {
+  try { if (isMounted('/data')) saveClock(); } catch (e) { say(`clock: not saved: ${(e as Error).message}`); }
 }
 
 // ---- data
@@ -132,6 +167,30 @@ export async function bringUpLinks(ctx: BootContext): Promise<void> {
   }
 }
 
+/**
+ * kiln.wifi: wpa_supplicant on the first wireless link, DHCP on it once associated. A wifi
+ * driver may come up late (firmware, USB): the link is waited for in the background.
+ */
+export function startWifi(ctx: BootContext): string {
+  if (!ctx.cfg().kiln.wifi.length) return 'no kiln.wifi';
+  const begin = (iface: string) => {
+    ctx.supervisor.add(wifiService(iface, { networks: () => ctx.cfg().kiln.wifi }));
+    ctx.supervisor.add(wifiDhcpService(iface, () => read('/proc/sys/kernel/hostname').trim()));
+    void ctx.supervisor.start(`wifi-${iface}`);
+    void ctx.supervisor.start(`dhcp-${iface}`);
+  };
+  const now = wirelessLinks();
+  if (now.length) { begin(now[0]!); return `wifi on ${now[0]}`; }
+  void (async () => {
+    for (const end = Date.now() + WIFI_WAIT_MS; Date.now() < end; await sleep(1000)) {
+      const l = wirelessLinks();
+      if (l.length) { say(`network: wireless link ${l[0]} appeared`); begin(l[0]!); return; }
+    }
+    say(`network: kiln.wifi is set but no wireless link appeared in ${WIFI_WAIT_MS / 1000} s (driver or firmware missing?)`);
+  })();
+  return 'waiting for a wireless link';
+}
+
 // ---- config from the network
 
 /** Sources reachable only over the network; a changed config is applied again. */
@@ -156,7 +215,7 @@ export async function fetchSshKeys(ctx: BootContext): Promise<string> {
 }
 
 export function startNtp(ctx: BootContext): void {
-  ctx.supervisor.add(ntpService(() => ctx.cfg().kiln.ntp_servers));
+  ctx.supervisor.add(ntpService({ servers: () => ctx.cfg().kiln.ntp_servers, say }));
   void ctx.supervisor.start('ntp');
 }
 

@@ -65,6 +65,7 @@ export async function main(argv: string[]): Promise<number> {
     const st = await callControl('status');
     console.log(`kiln ${st.version} (${st.arch}), slot ${st.slot}, up ${ago(st.uptimeMs)}, boot ${st.bootCount}`);
     if (st.chain) console.log(`boot chain: secure-boot=${st.chain.secureBoot} root=${st.chain.root}${st.chain.rootHash ? ` (root hash ${st.chain.rootHash})` : ''}`);
+    if (st.clock) console.log(st.clock);
     for (const line of st.notes ?? []) console.log(`  ${line}`);
     for (const line of st.update ?? []) console.log(`  ${line}`);
     console.log('');

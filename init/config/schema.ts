@@ -119,14 +119,14 @@ const KILN = {
     modules: list('append', { type: 'string', pattern: '^[A-Za-z0-9_-]+$', 'x-hint': "a kernel module name such as 'br_netfilter'" }, 'Kernel modules loaded at boot (with their dependencies), after the ones k3s needs.', { 'x-aliases': ['module'] }),
     sysctls: { ...strMap('Kernel parameters set at boot, e.g. `net.ipv4.ip_forward: 1`.', { pattern: '^[A-Za-z0-9_*-]+([./][A-Za-z0-9_*-]+)+$', 'x-hint': "a sysctl name such as 'net.ipv4.ip_forward'" }), 'x-aliases': ['sysctl'] },
     dns_nameservers: list('replace', { type: 'string', format: 'ip', 'x-hint': IP_HINT }, 'Name servers; empty: those from DHCP.', { 'x-aliases': ['dns_nameserver'] }),
-    ntp_servers: list('replace', { type: 'string', minLength: 1 }, 'NTP servers; empty: those from DHCP, else pool.ntp.org.', { 'x-aliases': ['ntp_server'] }),
+    ntp_servers: list('replace', { type: 'string', minLength: 1, maxLength: 259, pattern: '^(|([Nn][Tt][Ss]://)?[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?)$', 'x-hint': "a host name or address, e.g. 'time.example.com' or '192.168.1.1'; 'nts://time.cloudflare.com' for NTS" }, 'NTP servers for chronyd; `nts://HOST` uses NTS (authenticated time; the server must offer it). Empty: those from DHCP, else pool.ntp.org.', { 'x-aliases': ['ntp_server'], maxItems: 16 }),
     wifi: list('append', {
       type: 'object', additionalProperties: false, required: ['name'],
       properties: {
         name: { type: 'string', minLength: 1, maxLength: 32, description: 'Network name (SSID).' },
         passphrase: s('WPA passphrase; empty for an open network.', { pattern: '^(|.{8,63}|[0-9a-fA-F]{64})$', 'x-hint': '8 to 63 characters, or 64 hex digits; empty for an open network' }),
       },
-    }, 'Wi-Fi networks to join, tried in order. A later entry with the same name replaces the earlier one.', { 'x-merge-key': 'name' }),
+    }, 'Wi-Fi networks to join with wpa_supplicant on the first wireless link (DHCP once associated), tried in order. A later entry with the same name replaces the earlier one. Needs an image with wpasupplicant and the adapter\'s firmware.', { 'x-merge-key': 'name', maxItems: 32 }),
     password: s("Password of root, plain or crypt(3) hashed ('$6$...'), for the console (and over SSH only with ssh.password_login: true); empty: no password login for root."),
     ssh: {
       type: 'object', additionalProperties: false, default: {},

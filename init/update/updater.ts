@@ -22,7 +22,7 @@ import semver from 'semver';
 import { run } from '../exec.ts';
 import { otherSlot, type Slot } from '../slot.ts';
 import {
-  pickRelease, verifyChannel, verifyRootRotation, wariness as warinessOf, parseTrustRoot, clip, MAX_MANIFEST_BYTES, MAX_ROOT_BYTES, MAX_SIG_BYTES,
+  clockTrusted, pickRelease, verifyChannel, verifyRootRotation, wariness as warinessOf, parseTrustRoot, clip, MAX_MANIFEST_BYTES, MAX_ROOT_BYTES, MAX_SIG_BYTES,
   type Artifact, type Channel, type RefuseReason, type Time, type TrustRoot,
 } from '../../channels/manifest.ts';
 import { acceptManifest, loadState, loadTrustRoot, recordBadVersion, rootFile, saveState, saveTrustRoot, spaceDir, type ChannelState } from './state.ts';
@@ -64,6 +64,11 @@ export interface UpdaterOptions {
   bootedSlot: Slot;
   /** When the running image was built: a floor for the clock. */
   buildTime?: Time;
+  /**
+   * Whether the clock is synced (NTP): the trusted-clock notion for rollout, expiry and
+   * future-dated manifests (clock.ts). Absent: trusted when not below buildTime.
+   */
+  clockSynced?: () => boolean;
   machineId: string;
   /** Override the rollout position (canary nodes: 0). Default: wariness(machineId). */
   wariness?: number;
@@ -119,7 +124,7 @@ interface Progress { version: string; slot: Slot; device: string; url: string; s
 
 export type CheckResult =
   | { action: 'install'; version: string; from: string; slot: Slot; serial: number; throttle: number; root: Artifact; rootUrl: string; boot: BootFile[]; message: string; skipped: { version: string; why: string }[] }
-  | { action: 'none'; reason: 'up-to-date' | 'throttled' | 'none-eligible' | 'no-release-for-arch' | 'bad-current' | 'no-boot-files'; serial: number; message: string; skipped: { version: string; why: string }[] }
+  | { action: 'none'; reason: 'up-to-date' | 'throttled' | 'clock-not-synced' | 'none-eligible' | 'no-release-for-arch' | 'bad-current' | 'no-boot-files'; serial: number; message: string; skipped: { version: string; why: string }[] }
   | { action: 'refused'; reason: RefuseReason | 'fetch' | 'state'; message: string }
   | { action: 'disabled'; message: string };
 
@@ -276,25 +281,32 @@ export class Updater {
       return { action: 'refused', reason: 'fetch', message: `cannot fetch the ${o.channel} manifest: ${clip(errText(e))}` };
     }
     const now = this.now();
-    const v = verifyChannel({ manifestBytes, sigBytes, trust, channel: o.channel, state, now, buildTime: o.buildTime });
+    const synced = o.clockSynced ? o.clockSynced() : clockTrusted(now, o.buildTime);
+    const v = verifyChannel({ manifestBytes, sigBytes, trust, channel: o.channel, state, now, buildTime: o.buildTime, clockTrusted: synced });
     if (!v.ok) {
       const message = clip(v.message, 1000);
       this.log(`update check refused the ${o.channel} manifest (${v.reason}): ${message}`);
       return { action: 'refused', reason: v.reason, message };
     }
-    const pick = pickRelease(v.manifest, {
-      current: o.currentVersion, arch: o.arch, now,
-      wariness: o.wariness ?? warinessOf(o.machineId), badVersions: state.badVersions,
-    });
     // Every check passed: remember the serial/issued floor (skipped when nothing changed, so a
     // poll of an unchanged manifest does not rewrite the file).
     const next = acceptManifest(state, v.manifest, v.digest, { raiseFloor: v.raiseFloor });
+    // An unsynced clock is only a floor of the true time. A rollout only grows with time, so
+    // what the floor lets through, the true time does too; what it holds back cannot be judged.
+    const when = synced ? now : new Date(Math.max(now.getTime(), o.buildTime === undefined ? 0 : new Date(o.buildTime).getTime(), next.lastIssued ? Date.parse(next.lastIssued) || 0 : 0));
+    const pick = pickRelease(v.manifest, {
+      current: o.currentVersion, arch: o.arch, now: when,
+      wariness: o.wariness ?? warinessOf(o.machineId), badVersions: state.badVersions,
+    });
     if (next.lastSerial !== state.lastSerial || next.lastDigest !== state.lastDigest || next.lastIssued !== state.lastIssued) {
       try { saveState(o.stateBase ?? '/var/lib/kiln', next); } catch (e) {
         return { action: 'refused', reason: 'state', message: `cannot save channel state: ${errText(e)}` };
       }
     }
     const serial = v.manifest.serial;
+    if (!pick.ok && pick.reason === 'throttled' && !synced) {
+      return { action: 'none', reason: 'clock-not-synced', serial, skipped: pick.skipped, message: `clock not synced: the rollout cannot be judged until NTP sets the clock (clock floor ${when.toISOString()})` };
+    }
     if (!pick.ok) return { action: 'none', reason: pick.reason, serial, message: pick.message, skipped: pick.skipped };
     const { root } = pick.artifacts;
     const missing = this.loader.kinds.filter((k) => !pick.artifacts[k]);

@@ -2,24 +2,30 @@
 // a command and authorises github:alice, whose keys come from a loopback stand-in for
 // GitHub. We log in over SSH with alice's key. Then a broken user-data: the node still
 // boots, says where the error is, and SSH still works with the last good config.
+// The first boot also checks the clock: the RTC starts in 2001, boot floors the clock at the
+// build time, and chronyd steps it to the time of an NTP test double on the host loopback
+// (10.0.2.2 from the guest); `kiln status` then says synced.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Vm } from '../../builder/qemu.ts';
 import { cidataImage, freePort, keyServiceStandIn, ssh, sshKeypair } from './helpers.ts';
+import { ntpDouble, type NtpDouble } from './ntp-double.ts';
 import { BOOT_TIMEOUT, READY, scratchCopy, testImage } from './image.ts';
 
 const alice = sshKeypair();
 let disk = '';
 let gh: Awaited<ReturnType<typeof keyServiceStandIn>>;
+let ntp: NtpDouble;
 
 test.before(async () => {
   const img = await testImage('x86_64');
   disk = await scratchCopy(img.raw);
   gh = await keyServiceStandIn({ alice: [alice.pub] });
+  ntp = await ntpDouble();
 });
-test.after(() => { gh.server.close(); });
+test.after(async () => { gh.server.close(); await ntp.close(); });
 
-test('CIDATA user-data: hostname, write_files, run_cmd and github: keys, checked over SSH', async () => {
+test('CIDATA user-data: hostname, write_files, run_cmd and github: keys, checked over SSH; the clock from 2001 to NTP time', async () => {
   const userData = `#cloud-config
 hostname: e2e-node
 ssh_authorized_keys:
@@ -36,12 +42,21 @@ run_cmd:
 kiln:
   key_services:
     github: http://10.0.2.2:${gh.port}
+  ntp_servers: [10.0.2.2]
 `;
   const cidata = await cidataImage(userData);
   const port = await freePort();
-  const vm = await Vm.start({ arch: 'x86_64', disk, memMiB: 384, hostfwd: [[port, 22]], extraDrives: [`file=${cidata},format=raw,if=virtio,readonly=on`] });
+  const vm = await Vm.start({ arch: 'x86_64', disk, memMiB: 384, hostfwd: [[port, 22]], extraDrives: [`file=${cidata},format=raw,if=virtio,readonly=on`], extraArgs: ['-rtc', 'base=2001-01-01'] });
   try {
     await vm.waitFor(READY, BOOT_TIMEOUT);
+    // The floor: from the RTC's 2001 to the image's build time, before the network.
+    assert.match(vm.output, /kiln: clock set to \d{4}-\d\d-\d\dT[\d:]+Z \(build\)/);
+    await vm.waitFor(/kiln: clock synced by NTP \(10\.0\.2\.2, stratum 2\)/, 180_000);
+    assert.ok(ntp.requests > 0, 'the node should have asked the NTP test double');
+    const clock = await ssh(port, alice.key, 'date +%s; kiln status | grep "^clock:"');
+    const [guestS, line] = clock.split('\n');
+    assert.ok(Math.abs(Number(guestS) - Date.now() / 1000) < 120, `guest clock ${guestS}, host ${Math.round(Date.now() / 1000)}`);
+    assert.match(line!, /^clock: synced \S+ \(NTP 10\.0\.2\.2, stratum 2/);
     assert.ok(gh.hits.includes('/alice.keys'), `the node should have fetched alice's keys; requests seen: ${gh.hits.join(', ')}`);
     const out = await ssh(port, alice.key, 'hostname; cat /etc/e2e/hello.txt; stat -c %a /etc/e2e/hello.txt; cat /var/tmp/run_cmd.out; kiln status');
     const lines = out.split('\n');

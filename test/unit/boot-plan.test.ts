@@ -29,8 +29,9 @@ test('phase and task names are the ones boot has always reported, in the same or
     'mount/base filesystems', 'mount/protect init', 'mount/control socket',
     'modules/load', 'modules/power button',
     'data/logs', 'data/grow', 'data/boot count', 'data/machine id', 'data/esp',
+    'clock/floor',
     'config/devices', 'config/choose', 'config/apply', 'config/ssh keys (cached)', 'config/init_cmd', 'config/ssh',
-    'network/loopback', 'network/links',
+    'network/loopback', 'network/wifi', 'network/links',
     'config-network/network sources', 'config-network/ssh keys', 'config-network/ntp', 'config-network/boot_cmd',
     'install/unattended',
     'k3s/start',
@@ -45,6 +46,11 @@ test('the documented command order is in the needs', () => {
   assert.ok(needs('k3s/start').includes('config-network/boot_cmd'));
   assert.ok(needs('k3s/start').includes('install/unattended'));
   assert.ok(needs('late/run_cmd').includes('k3s/start'));
+});
+
+test('the clock floor comes before anything that checks a certificate', () => {
+  const needs = (id: string) => plan.find((t) => taskId(t) === id)!.needs;
+  for (const id of ['config-network/network sources', 'config-network/ssh keys', 'config-network/ntp', 'k3s/start']) assert.ok(needs(id).includes('clock floor'), id);
 });
 
 test('the timed tasks are in the plan', () => {

@@ -2,7 +2,6 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { applyDefaults } from '../../init/config/parse.ts';
 import { k3sCommand } from '../../init/services/k3s.ts';
-import { ntpArgs } from '../../init/services/ntp.ts';
 
 test('a server by default, with the kubeconfig kept private', () => {
   const r = k3sCommand(applyDefaults({}));
@@ -18,11 +17,6 @@ test('server_url makes an agent; token, labels, taints and environment are passe
 test('k3s_args starting with a role choose it; the rest is kept in order', () => {
   const r = k3sCommand(applyDefaults({ kiln: { k3s_args: ['server', '--disable', 'traefik', '--write-kubeconfig-mode', '0644'] } }));
   assert.equal(r.args, ['server', '--disable', 'traefik', '--write-kubeconfig-mode', '0644']);
-});
-
-test('ntpd: configured servers, else the public pool', () => {
-  assert.equal(ntpArgs([]), ['-n', '-p', 'pool.ntp.org']);
-  assert.equal(ntpArgs(['10.0.0.1', 'time.example.com']), ['-n', '-p', '10.0.0.1', '-p', 'time.example.com']);
 });
 
 test.run();
