@@ -170,7 +170,7 @@ async function buildLocked(opts: BuildOptions): Promise<BuildRecord> {
     verities[arch] = { rootHash: verity.rootHash, treeBytes: verity.treeBytes };
     const stage1Extra = await stage1VerityFiles(root.dir, ARCH[arch].triplet, ARCH[arch].ldso, verity.param);
     const initrd = await log.stage(`${arch}: stage-1 initramfs`, () =>
-      buildStage1(join(w, 'stage1.cpio.zst'), kernel, join(root.dir, 'bin/busybox'), profile.modules.stage1, stage1Extra));
+      buildStage1(join(w, 'stage1.cpio.zst'), kernel, join(root.dir, 'bin/busybox'), profile.modules.stage1, stage1Extra, profile.modules.coldplug_stage1));
     const sdboot = await unpackedDeb(al.packages.find((p) => p.package === 'systemd-boot-efi') ?? missingPkg('systemd-boot-efi'), cache, log);
     const efiDir = join(sdboot, 'usr/lib/systemd/boot/efi');
     const uki = await log.stage(`${arch}: unified kernel image`, () => buildUki({

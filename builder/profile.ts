@@ -43,6 +43,15 @@ export const PROFILE_SCHEMA = {
         stage1: { type: 'array', items: { type: 'string' }, default: [], description: 'Modules the stage-1 initramfs loads to find and mount the root and data' },
         boot: { type: 'array', items: { type: 'string' }, default: [], description: 'Modules PID 1 loads at boot (dependencies are added)' },
         include: { type: 'array', items: { type: 'string' }, default: [], description: 'Extra modules shipped in the root but not loaded at boot' },
+        coldplug_stage1: { type: 'array', items: { type: 'string', pattern: '^(kernel/)?[a-z0-9_./-]+$' }, default: [], description: "Module folders under the kernel's kernel/ (e.g. drivers/ata) carried in stage 1 and loaded by each device's modalias (USB, SATA, NVMe, SD host controllers)" },
+        coldplug: { type: 'array', items: { type: 'string', pattern: '^(kernel/)?[a-z0-9_./-]+$' }, default: [], description: "Module folders shipped in the root and loaded by modalias by init, at boot and when devices appear later (e.g. drivers/net/ethernet)" },
+      },
+    },
+    firmware: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        packages: { type: 'array', items: { type: 'string' }, default: [], description: "Debian firmware packages (non-free-firmware) to take files from: only the files the shipped modules name (modinfo firmware:) go into /lib/firmware" },
+        max_mib: { type: 'integer', minimum: 1, default: 32, description: 'Refuse to build when the chosen firmware files add up to more than this' },
       },
     },
     root: {
@@ -89,7 +98,8 @@ export interface Profile {
   formats: Format[];
   update_target: string;
   kernel: { flavour: 'cloud' | 'generic'; cmdline: string };
-  modules: { stage1: string[]; boot: string[]; include: string[] };
+  modules: { stage1: string[]; boot: string[]; include: string[]; coldplug_stage1: string[]; coldplug: string[] };
+  firmware: { packages: string[]; max_mib: number };
   root: { filesystem: 'squashfs' | 'erofs' };
   disk: { esp_mib: number; root_mib: number; data_mib: number };
   debian: { sources: DebianSource[]; packages: string[] };
