@@ -116,6 +116,8 @@ const ajv = new Ajv({ allErrors: true, useDefaults: true });
 const validate = ajv.compile(PROFILE_SCHEMA);
 
 export const DEFAULT_PROFILE = fileURLToRepo('images/default.yaml');
+/** Physical machines (generic kernel): what `kiln build --format iso` builds when no --profile is given. */
+export const METAL_PROFILE = fileURLToRepo('images/metal.yaml');
 
 function fileURLToRepo(p: string) {
   return resolve(dirname(new URL(import.meta.url).pathname), '..', p);
@@ -175,4 +177,16 @@ export function profileHelp(): string {
 /** The profile's update target for `arch` (the key of its artifacts in channel manifests). */
 export function updateTarget(profile: Pick<Profile, 'update_target'>, arch: Arch): string {
   return profile.update_target.replace('{arch}', arch);
+}
+
+/**
+ * The ISO is what people write to a USB stick for a real machine, so without --profile it is
+ * built from the hardware profile (generic kernel, drivers by modalias); the cloud formats keep
+ * the default profile's small kernel. Both at once would need two profiles: say so.
+ */
+export function profileFor(formats: string[], profile?: string): string | undefined {
+  if (profile || !formats.includes('iso')) return profile;
+  const others = formats.filter((f) => f !== 'iso');
+  if (others.length) throw new Error(`--format iso is built from ${METAL_PROFILE} (Debian's generic kernel, for real machines) and ${others.join(', ')} from the default profile: run them as two builds, or pass --profile to build all of them from one profile`);
+  return METAL_PROFILE;
 }
