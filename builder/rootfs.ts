@@ -141,7 +141,10 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
     if (existsSync(join(k.modules.dir, f))) cpSync(join(k.modules.dir, f), join(mdir, f));
   }
   writeFileSync(join(mdir, 'modules.dep'), modulesDep(all.order, all.deps));
-  writeFileSync(join(mdir, 'modules.alias'), formatModulesAlias(aliasEntries(k.modules, all.order)));
+  // Only hardware profiles load by modalias: without a table init skips coldplug and hotplug.
+  if (inp.profile.modules.coldplug_stage1?.length || inp.profile.modules.coldplug?.length) {
+    writeFileSync(join(mdir, 'modules.alias'), formatModulesAlias(aliasEntries(k.modules, all.order)));
+  }
   if (firmwarePkgs.size) {
     const pkgs = [];
     for (const name of firmwarePkgs) {
