@@ -31,7 +31,7 @@ coldplug() {
   find /sys/devices -name modalias -type f 2>/dev/null | xargs cat 2>/dev/null | sort -u > /tmp/modalias.now
   sort /tmp/modalias.seen /tmp/modalias.seen /tmp/modalias.now | uniq -u > /tmp/modalias.new
   [ -s /tmp/modalias.new ] || return 0
-  xargs modprobe -qa < /tmp/modalias.new 2>/dev/null
+  tr '\n' '\0' < /tmp/modalias.new | xargs -0 modprobe -qa 2>/dev/null
   cat /tmp/modalias.new >> /tmp/modalias.seen
 }
 coldplug
