@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ import { aliasEntries, firmwareNames, formatModulesAlias, modulesUnder, resolveM
 import { readLock } from '../../builder/lock.ts';
 import { loadProfile, METAL_PROFILE, profileFor } from '../../builder/profile.ts';
 import { kernelFromLock, unpackedDeb } from '../../builder/rootfs.ts';
-import { stage1Entries } from '../../builder/stage1.ts';
+import { STAGE1_INIT, stage1Entries } from '../../builder/stage1.ts';
 import { Coldplug, scanModaliases, startHotplug } from '../../init/coldplug.ts';
 import { matchModalias, parseModulesAlias } from '../../init/modalias.ts';
 
@@ -100,6 +100,34 @@ test('stage 1 carries the coldplug modules and a modules.alias its busybox modpr
   const out = execFileSync('chroot', [dir, '/bin/busybox', 'modprobe', '-D', devices[1]![1]]).toString();
   assert.match(out, /insmod \/lib\/modules\/[^ ]+\/kernel\/drivers\/ata\/ahci\.ko/);
   assert.match(out, /libata\.ko/, 'with its dependencies from modules.dep');
+});
+
+test("stage 1's coldplug passes each new modalias under /sys/devices to modprobe once, and nothing without a table", async () => {
+  if (process.getuid?.() !== 0) return;
+  const busybox = join(await unpackedDeb(lock.packages.find((p) => p.package === 'busybox-static')!, cache), 'bin/busybox');
+  const script = readFileSync(STAGE1_INIT, 'utf8');
+  // busybox sh runs its own applets before PATH, so the spy is named by path (the modprobe
+  // applet's matching is the test above).
+  const fn = /\ncoldplug\(\) \{\n[\s\S]*?\n\}\n/.exec(script)![0].replace('xargs -0 modprobe -qa', 'xargs -0 /bin/spy -qa');
+  assert.ok(fn.includes('/bin/spy'));
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-stage1-cp-'));
+  mkdirSync(join(dir, 'bin')); mkdirSync(join(dir, 'tmp')); mkdirSync(join(dir, 'dev'));
+  execFileSync('mknod', ['-m', '666', join(dir, 'dev/null'), 'c', '1', '3']);
+  writeFileSync(join(dir, 'bin/busybox'), readFileSync(busybox), { mode: 0o755 });
+  for (const a of ['sh', 'find', 'xargs', 'cat', 'sort', 'uniq', 'tr', 'uname']) symlinkSync('busybox', join(dir, 'bin', a));
+  // Records modprobe's arguments, one per line.
+  writeFileSync(join(dir, 'bin/spy'), '#!/bin/sh\nfor a in "$@"; do echo "$a" >> /tmp/calls; done\necho -- >> /tmp/calls\n', { mode: 0o755 });
+  const dev = (rel: string, v: string) => { mkdirSync(join(dir, 'sys/devices', rel), { recursive: true }); writeFileSync(join(dir, 'sys/devices', rel, 'modalias'), v + '\n'); };
+  dev('pci0000:00/0000:00:1f.2', devices[1]![1]);
+  dev('pci0000:00/0000:00:1d.0', devices[3]![1]);
+  const run = () => execFileSync('chroot', [dir, '/bin/sh', '-c', `export PATH=/bin; : >> /tmp/modalias.seen\n${fn}\ncoldplug; cat /tmp/calls 2>/dev/null; : > /tmp/calls`]).toString();
+  assert.is(run(), '', 'no modules.alias: coldplug does nothing');
+  mkdirSync(join(dir, 'lib/modules', release()), { recursive: true });
+  writeFileSync(join(dir, 'lib/modules', release(), 'modules.alias'), 'alias pci:* x\n');
+  assert.equal(run().trim().split('\n'), ['-qa', ...[devices[1]![1], devices[3]![1]].sort(), '--'], 'both, in one modprobe');
+  assert.is(run(), '', 'nothing new: modprobe is not run again');
+  dev('pci0000:00/0000:00:1d.0/usb1/1-1/1-1:1.0', devices[5]![1]);
+  assert.equal(run().trim().split('\n'), ['-qa', devices[5]![1], '--'], 'the stick behind the controller, later');
 });
 
 function fakeSys() {
