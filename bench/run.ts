@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { type Arch } from '../builder/arch.ts';
 import { build, REPO } from '../builder/build.ts';
 import { FORMAT_TABLE } from '../builder/formats.ts';
-import type { Format } from '../builder/profile.ts';
+import { METAL_PROFILE, type Format } from '../builder/profile.ts';
 import { createLogger } from '../builder/log.ts';
 import { Vm } from '../builder/qemu.ts';
 import { K3S_STANDIN } from '../test/e2e/image.ts';
@@ -70,7 +70,11 @@ if (b2.timings) row('init timings, NoCloud CIDATA data source', b2.timings);
 const formats = (Object.keys(FORMAT_TABLE) as Format[]).filter((f) => f !== 'rpi' && FORMAT_TABLE[f].arches.includes(arch));
 const all = await build({ arches: [arch], formats, out: join(out, 'formats'), log, k3sBinary });
 const pi = await build({ profile: join(REPO, 'images/rpi.yaml'), arches: ['arm64'], formats: ['rpi'], out: join(out, 'rpi'), log, k3sBinary });
-for (const [rec, dir] of [[all, 'formats'], [pi, 'rpi']] as const) {
+// The hardware profile (generic kernel, drivers by modalias, firmware): what `kiln build --format iso` makes.
+const metal = await build({ profile: METAL_PROFILE, arches: [arch], formats: ['raw', 'iso'], out: join(out, 'metal'), log, k3sBinary });
+const metalIso = metal.outputs.find((o) => o.kind === 'iso')!;
+row(`hardware ISO (${metalIso.target}, target <= 120 MiB)`, mib(metalIso.size));
+for (const [rec, dir] of [[all, 'formats'], [pi, 'rpi'], [metal, 'metal']] as const) {
   for (const o of rec.outputs) {
     if (o.kind === 'root' || o.kind === 'uki') continue;
     const st = statSync(join(out, dir, o.file));

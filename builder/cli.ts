@@ -1,20 +1,20 @@
 // The workstation CLI: kiln build | lock | run. Flags and their help live in one table.
 import { parseArgs } from 'node:util';
 import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { relative, resolve } from 'node:path';
 import { parseArch, ARCHES, type Arch } from './arch.ts';
 import { build } from './build.ts';
 import { createLogger } from './log.ts';
 import { lockProfile } from './lockcmd.ts';
 import { checkFormats, formatsByArch } from './formats.ts';
-import { loadProfile, profileHelp, type Format } from './profile.ts';
+import { loadProfile, profileFor, profileHelp, type Format } from './profile.ts';
 import { runImage } from './run.ts';
 import { configCli, CONFIG_USAGE } from '../init/config/cli.ts';
 import { releaseCli } from './release.ts';
 
 type Opt = { type: 'string' | 'boolean'; multiple?: boolean; short?: string; help: string };
 const COMMON: Record<string, Opt> = {
-  profile: { type: 'string', help: 'image profile (default images/default.yaml)' },
+  profile: { type: 'string', help: 'image profile (default images/default.yaml; images/metal.yaml for --format iso)' },
   arch: { type: 'string', multiple: true, help: `target architecture, repeatable (${ARCHES.join(', ')})` },
   quiet: { type: 'boolean', short: 'q', help: 'only warnings and errors' },
   'cache-dir': { type: 'string', help: 'download cache (default ~/.cache/kiln, or $KILN_CACHE)' },
@@ -127,11 +127,16 @@ async function main(argv: string[]) {
   const log = createLogger({ quiet: v.quiet });
   if (cmd === 'build') {
     const formats = (v.format ?? []) as string[];
-    try { checkFormats(formats, arches ?? loadProfile(v.profile).arches); } catch (e) { console.error(`kiln build: ${(e as Error).message}`); return 2; }
+    let profile: string | undefined = v.profile;
+    try {
+      profile = profileFor(formats, profile);
+      checkFormats(formats, arches ?? loadProfile(profile).arches);
+    } catch (e) { console.error(`kiln build: ${(e as Error).message}`); return 2; }
+    if (profile !== v.profile) log.info(`--format iso: building the hardware image (${relative(process.cwd(), profile!) || profile}, Debian's generic kernel)`);
     const sbKey = v['secure-boot-key'], sbCert = v['secure-boot-cert'], sbEnroll = v['secure-boot-enroll'];
     if (!sbKey !== !sbCert || (sbEnroll && !sbKey)) { console.error('kiln build: Secure Boot signing needs both --secure-boot-key and --secure-boot-cert (the db.key and db.crt from kiln keys generate); --secure-boot-enroll needs them too'); return 2; }
     const secureBoot = sbKey ? { key: sbKey, cert: sbCert, enroll: sbEnroll } : undefined;
-    await build({ profile: v.profile, arches, formats: formats as Format[], out: v.out, version: v.version, artifacts: v.artifacts, cacheDir: v['cache-dir'], force: v.force, config: v.config, trust: v.trust, k3sBinary: v['k3s-binary'], isoConfigUrl: v['config-url'], secureBoot, log });
+    await build({ profile, arches, formats: formats as Format[], out: v.out, version: v.version, artifacts: v.artifacts, cacheDir: v['cache-dir'], force: v.force, config: v.config, trust: v.trust, k3sBinary: v['k3s-binary'], isoConfigUrl: v['config-url'], secureBoot, log });
     return 0;
   }
   if (cmd === 'lock') {

@@ -12,6 +12,7 @@ export interface ModuleTree {
 }
 
 export const normalise = (name: string) => name.replace(/-/g, '_');
+export { formatModulesAlias } from '../init/modalias.ts';
 const moduleName = (file: string) => normalise(basename(file).replace(/\.ko(\.(xz|zst|gz))?$/, ''));
 
 export function indexModules(dir: string): ModuleTree {
@@ -121,4 +122,35 @@ export function mergeResolutions(...rs: Resolution[]): Resolution {
     r.builtin.forEach((b) => builtin.add(b));
   }
   return { order, deps, builtin: [...builtin] };
+}
+
+/**
+ * Module names of every module file under the given folders of the kernel's kernel/ tree
+ * (profile modules.coldplug*): these are loaded by modalias, so the profile names folders of
+ * drivers rather than each driver. A folder with no modules is an error naming the key.
+ */
+export function modulesUnder(tree: ModuleTree, dirs: string[], what = 'modules.coldplug'): string[] {
+  const names: string[] = [];
+  for (const d of dirs) {
+    const prefix = `kernel/${d.replace(/^kernel\//, '').replace(/\/+$/, '')}/`;
+    const found = [...tree.byName].filter(([, f]) => f.startsWith(prefix)).map(([n]) => n);
+    if (!found.length) throw new ModuleError(`${what}: '${d}' holds no modules in ${tree.dir}; check the folder name (under kernel/) or remove it from the profile`);
+    names.push(...found.filter((n) => !names.includes(n)));
+  }
+  return names.sort();
+}
+
+/** The modules.alias entries (device aliases and others) of the given module files. */
+export function aliasEntries(tree: ModuleTree, files: string[]): { pattern: string; module: string }[] {
+  return files.flatMap((f) => {
+    const module = moduleName(f);
+    return modinfo(readFileSync(join(tree.dir, f)), 'alias').filter((a) => a && !/\s/.test(a)).map((pattern) => ({ pattern, module }));
+  });
+}
+
+/** Firmware files the given modules ask the kernel for (modinfo `firmware=`), sorted. */
+export function firmwareNames(tree: ModuleTree, files: string[]): string[] {
+  const names = new Set<string>();
+  for (const f of files) for (const fw of modinfo(readFileSync(join(tree.dir, f)), 'firmware')) if (fw) names.add(fw);
+  return [...names].sort();
 }

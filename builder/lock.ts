@@ -26,7 +26,7 @@ export function kernelPackage(profile: Profile, debArch: string): string {
 export function lockRequest(profile: Profile): Lock['request'] {
   return {
     kernel: profile.kernel.flavour,
-    packages: [...profile.debian.packages].sort(),
+    packages: [...profile.debian.packages, ...profile.firmware.packages].sort(),
     node: profile.node.version,
     k3s: profile.k3s.version,
     sources: profile.debian.sources.map((s) => `${s.mirror} ${s.suite} ${(s.components ?? ['main']).join(',')}`),

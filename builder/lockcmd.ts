@@ -23,7 +23,7 @@ export async function lockProfile(profile: Profile, o: { arches?: Arch[]; cacheD
     const kname = kernelPackage(profile, debArch);
     const pins = await log.stage(`${arch}: Debian packages`, () => resolvePackages({
       sources: profile.debian.sources.map((s) => ({ ...s, components: s.components ?? ['main'] })),
-      arch: debArch, names: [kname, ...profile.debian.packages], cache, log,
+      arch: debArch, names: [kname, ...profile.debian.packages, ...profile.firmware.packages], cache, log,
     }));
     const kernel = pins.find((p) => p.package.startsWith('linux-image-')) as LockedDeb;
     const packages = pins.filter((p) => p !== kernel) as LockedDeb[];

@@ -43,6 +43,15 @@ export const PROFILE_SCHEMA = {
         stage1: { type: 'array', items: { type: 'string' }, default: [], description: 'Modules the stage-1 initramfs loads to find and mount the root and data' },
         boot: { type: 'array', items: { type: 'string' }, default: [], description: 'Modules PID 1 loads at boot (dependencies are added)' },
         include: { type: 'array', items: { type: 'string' }, default: [], description: 'Extra modules shipped in the root but not loaded at boot' },
+        coldplug_stage1: { type: 'array', items: { type: 'string', pattern: '^(kernel/)?[a-z0-9_./-]+$' }, default: [], description: "Module folders under the kernel's kernel/ (e.g. drivers/ata) carried in stage 1 and loaded by each device's modalias (USB, SATA, NVMe, SD host controllers)" },
+        coldplug: { type: 'array', items: { type: 'string', pattern: '^(kernel/)?[a-z0-9_./-]+$' }, default: [], description: "Module folders shipped in the root and loaded by modalias by init, at boot and when devices appear later (e.g. drivers/net/ethernet)" },
+      },
+    },
+    firmware: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        packages: { type: 'array', items: { type: 'string' }, default: [], description: "Debian firmware packages (non-free-firmware) to take files from: only the files the shipped modules name (modinfo firmware:) go into /lib/firmware" },
+        max_mib: { type: 'integer', minimum: 1, default: 32, description: 'Refuse to build when the chosen firmware files add up to more than this' },
       },
     },
     root: {
@@ -89,7 +98,8 @@ export interface Profile {
   formats: Format[];
   update_target: string;
   kernel: { flavour: 'cloud' | 'generic'; cmdline: string };
-  modules: { stage1: string[]; boot: string[]; include: string[] };
+  modules: { stage1: string[]; boot: string[]; include: string[]; coldplug_stage1: string[]; coldplug: string[] };
+  firmware: { packages: string[]; max_mib: number };
   root: { filesystem: 'squashfs' | 'erofs' };
   disk: { esp_mib: number; root_mib: number; data_mib: number };
   debian: { sources: DebianSource[]; packages: string[] };
@@ -106,6 +116,8 @@ const ajv = new Ajv({ allErrors: true, useDefaults: true });
 const validate = ajv.compile(PROFILE_SCHEMA);
 
 export const DEFAULT_PROFILE = fileURLToRepo('images/default.yaml');
+/** Physical machines (generic kernel): what `kiln build --format iso` builds when no --profile is given. */
+export const METAL_PROFILE = fileURLToRepo('images/metal.yaml');
 
 function fileURLToRepo(p: string) {
   return resolve(dirname(new URL(import.meta.url).pathname), '..', p);
@@ -165,4 +177,16 @@ export function profileHelp(): string {
 /** The profile's update target for `arch` (the key of its artifacts in channel manifests). */
 export function updateTarget(profile: Pick<Profile, 'update_target'>, arch: Arch): string {
   return profile.update_target.replace('{arch}', arch);
+}
+
+/**
+ * The ISO is what people write to a USB stick for a real machine, so without --profile it is
+ * built from the hardware profile (generic kernel, drivers by modalias); the cloud formats keep
+ * the default profile's small kernel. Both at once would need two profiles: say so.
+ */
+export function profileFor(formats: string[], profile?: string): string | undefined {
+  if (profile || !formats.includes('iso')) return profile;
+  const others = formats.filter((f) => f !== 'iso');
+  if (others.length) throw new Error(`--format iso is built from ${METAL_PROFILE} (Debian's generic kernel, for real machines) and ${others.join(', ')} from the default profile: run them as two builds, or pass --profile to build all of them from one profile`);
+  return METAL_PROFILE;
 }

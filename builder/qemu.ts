@@ -72,6 +72,10 @@ export interface VmOptions {
   secureBoot?: 'setup' | 'snakeoil';
   /** Start from this UEFI variable store (copied) instead of the firmware's template, e.g. one a previous boot enrolled keys into. */
   efiVars?: string;
+  /** false: `disk` is not attached as virtio; the caller attaches it in extraArgs (AHCI, NVMe, USB: real machines' devices). */
+  virtioDisk?: boolean;
+  /** NIC model on the user network (default virtio-net-pci), e.g. 'e1000e'. */
+  nic?: string;
 }
 
 export async function qemuCommand(o: VmOptions, workDir: string): Promise<{ cmd: string; args: string[]; qmp: string; accel: string }> {
@@ -100,8 +104,8 @@ export async function qemuCommand(o: VmOptions, workDir: string): Promise<{ cmd:
     '-nographic', '-nodefaults', '-serial', o.interactive ? 'mon:stdio' : 'stdio',
     ...firmware,
     ...cdrom,
-    '-drive', `file=${o.disk},format=${o.format ?? (o.disk.endsWith('.qcow2') ? 'qcow2' : 'raw')},if=virtio${o.snapshot ? ',snapshot=on' : ''}`,
-    '-netdev', `user,id=n0${fwd}${o.netdevExtra ? `,${o.netdevExtra}` : ''}`, '-device', 'virtio-net-pci,netdev=n0',
+    ...(o.virtioDisk === false ? [] : ['-drive', `file=${o.disk},format=${o.format ?? (o.disk.endsWith('.qcow2') ? 'qcow2' : 'raw')},if=virtio${o.snapshot ? ',snapshot=on' : ''}`]),
+    '-netdev', `user,id=n0${fwd}${o.netdevExtra ? `,${o.netdevExtra}` : ''}`, '-device', `${o.nic ?? 'virtio-net-pci'},netdev=n0`,
     '-device', 'virtio-rng-pci',
     '-qmp', `unix:${qmp},server=on,wait=off`,
     ...(o.allowReboot === false ? ['-no-reboot'] : []),

@@ -8,7 +8,8 @@ import { busyboxApplets } from './busybox.ts';
 import { checkSharedLibraries } from './elfdeps.ts';
 import type { Cache } from './cache.ts';
 import { extractDeb } from './debian/index.ts';
-import { indexModules, loadableNames, mergeResolutions, modulesDep, resolveModules, type ModuleTree, type Resolution } from './kmod.ts';
+import { aliasEntries, firmwareNames, formatModulesAlias, indexModules, loadableNames, mergeResolutions, modulesDep, modulesUnder, resolveModules, type ModuleTree, type Resolution } from './kmod.ts';
+import { chooseFirmware } from './firmware.ts';
 import type { ArchLock, LockedDeb } from './lock.ts';
 import type { Logger } from './log.ts';
 import { updateTarget, type Profile } from './profile.ts';
@@ -85,8 +86,9 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
   chmodSync(join(dir, 'var/tmp'), 0o1777);
   chmodSync(join(dir, 'root'), 0o700);
 
+  const firmwarePkgs = new Set(inp.profile.firmware?.packages ?? []);
   for (const pin of inp.lock.packages) {
-    if (BOOT_ONLY_PACKAGES.has(pin.package)) continue;
+    if (BOOT_ONLY_PACKAGES.has(pin.package) || firmwarePkgs.has(pin.package)) continue;
     const tree = await unpackedDeb(pin, cache, log);
     await $({ quiet: true })`cp -a ${tree + '/.'} ${dir}`;
   }
@@ -126,6 +128,9 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
     resolveModules(k.modules, inp.profile.modules.stage1, 'modules.stage1'),
     boot,
     resolveModules(k.modules, inp.profile.modules.include, 'modules.include'),
+    // Loaded by modalias (stage 1's set too: a USB disk may arrive after boot).
+    resolveModules(k.modules, modulesUnder(k.modules, inp.profile.modules.coldplug_stage1 ?? [], 'modules.coldplug_stage1'), 'modules.coldplug_stage1'),
+    resolveModules(k.modules, modulesUnder(k.modules, inp.profile.modules.coldplug ?? [], 'modules.coldplug'), 'modules.coldplug'),
   );
   const mdir = join(dir, 'lib/modules', k.version);
   for (const f of all.order) {
@@ -136,6 +141,21 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
     if (existsSync(join(k.modules.dir, f))) cpSync(join(k.modules.dir, f), join(mdir, f));
   }
   writeFileSync(join(mdir, 'modules.dep'), modulesDep(all.order, all.deps));
+  // Only hardware profiles load by modalias: without a table init skips coldplug and hotplug.
+  if (inp.profile.modules.coldplug_stage1?.length || inp.profile.modules.coldplug?.length) {
+    writeFileSync(join(mdir, 'modules.alias'), formatModulesAlias(aliasEntries(k.modules, all.order)));
+  }
+  if (firmwarePkgs.size) {
+    const pkgs = [];
+    for (const name of firmwarePkgs) {
+      const pin = inp.lock.packages.find((p) => p.package === name);
+      if (!pin) throw new Error(`${inp.profile.lockFile} has no ${name} (firmware.packages); run 'kiln lock'`);
+      pkgs.push({ name, dir: await unpackedDeb(pin, cache, log) });
+    }
+    const fw = chooseFirmware(firmwareNames(k.modules, all.order), pkgs, inp.profile.firmware.max_mib, inp.profile.file);
+    for (const f of fw.files) { mkdirSync(dirname(join(dir, 'lib/firmware', f.name)), { recursive: true }); cpSync(f.src, join(dir, 'lib/firmware', f.name)); }
+    log?.info(`firmware: ${fw.files.length} files, ${(fw.bytes / 1048576).toFixed(1)} MiB (${fw.missing.length} names the modules list are in none of ${[...firmwarePkgs].join(', ')})`);
+  }
   writeFileSync(join(dir, 'usr/lib/kiln/modules-load'), loadableNames(k.modules, bootNames).join('\n') + '\n');
 
   writeEtc(dir, inp);

@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { $ } from 'zx';
 import { writeCpio, type CpioEntry } from './formats/cpio.ts';
 import { libraryClosure } from './elfdeps.ts';
-import { loadableNames, modulesDep, resolveModules } from './kmod.ts';
+import { aliasEntries, formatModulesAlias, loadableNames, mergeResolutions, modulesDep, modulesUnder, resolveModules } from './kmod.ts';
 import type { Kernel } from './rootfs.ts';
 import { tool } from './tools.ts';
 
@@ -14,8 +14,13 @@ export const STAGE1_INIT = new URL('./stage1/init.sh', import.meta.url).pathname
 /** Files stage 1 carries besides busybox and modules (dmsetup and its libraries, /etc/kiln/verity). */
 export interface Stage1Extra { path: string; data: Buffer; mode: number }
 
-export function stage1Entries(kernel: Kernel, busybox: string, modules: string[], extra: Stage1Extra[] = []): CpioEntry[] {
-  const res = resolveModules(kernel.modules, modules, 'modules.stage1');
+/**
+ * `coldplug`: module folders (profile modules.coldplug_stage1) whose modules stage 1 loads by
+ * each device's modalias, through the modules.alias written here (busybox modprobe matches it).
+ */
+export function stage1Entries(kernel: Kernel, busybox: string, modules: string[], extra: Stage1Extra[] = [], coldplug: string[] = []): CpioEntry[] {
+  const res = mergeResolutions(resolveModules(kernel.modules, modules, 'modules.stage1'),
+    resolveModules(kernel.modules, modulesUnder(kernel.modules, coldplug, 'modules.coldplug_stage1'), 'modules.coldplug_stage1'));
   const mroot = `lib/modules/${kernel.version}`;
   const entries: CpioEntry[] = [
     { path: 'bin', type: 'dir', mode: 0o755 },
@@ -29,6 +34,7 @@ export function stage1Entries(kernel: Kernel, busybox: string, modules: string[]
     { path: 'lib', type: 'dir', mode: 0o755 },
     { path: `${mroot}/modules.dep`, type: 'file', mode: 0o644, data: Buffer.from(modulesDep(res.order, res.deps)) },
   ];
+  if (coldplug.length) entries.push({ path: `${mroot}/modules.alias`, type: 'file', mode: 0o644, data: Buffer.from(formatModulesAlias(aliasEntries(kernel.modules, res.order))) });
   const dirs = new Set<string>();
   for (const f of res.order) {
     const parts = `${mroot}/${f}`.split('/');
@@ -47,8 +53,8 @@ export function stage1Entries(kernel: Kernel, busybox: string, modules: string[]
 }
 
 /** Writes the compressed stage-1 initramfs and returns its path. */
-export async function buildStage1(out: string, kernel: Kernel, busybox: string, modules: string[], extra: Stage1Extra[] = []): Promise<string> {
-  const cpio = writeCpio(stage1Entries(kernel, busybox, modules, extra), { mtime: 0 });
+export async function buildStage1(out: string, kernel: Kernel, busybox: string, modules: string[], extra: Stage1Extra[] = [], coldplug: string[] = []): Promise<string> {
+  const cpio = writeCpio(stage1Entries(kernel, busybox, modules, extra, coldplug), { mtime: 0 });
   writeFileSync(`${out}.cpio`, cpio);
   // zstd output carries no timestamps or names, so it is reproducible.
   await $({ quiet: true })`${tool('zstd')} -q -f -19 -T0 ${out + '.cpio'} -o ${out}`;

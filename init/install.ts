@@ -27,6 +27,10 @@ export interface DiskFacts {
   inUse: string[];
   /** The disk the live medium is on. */
   isMedium: boolean;
+  /** sysfs says removable media (card readers, most USB sticks, CD drives). */
+  removable?: boolean;
+  /** sysfs device/model, for listing disks to a person. */
+  model?: string;
 }
 
 /** 'vda' + 4 -> 'vda4'; 'nvme0n1' + 4 -> 'nvme0n1p4' (names ending in a digit take a 'p'). */
@@ -117,7 +121,31 @@ export function diskFacts(name: string, mediumDev?: string): DiskFacts {
     sizeBytes: Number(read(`${sys}/size`).trim()) * 512,
     readOnly: read(`${sys}/ro`).trim() === '1',
     isMedium: mediumDev ? diskOf(mediumDev.replace(/^\/dev\//, '')) === name : false,
+    removable: read(`${sys}/removable`).trim() === '1',
+    model: read(`${sys}/device/model`).trim() || undefined,
   };
+}
+
+const describe = (d: DiskFacts) => `/dev/${d.name} (${Math.floor(d.sizeBytes / MiB)} MiB${d.model ? `, ${d.model}` : ''})`;
+
+/**
+ * kiln.install.device: auto. The one disk that is neither removable nor the boot medium (and
+ * writable and large enough); none or several is an error listing what was seen, because
+ * guessing would erase the wrong disk.
+ */
+export function chooseAutoDisk(disks: DiskFacts[], minBytes: number): string {
+  const why = (d: DiskFacts) => d.isMedium ? 'the boot medium' : d.removable ? 'removable' : d.readOnly ? 'read-only'
+    : d.sizeBytes < minBytes ? `smaller than ${minBytes / MiB} MiB` : undefined;
+  const fit = disks.filter((d) => !why(d));
+  if (fit.length === 1) return fit[0]!.name;
+  if (fit.length > 1) throw new Error(`kiln.install.device: auto: ${fit.length} disks could be the target: ${fit.map(describe).join(', ')}; set kiln.install.device to one of them`);
+  const seen = disks.map((d) => `${describe(d)}: ${why(d)}`);
+  throw new Error(`kiln.install.device: auto: no disk to install to${seen.length ? ` (${seen.join('; ')})` : ' (no disks found: is the disk controller\'s driver in the image?)'}; attach a disk, or set kiln.install.device to a /dev path`);
+}
+
+/** Every whole disk (not loop, RAM, CD, device-mapper), with its facts. */
+export function allDisks(mediumDev?: string): DiskFacts[] {
+  return readdirSync('/sys/block').filter((d) => !/^(loop|ram|sr|zram|fd|md|dm-)/.test(d)).sort().map((d) => diskFacts(d, mediumDev));
 }
 
 /** Disks one could install to: not the medium, not loop/ram/CD, writable, big enough. */
@@ -288,7 +316,8 @@ export async function install(req: InstallRequest): Promise<string> {
   const t0 = Date.now();
   const medium = await mountMedium(req.cmdline);
   const m = readManifest();
-  const name = req.device.replace(/^\/dev\//, '');
+  const name = req.device === 'auto' ? chooseAutoDisk(allDisks(medium), minDiskBytes(m.espMiB, m.rootMiB, m.minDataMiB)) : req.device.replace(/^\/dev\//, '');
+  if (req.device === 'auto') req.log(`kiln.install.device: auto chose /dev/${name}`);
   if (!existsSync('/sys/firmware/efi') && !req.forceEfi) {
     throw new Error('this machine booted in BIOS mode, and the installed disk boots with UEFI only; switch the firmware to UEFI, or set kiln.install.force_efi: true (--force-efi) to install anyway');
   }

@@ -21,6 +21,21 @@ arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1="*) echo "${w#*=}"; r
 say "started, kernel $(uname -r)"
 for m in $(cat /etc/kiln/stage1-modules); do modprobe "$m" 2>/dev/null || say "module $m failed"; done
 
+# Coldplug (profiles with modules.coldplug_stage1): load the driver of each device present by
+# its modalias, matched against the modules.alias the builder wrote (busybox modprobe reads its
+# globs). Repeated while waiting for disks: a controller's driver brings new devices (a USB
+# stick behind xhci) a moment later. Only modaliases not tried before are passed on.
+mkdir -p /tmp; : > /tmp/modalias.seen
+coldplug() {
+  [ -e "/lib/modules/$(uname -r)/modules.alias" ] || return 0
+  find /sys/devices -name modalias -type f 2>/dev/null | xargs cat 2>/dev/null | sort -u > /tmp/modalias.now
+  sort /tmp/modalias.seen /tmp/modalias.seen /tmp/modalias.now | uniq -u > /tmp/modalias.new
+  [ -s /tmp/modalias.new ] || return 0
+  tr '\n' '\0' < /tmp/modalias.new | xargs -0 modprobe -qa 2>/dev/null
+  cat /tmp/modalias.new >> /tmp/modalias.seen
+}
+coldplug
+
 # The slot: kiln.slot= when a boot loader passes it (U-Boot on the Pi, direct kernel boot);
 # otherwise the systemd-boot entry that was picked (LoaderEntrySelected, UTF-16 after 4
 # attribute bytes), so one unified kernel image serves either slot.
@@ -119,7 +134,7 @@ verity_open() { # $1: device name without /dev/; mounts the verified root on /ne
 LIVE=$(arg kiln.live)
 if [ -n "$LIVE" ]; then
   i=0; MEDIUM=""
-  while [ -z "$MEDIUM" ] && [ $i -lt 300 ]; do MEDIUM=$(findfs "LABEL=$LIVE" 2>/dev/null); [ -n "$MEDIUM" ] || usleep 100000; i=$((i+1)); done
+  while [ -z "$MEDIUM" ] && [ $i -lt 300 ]; do MEDIUM=$(findfs "LABEL=$LIVE" 2>/dev/null); [ -n "$MEDIUM" ] || { [ $((i % 10)) = 9 ] && coldplug; usleep 100000; }; i=$((i+1)); done
   [ -n "$MEDIUM" ] || fail "live: no medium labelled $LIVE (CD drive or USB stick; is its driver in modules.stage1?)"
   mkdir -p /iso
   mount -t iso9660 -o ro "$MEDIUM" /iso || fail "live: cannot mount $MEDIUM"
@@ -141,18 +156,18 @@ if [ -n "$LIVE" ]; then
 else
   i=0; ROOT=""; BOOTDISK=""; ROOTSPEC=$(arg kiln.root)
   if [ -n "$ROOTSPEC" ]; then
-    while [ -z "$ROOT" ] && [ $i -lt 500 ]; do ROOT=$(specdev "$ROOTSPEC"); [ -n "$ROOT" ] || usleep 20000; i=$((i+1)); done
+    while [ -z "$ROOT" ] && [ $i -lt 500 ]; do ROOT=$(specdev "$ROOTSPEC"); [ -n "$ROOT" ] || { [ $((i % 50)) = 49 ] && coldplug; usleep 20000; }; i=$((i+1)); done
     [ "$ROOT" = '!' ] && fail "two disks have a partition $ROOTSPEC (kiln.root): remove the copy"
     [ -n "$ROOT" ] || fail "no partition $ROOTSPEC (kiln.root, slot $SLOT)"
     say "root $ROOTSPEC is /dev/$ROOT"
   else
     if [ -n "$ESPUUID" ]; then
-      while [ -z "$BOOTDISK" ] && [ $i -lt 500 ]; do BOOTDISK=$(espdisk); [ -n "$BOOTDISK" ] || usleep 20000; i=$((i+1)); done
+      while [ -z "$BOOTDISK" ] && [ $i -lt 500 ]; do BOOTDISK=$(espdisk); [ -n "$BOOTDISK" ] || { [ $((i % 50)) = 49 ] && coldplug; usleep 20000; }; i=$((i+1)); done
       [ "$BOOTDISK" = '!' ] && fail "two disks hold the ESP this machine booted from (PARTUUID $ESPUUID): remove or wipe the copy"
       [ -n "$BOOTDISK" ] && say "boot disk /dev/$BOOTDISK" || say "no disk holds the ESP $ESPUUID; looking for labels on every disk"
       i=0
     fi
-    while [ -z "$ROOT" ] && [ $i -lt 500 ]; do ROOT=$(partdev "kiln-root-$SLOT"); [ -n "$ROOT" ] || usleep 20000; i=$((i+1)); done
+    while [ -z "$ROOT" ] && [ $i -lt 500 ]; do ROOT=$(partdev "kiln-root-$SLOT"); [ -n "$ROOT" ] || { [ $((i % 50)) = 49 ] && coldplug; usleep 20000; }; i=$((i+1)); done
     [ "$ROOT" = '!' ] && fail "two disks have a partition labelled kiln-root-$SLOT and none is known to be the boot disk: remove the copy"
     [ -n "$ROOT" ] || fail "no partition labelled kiln-root-$SLOT${BOOTDISK:+ on /dev/$BOOTDISK}"
   fi

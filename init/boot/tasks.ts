@@ -20,6 +20,7 @@ import { ntpService } from '../services/ntp.ts';
 import { sshService } from '../services/ssh.ts';
 import { wifiDhcpService, wifiService, wirelessLinks } from '../services/wifi.ts';
 import { isMounted, loadModules, read } from '../system.ts';
+import { Coldplug, loadAliasTable, scanModaliases, startHotplug } from '../coldplug.ts';
 import { chosenOk, k3sStatus, report, type BootContext } from './context.ts';
 
 /** How long the network phase waits for a first ethernet link to appear. */
@@ -34,7 +35,17 @@ export async function loadBootModules(): Promise<string> {
   const names = read('/usr/lib/kiln/modules-load').split('\n').map((s) => s.trim()).filter(Boolean);
   const r = await loadModules(names);
   if (r.failed.length) say(`modules not loaded: ${r.failed.join(', ')}`);
-  return `${r.loaded.length} loaded`;
+  return `${r.loaded.length} loaded${await coldplugAndWatch()}`;
+}
+
+/** Hardware images (with a modules.alias): drivers by modalias now and for devices arriving later. */
+async function coldplugAndWatch(): Promise<string> {
+  const table = loadAliasTable(`/lib/modules/${read('/proc/sys/kernel/osrelease').trim()}/modules.alias`);
+  if (!table) return '';
+  const cp = new Coldplug(table, async (n) => { const r = await loadModules(n); if (r.failed.length) say(`modules not loaded: ${r.failed.join(', ')}`); }, say);
+  const loaded = await cp.handle(scanModaliases(), 'coldplug');
+  startHotplug(cp, say);
+  return `, ${loaded.length} by modalias; hotplug on`;
 }
 
 export function watchButton(ctx: BootContext): string {

@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { stringify } from 'yaml';
 import { callControl } from '../control.ts';
-import { candidateDisks, install, mountMedium, readManifest } from '../install.ts';
+import { allDisks, candidateDisks, chooseAutoDisk, install, mountMedium, readManifest } from '../install.ts';
+import { minDiskBytes } from '../disk/layout.ts';
 import { ago, serviceTable, type ServiceStatus } from '../services/supervisor.ts';
 
 const USAGE = `kiln: manage this node
@@ -48,6 +49,10 @@ async function installCmd(args: string[]): Promise<number> {
         const server = (await rl.question('Join an existing cluster? Its server URL (empty: be a server): ')).trim();
         if (server) answers.kiln = { server_url: server, token: (await rl.question('Cluster token: ')).trim() };
       }
+    }
+    // `kiln install auto`: the same choice as kiln.install.device: auto, shown before asking.
+    if (device === 'auto') {
+      try { device = `/dev/${chooseAutoDisk(allDisks(medium), minDiskBytes(m.espMiB, m.rootMiB, m.minDataMiB))}`; } catch (e) { console.error(`kiln install: ${(e as Error).message}`); return 1; }
     }
     if (rl && (await rl.question(`Erase ${device} and install kiln ${m.version}? Type yes: `)).trim() !== 'yes') { console.log('kiln install: nothing written'); return 1; }
     const conf = await callControl('install-config', { configUrl: value('--config-url'), extra: Object.keys(answers).length ? stringify(answers) : undefined });

@@ -93,7 +93,7 @@ const INSTALL = {
   type: 'object', additionalProperties: false, default: {},
   description: 'Unattended installation from the live ISO (`kiln install` reads these; any left empty is asked for unless `silent`).',
   properties: {
-    device: s("Disk to install to, e.g. '/dev/sda'; it is erased.", { pattern: '^(/dev/.+)?$', 'x-hint': "a block device path such as '/dev/sda'" }),
+    device: s("Disk to install to, e.g. '/dev/sda'; it is erased. 'auto': the one disk that is neither removable nor the boot medium (refused, listing the candidates, when there is not exactly one).", { pattern: '^(/dev/.+|auto)?$', 'x-hint': "a block device path such as '/dev/sda', or 'auto'" }),
     config_url: s('URL of the config copied to the installed data partition: https://, file:///PATH, or http:// with a pin (#sha256=HEX at the end) or kiln.allow_insecure_http.', { pattern: '^((https?|file)://.+)?$', 'x-hint': "an https URL such as 'https://example.com/node.yaml', or file:///PATH" }),
     iso_url: s('URL of the ISO to install from instead of the booted medium.'),
     silent: b('Ask nothing; fail if a needed answer is missing.'),

@@ -137,7 +137,7 @@ const REJECT: [string, string[]][] = [
       "c.yaml:8:9 kiln.network.interfaces.eth0.dchp: unknown key 'dchp' (did you mean 'dhcp'?)"]],
   ['kiln:\n  network:\n    interfaces:\n      this-name-is-too-long: {dhcp: true}\n', ["c.yaml:4:7 kiln.network.interfaces.this-name-is-too-long: 'this-name-is-too-long' is not a valid name here (use an interface name of at most 15 characters, e.g. eth0)"]],
   ['kiln:\n  install:\n    device: sda\n    silent: 1\n', [
-    "c.yaml:3:13 kiln.install.device: 'sda' is not valid here (use a block device path such as '/dev/sda')",
+    "c.yaml:3:13 kiln.install.device: 'sda' is not valid here (use a block device path such as '/dev/sda', or 'auto')",
     'c.yaml:4:13 kiln.install.silent: expected true or false, got number 1 (write true or false)']],
   ['kiln: {password: a}\nk3os: {token: b}\n', ["c.yaml:2:1 k3os: 'k3os' and 'kiln' are the same key (keep only one of them, spelled 'kiln')"]],
   ['kiln:\n  sysctl: {a.b: 1}\n  sysctls: {c.d: 1}\n', ["c.yaml:3:3 kiln.sysctls: 'sysctls' and 'sysctl' are the same key (keep only one of them, spelled 'sysctls')"]],
