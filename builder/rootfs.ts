@@ -1,13 +1,13 @@
 // Assembles the read-only root tree for one architecture: Debian parts, Node, our init
 // bundle, overlay/, kernel modules and the generated /etc files.
-import { chmodSync, closeSync, openSync, readSync, cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { $ } from 'zx';
+import { chmodSync, closeSync, openSync, readSync, existsSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { ARCH, type Arch } from './arch.ts';
 import { busyboxApplets } from './busybox.ts';
 import { checkSharedLibraries } from './elfdeps.ts';
 import type { Cache } from './cache.ts';
 import { extractDeb } from './debian/index.ts';
+import { copyIntoRoot, dirInRoot, existsInRoot, removeInRoot, symlinkInRoot, writeInRoot } from './inroot.ts';
 import { aliasEntries, firmwareNames, formatModulesAlias, indexModules, loadableNames, mergeResolutions, modulesDep, modulesUnder, resolveModules, type ModuleTree, type Resolution } from './kmod.ts';
 import { chooseFirmware } from './firmware.ts';
 import type { ArchLock, LockedDeb } from './lock.ts';
@@ -86,39 +86,32 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
   chmodSync(join(dir, 'var/tmp'), 0o1777);
   chmodSync(join(dir, 'root'), 0o700);
 
+  // Firmware packages are not laid in whole: only the files the modules name (below).
   const firmwarePkgs = new Set(inp.profile.firmware?.packages ?? []);
-  for (const pin of inp.lock.packages) {
-    if (BOOT_ONLY_PACKAGES.has(pin.package) || firmwarePkgs.has(pin.package)) continue;
-    const tree = await unpackedDeb(pin, cache, log);
-    await $({ quiet: true })`cp -a ${tree + '/.'} ${dir}`;
-  }
-  for (const p of [...PRUNE, ...PAM_PROGRAMS]) rmSync(join(dir, p), { recursive: true, force: true });
-  rmSync(join(dir, 'usr/lib', facts.triplet, 'gconv'), { recursive: true, force: true });
+  const debs: RootDeb[] = [];
+  for (const pin of inp.lock.packages) if (!BOOT_ONLY_PACKAGES.has(pin.package) && !firmwarePkgs.has(pin.package)) debs.push({ name: pin.name, file: await cache.fetch(pin, log) });
+  await layDebs(dir, debs);
+  for (const p of [...PRUNE, ...PAM_PROGRAMS]) removeInRoot(dir, p);
+  removeInRoot(dir, `usr/lib/${facts.triplet}/gconv`);
 
   // Busybox applets as symlinks, without overwriting real programs.
   const busybox = join(dir, 'bin/busybox');
-  if (!existsSync(busybox)) throw new Error('the root has no /bin/busybox: add busybox-static to debian.packages');
+  if (!lstatSync(busybox, { throwIfNoEntry: false })?.isFile()) throw new Error('the root has no /bin/busybox: add busybox-static to debian.packages');
   for (const applet of busyboxApplets(busybox)) {
-    const path = join(dir, 'bin', applet);
-    if (!existsSync(path) && !existsSync(join(dir, 'usr/bin', applet)) && !existsSync(join(dir, 'sbin', applet))) symlinkSync('busybox', path);
+    if (!['bin', 'usr/bin', 'sbin'].some((d) => existsInRoot(dir, `${d}/${applet}`))) symlinkInRoot(dir, `bin/${applet}`, 'busybox');
   }
 
-  cpSync(inp.nodeBinary, join(dir, 'usr/bin/node'));
-  chmodSync(join(dir, 'usr/bin/node'), 0o755);
+  copyIntoRoot(dir, 'usr/bin/node', inp.nodeBinary, 0o755);
   if (inp.k3s) {
-    cpSync(inp.k3s.binary, join(dir, 'usr/bin/k3s'));
-    chmodSync(join(dir, 'usr/bin/k3s'), 0o755);
+    copyIntoRoot(dir, 'usr/bin/k3s', inp.k3s.binary, 0o755);
     // The multi-call names k3s's installer would create.
-    for (const n of ['kubectl', 'crictl', 'ctr']) if (!existsSync(join(dir, 'usr/bin', n))) symlinkSync('k3s', join(dir, 'usr/bin', n));
+    for (const n of ['kubectl', 'crictl', 'ctr']) if (!existsInRoot(dir, `usr/bin/${n}`)) symlinkInRoot(dir, `usr/bin/${n}`, 'k3s');
   }
-  for (const [p, text] of Object.entries(inp.baked ?? {})) { mkdirSync(dirname(join(dir, p)), { recursive: true }); writeFileSync(join(dir, p), text); }
-  if (inp.addons?.length) {
-    mkdirSync(join(dir, 'usr/lib/kiln/addons'), { recursive: true });
-    for (const a of inp.addons) writeFileSync(join(dir, 'usr/lib/kiln/addons', `${a.metadata.name}.json`), JSON.stringify(a, null, 2) + '\n');
-  }
-  cpSync(inp.initBundle, join(dir, 'usr/lib/kiln/init.js'));
-  cpSync(inp.cliBundle, join(dir, 'usr/lib/kiln/kiln.js'));
-  if (existsSync(inp.overlayDir)) await $({ quiet: true })`cp -a ${inp.overlayDir + '/.'} ${dir}`;
+  for (const [p, text] of Object.entries(inp.baked ?? {})) writeInRoot(dir, p, text);
+  for (const a of inp.addons ?? []) writeInRoot(dir, `usr/lib/kiln/addons/${a.metadata.name}.json`, JSON.stringify(a, null, 2) + '\n');
+  copyIntoRoot(dir, 'usr/lib/kiln/init.js', inp.initBundle);
+  copyIntoRoot(dir, 'usr/lib/kiln/kiln.js', inp.cliBundle);
+  if (existsSync(inp.overlayDir)) layOverlay(dir, inp.overlayDir);
 
   // Kernel modules: the stage-1 set plus what PID 1 loads, with their dependencies.
   const k = inp.kernel;
@@ -132,18 +125,15 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
     resolveModules(k.modules, modulesUnder(k.modules, inp.profile.modules.coldplug_stage1 ?? [], 'modules.coldplug_stage1'), 'modules.coldplug_stage1'),
     resolveModules(k.modules, modulesUnder(k.modules, inp.profile.modules.coldplug ?? [], 'modules.coldplug'), 'modules.coldplug'),
   );
-  const mdir = join(dir, 'lib/modules', k.version);
-  for (const f of all.order) {
-    mkdirSync(dirname(join(mdir, f)), { recursive: true });
-    cpSync(join(k.modules.dir, f), join(mdir, f));
-  }
+  const mdir = `lib/modules/${k.version}`;
+  for (const f of all.order) copyIntoRoot(dir, `${mdir}/${f}`, join(k.modules.dir, f));
   for (const f of ['modules.builtin', 'modules.order', 'modules.builtin.modinfo']) {
-    if (existsSync(join(k.modules.dir, f))) cpSync(join(k.modules.dir, f), join(mdir, f));
+    if (existsSync(join(k.modules.dir, f))) copyIntoRoot(dir, `${mdir}/${f}`, join(k.modules.dir, f));
   }
-  writeFileSync(join(mdir, 'modules.dep'), modulesDep(all.order, all.deps));
+  writeInRoot(dir, `${mdir}/modules.dep`, modulesDep(all.order, all.deps));
   // Only hardware profiles load by modalias: without a table init skips coldplug and hotplug.
   if (inp.profile.modules.coldplug_stage1?.length || inp.profile.modules.coldplug?.length) {
-    writeFileSync(join(mdir, 'modules.alias'), formatModulesAlias(aliasEntries(k.modules, all.order)));
+    writeInRoot(dir, `${mdir}/modules.alias`, formatModulesAlias(aliasEntries(k.modules, all.order)));
   }
   if (firmwarePkgs.size) {
     const pkgs = [];
@@ -153,13 +143,13 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
       pkgs.push({ name, dir: await unpackedDeb(pin, cache, log) });
     }
     const fw = chooseFirmware(firmwareNames(k.modules, all.order), pkgs, inp.profile.firmware.max_mib, inp.profile.file);
-    for (const f of fw.files) { mkdirSync(dirname(join(dir, 'lib/firmware', f.name)), { recursive: true }); cpSync(f.src, join(dir, 'lib/firmware', f.name)); }
+    for (const f of fw.files) copyIntoRoot(dir, `lib/firmware/${f.name}`, f.src);
     log?.info(`firmware: ${fw.files.length} files, ${(fw.bytes / 1048576).toFixed(1)} MiB (${fw.missing.length} names the modules list are in none of ${[...firmwarePkgs].join(', ')})`);
   }
-  writeFileSync(join(dir, 'usr/lib/kiln/modules-load'), loadableNames(k.modules, bootNames).join('\n') + '\n');
+  writeInRoot(dir, 'usr/lib/kiln/modules-load', loadableNames(k.modules, bootNames).join('\n') + '\n');
 
   writeEtc(dir, inp);
-  writeFileSync(join(dir, 'usr/lib/kiln/build.json'), JSON.stringify({
+  writeInRoot(dir, 'usr/lib/kiln/build.json', JSON.stringify({
     version: inp.version, arch: inp.arch, kernel: k.version, node: inp.lock.node.version, k3s: inp.k3s?.version ?? null,
     built: new Date(inp.sourceDateEpoch * 1000).toISOString(),
   }, null, 2) + '\n');
@@ -168,12 +158,47 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
   return { dir, modules: all };
 }
 
+export interface RootDeb { name: string; file: string }
+
+/**
+ * Lays Debian packages' files into the root, in order, with the checked extractor
+ * (debian/deb.ts) rather than a copy: no path may climb out, and no entry is written
+ * through a symlink an earlier package left (an absolute one points at the build host).
+ */
+export async function layDebs(root: string, debs: RootDeb[]): Promise<void> {
+  for (const d of debs) {
+    try {
+      await extractDeb(d.file, root);
+    } catch (e) {
+      const m = (e as Error).message;
+      const conflict = /refusing to write through it|exists as a directory/.test(m) ? ' (an earlier package in debian.packages put a symlink, file or directory there: the packages conflict)' : '';
+      throw new Error(`${d.name}: cannot be laid into the root: ${m}${conflict}`);
+    }
+  }
+}
+
+/**
+ * Copies overlay/ into the root: its files and symlinks, through real directories only.
+ * Modes come from what git keeps (the executable bit), not from the checkout's umask, and
+ * the root's directories keep their own: a group-writable checkout makes the same image.
+ */
+export function layOverlay(root: string, overlay: string, rel = ''): void {
+  for (const e of readdirSync(join(overlay, rel), { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const r = rel ? `${rel}/${e.name}` : e.name;
+    const src = join(overlay, r);
+    if (e.isDirectory()) { dirInRoot(root, r); layOverlay(root, overlay, r); }
+    else if (e.isSymbolicLink()) symlinkInRoot(root, r, readlinkSync(src));
+    else if (e.isFile()) copyIntoRoot(root, r, src, lstatSync(src).mode & 0o111 ? 0o755 : 0o644);
+    else throw new Error(`${src}: overlay/ may hold only files, directories and symlinks`);
+  }
+}
+
 function writeEtc(dir: string, inp: RootInputs) {
+  // A package's own file (or symlink) stays.
   const etc = (name: string, text: string, mode = 0o644) => {
-    const p = join(dir, 'etc', name);
-    if (!existsSync(p)) { writeFileSync(p, text); chmodSync(p, mode); }
+    if (!existsInRoot(dir, `etc/${name}`)) writeInRoot(dir, `etc/${name}`, text, mode);
   };
-  writeFileSync(join(dir, 'etc/os-release'), [
+  writeInRoot(dir, 'etc/os-release', [
     'NAME=kiln', 'ID=kiln', `VERSION=${inp.version}`, `VERSION_ID=${inp.version}`,
     `PRETTY_NAME="kiln ${inp.version}"`, `IMAGE_ID=kiln`, `IMAGE_VERSION=${inp.version}`,
     `KILN_ARCH=${inp.arch}`, `KILN_UPDATE_TARGET=${updateTarget(inp.profile, inp.arch)}`, `BUILD_ID=${inp.sourceDateEpoch}`, '',
