@@ -16,9 +16,9 @@ const COMPILES = new Set(['init/config/ajv.ts', 'channels/manifest.ts']);
 /**
  * Swaps the empty precompiled.ts modules for the compiled validators, and ajv's compiler for
  * a stub that throws. Any other module importing ajv fails the build: its schema would need
- * the compiler on the node.
+ * the compiler on the node. `compiler`: keep ajv as it is (the workstation's CLI).
  */
-export function precompiledValidators(): Plugin {
+export function precompiledValidators(o: { compiler?: boolean } = {}): Plugin {
   return {
     name: 'kiln-precompiled-validators',
     setup(b) {
@@ -36,6 +36,7 @@ export function precompiledValidators(): Plugin {
         // The config validators require ./formats.ts from init/config/.
         return { contents: code[a.path as keyof CompiledValidators], loader: 'js', resolveDir: dirname(CONFIG_PRECOMPILED) };
       });
+      if (o.compiler) return;
       b.onResolve({ filter: /^ajv(\/dist\/2020(\.js)?)?$/ }, (a) => {
         const from = relative(REPO, a.importer);
         if (!COMPILES.has(from)) return { errors: [{ text: `${from} imports ${a.path}: the node carries no schema compiler; compile the schema to code in builder/validators.ts` }] };
