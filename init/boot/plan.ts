@@ -74,8 +74,9 @@ export function bootPlan(ctx: BootContext): BootTask[] {
     { phase: 'config-network', name: 'boot_cmd', needs: ['config', 'config/init_cmd', 'config-network/ssh keys'], run: () => runUserCommands(ctx, 'boot_cmd') },
 
     // The live ISO installs itself when the config names a disk or the boot menu's install
-    // entry was picked; it may power off, so nothing after it starts before it is done.
-    { phase: 'install', name: 'unattended', needs: ['config', 'config/devices', 'data/grow', 'config-network/boot_cmd'], run: () => unattendedInstall(ctx) },
+    // entry was picked; it may power off, so nothing after it starts before it is done, and
+    // every service before it has started (shutdown stops what has started).
+    { phase: 'install', name: 'unattended', needs: ['config', 'config/devices', 'data/grow', 'config/ssh', 'config-network/boot_cmd', 'config-network/ntp'], run: () => unattendedInstall(ctx) },
 
     // boot_cmd runs "before k3s starts" (docs/config.md).
     { phase: 'k3s', name: 'start', needs: ['mount/base filesystems', 'mount/protect init', 'data/logs', 'drivers', 'data/machine id', 'config/apply', 'config', 'config-network/ntp', 'config-network/boot_cmd', 'install/unattended'], run: () => startK3s(ctx) },

@@ -66,6 +66,8 @@ test('tasks run in parallel only where that is safe: the needs list order used t
   for (const id of ['config-network/boot_cmd', 'late/run_cmd']) assert.ok(before(id).has('config-network/ssh keys') && before(id).has('config-network/network sources'), id);
   // The installer writes disks and may power off: after the data partition grew and after boot_cmd.
   assert.ok(before('install/unattended').has('data/grow') && before('install/unattended').has('config-network/boot_cmd'));
+  // and every service has started before it, so a power-off stops them all.
+  for (const id of ['config/ssh', 'network/links', 'config-network/ntp']) assert.ok(before('install/unattended').has(id), id);
   // SSH does not wait for init_cmd or the network: a hanging command must not lock the owner out.
   assert.not.ok(before('config/ssh').has('config/init_cmd'));
   assert.not.ok(before('config/ssh').has('network/links'));
