@@ -12,9 +12,12 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const DIR = process.env.KILN_CLI_CACHE || `${REPO}.cache/kiln-cli`;
 
-/** One hash of the files' names and contents (and of Node's major version, which sets the target). */
+/**
+ * One hash of the files' names and contents, of Node's major version, and of where the checkout
+ * is (the bundle holds its sources' paths: a moved checkout makes a new one).
+ */
 function sourceKey(files) {
-  const h = createHash('sha256').update(`${process.versions.node.split('.')[0]}\0`);
+  const h = createHash('sha256').update(`${process.versions.node.split('.')[0]}\0${REPO}\0`);
   for (const f of files) h.update(`${f}\0`).update(readFileSync(`${REPO}${f}`)).update('\0');
   return h.digest('hex').slice(0, 32);
 }
