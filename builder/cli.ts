@@ -1,16 +1,11 @@
 // The workstation CLI: kiln build | lock | run. Flags and their help live in one table.
+// Only what the table needs is imported up front; each command's modules (and the npm
+// packages behind them) load when it runs, so `kiln --help` starts in a fraction of a second.
 import { parseArgs } from 'node:util';
 import { existsSync, readFileSync } from 'node:fs';
 import { relative, resolve } from 'node:path';
 import { parseArch, ARCHES, type Arch } from './arch.ts';
-import { build } from './build.ts';
-import { createLogger } from './log.ts';
-import { lockProfile } from './lockcmd.ts';
-import { checkFormats, formatsByArch } from './formats.ts';
-import { loadProfile, profileFor, profileHelp, type Format } from './profile.ts';
-import { runImage } from './run.ts';
-import { configCli, CONFIG_USAGE } from '../init/config/cli.ts';
-import { releaseCli } from './release.ts';
+import type { Format } from './profile.ts';
 
 type Opt = { type: 'string' | 'boolean'; multiple?: boolean; short?: string; help: string };
 const COMMON: Record<string, Opt> = {
@@ -20,14 +15,19 @@ const COMMON: Record<string, Opt> = {
   'cache-dir': { type: 'string', help: 'download cache (default ~/.cache/kiln, or $KILN_CACHE)' },
   help: { type: 'boolean', short: 'h', help: 'this help' },
 };
-const COMMANDS: Record<string, { summary: string; usage: string; options: Record<string, Opt> }> = {
+type Commands = Record<string, { summary: string; usage: string; options: Record<string, Opt> }>;
+/**
+ * The table. The texts that need a module loaded (the formats, the config usage) are passed in;
+ * the top-level help reads only the summaries and passes none.
+ */
+const commands = (formatsByArch = '', CONFIG_USAGE = ''): Commands => ({
   build: {
     summary: 'build disk images from the profile and its lock',
     usage: 'kiln build [--profile FILE] [--arch A]... [--format F]... [--out DIR] [--version V] [--artifacts DIR] [--config FILE] [--trust FILE]\n' +
       '       [--secure-boot-key KEY --secure-boot-cert CERT [--secure-boot-enroll DIR]]',
     options: {
       ...COMMON,
-      format: { type: 'string', multiple: true, help: `output format, repeatable (${formatsByArch()})` },
+      format: { type: 'string', multiple: true, help: `output format, repeatable (${formatsByArch})` },
       out: { type: 'string', help: 'output folder (default out/)' },
       version: { type: 'string', help: 'image version (default: the profile\'s)' },
       artifacts: { type: 'string', help: 'folder of pre-downloaded inputs, for offline builds' },
@@ -94,9 +94,9 @@ const COMMANDS: Record<string, { summary: string; usage: string; options: Record
       help: COMMON.help!,
     },
   },
-};
+});
 
-function usage(cmd?: string): string {
+function usage(COMMANDS: Commands, cmd?: string): string {
   if (cmd && COMMANDS[cmd]) {
     const c = COMMANDS[cmd];
     const names = Object.entries(c.options).map(([k, o]) => `  --${k}${o.type === 'string' ? ' X' : ''}`);
@@ -109,23 +109,28 @@ function usage(cmd?: string): string {
 
 async function main(argv: string[]) {
   const [cmd, ...rest] = argv;
-  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') { console.log(usage()); return 0; }
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') { console.log(usage(commands())); return 0; }
   if (cmd === '--version') { console.log(JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version); return 0; }
+  if (!commands()[cmd]) { console.error(`kiln: unknown command '${cmd}' (valid: ${Object.keys(commands()).join(', ')})`); return 2; }
+  const COMMANDS = commands(
+    cmd === 'build' ? (await import('./formats.ts')).formatsByArch() : '',
+    cmd === 'config' ? (await import('../init/config/cli.ts')).CONFIG_USAGE : '',
+  );
   const spec = COMMANDS[cmd];
-  if (!spec) { console.error(`kiln: unknown command '${cmd}' (valid: ${Object.keys(COMMANDS).join(', ')})`); return 2; }
   let parsed;
   try {
     parsed = parseArgs({ args: rest, options: Object.fromEntries(Object.entries(spec.options).map(([k, o]) => [k, { type: o.type, ...(o.multiple ? { multiple: true } : {}), ...(o.short ? { short: o.short } : {}) }])), allowPositionals: cmd === 'run' || cmd === 'config' || cmd === 'keys' || cmd === 'release' });
   } catch (e) {
-    console.error(`kiln ${cmd}: ${(e as Error).message}\n\n${usage(cmd)}`);
+    console.error(`kiln ${cmd}: ${(e as Error).message}\n\n${usage(COMMANDS, cmd)}`);
     return 2;
   }
   const v = parsed.values as Record<string, any>;
-  if (v.help) { console.log(usage(cmd)); return 0; }
-  if (v['help-profile']) { console.log(`Profile settings (images/<name>.yaml):\n${profileHelp()}`); return 0; }
+  if (v.help) { console.log(usage(COMMANDS, cmd)); return 0; }
+  if (v['help-profile']) { const { profileHelp } = await import('./profile.ts'); console.log(`Profile settings (images/<name>.yaml):\n${profileHelp()}`); return 0; }
   const arches: Arch[] | undefined = v.arch?.map(parseArch);
-  const log = createLogger({ quiet: v.quiet });
+  const log = (await import('./log.ts')).createLogger({ quiet: v.quiet });
   if (cmd === 'build') {
+    const [{ build }, { checkFormats }, { loadProfile, profileFor }] = await Promise.all([import('./build.ts'), import('./formats.ts'), import('./profile.ts')]);
     const formats = (v.format ?? []) as string[];
     let profile: string | undefined = v.profile;
     try {
@@ -140,16 +145,17 @@ async function main(argv: string[]) {
     return 0;
   }
   if (cmd === 'lock') {
+    const [{ lockProfile }, { loadProfile }] = await Promise.all([import('./lockcmd.ts'), import('./profile.ts')]);
     await lockProfile(loadProfile(v.profile), { arches, cacheDir: v['cache-dir'], log });
     return 0;
   }
-  if (cmd === 'keys' || cmd === 'release') return releaseCli(cmd, parsed.positionals, v);
-  if (cmd === 'config') return configCli(parsed.positionals);
+  if (cmd === 'keys' || cmd === 'release') return (await import('./release.ts')).releaseCli(cmd, parsed.positionals, v);
+  if (cmd === 'config') return (await import('../init/config/cli.ts')).configCli(parsed.positionals);
   if (cmd === 'run') {
     const image = parsed.positionals[0];
-    if (!image) { console.error(`kiln run: which image? e.g. kiln run out/kiln-0.1.0-x86_64.raw\n\n${usage('run')}`); return 2; }
+    if (!image) { console.error(`kiln run: which image? e.g. kiln run out/kiln-0.1.0-x86_64.raw\n\n${usage(COMMANDS, 'run')}`); return 2; }
     if (!existsSync(image)) { console.error(`kiln run: ${resolve(image)} does not exist; build it with 'kiln build'`); return 2; }
-    return runImage(image, { arch: arches?.[0], memMiB: v.mem ? Number(v.mem) : undefined, keep: v.keep, sshPort: v.ssh ? Number(v.ssh) : undefined });
+    return (await import('./run.ts')).runImage(image, { arch: arches?.[0], memMiB: v.mem ? Number(v.mem) : undefined, keep: v.keep, sshPort: v.ssh ? Number(v.ssh) : undefined });
   }
   return 2;
 }

@@ -6,6 +6,7 @@ import { createHash, createPrivateKey, createPublicKey, sign as edSign, verify a
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import semver from 'semver';
 import MANIFEST_JSON_SCHEMA from './manifest.schema.json' with { type: 'json' };
+import { PRECOMPILED } from './precompiled.ts';
 
 export type Channel = 'beta' | 'rc' | 'stable';
 export const CHANNELS: readonly Channel[] = ['beta', 'rc', 'stable'];
@@ -197,7 +198,7 @@ export function verifySignatures(bytes: Uint8Array, sigBytes: Uint8Array, trust:
 // ---------------------------------------------------------------------------------------------
 // Trust roots
 
-const ROOT_JSON_SCHEMA = {
+export const ROOT_JSON_SCHEMA = {
   type: 'object', additionalProperties: false, required: ['schema', 'version', 'keys', 'threshold'],
   properties: {
     schema: { const: ROOT_SCHEMA },
@@ -216,11 +217,14 @@ const ROOT_JSON_SCHEMA = {
 let ajv: Ajv2020 | undefined;
 let manifestValidator: ValidateFunction | undefined;
 let rootValidator: ValidateFunction | undefined;
-// Compiled on first use: PID 1 imports this module at boot, and most boots never poll.
+/** The options the schemas are compiled with, here and to code by the builder. */
+export const MANIFEST_AJV_OPTIONS = { allErrors: true, strict: true } as const;
+export { MANIFEST_JSON_SCHEMA };
+// Compiled to code in the node's bundle (precompiled.ts), else on first use: PID 1 imports
+// this module at boot, and most boots never poll.
 function validators() {
-  if (!ajv) ajv = new Ajv2020({ allErrors: true, strict: true });
-  manifestValidator ??= ajv.compile(MANIFEST_JSON_SCHEMA);
-  rootValidator ??= ajv.compile(ROOT_JSON_SCHEMA);
+  manifestValidator ??= PRECOMPILED.manifest ?? (ajv ??= new Ajv2020(MANIFEST_AJV_OPTIONS)).compile(MANIFEST_JSON_SCHEMA);
+  rootValidator ??= PRECOMPILED.root ?? (ajv ??= new Ajv2020(MANIFEST_AJV_OPTIONS)).compile(ROOT_JSON_SCHEMA);
   return { manifest: manifestValidator, root: rootValidator };
 }
 

@@ -12,7 +12,7 @@ import { postBootSteps, runPostBoot } from './boot/post-boot.ts';
 import { saveClockQuietly } from './boot/tasks.ts';
 import { debug, LOG_DIR, say, setBootOffset } from './log.ts';
 import { isShuttingDown, shutdown, type PowerAction } from './power.ts';
-import { runPlan } from './sequencer.ts';
+import { runPlan, taskTimesLine } from './sequencer.ts';
 import { Supervisor } from './services/supervisor.ts';
 import { read } from './system.ts';
 
@@ -44,6 +44,7 @@ async function boot() {
   for (const f of failed) ctx.notes.push(`boot step ${f.phase}/${f.task} failed: ${f.error}`);
   say(readyLine(info, failed));
   say(timingsLine(results, performance.now(), initStartS(), process.memoryUsage().rss));
+  say(taskTimesLine(results));
   await runPostBoot(ctx, postBootSteps(ctx, failed.length === 0));
 }
 

@@ -1,8 +1,17 @@
 // The boot, top to bottom: every task with what it needs done first. `needs` names a task
 // (`phase/name`) or a fact a task gives; checkPlan (sequencer.ts) holds every need to a task
-// earlier in the list, and a unit test holds this plan to it. The tasks run in list order;
-// the needs are the real dependencies, so the plan can run in parallel later without
-// reading the code behind each task again.
+// earlier in the list, and a unit test holds this plan to it. A task starts as soon as its
+// needs have ended, so everything a task relies on must be in its needs: list order alone
+// guarantees nothing. What the needs protect, beyond the obvious:
+//   mount/base filesystems  /run and /tmp: a file written there before the mount is hidden
+//   mount/protect init      service cgroups: a service or command started before runs outside
+//                           them (services and user commands need it)
+//   data/logs               /var/log/kiln made root's alone before a service or command logs there
+//   /etc writers            config/apply (and the network sources' re-apply) write /etc; user
+//                           commands run after every writer the list put before them, so they
+//                           see the system as configured, and never beside one
+//   the disk                the unattended install writes disks: after the data partition grew
+// SSH does not wait for init_cmd: a hanging command must not keep the owner out.
 //
 // Phase and task names appear in results, log lines and the timings line: they are output.
 import { mountBase, settleDevices } from '../system.ts';
@@ -55,27 +64,28 @@ export function bootPlan(ctx: BootContext): BootTask[] {
     { phase: 'config', name: 'apply', needs: ['local config', 'data/machine id', 'drivers'], run: () => applyLocalConfig(ctx) },
     // Keys go to the users apply made; SSH works even when the network never comes.
     { phase: 'config', name: 'ssh keys (cached)', needs: ['config/apply'], run: () => installCachedKeys(ctx) },
-    { phase: 'config', name: 'init_cmd', needs: ['config/apply'], run: () => runUserCommands(ctx, 'init_cmd') },
-    { phase: 'config', name: 'ssh', needs: ['mount/base filesystems', 'config/apply', 'config/ssh keys (cached)'], run: () => startSsh(ctx) },
+    { phase: 'config', name: 'init_cmd', needs: ['config/apply', 'config/ssh keys (cached)', 'mount/protect init', 'data/logs'], run: () => runUserCommands(ctx, 'init_cmd') },
+    { phase: 'config', name: 'ssh', needs: ['mount/base filesystems', 'mount/protect init', 'data/logs', 'config/apply', 'config/ssh keys (cached)'], run: () => startSsh(ctx) },
 
     { phase: 'network', name: 'loopback', needs: [], run: () => linkUp('lo') },
     // Before the ethernet links, which may wait for one to appear; the wifi link is waited for aside.
     { phase: 'network', name: 'wifi', needs: ['drivers', 'config/apply', 'config/init_cmd'], run: () => startWifi(ctx) },
     // init_cmd runs "before the network is up" (docs/config.md); DHCP sends the applied hostname.
-    { phase: 'network', name: 'links', needs: ['drivers', 'local config', 'config/apply', 'config/init_cmd'], gives: ['network'], run: () => bringUpLinks(ctx) },
+    { phase: 'network', name: 'links', needs: ['drivers', 'local config', 'config/apply', 'config/init_cmd', 'mount/protect init', 'data/logs', 'network/loopback'], gives: ['network'], run: () => bringUpLinks(ctx) },
 
     // A changed config is applied again, after the local apply.
     { phase: 'config-network', name: 'network sources', needs: ['network', 'config/apply', 'clock floor'], gives: ['config'], run: () => readNetworkSources(ctx) },
     { phase: 'config-network', name: 'ssh keys', needs: ['config', 'config/ssh keys (cached)', 'clock floor'], run: () => fetchSshKeys(ctx) },
-    { phase: 'config-network', name: 'ntp', needs: ['config', 'network', 'clock floor'], run: () => startNtp(ctx) },
-    { phase: 'config-network', name: 'boot_cmd', needs: ['config', 'config/init_cmd'], run: () => runUserCommands(ctx, 'boot_cmd') },
+    { phase: 'config-network', name: 'ntp', needs: ['config', 'network', 'mount/protect init', 'data/logs', 'clock floor'], run: () => startNtp(ctx) },
+    { phase: 'config-network', name: 'boot_cmd', needs: ['config', 'config/init_cmd', 'config-network/ssh keys'], run: () => runUserCommands(ctx, 'boot_cmd') },
 
     // The live ISO installs itself when the config names a disk or the boot menu's install
-    // entry was picked; it may power off, so nothing after it starts before it is done.
-    { phase: 'install', name: 'unattended', needs: ['config', 'config/devices'], run: () => unattendedInstall(ctx) },
+    // entry was picked; it may power off, so nothing after it starts before it is done, and
+    // every service before it has started (shutdown stops what has started).
+    { phase: 'install', name: 'unattended', needs: ['config', 'config/devices', 'data/grow', 'config/ssh', 'config-network/boot_cmd', 'config-network/ntp'], run: () => unattendedInstall(ctx) },
 
     // boot_cmd runs "before k3s starts" (docs/config.md).
-    { phase: 'k3s', name: 'start', needs: ['mount/base filesystems', 'drivers', 'data/machine id', 'config/apply', 'config', 'config-network/boot_cmd', 'install/unattended', 'clock floor'], run: () => startK3s(ctx) },
+    { phase: 'k3s', name: 'start', needs: ['mount/base filesystems', 'mount/protect init', 'data/logs', 'drivers', 'data/machine id', 'config/apply', 'config', 'config-network/ntp', 'config-network/boot_cmd', 'install/unattended', 'clock floor'], run: () => startK3s(ctx) },
 
     // run_cmd runs "after k3s has started" (docs/config.md); the user-data scripts after it.
     { phase: 'late', name: 'run_cmd', needs: ['k3s/start'], run: () => runUserCommands(ctx, 'run_cmd') },

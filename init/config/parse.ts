@@ -1,8 +1,8 @@
 // Parsing and validating one config text. Every problem carries the file, line and column
 // of the YAML node it is about (yaml's LineCounter + the ajv instancePath), so a user can
 // jump straight to it. Aliases are renamed in the YAML tree first, keeping positions.
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { isIP } from 'node:net';
+import type { ErrorObject } from 'ajv';
+import { configValidator } from './ajv.ts';
 import { gunzipSync } from 'node:zlib';
 import { parseWindows } from '../update/window.ts';
 import { isAlias, isMap, isPair, isScalar, isSeq, Lexer, LineCounter, parseDocument, type Node, type Scalar } from 'yaml';
@@ -67,25 +67,9 @@ export function keyPath(path: Seg[]): string {
   return out;
 }
 
-// ---- ajv: one validator as written, one that fills defaults ----
+// ---- ajv: one validator as written, one that fills defaults (ajv.ts) ----
 
-const isCidr = (v: string) => {
-  const m = /^(.+)\/(\d{1,3})$/.exec(v);
-  if (!m) return false;
-  const fam = isIP(m[1]);
-  return fam !== 0 && Number(m[2]) <= (fam === 4 ? 32 : 128);
-};
-function makeAjv(useDefaults: boolean) {
-  const ajv = new Ajv({ allErrors: true, verbose: true, useDefaults, allowUnionTypes: true, strict: true });
-  ajv.addVocabulary(['x-aliases', 'x-merge', 'x-merge-key', 'x-hint', 'x-string']);
-  ajv.addFormat('ip', (v: string) => isIP(v) !== 0);
-  ajv.addFormat('ip-or-empty', (v: string) => v === '' || isIP(v) !== 0);
-  ajv.addFormat('cidr', isCidr);
-  return ajv;
-}
-let checkFn: ValidateFunction | undefined;
-let defaultsFn: ValidateFunction | undefined;
-const checker = () => (checkFn ??= makeAjv(false).compile(CONFIG_SCHEMA));
+const checker = () => configValidator('check');
 
 // ---- the YAML side ----
 
@@ -616,7 +600,7 @@ function normalise(c: any): KilnConfigInput {
 /** Fills every default into a (merged) input config. The input must be valid. */
 export function applyDefaults(input: KilnConfigInput): KilnConfig {
   const c = structuredClone(input) as any;
-  const fill = (defaultsFn ??= makeAjv(true).compile(CONFIG_SCHEMA));
+  const fill = configValidator('defaults');
   if (!fill(c)) throw new Error(`applyDefaults: invalid config: ${fill.errors?.[0]?.instancePath} ${fill.errors?.[0]?.message}`);
   return normalise(c) as KilnConfig;
 }

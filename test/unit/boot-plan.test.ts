@@ -53,13 +53,41 @@ test('the clock floor comes before anything that checks a certificate', () => {
   for (const id of ['config-network/network sources', 'config-network/ssh keys', 'config-network/ntp', 'k3s/start']) assert.ok(needs(id).includes('clock floor'), id);
 });
 
+/** Everything a task waits for, directly or through other tasks and facts. */
+function before(id: string): Set<string> {
+  const giver = new Map(plan.flatMap((t) => [taskId(t), ...(t.gives ?? [])].map((n) => [n, taskId(t)] as const)));
+  const seen = new Set<string>();
+  const walk = (x: string) => { for (const n of plan.find((t) => taskId(t) === x)!.needs) { const g = giver.get(n)!; if (!seen.has(g)) { seen.add(g); walk(g); } } };
+  walk(id);
+  return seen;
+}
+
+test('tasks run in parallel only where that is safe: the needs list order used to hide', () => {
+  // Services and user commands: in their cgroups, logging into a log directory made root's.
+  for (const id of ['config/ssh', 'config/init_cmd', 'network/links', 'config-network/ntp', 'config-network/boot_cmd', 'k3s/start', 'late/run_cmd', 'late/user-data scripts']) {
+    for (const need of ['mount/base filesystems', 'mount/protect init', 'data/logs']) assert.ok(before(id).has(need), `${id} needs ${need}`);
+  }
+  // User commands see the system as configured: after every task that writes /etc or keys.
+  for (const id of ['config/init_cmd', 'config-network/boot_cmd', 'late/run_cmd']) assert.ok(before(id).has('config/ssh keys (cached)'), id);
+  for (const id of ['config-network/boot_cmd', 'late/run_cmd']) assert.ok(before(id).has('config-network/ssh keys') && before(id).has('config-network/network sources'), id);
+  // The installer writes disks and may power off: after the data partition grew and after boot_cmd.
+  assert.ok(before('install/unattended').has('data/grow') && before('install/unattended').has('config-network/boot_cmd'));
+  // and every service has started before it, so a power-off stops them all.
+  for (const id of ['config/ssh', 'network/links', 'config-network/ntp']) assert.ok(before('install/unattended').has(id), id);
+  // SSH does not wait for init_cmd or the network: a hanging command must not lock the owner out.
+  assert.not.ok(before('config/ssh').has('config/init_cmd'));
+  assert.not.ok(before('config/ssh').has('network/links'));
+  // And the network starts with local config, not after modules' slowest neighbour.
+  assert.not.ok(before('network/links').has('data/grow'));
+});
+
 test('the timed tasks are in the plan', () => {
   const ids = new Set(plan.map(taskId));
   for (const [phase, task] of Object.values(TIMED)) assert.ok(ids.has(`${phase}/${task}`), `${phase}/${task}`);
 });
 
 test('the ready and timings lines keep their text', () => {
-  const r = (phase: string, task: string, at: number, ok = true): TaskResult => ({ phase, task, ok, ms: 1, at, ...(ok ? {} : { error: 'x' }) });
+  const r = (phase: string, task: string, at: number, ok = true): TaskResult => ({ phase, task, ok, ms: 1, start: at - 1, at, ...(ok ? {} : { error: 'x' }) });
   const results = [r('config', 'apply', 1234.5), r('network', 'links', 2500), r('config-network', 'boot_cmd', 3010, false), r('k3s', 'start', 4999)];
   assert.is(readyLine(ctx.info, []), 'ready version=1.2.3 slot=a arch=x86_64');
   assert.is(readyLine(ctx.info, results.filter((x) => !x.ok)), 'ready version=1.2.3 slot=a arch=x86_64 (degraded: config-network/boot_cmd)');

@@ -1,0 +1,40 @@
+// The pure parts of `npm run bench`: reading init's console lines and laying out the table of
+// goals, where each measure is now, and the floor that bounds it (measured in the same run).
+import { bootPlan } from '../init/boot/plan.ts';
+import type { BootContext } from '../init/boot/context.ts';
+import { criticalPath, parseTaskTimes, type PathStep } from '../init/sequencer.ts';
+
+/** The fields of `kiln: timings:` that scripts read (a contract), in seconds and MiB. */
+export interface Timings { readyS: number; initStartS: number; rssMiB: number }
+export function parseTimings(line: string): Timings | undefined {
+  const ready = /\bready ([\d.]+)/.exec(line)?.[1];
+  const start = /init started ([\d.]+) s after the kernel/.exec(line)?.[1];
+  const rss = /\brss ([\d.]+) MiB/.exec(line)?.[1];
+  return ready && start && rss ? { readyS: Number(ready), initStartS: Number(start), rssMiB: Number(rss) } : undefined;
+}
+
+/** The boot's critical path from the `task times` line, with the needs of the plan this tree has. */
+export function bootCriticalPath(taskTimesLine: string): PathStep[] {
+  // Making the plan runs nothing, so a context of nothing will do: only the needs are read.
+  return criticalPath(bootPlan({} as BootContext), parseTaskTimes(taskTimesLine));
+}
+export function formatPath(path: PathStep[]): string {
+  return path.map((s) => `${s.id} ${(s.start / 1000).toFixed(2)}-${(s.at / 1000).toFixed(2)}${s.ok ? '' : ' (failed)'}${s.waited > 50 ? ` (+${(s.waited / 1000).toFixed(2)} idle before)` : ''}`).join(' -> ');
+}
+
+export interface GoalRow { measure: string; goal: string; now: string; floor: string; note?: string }
+/** A plain-text table, one row per measure. */
+export function goalTable(rows: GoalRow[]): string {
+  const head: GoalRow = { measure: 'measure', goal: 'goal', now: 'now', floor: 'floor', note: 'over the floor / note' };
+  const all = [head, ...rows];
+  const w = (k: keyof GoalRow) => Math.max(...all.map((r) => (r[k] ?? '').length));
+  const line = (r: GoalRow) => [r.measure.padEnd(w('measure')), r.goal.padEnd(w('goal')), r.now.padEnd(w('now')), r.floor.padEnd(w('floor')), r.note ?? ''].join(' | ').trimEnd();
+  return [line(head), ['measure', 'goal', 'now', 'floor'].map((k) => '-'.repeat(w(k as keyof GoalRow))).concat('-'.repeat(8)).join('-|-'), ...rows.map(line)].join('\n');
+}
+
+/** The median of some numbers (undefined for none). */
+export function median(xs: number[]): number | undefined {
+  if (!xs.length) return undefined;
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
