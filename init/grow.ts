@@ -48,16 +48,7 @@ export async function growDataPartition(label = 'kiln-data', mbrPart?: string): 
   let number: number, want: number, changed = false, note: string | undefined;
   if (gpt) {
     const plan = growLastPartition(head, diskBytes, label);
-    if (plan) {
-      const fd = openSync(`/dev/${disk}`, 'r+');
-      try {
-        // Backup first: until the primary is rewritten, the old tables stay valid together.
-        writeSync(fd, plan.backup, 0, plan.backup.length, plan.backupOffset);
-        fsyncSync(fd);
-        writeSync(fd, plan.primary, 0, plan.primary.length, 0);
-        fsyncSync(fd);
-      } finally { closeSync(fd); }
-    }
+    if (plan) writeGptPlan(`/dev/${disk}`, plan);
     // What the table says now (grown here or on an earlier boot) against what the kernel uses.
     const table = readGpt(plan ? plan.primary : head);
     const entry = table.partitions.find((p) => p.name === label)!;
@@ -123,6 +114,14 @@ export function assignDiskIds(dev: string, diskBytes: number, marker = DISK_IDS_
   const gpt = readGpt(head);
   const diskGuid = randomGuid();
   const plan = rewriteGuids(head, diskBytes, diskGuid, gpt.partitions.map(() => randomGuid()));
+  writeGptPlan(dev, plan);
+  mkdirSync(dirname(marker), { recursive: true });
+  writeFileSync(marker, `${diskGuid}\n`);
+  return `disk ${dev} has its own GUIDs now (disk ${diskGuid})`;
+}
+
+/** Writes a rewritten GPT: backup first, so until the primary is rewritten the old tables stay valid together. */
+function writeGptPlan(dev: string, plan: { backup: Buffer; backupOffset: number; primary: Buffer }): void {
   const fd = openSync(dev, 'r+');
   try {
     writeSync(fd, plan.backup, 0, plan.backup.length, plan.backupOffset);
@@ -130,7 +129,4 @@ export function assignDiskIds(dev: string, diskBytes: number, marker = DISK_IDS_
     writeSync(fd, plan.primary, 0, plan.primary.length, 0);
     fsyncSync(fd);
   } finally { closeSync(fd); }
-  mkdirSync(dirname(marker), { recursive: true });
-  writeFileSync(marker, `${diskGuid}\n`);
-  return `disk ${dev} has its own GUIDs now (disk ${diskGuid})`;
 }

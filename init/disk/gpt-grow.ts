@@ -3,7 +3,7 @@
 // Existing bytes are patched rather than rebuilt, so nothing but the moved backup, the
 // last usable LBA, the partition's last LBA, the MBR's size and the CRCs can change.
 import { crc32 } from './crc32.ts';
-import { readGpt } from './gpt.ts';
+import { gptHeaderFields } from './gpt.ts';
 
 export interface GrowPlan {
   /** MBR + primary header + entry array: write at byte 0. */
@@ -26,15 +26,8 @@ export interface GrowPlan {
  * `name` is not the last partition on the disk or the disk is smaller than the table says.
  */
 export function growLastPartition(head: Buffer, diskSizeBytes: number, name: string): GrowPlan | null {
-  const gpt = readGpt(head);
-  const ss = gpt.sectorSize;
+  const { gpt, ss, hdr, hsize, entriesLba, count, esize, entrySectors } = gptHeaderFields(head);
   if (diskSizeBytes % ss) throw new Error(`disk size ${diskSizeBytes} is not a multiple of the ${ss}-byte sector`);
-  const hdr = head.subarray(ss, 2 * ss);
-  const hsize = hdr.readUInt32LE(12);
-  const entriesLba = Number(hdr.readBigUInt64LE(72));
-  const count = hdr.readUInt32LE(80);
-  const esize = hdr.readUInt32LE(84);
-  const entrySectors = Math.ceil((count * esize) / ss);
   const lastLba = diskSizeBytes / ss - 1;
   const lastUsable = lastLba - 1 - entrySectors;
   const part = gpt.partitions.find((p) => p.name === name);

@@ -280,14 +280,7 @@ export interface GuidRewrite {
  * disk its own ones once. `head` holds the primary table (34 sectors of 512 bytes at least).
  */
 export function rewriteGuids(head: Buffer, diskSizeBytes: number, diskGuid: string, partGuids: string[]): GuidRewrite {
-  const gpt = readGpt(head);
-  const ss = gpt.sectorSize;
-  const hdr = head.subarray(ss, 2 * ss);
-  const hsize = hdr.readUInt32LE(12);
-  const entriesLba = Number(hdr.readBigUInt64LE(72));
-  const count = hdr.readUInt32LE(80);
-  const esize = hdr.readUInt32LE(84);
-  const entrySectors = Math.ceil((count * esize) / ss);
+  const { gpt, ss, hdr, hsize, entriesLba, count, esize, entrySectors } = gptHeaderFields(head);
   const alt = gpt.alternateLba;
   if (alt * ss + ss > diskSizeBytes || alt <= entriesLba + entrySectors) throw new Error(`the backup GPT header at LBA ${alt} is not on this ${diskSizeBytes}-byte disk`);
   if (partGuids.length !== gpt.partitions.length) throw new Error(`${gpt.partitions.length} partitions need new GUIDs, got ${partGuids.length}`);
@@ -315,3 +308,16 @@ export function rewriteGuids(head: Buffer, diskSizeBytes: number, diskGuid: stri
 
 /** A random (version 4) GUID in the upper case the tables are read back in. */
 export function randomGuid(): string { return randomUUID().toUpperCase(); }
+
+/** The primary header's raw fields that rewriting code needs, next to the parsed table. */
+export function gptHeaderFields(head: Buffer) {
+  const gpt = readGpt(head);
+  const ss = gpt.sectorSize;
+  const hdr = head.subarray(ss, 2 * ss);
+  const count = hdr.readUInt32LE(80);
+  const esize = hdr.readUInt32LE(84);
+  return {
+    gpt, ss, hdr, hsize: hdr.readUInt32LE(12), entriesLba: Number(hdr.readBigUInt64LE(72)),
+    count, esize, entrySectors: Math.ceil((count * esize) / ss),
+  };
+}
