@@ -246,7 +246,7 @@ function checkBakedFiles(opts: BuildOptions): Record<string, string> {
   if (opts.config) {
     const text = readFileSync(opts.config, 'utf8');
     const r = parseConfig(text, opts.config);
-    if (r.problems.length) throw new Error(`--config ${opts.config} has problems:\n  ${r.problems.map(formatProblem).join('\n  ')}`);
+    if (!r.config) throw new Error(`--config ${opts.config} has problems:\n  ${r.problems.map(formatProblem).join('\n  ')}`);
     baked['usr/lib/kiln/config.yaml'] = text;
   }
   if (opts.trust) {

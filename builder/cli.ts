@@ -60,7 +60,7 @@ const commands = (formatsByArch = '', CONFIG_USAGE = ''): Commands => ({
   config: {
     summary: 'check node config files, or print their reference',
     usage: CONFIG_USAGE,
-    options: { help: COMMON.help! },
+    options: { help: COMMON.help!, strict: { type: 'boolean', help: 'validate: warnings fail too (exit 1)' } },
   },
   keys: {
     summary: 'make a release signing key and its trust root, and Secure Boot keys',
@@ -150,7 +150,7 @@ async function main(argv: string[]) {
     return 0;
   }
   if (cmd === 'keys' || cmd === 'release') return (await import('./release.ts')).releaseCli(cmd, parsed.positionals, v);
-  if (cmd === 'config') return (await import('../init/config/cli.ts')).configCli(parsed.positionals);
+  if (cmd === 'config') return (await import('../init/config/cli.ts')).configCli(v.strict ? [...parsed.positionals.slice(0, 1), '--strict', ...parsed.positionals.slice(1)] : parsed.positionals);
   if (cmd === 'run') {
     const image = parsed.positionals[0];
     if (!image) { console.error(`kiln run: which image? e.g. kiln run out/kiln-0.1.0-x86_64.raw\n\n${usage(COMMANDS, 'run')}`); return 2; }

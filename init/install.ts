@@ -10,7 +10,7 @@ import { buildGpt, randomGuid } from './disk/gpt.ts';
 import type { LayoutPartition } from './disk/gpt.ts';
 import { layoutFor, minDiskBytes, PARTLABELS, type IsoManifest } from './disk/layout.ts';
 import { mergeConfigs, type SourceText, parseCmdline } from './config/merge.ts';
-import { formatProblem, parseConfig } from './config/parse.ts';
+import { formatProblem, isError, parseConfig } from './config/parse.ts';
 import { fetchLimited, MAX_SOURCE_BYTES, splitPin, urlProblem } from './config/url.ts';
 import { run, runOk, sleep } from './exec.ts';
 
@@ -62,7 +62,7 @@ export function installedConfig(sources: SourceText[], extra: SourceText[] = [])
   for (const s of [...sources.filter((x) => x.file !== '/usr/lib/kiln/config.yaml'), ...extra]) {
     if (s.error !== undefined) { problems.push(`${s.file}: ${s.error}`); continue; } // never install without a source that failed
     const r = s.kind === 'cmdline' ? parseCmdline(s.text, s.file) : parseConfig(s.text, s.file);
-    problems.push(...r.problems.map(formatProblem));
+    problems.push(...r.problems.filter(isError).map(formatProblem)); // warnings do not stop an install
     if (r.config) layers.push(r.config);
   }
   const merged = mergeConfigs(layers) as Record<string, any>;

@@ -1,13 +1,16 @@
 // `kiln config validate FILE...` and `kiln config docs`, for the workstation CLI.
 import { readFileSync } from 'node:fs';
 import { renderDocs } from './docs.ts';
-import { formatProblem, parseConfig } from './parse.ts';
+import { formatProblem, isError, parseConfig } from './parse.ts';
 
-export const CONFIG_USAGE = 'kiln config validate FILE...\n       kiln config docs > docs/config.md';
+export const CONFIG_USAGE = 'kiln config validate [--strict] FILE...\n       kiln config docs > docs/config.md';
 
-/** Returns the exit code: 0 all good, 1 a file has problems, 2 usage error. */
+/** Returns the exit code: 0 all good (warnings allowed, unless --strict), 1 a file has
+ *  problems, 2 usage error. */
 export function configCli(args: string[], out: (s: string) => void = console.log, err: (s: string) => void = console.error): number {
-  const [sub, ...files] = args;
+  const [sub, ...rest] = args;
+  const strict = sub === 'validate' && rest.includes('--strict');
+  const files = sub === 'validate' ? rest.filter((a) => a !== '--strict') : rest;
   if (sub === 'docs' && !files.length) { out(renderDocs().trimEnd()); return 0; }
   if (sub === 'validate' && files.length) {
     let bad = 0;
@@ -20,7 +23,9 @@ export function configCli(args: string[], out: (s: string) => void = console.log
       }
       const { problems } = parseConfig(text, f);
       for (const p of problems) out(formatProblem(p));
-      if (problems.length) bad++; else out(`${f}: ok`);
+      const errors = problems.filter(isError).length;
+      if (errors || (strict && problems.length)) bad++;
+      else out(problems.length ? `${f}: ok (${problems.length} warning${problems.length === 1 ? '' : 's'})` : `${f}: ok`);
     }
     return bad ? 1 : 0;
   }

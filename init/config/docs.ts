@@ -1,6 +1,7 @@
 // docs/config.md, generated from the schema (and the merge order) so the reference cannot
 // drift from what the node accepts. A unit test compares the committed file with this output.
 import { MERGE_ORDER, PATHS } from './merge.ts';
+import { IGNORED_TOP, IGNORED_USER, MAPPED } from './compat.ts';
 import { CONFIG_SCHEMA, type SchemaNode } from './schema.ts';
 
 const code = (v: unknown) => `\`${typeof v === 'string' ? (v === '' ? "''" : v) : JSON.stringify(v)}\``;
@@ -23,6 +24,7 @@ function entries(n: SchemaNode, path: string, out: string[]) {
     const facts = [`type: ${typeText(c)}`];
     if (c.default !== undefined) facts.push(`default: ${code(c.default)}`);
     if (c['x-aliases']) facts.push(`also spelled: ${c['x-aliases'].map(code).join(', ')}`);
+    if (c['x-warn-aliases']) facts.push(`accepted with a warning: ${c['x-warn-aliases'].map(code).join(', ')}`);
     if (c['x-merge']) facts.push(`merge: ${c['x-merge'] === 'append' ? `append${c['x-merge-key'] ? ` (same ${c['x-merge-key']} replaces)` : ', duplicates dropped'}` : 'replace'}`);
     if (c['x-hint']) facts.push(`format: ${c['x-hint']}`);
     out.push(`### \`${p}\`\n\n${facts.map((f) => `- ${f}`).join('\n')}\n\n${c.description ?? ''}\n`);
@@ -49,7 +51,10 @@ A node reads cloud-config style YAML (the \`#cloud-config\` first line is option
 files work as they are: the \`k3os:\` section is read as \`kiln:\`, and singular spellings
 (\`sysctl\`, \`module\`, \`ssh_authorized_key\`, ...) are read as the plural keys. Check a file
 on your workstation with \`npx kiln config validate FILE\`; every problem is printed as
-\`FILE:LINE:COL key: message (fix)\`.
+\`FILE:LINE:COL key: message (fix)\`, a warning as \`FILE:LINE:COL warning: key: message (fix)\`.
+Errors make validate exit 1, and on the node the source is not used (the last good config
+is). Warnings (a form kiln maps, a key it ignores) do not: validate exits 0, unless
+\`--strict\` is given, and the node reports them and applies the config.
 
 \`\`\`yaml
 #cloud-config
@@ -61,6 +66,23 @@ kiln:
     vm.swappiness: 10
   k3s_args: [server, --disable=traefik]
 \`\`\`
+
+## Forms from k3os, cloud-init and Kairos
+
+Each is accepted with a warning that names what to write instead.
+
+| written | read as |
+|---|---|
+${MAPPED.map(([a, b]) => `| \`${a}\` | ${b} |`).join('\n')}
+| \`runcmd\` | \`run_cmd\`: it runs at every boot after k3s has started, as k3os's \`run_cmd\` does, not once per instance as in cloud-init; guard a command that must run once |
+| camelCase spellings (\`sshAuthorizedKeys\`, \`k3sArgs\`, ...) | the key they spell (listed under each key below as "accepted with a warning") |
+
+Ignored, with a warning saying why:
+
+| key | why |
+|---|---|
+${Object.entries(IGNORED_TOP).map(([k, v]) => `| \`${k}\` | ${v} |`).join('\n')}
+${Object.entries(IGNORED_USER).map(([k, v]) => `| \`users[].${k}\` | ${v} |`).join('\n')}
 
 ## Sources and merge order
 

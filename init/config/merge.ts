@@ -3,7 +3,7 @@
 import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { applyDefaults, capProblems, closest, failure, keyPath, MAX_SOURCE_BYTES, parseConfig, RESERVED_KEYS, validateValue, type ConfigProblem, type Locator, type ParseOptions, type Seg } from './parse.ts';
+import { applyDefaults, capProblems, closest, failure, isError, keyPath, MAX_SOURCE_BYTES, parseConfig, RESERVED_KEYS, validateValue, type ConfigProblem, type Locator, type ParseOptions, type Seg } from './parse.ts';
 import { clip, urlProblem } from './url.ts';
 import { aliasesOf, childSchema, CONFIG_SCHEMA, schemaAt, typesOf, type KilnConfig, type KilnConfigInput, type SchemaNode } from './schema.ts';
 
@@ -312,7 +312,7 @@ export function chooseConfig(o: { sources: SourceText[]; lastGood?: string; last
         if (r.config) good.push(r.config);
       } catch (e) { problems.push(failure(s.file, e)); }
     }
-    if (!problems.length) {
+    if (!problems.some(isError)) { // warnings are reported, and the config is used
       const merged = mergeConfigs(good);
       return { config: applyDefaults(merged), used: 'new', ok: true, problems, configUrl, allowInsecureHttp: allow, lastGood: `# kiln: last good config, merged from ${o.sources.map((s) => s.file).join(', ') || 'nothing'}\n${stringify(merged)}` };
     }

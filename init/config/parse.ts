@@ -6,7 +6,8 @@ import { configValidator } from './ajv.ts';
 import { gunzipSync } from 'node:zlib';
 import { parseWindows } from '../update/window.ts';
 import { isAlias, isMap, isPair, isScalar, isSeq, Lexer, LineCounter, parseDocument, type Node, type Scalar } from 'yaml';
-import { aliasesOf, childSchema, CONFIG_SCHEMA, schemaAt, type KilnConfig, type KilnConfigInput, type SchemaNode, type WriteFile } from './schema.ts';
+import { applyCompat } from './compat.ts';
+import { aliasesOf, warnAliasesOf, childSchema, CONFIG_SCHEMA, schemaAt, type KilnConfig, type KilnConfigInput, type SchemaNode, type WriteFile } from './schema.ts';
 import { clip, MAX_SOURCE_BYTES, urlProblem } from './url.ts';
 
 export { MAX_SOURCE_BYTES } from './url.ts';
@@ -44,7 +45,13 @@ export interface ConfigProblem {
   key: string;
   message: string;
   fix: string;
+  /** 'warning': accepted as it is (an alias, a form kiln maps or ignores); the config is still
+   *  used. Absent: an error, and the source is not used. */
+  severity?: 'warning';
 }
+
+/** An error (the source is refused), as opposed to a warning. */
+export const isError = (p: ConfigProblem) => p.severity !== 'warning';
 
 export type Seg = string | number;
 
@@ -58,7 +65,7 @@ export interface Locator {
 }
 
 export function formatProblem(p: ConfigProblem): string {
-  return `${p.file}:${p.line}:${p.col} ${clip(p.key || '(top)', 160)}: ${p.message}${p.fix ? ` (${p.fix})` : ''}`;
+  return `${p.file}:${p.line}:${p.col} ${p.severity === 'warning' ? 'warning: ' : ''}${clip(p.key || '(top)', 160)}: ${p.message}${p.fix ? ` (${p.fix})` : ''}`;
 }
 
 export function keyPath(path: Seg[]): string {
@@ -76,10 +83,11 @@ const checker = () => configValidator('check');
 const originals = new WeakMap<object, string>();
 
 /** Renames alias keys to their canonical names in place; reports a key given twice. */
-function renameAliases(node: unknown, schema: SchemaNode | undefined, path: Seg[], loc: (n: Node) => { line: number; col: number }, file: string, problems: ConfigProblem[]) {
+function renameAliases(node: unknown, schema: SchemaNode | undefined, path: Seg[], loc: (n: Node) => { line: number; col: number }, file: string, problems: ConfigProblem[], spelled: Seg[] = path) {
   if (!schema) return;
   if (isMap(node)) {
     const aliases = aliasesOf(schema);
+    const warned = warnAliasesOf(schema);
     const seen = new Map<string, string>();
     for (const pair of node.items) {
       if (!isScalar(pair.key)) continue;
@@ -88,16 +96,18 @@ function renameAliases(node: unknown, schema: SchemaNode | undefined, path: Seg[
       if (name !== written) {
         originals.set(pair.key, written);
         (pair.key as Scalar).value = name;
+        if (warned.has(written)) problems.push({ file, ...loc(pair.key as Node), key: keyPath([...spelled, written]), message: `k3os's spelling of '${name}'`, fix: `write '${name}'`, severity: 'warning' });
+        if (written === 'runcmd' && path.length === 0) problems.push({ file, ...loc(pair.key as Node), key: 'runcmd', message: 'read as run_cmd: runs at every boot after k3s has started, not once per instance as in cloud-init', fix: "write run_cmd; for once only, guard the command, e.g. '[ -e /var/lib/kiln/once ] || { CMD && touch /var/lib/kiln/once; }'", severity: 'warning' });
       }
       const before = seen.get(name);
       if (before !== undefined && before !== written) {
-        problems.push({ file, ...loc(pair.key as Node), key: keyPath([...path, written]), message: `'${written}' and '${before}' are the same key`, fix: `keep only one of them, spelled '${name}'` });
+        problems.push({ file, ...loc(pair.key as Node), key: keyPath([...spelled, written]), message: `'${written}' and '${before}' are the same key`, fix: `keep only one of them, spelled '${name}'` });
       }
       seen.set(name, written);
-      renameAliases(pair.value, childSchema(schema, name), [...path, name], loc, file, problems);
+      renameAliases(pair.value, childSchema(schema, name), [...path, name], loc, file, problems, [...spelled, written]);
     }
   } else if (isSeq(node)) {
-    node.items.forEach((item, i) => renameAliases(item, childSchema(schema, i), [...path, i], loc, file, problems));
+    node.items.forEach((item, i) => renameAliases(item, childSchema(schema, i), [...path, i], loc, file, problems, [...spelled, i]));
   }
 }
 
@@ -150,7 +160,7 @@ function yamlLocator(contents: unknown, text: string, lc: LineCounter): Locator 
 export function parseConfig(text: string, file: string, opts: ParseOptions = {}): { config: KilnConfigInput | undefined; problems: ConfigProblem[] } {
   try {
     const r = parseUnchecked(text, file, opts);
-    return { config: r.problems.length ? undefined : r.config, problems: capProblems(r.problems, file) };
+    return { config: r.problems.some(isError) ? undefined : r.config, problems: capProblems(r.problems, file) };
   } catch (e) {
     return { config: undefined, problems: [failure(file, e)] };
   }
@@ -195,7 +205,7 @@ function parseUnchecked(text: string, file: string, opts: ParseOptions): { confi
   const bomb = aliasProblem(doc.contents, file, loc);
   if (bomb) return { config: undefined, problems: [bomb] };
   renameAliases(doc.contents, CONFIG_SCHEMA, [], loc, file, problems);
-  if (problems.length) return { config: undefined, problems }; // a key given twice: positions would be ambiguous
+  if (problems.some(isError)) return { config: undefined, problems }; // a key given twice: positions would be ambiguous
   let value: unknown;
   try {
     value = doc.contents === null ? {} : toValue(doc.contents);
@@ -204,7 +214,11 @@ function parseUnchecked(text: string, file: string, opts: ParseOptions): { confi
     visitNodes(doc.contents, (n) => { if (!first && isAlias(n)) first = n; });
     return { config: undefined, problems: [failure(file, e, first ? loc(first) : undefined)] };
   }
-  return validateValue(value, file, yamlLocator(doc.contents, text, lc), opts);
+  const locator = yamlLocator(doc.contents, text, lc);
+  problems.push(...applyCompat(value, file, locator));
+  const r = validateValue(value, file, locator, opts);
+  const all = [...problems, ...r.problems].sort((a, b) => a.line - b.line || a.col - b.col);
+  return { config: r.config, problems: all };
 }
 
 /** Why a YAML text is too large to parse (bytes or tokens), or undefined. For other YAML

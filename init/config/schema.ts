@@ -5,6 +5,8 @@
 // Annotations beyond JSON Schema draft-07:
 //   x-aliases  other spellings of a key (k3os's singular forms, cloud-init's names);
 //              renamed before validation, never reported as errors.
+//   x-warn-aliases  spellings k3os tolerated (camelCase); renamed like x-aliases, with a
+//              warning naming the canonical key.
 //   x-merge    for lists: 'append' (later sources add items, duplicates dropped) or
 //              'replace' (the last source that sets the list wins). Maps always merge deeply.
 //   x-merge-key  for 'append' lists of maps: a later item with the same value of this
@@ -40,9 +42,9 @@ const COMMAND = {
   type: ['string', 'array'], items: { type: 'string' }, minItems: 1,
   'x-hint': "a shell command line such as 'echo hi', or an argv list such as [echo, hi]",
 };
-const commands = (when: string, aliases: string[] = []) => list('append', COMMAND,
+const commands = (when: string, aliases: string[] = [], warnAliases: string[] = []) => list('append', COMMAND,
   `Commands run ${when}, in order. Each is a shell command line (run by /bin/sh -c) or an argv list (run without a shell).`,
-  aliases.length ? { 'x-aliases': aliases } : {});
+  { ...(aliases.length ? { 'x-aliases': aliases } : {}), ...(warnAliases.length ? { 'x-warn-aliases': warnAliases } : {}) });
 
 export const ENCODINGS = ['text', 'text/plain', '', 'b64', 'base64', 'gz', 'gzip', 'gz+base64', 'gzip+base64', 'gz+b64', 'gzip+b64'] as const;
 export const DATA_SOURCES = ['nocloud', 'cdrom', 'ec2', 'aws', 'openstack', 'gcp', 'hetzner', 'digitalocean', 'vultr', 'scaleway', 'packet'] as const;
@@ -59,7 +61,7 @@ const USER = {
     shell: s('Login shell; empty for the image default (/bin/sh).'),
     lock_passwd: b('Disable password login for this user.', true),
     passwd: s("Password hash (crypt(3) format, e.g. '$6$...'); empty for none."),
-    ssh_authorized_keys: list('append', AUTH_KEY, 'Public keys (or github:USER, gitlab:USER) allowed to log in as this user.', { 'x-aliases': ['ssh_authorized_key'] }),
+    ssh_authorized_keys: list('append', AUTH_KEY, 'Public keys (or github:USER, gitlab:USER) allowed to log in as this user.', { 'x-aliases': ['ssh_authorized_key'], 'x-warn-aliases': ['sshAuthorizedKeys'] }),
     ssh_import_id: list('append', IMPORT_ID, 'Key service users whose public keys may log in as this user (gh:USER, gl:USER, lp:USER).'),
   },
 };
@@ -115,16 +117,16 @@ const KILN = {
   'x-aliases': ['k3os'],
   description: 'Settings of the kiln system (k3os users: this is the `k3os:` section, which is accepted too).',
   properties: {
-    data_sources: list('replace', { enum: DATA_SOURCES }, "Where to look for cloud config besides the local files: nocloud (`ds=nocloud;s=URL` and a CIDATA volume), cdrom (an attached config drive), ec2/aws, openstack, gcp, hetzner, digitalocean, vultr, scaleway, packet. Empty: nocloud only.", { 'x-aliases': ['data_source'] }),
+    data_sources: list('replace', { enum: DATA_SOURCES }, "Where to look for cloud config besides the local files: nocloud (`ds=nocloud;s=URL` and a CIDATA volume), cdrom (an attached config drive), ec2/aws, openstack, gcp, hetzner, digitalocean, vultr, scaleway, packet. Empty: nocloud only.", { 'x-aliases': ['data_source', 'datasource'], 'x-warn-aliases': ['dataSources'] }),
     modules: list('append', { type: 'string', pattern: '^[A-Za-z0-9_-]+$', 'x-hint': "a kernel module name such as 'br_netfilter'" }, 'Kernel modules loaded at boot (with their dependencies), after the ones k3s needs.', { 'x-aliases': ['module'] }),
     sysctls: { ...strMap('Kernel parameters set at boot, e.g. `net.ipv4.ip_forward: 1`.', { pattern: '^[A-Za-z0-9_*-]+([./][A-Za-z0-9_*-]+)+$', 'x-hint': "a sysctl name such as 'net.ipv4.ip_forward'" }), 'x-aliases': ['sysctl'] },
-    dns_nameservers: list('replace', { type: 'string', format: 'ip', 'x-hint': IP_HINT }, 'Name servers; empty: those from DHCP.', { 'x-aliases': ['dns_nameserver'] }),
-    ntp_servers: list('replace', { type: 'string', minLength: 1, maxLength: 259, pattern: '^(|([Nn][Tt][Ss]://)?[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?)$', 'x-hint': "a host name or address, e.g. 'time.example.com' or '192.168.1.1'; 'nts://time.cloudflare.com' for NTS" }, 'NTP servers for chronyd; `nts://HOST` uses NTS (authenticated time; the server must offer it). Empty: those from DHCP, else pool.ntp.org.', { 'x-aliases': ['ntp_server'], maxItems: 16 }),
+    dns_nameservers: list('replace', { type: 'string', format: 'ip', 'x-hint': IP_HINT }, 'Name servers; empty: those from DHCP.', { 'x-aliases': ['dns_nameserver'], 'x-warn-aliases': ['dnsNameservers'] }),
+    ntp_servers: list('replace', { type: 'string', minLength: 1, maxLength: 259, pattern: '^(|([Nn][Tt][Ss]://)?[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?)$', 'x-hint': "a host name or address, e.g. 'time.example.com' or '192.168.1.1'; 'nts://time.cloudflare.com' for NTS" }, 'NTP servers for chronyd; `nts://HOST` uses NTS (authenticated time; the server must offer it). Empty: those from DHCP, else pool.ntp.org.', { 'x-aliases': ['ntp_server'], 'x-warn-aliases': ['ntpServers'], maxItems: 16 }),
     wifi: list('append', {
       type: 'object', additionalProperties: false, required: ['name'],
       properties: {
         name: { type: 'string', minLength: 1, maxLength: 32, description: 'Network name (SSID).' },
-        passphrase: s('WPA passphrase; empty for an open network.', { pattern: '^(|.{8,63}|[0-9a-fA-F]{64})$', 'x-hint': '8 to 63 characters, or 64 hex digits; empty for an open network' }),
+        passphrase: s('WPA passphrase; empty for an open network.', { 'x-warn-aliases': ['password'], pattern: '^(|.{8,63}|[0-9a-fA-F]{64})$', 'x-hint': '8 to 63 characters, or 64 hex digits; empty for an open network' }),
       },
     }, 'Wi-Fi networks to join with wpa_supplicant on the first wireless link (DHCP once associated), tried in order. A later entry with the same name replaces the earlier one. Needs an image with wpasupplicant and the adapter\'s firmware.', { 'x-merge-key': 'name', maxItems: 32 }),
     password: s("Password of root, plain or crypt(3) hashed ('$6$...'), for the console (and over SSH only with ssh.password_login: true); empty: no password login for root."),
@@ -146,11 +148,11 @@ const KILN = {
       },
     },
     environment: strMap('Environment variables for k3s and boot commands, e.g. http_proxy.', { pattern: '^[A-Za-z_][A-Za-z0-9_]*$', 'x-hint': 'letters, digits and _, not starting with a digit' }),
-    server_url: s("URL of a k3s server to join as an agent, e.g. 'https://10.0.0.1:6443'; empty: run a server.", { pattern: '^(https://.+)?$', 'x-hint': "an https URL such as 'https://10.0.0.1:6443'" }),
+    server_url: s("URL of a k3s server to join as an agent, e.g. 'https://10.0.0.1:6443'; empty: run a server.", { 'x-warn-aliases': ['serverUrl'], pattern: '^(https://.+)?$', 'x-hint': "an https URL such as 'https://10.0.0.1:6443'" }),
     token: s('Cluster join token (k3s --token); empty on the first server: one is generated.'),
     labels: { ...strMap('Kubernetes node labels.', { pattern: '^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$', 'x-hint': "a label key such as 'region' or 'example.com/tier'" }), 'x-aliases': ['label'] },
     taints: list('append', { type: 'string', pattern: '^[^=:\\s]+(=[^:\\s]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$', 'x-hint': "KEY[=VALUE]:EFFECT with EFFECT one of NoSchedule, PreferNoSchedule, NoExecute, e.g. 'dedicated=db:NoSchedule'" }, 'Kubernetes node taints.', { 'x-aliases': ['taint'] }),
-    k3s_args: list('replace', { type: 'string' }, "Arguments for k3s. Empty: 'server' (or 'agent' when server_url is set). A list starting with 'server' or 'agent' chooses the role.", { 'x-aliases': ['k3s_arg'] }),
+    k3s_args: list('replace', { type: 'string' }, "Arguments for k3s. Empty: 'server' (or 'agent' when server_url is set). A list starting with 'server' or 'agent' chooses the role.", { 'x-aliases': ['k3s_arg'], 'x-warn-aliases': ['k3sArgs'] }),
     channel: { enum: CHANNELS, default: 'stable', description: 'Update channel the node follows.' },
     updates: {
       type: 'object', additionalProperties: false, default: {},
@@ -200,13 +202,13 @@ export const CONFIG_SCHEMA: SchemaNode = {
       pattern: `^$|${HOSTNAME_PATTERN}`,
       'x-hint': "letters, digits and '-' (dots between labels), at most 64 characters, e.g. 'node-1'",
     }),
-    ssh_authorized_keys: list('append', AUTH_KEY, "Public keys allowed to log in as root; github:USER / gitlab:USER / launchpad:USER fetch that user's published keys at boot.", { 'x-aliases': ['ssh_authorized_key'] }),
+    ssh_authorized_keys: list('append', AUTH_KEY, "Public keys allowed to log in as root; github:USER / gitlab:USER / launchpad:USER fetch that user's published keys at boot.", { 'x-aliases': ['ssh_authorized_key'], 'x-warn-aliases': ['sshAuthorizedKeys'] }),
     ssh_import_id: list('append', IMPORT_ID, "cloud-init's form of key service users for root: gh:USER, gl:USER, lp:USER."),
     users: list('append', USER, 'Extra users to create (cloud-init style). A later entry with the same name replaces the earlier one.', { 'x-merge-key': 'name' }),
-    write_files: list('append', WRITE_FILE, 'Files written at boot, in order.'),
-    init_cmd: commands('early at boot, before the network is up'),
-    boot_cmd: commands('at every boot once the network is up, before k3s starts', ['bootcmd']),
-    run_cmd: commands('at every boot after k3s has started', ['runcmd']),
+    write_files: list('append', WRITE_FILE, 'Files written at boot, in order.', { 'x-warn-aliases': ['writeFiles'] }),
+    init_cmd: commands('early at boot, before the network is up', [], ['initCmd']),
+    boot_cmd: commands('at every boot once the network is up, before k3s starts', ['bootcmd'], ['bootCmd']),
+    run_cmd: commands("at every boot after k3s has started. cloud-init's `runcmd` is read as run_cmd, so it runs at every boot too (cloud-init runs it once per instance): validate warns about it", ['runcmd'], ['runCmd']),
     kiln: KILN,
   },
 };
@@ -298,7 +300,14 @@ export function schemaAt(path: (string | number)[]): SchemaNode | undefined {
 /** alias -> canonical name, for the declared properties of an object schema. */
 export function aliasesOf(node: SchemaNode | undefined): Map<string, string> {
   const m = new Map<string, string>();
-  for (const [k, v] of Object.entries<SchemaNode>(node?.properties ?? {})) for (const a of v['x-aliases'] ?? []) m.set(a, k);
+  for (const [k, v] of Object.entries<SchemaNode>(node?.properties ?? {})) for (const a of [...(v['x-aliases'] ?? []), ...(v['x-warn-aliases'] ?? [])]) m.set(a, k);
+  return m;
+}
+
+/** The aliases of an object schema that are accepted with a warning (x-warn-aliases). */
+export function warnAliasesOf(node: SchemaNode | undefined): Set<string> {
+  const m = new Set<string>();
+  for (const v of Object.values<SchemaNode>(node?.properties ?? {})) for (const a of v['x-warn-aliases'] ?? []) m.add(a);
   return m;
 }
 
