@@ -21,6 +21,11 @@ export function configCli(args: string[], out: (s: string) => void = console.log
         bad++;
         continue;
       }
+      if (text.startsWith('#!')) {
+        // user-data may be a script (nocloud.ts): the node runs it, it is not config
+        out(`${f}: ok (a #! script, not YAML: as user-data the node runs it at every boot, after run_cmd; its contents are not checked)`);
+        continue;
+      }
       const { problems } = parseConfig(text, f);
       for (const p of problems) out(formatProblem(p));
       const errors = problems.filter(isError).length;

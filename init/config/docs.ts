@@ -55,6 +55,10 @@ on your workstation with \`npx kiln config validate FILE\`; every problem is pri
 Errors make validate exit 1, and on the node the source is not used (the last good config
 is). Warnings (a form kiln maps, a key it ignores) do not: validate exits 0, unless
 \`--strict\` is given, and the node reports them and applies the config.
+Every problem of a file is reported in one pass. A \`- item\` line indented deeper than the
+item above it is warned about: YAML reads it as more text of that item. A file starting with
+\`#!\` is a script, not config: given as user-data, the node runs it at every boot after
+\`run_cmd\`; validate does not check its contents.
 
 \`\`\`yaml
 #cloud-config

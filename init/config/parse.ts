@@ -7,7 +7,7 @@ import { gunzipSync } from 'node:zlib';
 import { parseWindows } from '../update/window.ts';
 import { isAlias, isMap, isPair, isScalar, isSeq, Lexer, LineCounter, parseDocument, type Node, type Scalar } from 'yaml';
 import { applyCompat } from './compat.ts';
-import { aliasesOf, warnAliasesOf, childSchema, CONFIG_SCHEMA, schemaAt, type KilnConfig, type KilnConfigInput, type SchemaNode, type WriteFile } from './schema.ts';
+import { ENCODINGS, aliasesOf, warnAliasesOf, childSchema, CONFIG_SCHEMA, schemaAt, type KilnConfig, type KilnConfigInput, type SchemaNode, type WriteFile } from './schema.ts';
 import { clip, MAX_SOURCE_BYTES, urlProblem } from './url.ts';
 
 export { MAX_SOURCE_BYTES } from './url.ts';
@@ -214,11 +214,27 @@ function parseUnchecked(text: string, file: string, opts: ParseOptions): { confi
     visitNodes(doc.contents, (n) => { if (!first && isAlias(n)) first = n; });
     return { config: undefined, problems: [failure(file, e, first ? loc(first) : undefined)] };
   }
+  problems.push(...foldedItems(doc.contents, text, lc, file));
   const locator = yamlLocator(doc.contents, text, lc);
   problems.push(...applyCompat(value, file, locator));
   const r = validateValue(value, file, locator, opts);
   const all = [...problems, ...r.problems].sort((a, b) => a.line - b.line || a.col - b.col);
   return { config: r.config, problems: all };
+}
+
+/** A '- item' line indented deeper than the item above it is not a new item: YAML reads it
+ *  as more text of that item ('server - --cluster-init'). Valid YAML, rarely meant. */
+function foldedItems(contents: unknown, text: string, lc: LineCounter, file: string): ConfigProblem[] {
+  const out: ConfigProblem[] = [];
+  visitNodes(contents, (n) => {
+    if (!isScalar(n) || n.type !== 'PLAIN' || !n.range || typeof n.value !== 'string') return;
+    const src = text.slice(n.range[0], n.range[1]);
+    const m = /\n[ \t]*(- )/.exec(src);
+    if (!m) return;
+    const { line, col } = lc.linePos(n.range[0] + m.index + m[0].length - 2);
+    out.push({ file, line, col, key: '(yaml)', message: `this '- ' is read as more text of the item above ('${clip(n.value, 60)}'), not as a new item`, fix: "indent every '- ' of the list to the same column", severity: 'warning' });
+  });
+  return out;
 }
 
 /** Why a YAML text is too large to parse (bytes or tokens), or undefined. For other YAML
@@ -381,7 +397,8 @@ export function validateValue(value: unknown, file: string, locator: Locator, op
       if (p && !problems.some((q) => q.line === p.line && q.col === p.col && q.message === p.message)) problems.push(p);
     }
   }
-  if (!problems.length) problems.push(...checkContents(value as KilnConfigInput, file, locator, opts));
+  // content checks too, so every problem shows in one pass (checkContents skips values of the wrong type)
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) problems.push(...checkContents(value as KilnConfigInput, file, locator, opts));
   problems.sort((a, b) => a.line - b.line || a.col - b.col); // in reading order
   if (problems.length) return { config: undefined, problems };
   return { config: normalise(structuredClone(value) as any), problems };
@@ -413,6 +430,25 @@ const NOT_SUPPORTED: Record<string, string> = {
   apt: 'the root is read-only and has no package manager',
   snap: 'the root is read-only and has no package manager',
   mounts: 'kiln manages its own mounts; use write_files and boot_cmd for extra ones',
+  package_reboot_if_required: 'the root is read-only; updates come through kiln.channel',
+  yum_repos: 'the root is read-only and has no package manager',
+  apk_repos: 'the root is read-only and has no package manager',
+  disk_setup: 'kiln lays out its own disk; use boot_cmd for extra disks',
+  fs_setup: 'kiln lays out its own disk; use boot_cmd to format extra disks',
+  swap: 'kiln sets up no swap, as Kubernetes expects',
+  power_state: 'kiln reboots itself for updates; use run_cmd to power off or reboot',
+  phone_home: 'kiln has no phone-home; use run_cmd with curl or wget',
+  ca_certs: 'write the certificate with write_files and reference it where it is used',
+  bootcmd_once: 'no such key; use boot_cmd',
+  puppet: 'kiln runs no configuration agents on the host; run them as containers',
+  chef: 'kiln runs no configuration agents on the host; run them as containers',
+  salt_minion: 'kiln runs no configuration agents on the host; run them as containers',
+  ansible: 'kiln runs no configuration agents on the host; run them as containers',
+  lxd: 'kiln runs k3s, not lxd',
+  rsyslog: 'kiln writes its own logs under /var/log/kiln; ship logs with a DaemonSet',
+  ssh_keys: 'the SSH host keys are made on first start; kiln does not take them from config',
+  keyboard: 'kiln has no keyboard layout setting',
+  ubuntu_advantage: 'kiln is not Ubuntu',
 };
 
 function toSegs(instancePath: string, value: unknown): Seg[] {
@@ -522,8 +558,9 @@ function checkContents(c: KilnConfigInput, file: string, loc: Locator, opts: Par
   const out: ConfigProblem[] = [];
   // Decoded sizes: a small gzip can expand to gigabytes.
   let total = 0;
-  for (const [i, f] of (c.write_files ?? []).entries()) {
+  for (const [i, f] of (Array.isArray(c.write_files) ? c.write_files : []).entries()) {
     const p = ['write_files', i, 'content'];
+    if (f === null || typeof f !== 'object' || (f.content !== undefined && typeof f.content !== 'string') || (f.encoding !== undefined && !(ENCODINGS as readonly unknown[]).includes(f.encoding))) continue; // a type problem, reported already
     try {
       total += decodeContent(f as WriteFile).length;
     } catch (e) {
@@ -555,7 +592,7 @@ function checkContents(c: KilnConfigInput, file: string, loc: Locator, opts: Par
   }
   // The updater's own parser: a window that passes here is one the updater accepts at start-up.
   const window = c.kiln?.updates?.window;
-  if (window) {
+  if (typeof window === 'string' && window) {
     try { parseWindows(window); } catch (e) {
       const p = ['kiln', 'updates', 'window'];
       out.push({ file, ...loc.pos(p, false), key: keyPath(loc.spelling(p)), message: (e as Error).message, fix: `use ${schemaAt(p)?.['x-hint']}` });

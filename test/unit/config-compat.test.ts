@@ -61,6 +61,20 @@ test('each documented form validates with exit 0, its warnings at LINE:COL', () 
   }
 });
 
+test('hints: a folded list item is a warning; a #! script is a script; every problem in one pass', () => {
+  const folded = join(dir, 'folded-item.yaml');
+  assert.equal(validate([folded]), { code: 0, lines: [
+    `${folded}:4:4 warning: (yaml): this '- ' is read as more text of the item above ('server - --cluster-init'), not as a new item (indent every '- ' of the list to the same column)`,
+    `${folded}: ok (1 warning)`] });
+  const script = join(dir, 'script.sh');
+  assert.equal(validate([script]), { code: 0, lines: [`${script}: ok (a #! script, not YAML: as user-data the node runs it at every boot, after run_cmd; its contents are not checked)`] });
+  const bad = join(dir, 'one-pass.yaml');
+  assert.equal(validate([bad]), { code: 1, lines: [
+    `${bad}:1:1 power_state: unknown key 'power_state' (kiln reboots itself for updates; use run_cmd to power off or reboot)`,
+    `${bad}:2:11 hostname: expected a string, got number 12 (put the value in quotes: '12')`,
+    `${bad}:6:12 write_files[0].content: content is not valid base64 (encode the content as b64 says, or change encoding)`] });
+});
+
 test('--strict makes warnings fail; a file without any still passes', () => {
   assert.is(validate(['--strict', join(dir, 'kairos.yaml')]).code, 1);
   assert.is(validate(['--strict', join(dir, 'binary.yaml')]).code, 0);
