@@ -77,6 +77,10 @@ export function applyCompat(value: unknown, file: string, loc: Locator): ConfigP
     warn(['ssh_pwauth'], true, 'mapped to kiln.ssh.password_login', `write kiln: {ssh: {password_login: ${c.ssh_pwauth}}} instead`);
     delete c.ssh_pwauth;
   }
+  else if ('ssh_pwauth' in c) { // cloud-init also takes 'unchanged' (leave sshd's setting as it is)
+    warn(['ssh_pwauth'], true, `ignored: only true or false maps to kiln.ssh.password_login (off unless set)`, 'write kiln: {ssh: {password_login: true}} to allow passwords over SSH');
+    delete c.ssh_pwauth;
+  }
   if ('chpasswd' in c && isObj(c.chpasswd)) chpasswd(c, warn);
   for (const [k, why] of Object.entries(IGNORED_TOP)) {
     if (!(k in c)) continue;

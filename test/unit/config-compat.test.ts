@@ -107,6 +107,10 @@ test('an explicit canonical key wins over a mapped cloud-init key', () => {
   const r = parseConfig('hostname: a\nfqdn: b.example.com\nntp: {servers: [x]}\nkiln: {ntp_servers: [y]}\n', 'c.yaml');
   assert.is(r.config?.hostname, 'a');
   assert.equal(r.config?.kiln?.ntp_servers, ['y']);
+  // cloud-init's ssh_pwauth: unchanged has no kiln meaning: ignored, with a warning
+  const u = parseConfig('ssh_pwauth: unchanged\n', 'c.yaml');
+  assert.equal(u.config, {});
+  assert.equal(u.problems.map((p) => [p.line, p.col, p.severity]), [[1, 1, 'warning']]);
 });
 
 test('on the node, warnings are reported and the config is used and saved as last good', () => {
