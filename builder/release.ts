@@ -10,7 +10,10 @@ import {
   CHANNELS, MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, MAX_SIG_BYTES, canonicalize, keyIdOf, makeTrustRoot, parseTrustRoot, privateKeyFrom,
   serializeManifest, sha256Hex, signBytes, validateManifest, verifyChannel, verifyRootRotation,
   type ArchArtifacts, type Artifact, type Channel, type Manifest, type Release, type TrustRoot,
+  chunkIndexKey, isChunkIndexKey,
 } from '../channels/manifest.ts';
+import { makeIndex, parseIndex, serializeIndex } from '../channels/chunks.ts';
+import { scanFile } from '../init/update/delta.ts';
 
 export const KEY_FILE = 'kiln-release.key';
 export const TRUST_FILE = 'trust.json';
@@ -242,6 +245,20 @@ async function placeArtifact(src: string, dst: string, want: { size: number; sha
   renameSync(tmp, dst);
 }
 
+/**
+ * Writes `<root>.chunks`, the chunk index of a published root image (channels/chunks.ts), and
+ * returns its bytes. Always cut afresh from the published image (deterministic, so a re-sign
+ * lists the same bytes): an index already in the tree is not trusted, like the rest of it.
+ */
+async function placeChunkIndex(root: string, want: { size: number; sha256: string }): Promise<Buffer> {
+  const file = `${root}.chunks`;
+  const scan = await scanFile(root, want.size, {});
+  const bytes = serializeIndex(makeIndex(scan.chunks, want));
+  parseIndex(bytes, want); // what every node will check
+  if (!existsSync(file) || !readFileSync(file).equals(bytes)) writeAtomic(file, bytes);
+  return bytes;
+}
+
 // ---------------------------------------------------------------------------------------------
 // writing a channel
 
@@ -356,15 +373,19 @@ export async function publishRelease(opts: ReleaseOptions): Promise<{ manifest: 
   for (const o of build.outputs) {
     if (!(PUBLISHED_KINDS as readonly string[]).includes(o.kind)) continue; // raw/qcow2 are install media, not updates
     const target = o.target ?? o.arch;
-    if (!/^[a-z0-9_]{1,32}$/.test(target)) throw new Error(`build.json: target '${target}' is not a valid name`);
+    if (!/^[a-z0-9_]{1,25}$/.test(target) || isChunkIndexKey(target)) throw new Error(`build.json: target '${target}' is not a valid name (a-z, 0-9, _; at most 25 characters; not ending in _chunks, which names chunk indexes)`);
     const name = basename(o.file);
     const rel = `${version}/${target}/${name}`;
     await placeArtifact(resolve(opts.from, o.file), join(chDir, rel), o);
     const a = (artifacts[target] ??= {} as ArchArtifacts);
     if (a[o.kind as PublishedKind]) throw new Error(`build.json lists two ${o.kind} outputs for ${target}`);
     a[o.kind as PublishedKind] = { url: rel.split('/').map(encodeURIComponent).join('/'), size: o.size, sha256: o.sha256 };
+    if (o.kind === 'root') {
+      const ix = await placeChunkIndex(join(chDir, rel), o);
+      artifacts[chunkIndexKey(target)] = { root: { url: `${rel}.chunks`.split('/').map(encodeURIComponent).join('/'), size: ix.length, sha256: sha256Hex(ix) } };
+    }
   }
-  for (const [arch, a] of Object.entries(artifacts)) if (!a.root) throw new Error(`build.json has no root image for ${arch}; nothing a node could install`);
+  for (const [arch, a] of Object.entries(artifacts)) if (!isChunkIndexKey(arch) && !a.root) throw new Error(`build.json has no root image for ${arch}; nothing a node could install`);
   if (!Object.keys(artifacts).length) throw new Error(`build.json lists no root images; nothing to release`);
   const release: Release = {
     version, artifacts,
