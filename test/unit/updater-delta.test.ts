@@ -9,6 +9,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { DELTA_FILE } from '../../init/update/updater.ts';
+import { releaseCli } from '../../builder/release.ts';
 import { world, type World } from './updater-harness.ts';
 
 let w: World;
@@ -159,6 +160,26 @@ test('file:// channels take the same delta path', async () => {
   const d = deltaRecord(w);
   assert.is(d.last.mode, 'delta');
   assert.ok(d.last.fetched < 0.25 * V2.length, `${d.last.fetched} bytes read from the tree`);
+});
+
+test('kiln release plan runs the node\'s planning: its last line is the bytes the node then fetches', async () => {
+  w = await world('uefi', V1);
+  await w.publish('2.0.0', { root: V2 });
+  const seed = join(w.dir, 'seed.root.squashfs');
+  writeFileSync(seed, V1);
+  const out: string[] = [];
+  const log = console.log;
+  console.log = (...a: unknown[]) => { out.push(a.join(' ')); };
+  let code: number;
+  try { code = await releaseCli('release', ['plan'], { seed, site: w.pub, channel: 'stable' }); } finally { console.log = log; }
+  assert.is(code, 0, out.join('\n'));
+  const m = /^would download (\d+) of (\d+) bytes \((\d+\.\d)%\)$/.exec(out.at(-1)!);
+  assert.ok(m, out.join('\n'));
+  assert.is(Number(m![2]), V2.length);
+  const r = await w.updater().apply();
+  assert.ok(r.ok, JSON.stringify(r));
+  assert.is(Number(m![1]), rootBytes(w, '2.0.0'), 'the node fetched exactly what the plan said');
+  assert.is(m![3], (100 * Number(m![1]) / V2.length).toFixed(1));
 });
 
 test('delta: false always downloads the whole image', async () => {
