@@ -50,7 +50,7 @@ export function followUserData(url: string, pollMinutes: number, sshPub?: string
  * CIDATA volume that makes the node follow that channel (polling rarely, so only `kiln
  * upgrade` moves it), and a scratch copy of v1's disk. `boot()` starts a VM on that disk.
  */
-export async function x86UpdateSetup(name: string, serve: { bytesPerSecond?: number } = {}) {
+export async function x86UpdateSetup(name: string, serve: { bytesPerSecond?: number; ranges?: boolean } = {}) {
   const work = mkdtempSync(join(tmpdir(), `kiln-${name}-`));
   const channels = join(work, 'channels');
   const v1 = await updateImage('1.0.0');
@@ -65,5 +65,5 @@ export async function x86UpdateSetup(name: string, serve: { bytesPerSecond?: num
     const vm = await Vm.start({ arch: 'x86_64', disk, memMiB: 384, hostfwd: [[port, 22]], extraDrives: [`file=${cidata},format=raw,if=virtio,readonly=on`] });
     return { vm, port };
   };
-  return { work, channels, http, me, disk, boot };
+  return { work, channels, http, me, disk, cidata, boot };
 }
