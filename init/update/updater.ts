@@ -32,7 +32,7 @@ import { DEFAULT_TRIES, fsyncDir } from './entries.ts';
 import { slotLoaderAt, type BootKind, type SlotLoader } from './loaders.ts';
 import { channelFetch } from './fetch.ts';
 import { MAX_INDEX_BYTES, parseIndex, localMap, planDelta, type Chunk, type ChunkIndex } from '../../channels/chunks.ts';
-import { scanFile, scanHandle, scanLimit } from './delta.ts';
+import { imageLength, scanHandle, scanLimit } from './delta.ts';
 import { inWindow, nextWindowStart, parseWindows, type MaintenanceWindow } from './window.ts';
 
 export const PENDING_FILE = 'pending.json';
@@ -579,12 +579,15 @@ export class Updater {
 
     // What this node already has: the running root, and whatever the target slot holds (an
     // older release, or part of this one from an interrupted attempt).
+    // Each slot is read as far as the squashfs (and verity tree) it holds reaches, the target at
+    // least as far as the new image (its chunks in place); anything else up to scanLimit.
     const booted = this.o.devices.slotDevice(this.o.bootedSlot);
     const limit = scanLimit(want.size);
-    let here: Awaited<ReturnType<typeof scanHandle>>, there: Awaited<ReturnType<typeof scanFile>>;
+    let here: Awaited<ReturnType<typeof scanHandle>>, there: Awaited<ReturnType<typeof scanHandle>>;
     try {
-      here = await scanHandle(fh, limit, index, index);
-      there = await scanFile(booted, limit, index);
+      here = await scanHandle(fh, Math.min(limit, Math.max(want.size, (await imageLength(fh)) ?? 0)), index, index);
+      const src = await open(booted, 'r');
+      try { there = await scanHandle(src, Math.min(limit, (await imageLength(src)) ?? limit), index); } finally { await src.close(); }
     } catch (e) { throw new FallbackError('local', `cannot read the slots: ${errText(e)}`); }
     const needed = new Set(index.chunks.filter((_, i) => !here.inPlace![i]).map((ch) => ch.sha256));
     const fromBooted = localMap([{ source: 'booted', chunks: there.chunks }]);

@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { DELTA_FILE } from '../../init/update/updater.ts';
 import { releaseCli } from '../../builder/release.ts';
+import { imageLength } from '../../init/update/delta.ts';
+import { open } from 'node:fs/promises';
 import { world, type World } from './updater-harness.ts';
 
 let w: World;
@@ -180,6 +182,20 @@ test('kiln release plan runs the node\'s planning: its last line is the bytes th
   assert.ok(r.ok, JSON.stringify(r));
   assert.is(Number(m![1]), rootBytes(w, '2.0.0'), 'the node fetched exactly what the plan said');
   assert.is(m![3], (100 * Number(m![1]) / V2.length).toFixed(1));
+});
+
+test('a slot is read as far as its squashfs and verity tree reach, not the whole partition', async () => {
+  w = await world('uefi', V1);
+  const f = join(w.dir, 'slot');
+  const sb = Buffer.alloc(8 << 20);
+  sb.write('hsqs', 0, 'latin1');
+  sb.writeBigUInt64LE(1_000_000n, 40);
+  writeFileSync(f, sb);
+  const fh = await open(f, 'r');
+  try { assert.is(await imageLength(fh), 1_003_520 + 15_625 + (1 << 20)); } finally { await fh.close(); }
+  writeFileSync(f, V1);
+  const fh2 = await open(f, 'r');
+  try { assert.is(await imageLength(fh2), undefined); } finally { await fh2.close(); }
 });
 
 test('delta: false always downloads the whole image', async () => {
