@@ -184,6 +184,32 @@ test('kiln release plan runs the node\'s planning: its last line is the bytes th
   assert.is(m![3], (100 * Number(m![1]) / V2.length).toFixed(1));
 });
 
+test('a dripping server: the download deadline ends the delta without a fallback; the next poll resumes it', async () => {
+  w = await world('uefi', stream(3 << 20, 'other'));
+  await w.publish('2.0.0', { root: V2 });
+  const file = join(w.pub, ROOT('2.0.0'));
+  w.server.route(ROOT('2.0.0'), (req, res) => {
+    const data = readFileSync(file);
+    const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '')!;
+    const body = data.subarray(Number(m[1]), Number(m[2]) + 1);
+    res.writeHead(206, { 'content-length': body.length, 'content-range': `bytes ${m[1]}-${m[2]}/${data.length}` });
+    let at = 0;
+    const timer = setInterval(() => { if (res.destroyed || at >= body.length) { clearInterval(timer); res.end(); return; } res.write(body.subarray(at, at += 20_000)); }, 50);
+    res.on('close', () => clearInterval(timer));
+  });
+  const r = await w.updater({ downloadDeadlineMs: 4000, downloadAttempts: 5 }).apply();
+  assert.is(!r.ok && r.stage, 'download', JSON.stringify(r));
+  assert.match(!r.ok ? r.message : '', /download deadline of 4 s passed \(delta: \d+ bytes of this range still missing; the chunks written are kept/);
+  assert.not.ok(w.logs.some((l) => /falls back/.test(l)), 'a slow network is no reason for the full download');
+  w.server.route(ROOT('2.0.0'), null);
+  const before = w.server.requests.length;
+  const ok = await w.updater().apply();
+  assert.ok(ok.ok, JSON.stringify(ok));
+  assert.ok(slotB(w, V2.length).equals(V2));
+  const after = w.server.requests.slice(before).filter((q) => q.url === ROOT('2.0.0')).reduce((s, q) => s + q.sent, 0);
+  assert.ok(after < V2.length, `${after} bytes fetched after the deadline: what arrived before it was kept`);
+});
+
 test('a slot is read as far as its squashfs and verity tree reach, not the whole partition', async () => {
   w = await world('uefi', V1);
   const f = join(w.dir, 'slot');
