@@ -18,7 +18,8 @@ const ROOT = 'kiln-1.1.0-x86_64.root.squashfs';
 test('a server refusing Range falls back to the full download; a delta survives a power cut and fetches under 3%', async () => {
   // Mutable: the server reads these per request.
   const serve: { bytesPerSecond?: number; ranges?: boolean } = { ranges: false };
-  const { http, me, boot, cidata } = await x86UpdateSetup('delta', serve);
+  // No reboot lock: this test is about the download (the k3s stand-in has no Lease API).
+  const { http, me, boot, cidata } = await x86UpdateSetup('delta', serve, 'reboot_lock: none');
   const rootSize = statSync(join(updateOut('1.1.0'), ROOT)).size;
   try {
     // 1. No Range for chunks: counted fallback, full download, v2 blessed.
