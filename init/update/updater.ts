@@ -640,6 +640,8 @@ export class Updater {
           this.log(`update: delta range interrupted (${errText(e)}); resuming`);
         }
       }
+      // A delta is a few requests: make each one's chunks durable, so a power cut loses little.
+      await fh.sync();
     }
     await fh.sync();
     const h = createHash('sha256');
