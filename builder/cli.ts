@@ -77,7 +77,8 @@ const commands = (formatsByArch = '', CONFIG_USAGE = ''): Commands => ({
     summary: 'publish, promote or verify signed channel manifests',
     usage: 'kiln release --channel C [--from out/] --to DIR --key FILE [--serial N] [--expires-days D] [--rollout-hours H]\n' +
       '       kiln release promote --from beta --to rc --to-dir DIR --key FILE [--version V]\n' +
-      '       kiln release verify DIR --channel C --trust trust.json',
+      '       kiln release verify DIR --channel C --trust trust.json\n' +
+      '       kiln release plan --seed OLD.root.squashfs --site DIR --channel C [--target T] [--version V]',
     options: {
       channel: { type: 'string', help: 'beta, rc or stable' },
       from: { type: 'string', help: 'build output folder (default out/); with promote, the source channel' },
@@ -90,7 +91,10 @@ const commands = (formatsByArch = '', CONFIG_USAGE = ''): Commands => ({
       'rollout-hours': { type: 'string', help: 'roll out gradually over this many hours' },
       'min-from': { type: 'string', help: 'nodes older than this version need an intermediate release' },
       downgrade: { type: 'boolean', help: 'publish a rollback to an older version' },
-      version: { type: 'string', help: 'promote: which release (default the newest)' },
+      version: { type: 'string', help: 'promote, plan: which release (default the newest)' },
+      seed: { type: 'string', help: 'plan: the root image a node runs now (what it already has)' },
+      site: { type: 'string', help: 'plan: the channel tree folder' },
+      target: { type: 'string', help: 'plan: update target (default: the release\'s only one)' },
       help: COMMON.help!,
     },
   },

@@ -10,8 +10,11 @@ import {
   CHANNELS, MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, MAX_SIG_BYTES, canonicalize, keyIdOf, makeTrustRoot, parseTrustRoot, privateKeyFrom,
   serializeManifest, sha256Hex, signBytes, validateManifest, verifyChannel, verifyRootRotation,
   type ArchArtifacts, type Artifact, type Channel, type Manifest, type Release, type TrustRoot,
+  chunkIndexKey, chunkIndexOf, isChunkIndexKey,
 } from '../channels/manifest.ts';
 import { checkNoSecureBootKeys, generateSecureBootKeys, secureBootKeysSummary } from './secureboot.ts';
+import { DEFAULT_PARAMS, GEAR_ID, INDEX_SCHEMA, MAX_INDEX_BYTES, makeIndex, parseIndex, planDelta, planSummary, serializeIndex, type DeltaPlan } from '../channels/chunks.ts';
+import { planFromSeed, scanFile } from '../init/update/delta.ts';
 
 export const KEY_FILE = 'kiln-release.key';
 export const TRUST_FILE = 'trust.json';
@@ -243,6 +246,20 @@ async function placeArtifact(src: string, dst: string, want: { size: number; sha
   renameSync(tmp, dst);
 }
 
+/**
+ * Writes `<root>.chunks`, the chunk index of a published root image (channels/chunks.ts), and
+ * returns its bytes. Always cut afresh from the published image (deterministic, so a re-sign
+ * lists the same bytes): an index already in the tree is not trusted, like the rest of it.
+ */
+async function placeChunkIndex(root: string, want: { size: number; sha256: string }): Promise<Buffer> {
+  const file = `${root}.chunks`;
+  const scan = await scanFile(root, want.size, {});
+  const bytes = serializeIndex(makeIndex(scan.chunks, want));
+  parseIndex(bytes, want); // what every node will check
+  if (!existsSync(file) || !readFileSync(file).equals(bytes)) writeAtomic(file, bytes);
+  return bytes;
+}
+
 // ---------------------------------------------------------------------------------------------
 // writing a channel
 
@@ -357,15 +374,19 @@ export async function publishRelease(opts: ReleaseOptions): Promise<{ manifest: 
   for (const o of build.outputs) {
     if (!(PUBLISHED_KINDS as readonly string[]).includes(o.kind)) continue; // raw/qcow2 are install media, not updates
     const target = o.target ?? o.arch;
-    if (!/^[a-z0-9_]{1,32}$/.test(target)) throw new Error(`build.json: target '${target}' is not a valid name`);
+    if (!/^[a-z0-9_]{1,25}$/.test(target) || isChunkIndexKey(target)) throw new Error(`build.json: target '${target}' is not a valid name (a-z, 0-9, _; at most 25 characters; not ending in _chunks, which names chunk indexes)`);
     const name = basename(o.file);
     const rel = `${version}/${target}/${name}`;
     await placeArtifact(resolve(opts.from, o.file), join(chDir, rel), o);
     const a = (artifacts[target] ??= {} as ArchArtifacts);
     if (a[o.kind as PublishedKind]) throw new Error(`build.json lists two ${o.kind} outputs for ${target}`);
     a[o.kind as PublishedKind] = { url: rel.split('/').map(encodeURIComponent).join('/'), size: o.size, sha256: o.sha256 };
+    if (o.kind === 'root') {
+      const ix = await placeChunkIndex(join(chDir, rel), o);
+      artifacts[chunkIndexKey(target)] = { root: { url: `${rel}.chunks`.split('/').map(encodeURIComponent).join('/'), size: ix.length, sha256: sha256Hex(ix) } };
+    }
   }
-  for (const [arch, a] of Object.entries(artifacts)) if (!a.root) throw new Error(`build.json has no root image for ${arch}; nothing a node could install`);
+  for (const [arch, a] of Object.entries(artifacts)) if (!isChunkIndexKey(arch) && !a.root) throw new Error(`build.json has no root image for ${arch}; nothing a node could install`);
   if (!Object.keys(artifacts).length) throw new Error(`build.json lists no root images; nothing to release`);
   const release: Release = {
     version, artifacts,
@@ -487,6 +508,55 @@ export async function verifyPublished(opts: VerifyOptions): Promise<VerifyReport
 }
 
 // ---------------------------------------------------------------------------------------------
+// plan
+
+export interface PlanOptions { seed: string; site: string; channel: Channel; target?: string; version?: string }
+
+/**
+ * What a node running `seed` would fetch to install the channel's release: the node's own
+ * scan and plan (init/update/delta.ts, channels/chunks.ts) against the published index. The
+ * manifest is read from the local tree without its signature (a preview, not an install).
+ */
+export async function planRelease(opts: PlanOptions): Promise<{ lines: string[]; plan: DeltaPlan }> {
+  const chDir = resolve(channelDir(opts.site, opts.channel));
+  const mf = join(chDir, 'manifest.json');
+  if (!existsSync(mf)) throw new Error(`${mf} does not exist; publish with kiln release first`);
+  if (!existsSync(opts.seed)) throw new Error(`--seed ${opts.seed} does not exist`);
+  let obj: unknown;
+  try { obj = JSON.parse(readFileSync(mf, 'utf8')); } catch (e) { throw new Error(`${mf}: not JSON: ${(e as Error).message}`); }
+  const check = validateManifest(obj);
+  if (!check.ok) throw new Error(`${mf} does not match the schema: ${check.errors.join('; ')}`);
+  const sorted = [...check.manifest.releases].sort((a, b) => semver.rcompare(a.version, b.version));
+  const rel = opts.version ? sorted.find((r) => semver.eq(r.version, opts.version!)) : sorted[0];
+  if (!rel) throw new Error(`${opts.version ?? 'a release'} is not on ${opts.channel} (offered: ${sorted.map((r) => r.version).join(', ') || 'none'})`);
+  const targets = Object.keys(rel.artifacts).filter((k) => !isChunkIndexKey(k));
+  const target = opts.target ?? (targets.length === 1 ? targets[0]! : undefined);
+  if (!target) throw new Error(`${rel.version} has several targets (${targets.join(', ')}); pick one with --target`);
+  const root = rel.artifacts[target]?.root;
+  if (!root) throw new Error(`${rel.version} has no target ${target} (has ${targets.join(', ')})`);
+  const lines = [`${opts.channel} ${rel.version} ${target}: root ${root.size} bytes`];
+  const ixArt = chunkIndexOf(rel, target);
+  if (!ixArt) {
+    lines.push(`no chunk index listed for ${target}: nodes download the whole image`);
+    const plan = planDelta({ schema: INDEX_SCHEMA, size: root.size, sha256: root.sha256, params: DEFAULT_PARAMS, gear: GEAR_ID, chunks: [{ offset: 0, length: root.size, sha256: root.sha256 }] }, new Map());
+    lines.push(planSummary(plan));
+    return { lines, plan };
+  }
+  const ixPath = localPath(chDir, ixArt.url);
+  if (!ixPath || !existsSync(ixPath)) throw new Error(`chunk index ${ixArt.url} is not in ${chDir}`);
+  if (statSync(ixPath).size > MAX_INDEX_BYTES) throw new Error(`${ixPath} is larger than the ${MAX_INDEX_BYTES} bytes a node reads`);
+  const bytes = readFileSync(ixPath);
+  if (bytes.length !== ixArt.size || sha256Hex(bytes) !== ixArt.sha256) throw new Error(`${ixPath} is not the index the manifest lists (${ixArt.size} bytes, sha256 ${ixArt.sha256}); a node would fall back to the full download`);
+  const index = parseIndex(bytes, root);
+  const plan = await planFromSeed(opts.seed, index);
+  lines.push(`index: ${index.chunks.length} chunks (${index.params.min}/${index.params.avg}/${index.params.max} bytes min/avg/max)`);
+  lines.push(`seed ${opts.seed}: ${plan.localBytes} bytes found locally (${plan.copies.length} chunks)`);
+  lines.push(`fetch: ${plan.ranges.length} range request(s) for ${plan.ranges.reduce((s, r) => s + r.chunks.length, 0)} chunks`);
+  lines.push(planSummary(plan));
+  return { lines, plan };
+}
+
+// ---------------------------------------------------------------------------------------------
 // CLI (called from builder/cli.ts)
 
 function num(v: unknown, flag: string): number | undefined {
@@ -529,6 +599,11 @@ export async function releaseCli(cmd: 'keys' | 'release', positionals: string[],
       if (r.ok) console.log(`ok: ${r.manifest!.channel} serial ${r.manifest!.serial}, ${r.manifest!.releases.map((x) => x.version).join(', ') || 'no releases'}, ${r.checked} artifact(s) checked, expires ${r.manifest!.expires}`);
       return r.ok ? 0 : 1;
     }
+    if (sub === 'plan') {
+      const r = await planRelease({ seed: need(v, 'seed', 'kiln release plan'), site: need(v, 'site', 'kiln release plan'), channel: parseChannel(v.channel), target: v.target as string | undefined, version: v.version as string | undefined });
+      for (const l of r.lines) console.log(l);
+      return 0;
+    }
     if (sub === 'promote') {
       const r = await promoteRelease({
         from: parseChannel(v.from, '--from'), to: parseChannel(v.to, '--to'), dir: need(v, 'to-dir', 'kiln release promote'), key: need(v, 'key', 'kiln release promote'),
@@ -538,7 +613,7 @@ export async function releaseCli(cmd: 'keys' | 'release', positionals: string[],
       console.log(`promoted ${r.version} to ${r.manifest.channel}: ${r.file} serial ${r.manifest.serial}, expires ${r.manifest.expires}${r.dropped.length ? `; dropped newer ${r.dropped.join(', ')}` : ''}`);
       return 0;
     }
-    if (sub !== undefined) { console.error(`kiln release: unknown subcommand '${sub}' (valid: promote, verify, or none to publish)`); return 2; }
+    if (sub !== undefined) { console.error(`kiln release: unknown subcommand '${sub}' (valid: promote, verify, plan, or none to publish)`); return 2; }
     const r = await publishRelease({
       channel: parseChannel(v.channel), from: (v.from as string | undefined) ?? 'out', to: need(v, 'to', 'kiln release'), key: need(v, 'key', 'kiln release'),
       serial: num(v.serial, '--serial'), expiresDays: num(v['expires-days'], '--expires-days'), rolloutHours: num(v['rollout-hours'], '--rollout-hours'),

@@ -15,6 +15,19 @@ export const ROOT_SCHEMA = 'kiln-root/1';
 
 export interface Artifact { url: string; size: number; sha256: string }
 export interface ArchArtifacts { root: Artifact; uki?: Artifact; kernel?: Artifact; initrd?: Artifact }
+/**
+ * The key under which a release lists the chunk index of `target`'s root. A target of its own
+ * (holding only `root`), because every manifest object refuses unknown properties: a new field
+ * would make nodes that predate delta updates refuse the whole manifest, while a target they do
+ * not run is one they never look at.
+ */
+export const chunkIndexKey = (target: string) => `${target}_chunks`;
+export const isChunkIndexKey = (key: string) => key.endsWith('_chunks');
+/** The chunk index artifact of `target` in `release`, if it lists one. */
+export function chunkIndexOf(release: Release, target: string): Artifact | undefined {
+  return release.artifacts[chunkIndexKey(target)]?.root;
+}
+
 export interface Rollout { start_value: number; start_epoch: number; duration_s: number }
 export interface Release {
   version: string;
@@ -297,6 +310,9 @@ export function validateManifest(obj: unknown): ManifestCheck {
   m.releases.forEach((r, i) => {
     if (!semver.valid(r.version)) errors.push(`/releases/${i}/version ${r.version} is not semver`);
     if (r.min_from && !semver.valid(r.min_from)) errors.push(`/releases/${i}/min_from ${r.min_from} is not semver`);
+    for (const key of Object.keys(r.artifacts)) {
+      if (isChunkIndexKey(key) && !r.artifacts[key.slice(0, -'_chunks'.length)]) errors.push(`/releases/${i}/artifacts/${key} is a chunk index for target ${key.slice(0, -'_chunks'.length)}, which this release does not list`);
+    }
     const clean = semver.valid(r.version) ?? r.version;
     if (versions.has(clean)) errors.push(`/releases/${i}/version ${r.version} is listed twice`);
     versions.add(clean);
@@ -458,7 +474,7 @@ export function pickRelease(manifest: Manifest, opts: PickOptions): PickResult {
   if (!current) return { ok: false, reason: 'bad-current', message: `current version '${opts.current}' is not semver`, skipped };
   const bad = new Set([...(opts.badVersions ?? [])].map((v) => semver.valid(v) ?? v));
   const offered = manifest.releases
-    .filter((r) => r.artifacts[opts.arch] && semver.valid(r.version))
+    .filter((r) => !isChunkIndexKey(opts.arch) && r.artifacts[opts.arch] && semver.valid(r.version))
     .sort((a, b) => semver.rcompare(a.version, b.version));
   if (!offered.length) return { ok: false, reason: 'no-release-for-arch', message: `no release for ${opts.arch} on ${manifest.channel}`, skipped };
   const anyAtOrAbove = offered.some((r) => semver.gte(r.version, current));

@@ -17,19 +17,23 @@ export async function channelFetch(input: string | URL | Request, init?: Request
   } catch {
     return new Response(`${url.href}: no such file`, { status: 404 });
   }
-  const range = /^bytes=(\d+)-$/.exec(new Headers(init?.headers).get('range') ?? '');
+  // bytes=N- (resume) and bytes=N-M (a delta's missing chunks); anything else is ignored, as a
+  // server without Range support would (200, the whole file).
+  const range = /^bytes=(\d+)-(\d*)$/.exec(new Headers(init?.headers).get('range') ?? '');
   const start = range ? Number(range[1]) : 0;
-  if (start > size || (range && start === size && size > 0)) return new Response(null, { status: 416, headers: { 'content-range': `bytes */${size}` } });
+  if (start > size || (range && start >= size && size > 0)) return new Response(null, { status: 416, headers: { 'content-range': `bytes */${size}` } });
+  const end = range && range[2] ? Math.min(Number(range[2]), size - 1) : size - 1; // inclusive
+  if (range && range[2] && end < start) return new Response(null, { status: 416, headers: { 'content-range': `bytes */${size}` } });
   let body: ReadableStream<Uint8Array> | null = null;
-  if (size - start > 0) {
-    const stream = createReadStream(path, { start });
+  if (end - start + 1 > 0) {
+    const stream = createReadStream(path, { start, end });
     // Like fetch: an abort (a deadline, a size limit) ends the body with the abort's reason.
     const signal = init?.signal;
     if (signal?.aborted) stream.destroy(signal.reason);
     else signal?.addEventListener('abort', () => stream.destroy(signal.reason), { once: true });
     body = Readable.toWeb(stream) as ReadableStream<Uint8Array>;
   }
-  const headers: Record<string, string> = { 'content-length': String(size - start) };
-  if (range) headers['content-range'] = `bytes ${start}-${size - 1}/${size}`;
+  const headers: Record<string, string> = { 'content-length': String(Math.max(0, end - start + 1)) };
+  if (range) headers['content-range'] = `bytes ${start}-${end}/${size}`;
   return new Response(body, { status: range ? 206 : 200, headers });
 }

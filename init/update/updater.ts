@@ -10,6 +10,7 @@
 //   channel-state.json  serial/issued/digest + bad versions (state.ts)
 //   pending.json        {version, slot, from, fromSlot, bootId}: an update staged, not yet judged
 //   download.json       progress of an interrupted root download (resume with HTTP Range)
+//   delta.json          how the last root arrived (delta or full) and the delta fallbacks counted
 //   last-check.json     result of the last check, for `kiln upgrade --check`/status
 //   last-boot.json      what afterBoot/rollback decided, for status
 // and shared by all channels: /var/lib/kiln/trust.json (+ .sig), a rotated trust root (state.ts).
@@ -22,7 +23,7 @@ import semver from 'semver';
 import { run } from '../exec.ts';
 import { otherSlot, type Slot } from '../slot.ts';
 import {
-  clockTrusted, pickRelease, verifyChannel, verifyRootRotation, wariness as warinessOf, parseTrustRoot, clip, MAX_MANIFEST_BYTES, MAX_ROOT_BYTES, MAX_SIG_BYTES,
+  chunkIndexOf, clockTrusted, pickRelease, verifyChannel, verifyRootRotation, wariness as warinessOf, parseTrustRoot, clip, MAX_MANIFEST_BYTES, MAX_ROOT_BYTES, MAX_SIG_BYTES,
   type Artifact, type Channel, type RefuseReason, type Time, type TrustRoot,
 } from '../../channels/manifest.ts';
 import { acceptManifest, loadState, loadTrustRoot, recordBadVersion, rootFile, saveState, saveTrustRoot, spaceDir, type ChannelState } from './state.ts';
@@ -30,12 +31,25 @@ import { FleetLockLock, type RebootLock } from './rebootlock.ts';
 import { DEFAULT_TRIES, fsyncDir } from './entries.ts';
 import { slotLoaderAt, type BootKind, type SlotLoader } from './loaders.ts';
 import { channelFetch } from './fetch.ts';
+import { MAX_INDEX_BYTES, parseIndex, localMap, planDelta, type Chunk, type ChunkIndex } from '../../channels/chunks.ts';
+import { imageLength, scanHandle, scanLimit } from './delta.ts';
 import { inWindow, nextWindowStart, parseWindows, type MaintenanceWindow } from './window.ts';
 
 export const PENDING_FILE = 'pending.json';
 export const PROGRESS_FILE = 'download.json';
 export const LAST_CHECK_FILE = 'last-check.json';
 export const LAST_BOOT_FILE = 'last-boot.json';
+export const DELTA_FILE = 'delta.json';
+
+/** Why a delta update gave way to the full download; each is counted in delta.json and shown by status(). */
+export const DELTA_FALLBACKS = ['no-index', 'no-range', 'bad-chunk', 'bad-image', 'local'] as const;
+export type DeltaFallback = typeof DELTA_FALLBACKS[number];
+export interface DeltaRecord {
+  fallbacks: Record<DeltaFallback, number>;
+  last?: { at: string; version: string; mode: 'delta' | 'full'; fetched: number; local: number; total: number; fallback?: DeltaFallback; message?: string };
+}
+/** Chunks of the slot being overwritten that live elsewhere in it are held in memory up to this before the first write. */
+export const DEFAULT_DELTA_SEED_BUFFER_BYTES = 32 << 20;
 
 // Artifact downloads must end: a server that drips a byte a minute never trips the stall
 // timeout and would hold the updater (and the reboot it gates) forever.
@@ -106,6 +120,10 @@ export interface UpdaterOptions {
   /** Minimum transfer rate, measured over each rateWindowMs (defaults above); 0 turns the check off. */
   minRateBytesPerSec?: number;
   rateWindowMs?: number;
+  /** false: always download the whole root image (no delta from the chunk index). */
+  delta?: boolean;
+  /** Memory for chunks moved within the target slot (default DEFAULT_DELTA_SEED_BUFFER_BYTES); 0 fetches them instead. */
+  deltaSeedBufferBytes?: number;
   /** Pause between health probes in afterBoot (default 5 s). */
   healthIntervalMs?: number;
 }
@@ -123,7 +141,7 @@ export interface PendingMarker {
 interface Progress { version: string; slot: Slot; device: string; url: string; size: number; sha256: string; written: number }
 
 export type CheckResult =
-  | { action: 'install'; version: string; from: string; slot: Slot; serial: number; throttle: number; root: Artifact; rootUrl: string; boot: BootFile[]; message: string; skipped: { version: string; why: string }[] }
+  | { action: 'install'; version: string; from: string; slot: Slot; serial: number; throttle: number; root: Artifact; rootUrl: string; chunks?: Artifact; chunksUrl?: string; boot: BootFile[]; message: string; skipped: { version: string; why: string }[] }
   | { action: 'none'; reason: 'up-to-date' | 'throttled' | 'clock-not-synced' | 'none-eligible' | 'no-release-for-arch' | 'bad-current' | 'no-boot-files'; serial: number; message: string; skipped: { version: string; why: string }[] }
   | { action: 'refused'; reason: RefuseReason | 'fetch' | 'state'; message: string }
   | { action: 'disabled'; message: string };
@@ -151,6 +169,13 @@ export type RollbackResult =
 class IntegrityError extends Error { override name = 'IntegrityError'; }
 /** The download deadline passed: keep what arrived, stop trying until the next poll. */
 class DeadlineError extends Error { override name = 'DeadlineError'; }
+/** The server answered, but not with the file (a status other than 200, or too large). */
+class HttpError extends Error { override name = 'HttpError'; }
+/** The delta path cannot finish: the full download takes over (counted by reason). */
+class FallbackError extends Error {
+  override name = 'FallbackError';
+  constructor(readonly reason: DeltaFallback, message: string) { super(message); }
+}
 
 const errText = (e: unknown) => (e as Error)?.message ?? String(e);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -230,8 +255,8 @@ export class Updater {
     const res = await this.fetchFn(url, { signal: AbortSignal.timeout(this.o.fetchTimeoutMs ?? 30_000), redirect: 'follow' });
     const drop = () => { res.body?.cancel().catch(() => undefined); };
     if (opts.optional && res.status === 404) { drop(); return undefined; }
-    if (res.status !== 200) { drop(); throw new Error(`GET ${url}: HTTP ${res.status}`); }
-    const tooBig = (n: number | string) => new Error(`GET ${url}: ${n} bytes, more than the ${max} allowed`);
+    if (res.status !== 200) { drop(); throw new HttpError(`GET ${url}: HTTP ${res.status}`); }
+    const tooBig = (n: number | string) => new HttpError(`GET ${url}: ${n} bytes, more than the ${max} allowed`);
     const declared = Number(res.headers.get('content-length') ?? NaN);
     if (declared > max) { drop(); throw tooBig(declared); }
     if (!res.body) return Buffer.alloc(0);
@@ -316,9 +341,10 @@ export class Updater {
     const version = semver.valid(pick.release.version)!;
     const slot = otherSlot(o.bootedSlot);
     const boot = this.loader.kinds.map((kind) => ({ kind, artifact: pick.artifacts[kind]!, url: new URL(pick.artifacts[kind]!.url, url).href }));
+    const chunks = chunkIndexOf(pick.release, o.arch);
     return {
       action: 'install', version, from: o.currentVersion, slot, serial, throttle: pick.throttle, root, boot,
-      rootUrl: new URL(root.url, url).href, skipped: [],
+      rootUrl: new URL(root.url, url).href, chunks, chunksUrl: chunks ? new URL(chunks.url, url).href : undefined, skipped: [],
       message: `${o.currentVersion} -> ${version} into slot ${slot} (${o.channel} serial ${serial}, rollout ${(pick.throttle * 100).toFixed(0)}%)`,
     };
   }
@@ -477,8 +503,21 @@ export class Updater {
     try {
       const st = { offset: 0, hash: createHash('sha256') };
       const prev = readJson<Progress>(this.file(PROGRESS_FILE));
-      if (prev && prev.version === c.version && prev.slot === target && prev.device === device && prev.sha256 === want.sha256
-        && prev.size === want.size && Number.isSafeInteger(prev.written) && prev.written > 0 && prev.written <= want.size) {
+      const resumable = prev && prev.version === c.version && prev.slot === target && prev.device === device && prev.sha256 === want.sha256
+        && prev.size === want.size && Number.isSafeInteger(prev.written) && prev.written > 0 && prev.written <= want.size;
+      // A full download already under way (a delta fell back earlier) goes on as one.
+      if (!resumable && this.o.delta !== false) {
+        try {
+          const r = await this.writeRootDelta(c, target, fh);
+          this.recordDelta({ version: c.version, mode: 'delta', ...r });
+          return;
+        } catch (e) {
+          if (!(e instanceof FallbackError)) throw e;
+          this.recordDelta({ version: c.version, mode: 'full', fetched: 0, local: 0, total: want.size, fallback: e.reason, message: clip(e.message, 300) });
+          this.log(`update: delta of ${c.version} falls back to the full download (${e.reason}): ${clip(e.message, 500)}`);
+        }
+      }
+      if (resumable) {
         // The hash state is not persisted: re-read what is already on the device. Anything wrong
         // in that prefix shows up as a sha256 mismatch at the end, never as a bad slot.
         await hashPrefix(fh, prev.written, st.hash);
@@ -505,9 +544,200 @@ export class Updater {
         rmSync(this.file(PROGRESS_FILE), { force: true });
         throw new IntegrityError(`root image for ${c.version}: ${st.offset} bytes with sha256 ${got}, but the signed manifest says ${want.size} bytes with sha256 ${want.sha256}`);
       }
+      this.recordDelta({ version: c.version, mode: 'full', fetched: want.size, local: 0, total: want.size });
     } finally {
       await fh.close();
     }
+  }
+
+  private readDelta(): DeltaRecord {
+    const r = readJson<DeltaRecord>(this.file(DELTA_FILE));
+    const fallbacks = Object.fromEntries(DELTA_FALLBACKS.map((k) => [k, Number.isSafeInteger(r?.fallbacks?.[k]) ? r!.fallbacks[k] : 0])) as Record<DeltaFallback, number>;
+    return { fallbacks, last: r?.last };
+  }
+
+  /** Records how a root arrived; a fallback adds one to its counter (the full download that follows keeps it). */
+  private recordDelta(last: Omit<NonNullable<DeltaRecord['last']>, 'at'>) {
+    try {
+      const d = this.readDelta();
+      if (last.fallback) d.fallbacks[last.fallback]++;
+      else if (d.last?.version === last.version && d.last.fallback && last.mode === 'full') { last = { ...last, fallback: d.last.fallback, message: d.last.message }; }
+      d.last = { at: this.now().toISOString(), ...last };
+      writeJsonAtomic(this.file(DELTA_FILE), d);
+    } catch { /* status only */ }
+  }
+
+  /**
+   * The delta path (channels/README.md, "Delta updates"): fetch and check the chunk index the
+   * signed manifest lists, cut the booted slot and the target slot with its parameters, keep the
+   * chunks already in place in the target, copy the ones found locally, and fetch the rest by
+   * Range requests against the full image, each range verified chunk by chunk before it is
+   * written. Then the whole image must hash as the manifest says. A FallbackError hands over to
+   * the full download; any other error (network, deadline) keeps what was written, and the next
+   * attempt finds those chunks in place.
+   */
+  private async writeRootDelta(c: Extract<CheckResult, { action: 'install' }>, target: Slot, fh: FileHandle): Promise<{ fetched: number; local: number; total: number }> {
+    const want = c.root;
+    if (!c.chunks || !c.chunksUrl) throw new FallbackError('no-index', `${c.version} lists no chunk index for ${this.o.arch}`);
+    let bytes: Buffer;
+    try { bytes = await this.fetchBytes(c.chunksUrl, Math.min(c.chunks.size, MAX_INDEX_BYTES)); } catch (e) {
+      if (e instanceof HttpError) throw new FallbackError('no-index', clip(errText(e)));
+      throw e;
+    }
+    const got = createHash('sha256').update(bytes).digest('hex');
+    if (bytes.length !== c.chunks.size || got !== c.chunks.sha256) throw new FallbackError('no-index', `${c.chunksUrl}: ${bytes.length} bytes with sha256 ${got}, but the signed manifest says ${c.chunks.size} bytes with sha256 ${c.chunks.sha256}`);
+    let index: ChunkIndex;
+    try { index = parseIndex(bytes, want); } catch (e) { throw new FallbackError('no-index', `${c.chunksUrl}: ${errText(e)}`); }
+
+    // What this node already has: the running root, and whatever the target slot holds (an
+    // older release, or part of this one from an interrupted attempt).
+    // Each slot is read as far as the squashfs (and verity tree) it holds reaches, the target at
+    // least as far as the new image (its chunks in place); anything else up to scanLimit.
+    const booted = this.o.devices.slotDevice(this.o.bootedSlot);
+    const limit = scanLimit(want.size);
+    let here: Awaited<ReturnType<typeof scanHandle>>, there: Awaited<ReturnType<typeof scanHandle>>;
+    try {
+      here = await scanHandle(fh, Math.min(limit, Math.max(want.size, (await imageLength(fh)) ?? 0)), index, index);
+      const src = await open(booted, 'r');
+      try { there = await scanHandle(src, Math.min(limit, (await imageLength(src)) ?? limit), index); } finally { await src.close(); }
+    } catch (e) { throw new FallbackError('local', `cannot read the slots: ${errText(e)}`); }
+    const needed = new Set(index.chunks.filter((_, i) => !here.inPlace![i]).map((ch) => ch.sha256));
+    const fromBooted = localMap([{ source: 'booted', chunks: there.chunks }]);
+    // Chunks that moved within the target slot are read into memory before anything is written
+    // over them; past the budget they are fetched instead.
+    const budget = this.o.deltaSeedBufferBytes ?? DEFAULT_DELTA_SEED_BUFFER_BYTES;
+    const held = new Map<string, Buffer>();
+    let heldBytes = 0;
+    for (const ch of here.chunks) {
+      if (!needed.has(ch.sha256) || fromBooted.has(ch.sha256) || held.has(ch.sha256) || heldBytes + ch.length > budget) continue;
+      const buf = Buffer.alloc(ch.length);
+      await readExactly(fh, buf, ch.offset);
+      if (createHash('sha256').update(buf).digest('hex') !== ch.sha256) continue;
+      held.set(ch.sha256, buf); heldBytes += ch.length;
+    }
+    const heldChunks: Chunk[] = here.chunks.filter((ch) => held.has(ch.sha256));
+    const plan = planDelta(index, localMap([{ source: 'booted', chunks: there.chunks }, { source: 'target', chunks: heldChunks }]), here.inPlace);
+    const pct = (n: number) => `${((100 * n) / Math.max(1, want.size)).toFixed(1)}%`;
+    this.log(`update: delta for ${c.version}: ${plan.localBytes} bytes local (${plan.inPlace.length} chunks already in place, ${plan.copies.length} copied), fetching ${plan.fetchBytes} of ${want.size} bytes (${pct(plan.fetchBytes)}) in ${plan.ranges.length} range(s)`);
+
+    const every = this.o.progressEveryBytes ?? 8 << 20;
+    let since = 0;
+    const wrote = async (n: number) => { since += n; if (since >= every) { since = 0; await fh.sync(); } };
+    if (plan.copies.length) {
+      const src = await open(booted, 'r');
+      try {
+        for (const cp of plan.copies) {
+          let buf = cp.source === 'target' ? held.get(cp.sha256) : undefined;
+          if (!buf) { buf = Buffer.alloc(cp.length); await readExactly(src, buf, cp.from); }
+          if (createHash('sha256').update(buf).digest('hex') !== cp.sha256) throw new FallbackError('local', `slot ${this.o.bootedSlot} changed while it was read (chunk at ${cp.from})`);
+          await fh.write(buf, 0, buf.length, cp.to);
+          await wrote(buf.length);
+        }
+      } finally { await src.close(); }
+    }
+    held.clear();
+
+    let fetched = 0;
+    const attempts = Math.max(1, this.o.downloadAttempts ?? 3);
+    for (const range of plan.ranges) {
+      let left = range.chunks.map((i) => index.chunks[i]!);
+      for (let i = 1; left.length; i++) {
+        try {
+          await this.fetchChunks(c.rootUrl, want.size, left, fh, async (ch) => { left = left.filter((x) => x !== ch); await wrote(ch.length); }, (n) => { fetched += n; });
+        } catch (e) {
+          if (e instanceof FallbackError) throw e;
+          await fh.sync();
+          const missing = left.reduce((s, ch) => s + ch.length, 0);
+          if (i >= attempts || e instanceof DeadlineError) throw new Error(`${c.rootUrl}: ${errText(e)} (delta: ${missing} bytes of this range still missing; the chunks written are kept and the next attempt resumes)`);
+          this.log(`update: delta range interrupted (${errText(e)}); resuming`);
+        }
+      }
+      // A delta is a few requests: make each one's chunks durable, so a power cut loses little.
+      await fh.sync();
+    }
+    await fh.sync();
+    const h = createHash('sha256');
+    await hashPrefix(fh, want.size, h);
+    const sum = h.digest('hex');
+    if (sum !== want.sha256) throw new FallbackError('bad-image', `the assembled image hashes to ${sum}, the signed manifest says ${want.sha256}`);
+    this.log(`update: ${c.version} assembled from ${plan.localBytes} local bytes and ${fetched} fetched (${pct(fetched)} of the image)`);
+    return { fetched, local: plan.localBytes, total: want.size };
+  }
+
+  /**
+   * One Range request for `chunks` (adjacent, in order): each chunk is checked against its
+   * sha256 before it is written. A server that answers with the whole file (200) or another
+   * range does not support what a delta needs, and a chunk that does not hash is refused:
+   * both hand over to the full download.
+   */
+  private async fetchChunks(url: string, size: number, chunks: Chunk[], fh: FileHandle, done: (c: Chunk) => Promise<void>, received: (n: number) => void): Promise<void> {
+    const first = chunks[0]!, last = chunks[chunks.length - 1]!;
+    const start = first.offset, end = last.offset + last.length; // [start, end)
+    const g = this.transferGuard();
+    try {
+      const res = await this.fetchFn(url, { headers: { range: `bytes=${start}-${end - 1}` }, signal: g.signal, redirect: 'follow' });
+      if (res.status === 200) {
+        res.body?.cancel().catch(() => undefined);
+        throw new FallbackError('no-range', `${new URL(url).host} answered a Range request with the whole file (HTTP 200)`);
+      }
+      if (res.status !== 206) { res.body?.cancel().catch(() => undefined); throw new Error(`GET ${url} (Range ${start}-${end - 1}): HTTP ${res.status}`); }
+      const cr = res.headers.get('content-range') ?? '';
+      if (cr !== `bytes ${start}-${end - 1}/${size}`) {
+        res.body?.cancel().catch(() => undefined);
+        throw new FallbackError('no-range', `asked for bytes ${start}-${end - 1}, the server answered Content-Range '${clip(cr, 100)}'`);
+      }
+      if (!res.body) throw new Error(`GET ${url}: empty body`);
+      let k = 0, buf = Buffer.alloc(first.length), fill = 0;
+      for await (const piece of res.body as unknown as AsyncIterable<Uint8Array>) {
+        g.poke(piece.length);
+        received(piece.length);
+        let pos = 0;
+        while (pos < piece.length) {
+          if (k >= chunks.length) throw new FallbackError('no-range', `the server sent more than the ${end - start} bytes asked for`);
+          const take = Math.min(buf.length - fill, piece.length - pos);
+          buf.set(piece.subarray(pos, pos + take), fill);
+          fill += take; pos += take;
+          if (fill === buf.length) {
+            const ch = chunks[k]!;
+            const sum = createHash('sha256').update(buf).digest('hex');
+            if (sum !== ch.sha256) throw new FallbackError('bad-chunk', `chunk at byte ${ch.offset} (${ch.length} bytes) hashes to ${sum}, the index says ${ch.sha256}`);
+            await fh.write(buf, 0, buf.length, ch.offset);
+            await done(ch);
+            k++; fill = 0;
+            if (k < chunks.length) buf = Buffer.alloc(chunks[k]!.length);
+          }
+        }
+      }
+      if (k < chunks.length) throw new Error(`connection ended with ${chunks.length - k} chunk(s) of the range missing`);
+    } catch (e) {
+      if (g.signal.aborted && !(e instanceof FallbackError)) throw g.signal.reason;
+      throw e;
+    } finally { g.stop(); }
+  }
+
+  /** The stall timeout, the download deadline and the minimum rate of one transfer, as an abort signal. */
+  private transferGuard(): { signal: AbortSignal; poke(n: number): void; stop(): void } {
+    const ctrl = new AbortController();
+    const stallMs = this.o.stallTimeoutMs ?? 60_000;
+    const stall = () => ctrl.abort(new Error(`no data for ${stallMs} ms`));
+    let timer = setTimeout(stall, stallMs);
+    const budget = this.o.downloadDeadlineMs ?? DEFAULT_DOWNLOAD_DEADLINE_MS;
+    const left = this.downloadDeadline - performance.now();
+    const overdue = () => new DeadlineError(`download deadline of ${Math.round(budget / 1000)} s passed`);
+    if (left <= 0) throw overdue();
+    const deadlineTimer = setTimeout(() => ctrl.abort(overdue()), Math.min(left, 2 ** 31 - 1));
+    const minRate = this.o.minRateBytesPerSec ?? DEFAULT_MIN_RATE_BYTES_PER_S;
+    const windowMs = this.o.rateWindowMs ?? DEFAULT_RATE_WINDOW_MS;
+    let inWindow = 0;
+    const rateTimer = minRate > 0 ? setInterval(() => {
+      if (inWindow < minRate * windowMs / 1000) ctrl.abort(new Error(`slower than ${minRate} bytes/s (${inWindow} bytes in the last ${Math.round(windowMs / 1000)} s)`));
+      inWindow = 0;
+    }, windowMs) : undefined;
+    return {
+      signal: ctrl.signal,
+      poke: (n) => { inWindow += n; clearTimeout(timer); timer = setTimeout(stall, stallMs); },
+      stop: () => { clearTimeout(timer); clearTimeout(deadlineTimer); clearInterval(rateTimer); },
+    };
   }
 
   /**
@@ -786,6 +1016,14 @@ export class Updater {
     if (p) lines.push(`pending: ${p.version} staged in slot ${p.slot} (from ${p.from})${p.bootId === this.bootId ? ', waiting to reboot' : ''}`);
     const prog = readJson<Progress>(this.file(PROGRESS_FILE));
     if (prog) lines.push(`download: ${prog.version} ${prog.written} of ${prog.size} bytes in slot ${prog.slot} (resumes at the next attempt)`);
+    const d = this.readDelta();
+    if (d.last || Object.values(d.fallbacks).some((n) => n > 0)) {
+      const l = d.last;
+      const how = !l ? '' : l.mode === 'delta'
+        ? `last root ${l.version} by delta: fetched ${l.fetched} of ${l.total} bytes (${((100 * l.fetched) / Math.max(1, l.total)).toFixed(1)}%); `
+        : `last root ${l.version} by full download${l.fallback ? ` (delta fell back: ${l.fallback})` : ''}; `;
+      lines.push(`delta: ${how}fallbacks ${DELTA_FALLBACKS.map((k) => `${k} ${d.fallbacks[k]}`).join(', ')}`);
+    }
     const boot = readJson<{ at: string; outcome: string; message: string }>(this.file(LAST_BOOT_FILE));
     if (boot) lines.push(`last update: ${boot.at}: ${boot.message}`);
     let bad: string[] = [];
@@ -838,6 +1076,15 @@ async function hashPrefix(fh: FileHandle, length: number, h: Hash): Promise<void
     if (bytesRead === 0) throw new Error(`device ended at byte ${pos} while re-reading ${length} bytes`);
     h.update(buf.subarray(0, bytesRead));
     pos += bytesRead;
+  }
+}
+
+async function readExactly(fh: FileHandle, buf: Buffer, pos: number): Promise<void> {
+  let got = 0;
+  while (got < buf.length) {
+    const { bytesRead } = await fh.read(buf, got, buf.length - got, pos + got);
+    if (bytesRead === 0) throw new Error(`device ended at byte ${pos + got}`);
+    got += bytesRead;
   }
 }
 

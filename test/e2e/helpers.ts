@@ -62,14 +62,21 @@ export async function ssh(port: number, key: string, command: string, tries = 30
   throw new Error(`ssh ${command}: ${last}`);
 }
 
-/** Serves a folder over HTTP on all interfaces (the guest reaches it as 10.0.2.2), with Range support. */
-export async function staticServer(dir: string, o: { bytesPerSecond?: number } = {}): Promise<{ server: Server; port: number; hits: string[]; sent: () => number }> {
+/**
+ * Serves a folder over HTTP on all interfaces (the guest reaches it as 10.0.2.2), with Range
+ * support: `bytes=N-` always, `bytes=N-M` (a delta's chunks) only with `ranges: true` — without
+ * it such requests get the whole file (200), as from a server that ignores them. The options
+ * are read per request, so a test may change them while the server runs.
+ */
+export async function staticServer(dir: string, o: { bytesPerSecond?: number; ranges?: boolean } = {}): Promise<{ server: Server; port: number; hits: string[]; sent: () => number; sentFor: (suffix: string) => number }> {
   const { Transform } = await import('node:stream');
   let sent = 0;
+  const perPath = new Map<string, number>();
   // Optional throttle, so a test can cut the power in the middle of a download.
-  const throttle = () => new Transform({
+  const throttle = (path: string) => new Transform({
     transform(chunk: Buffer, _e, cb) {
       sent += chunk.length;
+      perPath.set(path, (perPath.get(path) ?? 0) + chunk.length);
       if (!o.bytesPerSecond) return cb(null, chunk);
       setTimeout(() => cb(null, chunk), (chunk.length / o.bytesPerSecond) * 1000);
     },
@@ -81,17 +88,19 @@ export async function staticServer(dir: string, o: { bytesPerSecond?: number } =
     hits.push(`${req.method} ${req.url}${req.headers.range ? ` ${req.headers.range}` : ''}`);
     if (!path.startsWith(dir) || !existsSync(path) || !statSync(path).isFile()) { res.writeHead(404); res.end(); return; }
     const size = statSync(path).size;
-    const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
-    if (m && Number(m[1]) < size) {
-      res.writeHead(206, { 'content-length': size - Number(m[1]), 'content-range': `bytes ${m[1]}-${size - 1}/${size}` });
-      createReadStream(path, { start: Number(m[1]), highWaterMark: 64 * 1024 }).pipe(throttle()).pipe(res);
+    const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    if (m && Number(m[1]) < size && (!m[2] || (o.ranges && Number(m[2]) >= Number(m[1])))) {
+      const start = Number(m[1]), end = m[2] ? Math.min(Number(m[2]), size - 1) : size - 1;
+      res.writeHead(206, { 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${size}` });
+      createReadStream(path, { start, end, highWaterMark: 64 * 1024 }).pipe(throttle(path)).pipe(res);
       return;
     }
     res.writeHead(200, { 'content-length': size });
-    createReadStream(path, { highWaterMark: 64 * 1024 }).pipe(throttle()).pipe(res);
+    createReadStream(path, { highWaterMark: 64 * 1024 }).pipe(throttle(path)).pipe(res);
   });
   await new Promise<void>((r) => server.listen(0, '0.0.0.0', () => r()));
-  return { server, port: (server.address() as any).port, hits, sent: () => sent };
+  const sentFor = (suffix: string) => [...perPath].filter(([p]) => p.endsWith(suffix)).reduce((s, [, n]) => s + n, 0);
+  return { server, port: (server.address() as any).port, hits, sent: () => sent, sentFor };
 }
 
 /** A sparse, empty raw disk of `mib` MiB (an installer's target). */

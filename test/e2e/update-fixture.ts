@@ -40,8 +40,8 @@ export function publishStable(from: string, channels: string) {
 }
 
 /** The user-data of a canary node (takes a release at once) following the channel tree at `url`, optionally with root's SSH key. */
-export function followUserData(url: string, pollMinutes: number, sshPub?: string): string {
-  return `#cloud-config\n${sshPub ? `ssh_authorized_keys: ['${sshPub}']\n` : ''}kiln:\n  updates: {url: '${url}', canary: true, poll_minutes: ${pollMinutes}}\n`;
+export function followUserData(url: string, pollMinutes: number, sshPub?: string, updates = ''): string {
+  return `#cloud-config\n${sshPub ? `ssh_authorized_keys: ['${sshPub}']\n` : ''}kiln:\n  updates: {url: '${url}', canary: true, poll_minutes: ${pollMinutes}${updates ? `, ${updates}` : ''}}\n`;
 }
 
 /**
@@ -50,7 +50,7 @@ export function followUserData(url: string, pollMinutes: number, sshPub?: string
  * CIDATA volume that makes the node follow that channel (polling rarely, so only `kiln
  * upgrade` moves it), and a scratch copy of v1's disk. `boot()` starts a VM on that disk.
  */
-export async function x86UpdateSetup(name: string, serve: { bytesPerSecond?: number } = {}) {
+export async function x86UpdateSetup(name: string, serve: { bytesPerSecond?: number; ranges?: boolean } = {}, updates = '') {
   const work = mkdtempSync(join(tmpdir(), `kiln-${name}-`));
   const channels = join(work, 'channels');
   const v1 = await updateImage('1.0.0');
@@ -58,12 +58,12 @@ export async function x86UpdateSetup(name: string, serve: { bytesPerSecond?: num
   await publishStable(updateOut('1.1.0'), channels);
   const http = await staticServer(channels, serve);
   const me = sshKeypair();
-  const cidata = await cidataImage(followUserData(`http://10.0.2.2:${http.port}`, 600, me.pub));
+  const cidata = await cidataImage(followUserData(`http://10.0.2.2:${http.port}`, 600, me.pub, updates));
   const disk = await scratchCopy(join(updateOut('1.0.0'), v1.outputs.find((o) => o.kind === 'raw')!.file));
   const boot = async (): Promise<{ vm: Vm; port: number }> => {
     const port = await freePort();
     const vm = await Vm.start({ arch: 'x86_64', disk, memMiB: 384, hostfwd: [[port, 22]], extraDrives: [`file=${cidata},format=raw,if=virtio,readonly=on`] });
     return { vm, port };
   };
-  return { work, channels, http, me, disk, boot };
+  return { work, channels, http, me, disk, cidata, boot };
 }

@@ -5,7 +5,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeys, promoteRelease, publishRelease, verifyPublished } from '../../builder/release.ts';
-import { parseTrustRoot, verifyChannel, canonicalize, type Manifest } from '../../channels/manifest.ts';
+import { parseTrustRoot, pickRelease, validateManifest, verifyChannel, canonicalize, type Manifest } from '../../channels/manifest.ts';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'kiln-chrel-'));
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -48,7 +49,7 @@ test('release: the Pi build of a version adds its arm64_rpi target to the publis
   writePi();
   const r = await publishRelease({ channel: 'stable', from: pi, to: pub, key: keys.keyFile, now: NOW });
   const rel = r.manifest.releases.find((x) => x.version === '1.0.0')!;
-  assert.equal(Object.keys(rel.artifacts).sort(), ['arm64', 'arm64_rpi', 'x86_64']);
+  assert.equal(Object.keys(rel.artifacts).sort(), ['arm64', 'arm64_chunks', 'arm64_rpi', 'arm64_rpi_chunks', 'x86_64', 'x86_64_chunks']);
   assert.equal(Object.keys(rel.artifacts.arm64_rpi!).sort(), ['initrd', 'kernel', 'root']);
   assert.is(rel.artifacts.arm64_rpi!.kernel!.url, '1.0.0/arm64_rpi/pi.kernel');
   assert.ok(existsSync(join(pub, 'stable/1.0.0/arm64_rpi/pi.kernel')));
@@ -76,15 +77,21 @@ test('release -> verify round trip; flipping one artifact byte fails verificatio
   const r = await publishRelease({ channel: 'beta', from: out, to: pub, key: keys.keyFile, now: NOW, rolloutHours: 24 });
   assert.is(r.manifest.serial, 1);
   const rel = r.manifest.releases[0]!;
-  assert.equal(Object.keys(rel.artifacts).sort(), ['arm64', 'x86_64']);
+  // Each root's chunk index is listed as a target of its own (<target>_chunks, only `root`).
+  assert.equal(Object.keys(rel.artifacts).sort(), ['arm64', 'arm64_chunks', 'x86_64', 'x86_64_chunks']);
   assert.ok(rel.artifacts.x86_64!.uki && !rel.artifacts.arm64!.uki);
+  assert.equal(Object.keys(rel.artifacts.x86_64_chunks!), ['root']);
+  assert.is(rel.artifacts.x86_64_chunks!.root.url, '1.0.0/x86_64/fixture-kiln-1.0.0-x86_64.root.squashfs.chunks');
+  const ix = readFileSync(join(pub, 'beta/1.0.0/x86_64/fixture-kiln-1.0.0-x86_64.root.squashfs.chunks'));
+  assert.is(rel.artifacts.x86_64_chunks!.root.sha256, sha(ix));
+  assert.is(JSON.parse(ix.toString()).sha256, rel.artifacts.x86_64!.root.sha256);
   assert.equal(rel.rollout, { start_value: 0, start_epoch: NOW.getTime() / 1000, duration_s: 86400 });
   assert.ok(existsSync(join(pub, 'beta/1.0.0/x86_64/fixture-kiln-1.0.0-x86_64.root.squashfs')));
   assert.not.ok(existsSync(join(pub, 'beta/1.0.0/x86_64/fixture-kiln-1.0.0-x86_64.raw')), 'disk images are not updates');
 
   const ok = await verifyPublished({ dir: pub, channel: 'beta', trust: keys.trustFile, now: NOW });
   assert.ok(ok.ok, ok.problems.join('\n'));
-  assert.is(ok.checked, 3);
+  assert.is(ok.checked, 5);
 
   // The node-side check on the very same bytes agrees.
   const node = verifyChannel({
@@ -179,7 +186,7 @@ test('promote re-signs the same release bytes for another channel', async () => 
   assert.is(canonicalize(rc.manifest.releases[0]), canonicalize(beta.manifest.releases[0]));
   const v = await verifyPublished({ dir: pub, channel: 'rc', trust: keys.trustFile, now: later });
   assert.ok(v.ok, v.problems.join('\n'));
-  assert.is(v.checked, 3);
+  assert.is(v.checked, 5);
   // The beta manifest still only verifies as beta.
   const swapped = verifyChannel({
     manifestBytes: readFileSync(join(pub, 'beta/manifest.json')), sigBytes: readFileSync(join(pub, 'beta/manifest.json.sig')),
@@ -202,6 +209,37 @@ test('promote refuses a source manifest that does not verify', async () => {
     assert.match((e as Error).message, /does not match the signed bytes/);
   }
   assert.not.ok(existsSync(join(pub, 'rc/manifest.json')));
+});
+
+test('chunk indexes: a node that predates them accepts the manifest and never looks at them; new nodes check their shape', async () => {
+  const { dir, keys, pub } = setup();
+  const r = await publishRelease({ channel: 'stable', from: fixtureBuild(dir, '1.0.0'), to: pub, key: keys.keyFile, now: NOW });
+  const m: any = JSON.parse(readFileSync(join(pub, 'stable/manifest.json'), 'utf8'));
+  // The schema as it was before chunk indexes: the same file without their two additions.
+  const old = JSON.parse(readFileSync(new URL('../../channels/manifest.schema.json', import.meta.url), 'utf8'));
+  delete old.$defs.chunkIndex;
+  delete old.$defs.release.properties.artifacts.patternProperties;
+  const validateOld = new Ajv2020({ allErrors: true, strict: true }).compile(old);
+  assert.ok(validateOld(m), JSON.stringify(validateOld.errors));
+  const pick = pickRelease(r.manifest, { current: '0.9.0', arch: 'x86_64', wariness: 0, now: NOW });
+  assert.ok(pick.ok && !('x86_64_chunks' in pick.artifacts) && pick.artifacts.root.url.endsWith('.root.squashfs'));
+  assert.is(pickRelease(r.manifest, { current: '0.9.0', arch: 'x86_64_chunks', wariness: 0, now: NOW }).ok, false);
+  // New nodes: an index target holds only root, and only next to the target it indexes.
+  const withUki: any = structuredClone(m); withUki.releases[0].artifacts.x86_64_chunks.uki = withUki.releases[0].artifacts.x86_64.uki;
+  assert.match(JSON.stringify(validateManifest(withUki)), /x86_64_chunks must NOT have additional properties \(uki\)/);
+  const orphan: any = structuredClone(m); delete orphan.releases[0].artifacts.x86_64;
+  assert.match(JSON.stringify(validateManifest(orphan)), /x86_64_chunks is a chunk index for target x86_64, which this release does not list/);
+});
+
+test('a build target ending in _chunks is refused: the suffix names chunk indexes', async () => {
+  const { dir, keys, pub } = setup();
+  const out = fixtureBuild(dir, '1.0.0');
+  const b = JSON.parse(readFileSync(join(out, 'build.json'), 'utf8'));
+  b.outputs[0].target = 'x86_64_chunks';
+  writeFileSync(join(out, 'build.json'), JSON.stringify(b));
+  let err: Error | undefined;
+  try { await publishRelease({ channel: 'stable', from: out, to: pub, key: keys.keyFile, now: NOW }); } catch (e) { err = e as Error; }
+  assert.match(err?.message ?? 'no error', /target 'x86_64_chunks' is not a valid name .*not ending in _chunks/);
 });
 
 test.run();

@@ -48,11 +48,12 @@ test('an older entry of the target slot (blessed or counting) is replaced, not k
   assert.equal(w.entries(), ['kiln-a.efi', 'kiln-b+3.efi']);
 });
 
+// The full download's resume (delta: false; updater-delta.test.ts covers the delta path's).
 test('resume: a connection dropped mid-download continues with a Range request, bytes are not fetched twice', async () => {
   w = await world();
   const v2 = await w.publish('2.0.0', { rootSize: 400_000 });
   w.server.cutNext(ROOT_URL('2.0.0'), 150_000);
-  const r = await w.updater().apply();
+  const r = await w.updater({ delta: false }).apply();
   assert.ok(r.ok, JSON.stringify(r));
   const gets = w.server.requests.filter((q) => q.url === ROOT_URL('2.0.0'));
   assert.is(gets.length, 2, JSON.stringify(gets));
@@ -68,7 +69,7 @@ test('resume across restarts: the progress file survives, the prefix is re-hashe
   w = await world();
   const v2 = await w.publish('2.0.0', { rootSize: 400_000 });
   w.server.cutNext(ROOT_URL('2.0.0'), 200_000);
-  const first = await w.updater({ downloadAttempts: 1 }).apply();
+  const first = await w.updater({ downloadAttempts: 1, delta: false }).apply();
   assert.is(first.ok, false);
   assert.is(!first.ok && first.stage, 'download');
   assert.is(w.reboots, 0);
@@ -76,10 +77,10 @@ test('resume across restarts: the progress file survives, the prefix is re-hashe
   const prog = JSON.parse(readFileSync(join(w.stateBase, 'stable/download.json'), 'utf8'));
   assert.is(prog.version, '2.0.0');
   assert.ok(prog.written > 0 && prog.written <= 200_000);
-  assert.ok(w.updater().status().some((l) => /download: 2\.0\.0 \d+ of 400000 bytes/.test(l)), 'status shows the partial download');
+  assert.ok(w.updater({ delta: false }).status().some((l) => /download: 2\.0\.0 \d+ of 400000 bytes/.test(l)), 'status shows the partial download');
 
   // "Reboot" of the updater process: a fresh instance picks up the progress file.
-  const second = await w.updater({ bootId: 'boot-1' }).apply();
+  const second = await w.updater({ bootId: 'boot-1', delta: false }).apply();
   assert.ok(second.ok, JSON.stringify(second));
   const last = w.server.requests.filter((q) => q.url === ROOT_URL('2.0.0')).at(-1)!;
   assert.is(last.range, `bytes=${prog.written}-`);
@@ -91,17 +92,17 @@ test('resume with a corrupted prefix on the device is caught by the final sha256
   w = await world();
   await w.publish('2.0.0', { rootSize: 400_000 });
   w.server.cutNext(ROOT_URL('2.0.0'), 200_000);
-  await w.updater({ downloadAttempts: 1 }).apply();
+  await w.updater({ downloadAttempts: 1, delta: false }).apply();
   const dev = readFileSync(w.slots.b);
   dev[10] ^= 0xff; // bit rot / someone wrote the partition between attempts
   writeFileSync(w.slots.b, dev);
-  const r = await w.updater().apply();
+  const r = await w.updater({ delta: false }).apply();
   assert.is(r.ok, false);
   assert.is(!r.ok && r.stage, 'verify');
   assert.equal(w.entries(), ['kiln-a.efi']);
   assert.not.ok(existsSync(join(w.stateBase, 'stable/download.json')), 'a failed verification starts over next time');
   // And the next attempt starts from zero and succeeds.
-  const again = await w.updater().apply();
+  const again = await w.updater({ delta: false }).apply();
   assert.ok(again.ok, JSON.stringify(again));
 });
 

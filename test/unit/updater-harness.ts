@@ -45,13 +45,14 @@ export async function serve(dir: string): Promise<ChannelServer> {
     if (!file.startsWith(dir) || !existsSync(file) || !statSync(file).isFile()) { rec.status = 404; res.statusCode = 404; res.end('not found'); return; }
     const data = readFileSync(file);
     let body = data;
-    const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     if (m && !state.ignoreRange) {
       const start = Number(m[1]);
-      if (start >= data.length) { rec.status = 416; res.statusCode = 416; res.end(); return; }
-      body = data.subarray(start);
+      const end = m[2] ? Math.min(Number(m[2]), data.length - 1) : data.length - 1;
+      if (start >= data.length || end < start) { rec.status = 416; res.statusCode = 416; res.end(); return; }
+      body = data.subarray(start, end + 1);
       res.statusCode = 206;
-      res.setHeader('content-range', `bytes ${start}-${data.length - 1}/${data.length}`);
+      res.setHeader('content-range', `bytes ${start}-${end}/${data.length}`);
     } else res.statusCode = 200;
     rec.status = res.statusCode;
     res.setHeader('content-length', body.length);
@@ -92,11 +93,11 @@ export type Flavour = 'uefi' | 'uboot';
  * Fake build outputs (test fixtures, not images): a random "root image" and fake boot files,
  * a "UKI" for x86_64, a "kernel" and "initrd" for the Pi's arm64_rpi target.
  */
-export function fixtureBuild(dir: string, version: string, rootSize = 300_000, flavour: Flavour = 'uefi'): { out: string; rel: Release } {
+export function fixtureBuild(dir: string, version: string, rootSize = 300_000, flavour: Flavour = 'uefi', rootBytes?: Buffer): { out: string; rel: Release } {
   const out = join(dir, `out-${version}-${flavour}`);
   mkdirSync(out, { recursive: true });
   const [arch, target] = flavour === 'uefi' ? ['x86_64', 'x86_64'] : ['arm64', 'arm64_rpi'];
-  const root = randomBytes(rootSize);
+  const root = rootBytes ?? randomBytes(rootSize);
   const uki = Buffer.from(`fixture uki for kiln ${version}\n`.repeat(50));
   const kernel = Buffer.from(`fixture kernel for kiln ${version}\n`.repeat(80));
   const initrd = Buffer.from(`fixture initrd for kiln ${version}\n`.repeat(40));
@@ -122,7 +123,7 @@ export interface World {
   reboots: number;
   logs: string[];
   releases: Record<string, Release>;
-  publish(version: string, opts?: { now?: Date; expiresDays?: number; rootSize?: number; rolloutHours?: number; flavour?: Flavour }): Promise<Release>;
+  publish(version: string, opts?: { now?: Date; expiresDays?: number; rootSize?: number; rolloutHours?: number; flavour?: Flavour; root?: Buffer }): Promise<Release>;
   updater(over?: Partial<UpdaterOptions>): Updater;
   entries(): string[];
   stateFile(): string;
@@ -134,7 +135,7 @@ export interface World {
  * a/initrd with slot a blessed in uboot.env), channel 'stable' with 1.0.0 and whatever the
  * test publishes next.
  */
-export async function world(flavour: Flavour = 'uefi'): Promise<World> {
+export async function world(flavour: Flavour = 'uefi', v1Root?: Buffer): Promise<World> {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-updater-'));
   const keys = generateKeys(join(dir, 'keys'));
   const pub = join(dir, 'pub');
@@ -147,7 +148,7 @@ export async function world(flavour: Flavour = 'uefi'): Promise<World> {
     dir, pub, keyFile: keys.keyFile, trust: parseTrustRoot(readFileSync(keys.trustFile)),
     server: await serve(pub), esp, slots, stateBase, reboots: 0, logs: [], releases,
     async publish(version, o = {}) {
-      const { out, rel } = fixtureBuild(dir, version, o.rootSize, o.flavour ?? flavour);
+      const { out, rel } = fixtureBuild(dir, version, o.rootSize, o.flavour ?? flavour, o.root);
       await publishRelease({ channel: 'stable', from: out, to: pub, key: keys.keyFile, now: o.now ?? NOW, expiresDays: o.expiresDays, rolloutHours: o.rolloutHours });
       releases[version] = rel;
       return rel;
@@ -166,7 +167,7 @@ export async function world(flavour: Flavour = 'uefi'): Promise<World> {
     stateFile: () => join(stateBase, 'stable', 'channel-state.json'),
     close: () => w.server.close(),
   };
-  const v1 = await w.publish('1.0.0');
+  const v1 = await w.publish('1.0.0', { root: v1Root });
   // The installed node: slot a holds 1.0.0 (blessed), slot b an old image of the same size class.
   writeFileSync(slots.a, v1.root);
   writeFileSync(slots.b, Buffer.alloc(4096, 0x5a));
