@@ -745,23 +745,10 @@ export class Updater {
    * before hashing it, so st always describes bytes that are really on the device.
    */
   private async streamInto(fh: FileHandle, url: string, size: number, st: { offset: number; hash: Hash }, onProgress: (written: number) => void): Promise<void> {
-    const ctrl = new AbortController();
-    const stallMs = this.o.stallTimeoutMs ?? 60_000;
-    let timer = setTimeout(() => ctrl.abort(new Error(`no data for ${stallMs} ms`)), stallMs);
-    const poke = () => { clearTimeout(timer); timer = setTimeout(() => ctrl.abort(new Error(`no data for ${stallMs} ms`)), stallMs); };
-    // The deadline and the minimum rate: a trickle keeps poking the stall timer, these do not care.
-    const budget = this.o.downloadDeadlineMs ?? DEFAULT_DOWNLOAD_DEADLINE_MS;
-    const left = this.downloadDeadline - performance.now();
-    const overdue = () => new DeadlineError(`download deadline of ${Math.round(budget / 1000)} s passed`);
-    if (left <= 0) throw overdue();
-    const deadlineTimer = setTimeout(() => ctrl.abort(overdue()), Math.min(left, 2 ** 31 - 1));
-    const minRate = this.o.minRateBytesPerSec ?? DEFAULT_MIN_RATE_BYTES_PER_S;
-    const windowMs = this.o.rateWindowMs ?? DEFAULT_RATE_WINDOW_MS;
-    let inWindow = 0;
-    const rateTimer = minRate > 0 ? setInterval(() => {
-      if (inWindow < minRate * windowMs / 1000) ctrl.abort(new Error(`slower than ${minRate} bytes/s (${inWindow} bytes in the last ${Math.round(windowMs / 1000)} s)`));
-      inWindow = 0;
-    }, windowMs) : undefined;
+    // The stall timeout, the deadline and the minimum rate: a trickle keeps poking the stall
+    // timer, the other two do not care.
+    const g = this.transferGuard();
+    const ctrl = { signal: g.signal };
     try {
       const headers: Record<string, string> = st.offset > 0 ? { range: `bytes=${st.offset}-` } : {};
       const res = await this.fetchFn(url, { headers, signal: ctrl.signal, redirect: 'follow' });
@@ -779,8 +766,7 @@ export class Updater {
       const every = this.o.progressEveryBytes ?? 8 << 20;
       let since = 0;
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        poke();
-        inWindow += chunk.length;
+        g.poke(chunk.length);
         if (st.offset + chunk.length > size) throw new IntegrityError(`${url} sends more than the ${size} bytes the signed manifest says`);
         await fh.write(chunk, 0, chunk.length, st.offset);
         st.hash.update(chunk);
@@ -794,9 +780,7 @@ export class Updater {
       if (ctrl.signal.aborted && !(e instanceof IntegrityError)) throw ctrl.signal.reason;
       throw e;
     } finally {
-      clearTimeout(timer);
-      clearTimeout(deadlineTimer);
-      clearInterval(rateTimer);
+      g.stop();
     }
   }
 
