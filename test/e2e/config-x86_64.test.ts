@@ -77,7 +77,7 @@ kiln:
 test('a broken user-data is reported with its line and column; the last good config keeps SSH working', async () => {
   const broken = `#cloud-config
 hostname: e2e-node
-ssh_authorized_keys: github:alice
+ssh_authorized_keys: {github: alice}
 kiln:
   sysctls: {net.ipv4.ip_forward: 1}
 `;
