@@ -185,7 +185,8 @@ export async function faultsAfterStaging(report: Report, cells: ('blessing' | 'i
       report({ fault: 'tampered manifest', step: 'update check', where: 'QEMU', outcome: await check(), slot: node.slot, dataIntact: null, recoverS: null });
       // Expired: correctly signed, but its validity ended long ago.
       const expired = join(r.work, 'expired-tree');
-      await publishRelease({ channel: 'stable', from: updateOut('1.1.0'), to: expired, key: updateKeys().keyFile, now: new Date('2020-01-01T00:00:00Z'), expiresDays: 1 });
+      // A serial above any the node saw: only the dates are wrong.
+      await publishRelease({ channel: 'stable', from: updateOut('1.1.0'), to: expired, key: updateKeys().keyFile, now: new Date('2020-01-01T00:00:00Z'), expiresDays: 1, serial: 1000 });
       swap(join(expired, 'stable'));
       report({ fault: 'expired manifest', step: 'update check', where: 'QEMU', outcome: await check(), slot: node.slot, dataIntact: null, recoverS: null });
       // Replayed: the older, genuinely signed serial-1 manifest after the node saw serial 2.
