@@ -176,6 +176,8 @@ export async function faultsAfterStaging(report: Report, cells: ('blessing' | 'i
     if (cells.includes('manifests')) {
       const check = async () => (await ssh(node.port, r.me.key, 'kiln upgrade --check', 3)).trim();
       const swap = (dir: string) => { rmSync(join(r.served, 'stable'), { recursive: true, force: true }); cpSync(dir, join(r.served, 'stable'), { recursive: true }); };
+      // The node sees the genuine serial-2 channel first, so the replay below is one.
+      await check();
       // Tampered: one byte of the signed manifest changed after signing.
       const tampered = join(r.work, 'tampered');
       cpSync(join(r.published, 'stable'), tampered, { recursive: true });
