@@ -56,7 +56,8 @@ test('v1 -> v2 on the Pi: staged through uboot.env, booted by boot.scr from slot
   const channels = join(tmp, 'channels');
   await publishStable(from, channels);
   const manifest = JSON.parse(readFileSync(join(channels, 'stable/manifest.json'), 'utf8'));
-  assert.equal(Object.keys(manifest.releases[0].artifacts), ['arm64_rpi'], 'the Pi build is published under its own target');
+  // Its own target, and the chunk index for delta updates beside it.
+  assert.equal(Object.keys(manifest.releases[0].artifacts), ['arm64_rpi', 'arm64_rpi_chunks'], 'the Pi build is published under its own target');
 
   const disk = await scratchCopy(v1.img, 'sd.img');
   await copyToDataPartition(disk, channels, 'channels');
