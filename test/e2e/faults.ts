@@ -198,7 +198,7 @@ export async function faultsAfterStaging(report: Report, cells: ('blessing' | 'i
     }
     if (cells.includes('init crash')) {
       const from = node.vm.output.length;
-      await ssh(node.port, r.me.key, "kill -9 $(pgrep -f '^/usr/bin/node /usr/lib/kiln/init.js') ; true", 1).catch(() => undefined);
+      await ssh(node.port, r.me.key, "for d in /proc/[0-9]*; do [ \"$(cut -d' ' -f4 $d/stat 2>/dev/null)\" = 1 ] && grep -q kiln/init.js $d/cmdline 2>/dev/null && kill -9 ${d#/proc/}; done; true", 1).catch(() => undefined);
       const t0 = node.vm.elapsed();
       const m = await node.vm.waitFor(ANY_READY, BOOT_TIMEOUT * 2, from);
       const rm = /version=(\S+) slot=([ab])/.exec(m[0])!;
