@@ -256,7 +256,8 @@ async function corruptNewSlot(report: Report) {
     const t0 = node.vm.elapsed();
     const m = await node.vm.waitFor(/kiln: ready version=\S+ slot=[ab]/, BOOT_TIMEOUT * 4, from + 1);
     const rm = /version=(\S+) slot=([ab])/.exec(m[0])!;
-    const tries = (node.vm.output.slice(from).match(/kiln-stage1: FATAL/g) ?? []).length;
+    // Tries end in stage 1's refusal or in dm-verity's reboot: count the attempts.
+    const tries = (node.vm.output.slice(from).match(/kiln-stage1: slot b \(boot entry/g) ?? []).length;
     const note = await node.vm.waitFor(/kiln: (update to 1\.1\.0 failed[^\r\n]*)/, 120_000, from).then((x) => x[1]!, () => 'no report');
     report({
       fault: 'new slot panics at boot (root corrupted after staging)', step: `boot of slot b (${tries} tries)`, where: 'QEMU',
