@@ -2,7 +2,7 @@
 // config drive, EC2-style metadata, kernel command line, kiln.config_url), choose what to
 // run with (falling back to the last good config on any problem), and apply it.
 // Every step reports and carries on: nothing in user config may stop init.
-import { appendFileSync, chmodSync, chownSync, closeSync, existsSync, fchownSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, closeSync, existsSync, fchownSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ESP_MOUNT as BOOT_FILES } from './boot.ts';
 import { expandAuthorizedKeys } from './config/keys.ts';
@@ -12,7 +12,7 @@ import { parseMetaData, parseNoCloudCmdline, splitUserData } from './config/nocl
 import { decodeContent, failure, formatProblem, type ConfigProblem } from './config/parse.ts';
 import { clip, fetchLimited, splitPin } from './config/url.ts';
 import type { Command, KilnConfig } from './config/schema.ts';
-import { run, runOk, type RunResult } from './exec.ts';
+import { run, type RunResult } from './exec.ts';
 import { appendFile, closeDir, openChildDir, openDir, replaceFile, resolveTrustedFile, type Dir } from './safefs.ts';
 import { writeStaticDns } from './network.ts';
 import { appendRotating, LOG_DIR, say } from './log.ts';

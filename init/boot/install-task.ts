@@ -3,7 +3,6 @@
 import { cmdlineArg } from '../boot.ts';
 import { candidateDisks, fetchInstallConfig, install, installedConfig, mountMedium, readManifest } from '../install.ts';
 import { say } from '../log.ts';
-import { read } from '../system.ts';
 import type { BootContext } from './context.ts';
 
 /** The installed node's config: what this live system runs with, plus kiln.install.config_url's file. */
