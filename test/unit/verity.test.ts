@@ -1,7 +1,7 @@
 // dm-verity: the hash tree appended to a real squashfs by veritysetup (reproducible, checked by
 // veritysetup itself), the kiln.verity= parameter, stage 1's dmsetup files, and the boot-chain
 // facts init reports.
-import { mkdirSync, mkdtempSync, openSync, readFileSync, statSync, writeFileSync, writeSync, closeSync, copyFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, statSync, writeFileSync, writeSync, closeSync, copyFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,7 @@ import { appendVerity, hasVeritySuperblock, verifyVerity } from '../../builder/v
 import { stage1VerityFiles } from '../../builder/stage1.ts';
 import { formatVerityParam, parseVerityParam, verityTable, VERITY_BLOCK } from '../../init/disk/verity.ts';
 import { bootChain, bootChainLine } from '../../init/boot.ts';
+import { world } from './updater-harness.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'kiln-verity-'));
 
@@ -100,6 +101,43 @@ test('boot chain: Secure Boot from the EFI variable, the root from stage 1 and t
   // A hash passed on without a live mapping is not trusted.
   writeFileSync(join(sys, 'dm-0/dm/name'), 'other\n');
   assert.is(bootChain({ env: { KILN_VERITY: hash }, efiDir: efi, sysBlock: sys }).root, 'unverified');
+});
+
+// The updater writes a release's root image and its tree as one file, checked against the signed
+// manifest's sha256 before anything is staged: a changed tree, or a whole root swapped for one
+// with a tree (and root hash) of its own, never reaches a boot entry.
+test('a download whose hash tree or root hash is not the release one is refused before staging', async () => {
+  const d = tmp();
+  const img = await squashfs(d);
+  const v = await appendVerity(img);
+  const genuine = readFileSync(img);
+  const other = await squashfs(join(d, 'other'));
+  const ov = await appendVerity(other);
+  assert.ok(await verifyVerity(other, ov), 'the swapped root is consistent with its own root hash');
+  assert.is.not(ov.rootHash, v.rootHash);
+  const tree = Buffer.from(genuine);
+  const at = v.dataBlocks * VERITY_BLOCK + VERITY_BLOCK + 7; // a hash in the tree's first block, after the superblock
+  tree[at] = tree[at]! ^ 0x01;
+  writeFileSync(join(d, 'tree.img'), tree);
+  assert.not.ok(await verifyVerity(join(d, 'tree.img'), v), 'the changed tree no longer verifies the data');
+  for (const [what, served] of [['changed hash tree', tree], ['another root with its own tree', readFileSync(other)]] as const) {
+    const w = await world();
+    try {
+      await w.publish('2.0.0', { root: genuine });
+      writeFileSync(join(w.pub, 'stable/2.0.0/x86_64/fixture-kiln-2.0.0-x86_64.root.squashfs'), served);
+      const r = await w.updater({ delta: false }).apply();
+      assert.is(!r.ok && r.stage, 'verify', `${what}: ${JSON.stringify(r)}`);
+      assert.match(!r.ok ? r.message : '', /sha256/, what);
+      assert.equal(w.entries(), ['kiln-a.efi'], `${what}: no boot entry for slot b`);
+      assert.not.ok(existsSync(join(w.stateBase, 'stable/pending.json')), `${what}: nothing pending`);
+      assert.is(w.reboots, 0, what);
+      // Nothing of the refused file is kept to resume from: the genuine release then installs.
+      writeFileSync(join(w.pub, 'stable/2.0.0/x86_64/fixture-kiln-2.0.0-x86_64.root.squashfs'), genuine);
+      const ok = await w.updater({ delta: false }).apply();
+      assert.ok(ok.ok, `${what}: then the genuine release installs: ${JSON.stringify(ok)}`);
+      assert.ok(readFileSync(w.slots.b).subarray(0, genuine.length).equals(genuine));
+    } finally { await w.close(); }
+  }
 });
 
 test.run();
