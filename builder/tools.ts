@@ -70,6 +70,9 @@ export const HOST_FILES = {
   // and db hold the snakeoil certificate shipped in the same package (PkKek-1-snakeoil.pem).
   ovmfCodeSecboot: { path: '/usr/share/OVMF/OVMF_CODE_4M.secboot.fd', alt: [], pkg: 'ovmf' },
   ovmfVarsSnakeoil: { path: '/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd', alt: [], pkg: 'ovmf' },
+  // That certificate and its key (PEM, passphrase 'snakeoil'): a test signing key the store trusts.
+  ovmfSnakeoilKey: { path: '/usr/share/ovmf/PkKek-1-snakeoil.key', alt: [], pkg: 'ovmf' },
+  ovmfSnakeoilCert: { path: '/usr/share/ovmf/PkKek-1-snakeoil.pem', alt: [], pkg: 'ovmf' },
   aavmfCode: { path: '/usr/share/AAVMF/AAVMF_CODE.fd', alt: [], pkg: 'qemu-efi-aarch64' },
   aavmfVars: { path: '/usr/share/AAVMF/AAVMF_VARS.fd', alt: [], pkg: 'qemu-efi-aarch64' },
   // GRUB's platform folders for the x86_64 ISO: BIOS (El Torito, hybrid MBR) and UEFI.
