@@ -15,6 +15,7 @@ import { Vm } from '../builder/qemu.ts';
 import { K3S_STANDIN } from '../test/e2e/image.ts';
 import { cidataImage } from '../test/e2e/helpers.ts';
 import { bootCriticalPath, formatPath, goalTable, median, parseTimings, type GoalRow } from './report.ts';
+import { verityBench } from './verity.ts';
 
 const { values } = parseArgs({ options: { arch: { type: 'string', default: 'x86_64' }, quick: { type: 'boolean' } } });
 const arch = values.arch as Arch;
@@ -118,5 +119,6 @@ for (const mem of [96, 128, 160, 192, 256]) {
 }
 row('minimum RAM reaching ready (tried 96,128,160,192,256)', minRam);
 goals.push({ measure: `reaches ready with -m 128 (${arch})`, goal: 'yes', now: `smallest: ${minRam}`, floor: '-' });
+await verityBench({ arch, dir: join(out, 'a'), rec: a, row });
 console.log(`\n${goalTable(goals)}`);
 console.log(`\n${JSON.stringify(Object.fromEntries(rows))}`);
