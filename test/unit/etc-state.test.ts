@@ -40,6 +40,13 @@ test('what persists of /etc: the machine id, the SSH host keys and the k3s node 
   assert.equal(PERSISTENT_ETC.map((e) => `${e.kind} ${e.path}`), ['file machine-id', 'dir dropbear', 'dir rancher/node']);
 });
 
+test("docs/design.md's table lists exactly what persists", () => {
+  const doc = readFileSync(join(import.meta.dirname, '../../docs/design.md'), 'utf8');
+  const table = doc.slice(doc.indexOf('**What persists of `/etc`**'), doc.indexOf('**The old layout.**'));
+  const rows = [...table.matchAll(/^\| `([^`]+)`[^|]*\| `([^`]+)` \|/gm)].map((m) => [m[1], m[2]]);
+  assert.equal(rows, PERSISTENT_ETC.map((e) => [e.kind === 'dir' ? `${e.path}/` : e.path, e.kind === 'dir' ? `${e.path}/` : e.path]));
+});
+
 test('a fresh node: the state directories are made and /etc links to them; writes through /etc land on data', () => {
   const { data, etc } = dirs();
   assert.equal(migrateOldEtc(data), []);
