@@ -2,7 +2,10 @@
 // plus slot blessing on the ESP.
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { stateDir } from './etcstate.ts';
 import { run } from './exec.ts';
+import { say } from './log.ts';
 import { blessRename, cmdlineArg, slotFromCmdline, type Slot } from './slot.ts';
 import { mount, partitionByLabel, read } from './system.ts';
 import { partitionBySpec } from './bootctl/devices.ts';
@@ -63,12 +66,21 @@ export function countBoot(dir = STATE_DIR): number {
   return n;
 }
 
-/** /etc/machine-id, made once on first boot and kept (the /etc overlay lives on data). */
-export function ensureMachineId(file = '/etc/machine-id'): string {
+/**
+ * /etc/machine-id, made once on first boot and kept in the /etc state on data (etcstate.ts):
+ * /etc itself starts from the root every boot. A valid saved id wins and is written to /etc;
+ * without one, /etc's (the old layout's, or restored) or a new one is saved. A failure to save
+ * is said and boot goes on with the id (it is then new on the next boot).
+ */
+export function ensureMachineId(file = '/etc/machine-id', saved = join(stateDir(), 'machine-id')): string {
+  const valid = (s: string) => /^[0-9a-f]{32}$/.test(s);
   const cur = read(file).trim();
-  if (/^[0-9a-f]{32}$/.test(cur)) return cur;
-  const id = randomBytes(16).toString('hex');
-  writeAtomic(file, `${id}\n`, 0o444);
+  let id = read(saved).trim();
+  if (!valid(id)) {
+    id = valid(cur) ? cur : randomBytes(16).toString('hex');
+    try { mkdirSync(dirname(saved), { recursive: true }); writeAtomic(saved, `${id}\n`, 0o444); } catch (e) { say(`machine-id: not saved to ${saved}: ${(e as Error).message}`); }
+  }
+  if (cur !== id) writeAtomic(file, `${id}\n`, 0o444);
   return id;
 }
 

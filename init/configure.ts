@@ -2,7 +2,7 @@
 // config drive, EC2-style metadata, kernel command line, kiln.config_url), choose what to
 // run with (falling back to the last good config on any problem), and apply it.
 // Every step reports and carries on: nothing in user config may stop init.
-import { appendFileSync, chmodSync, closeSync, existsSync, fchownSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, closeSync, existsSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ESP_MOUNT as BOOT_FILES } from './boot.ts';
 import { expandAuthorizedKeys } from './config/keys.ts';
@@ -470,6 +470,15 @@ export async function applyPassword(c: KilnConfig, o: { root?: string; exec?: ty
   return undefined;
 }
 
+/** The owner of each real directory in /home, by name. */
+function homeOwners(home: string): Map<string, number> {
+  const owners = new Map<string, number>();
+  try {
+    for (const e of readdirSync(home, { withFileTypes: true })) if (e.isDirectory()) owners.set(e.name, lstatSync(join(home, e.name)).uid);
+  } catch { /* no /home yet */ }
+  return owners;
+}
+
 /** Creates configured users (passwd, group, shadow, home) if missing. `root` is for tests. */
 export function applyUsers(c: KilnConfig, o: { root?: string } = {}): string[] {
   const root = o.root ?? '/';
@@ -483,7 +492,12 @@ export function applyUsers(c: KilnConfig, o: { root?: string } = {}): string[] {
       const passwd = read(etc('passwd'));
       if (!passwd.split('\n').some((l) => l.split(':')[0] === u.name)) {
         const used = new Set(passwd.split('\n').map((l) => Number(l.split(':')[2])));
-        let uid = 1000; while (used.has(uid)) uid++;
+        // /etc is rebuilt every boot but /home persists: a user gets back the uid that owns
+        // their home, and a new user never gets one that owns someone else's.
+        const homes = homeOwners(join(root, 'home'));
+        const prior = homes.get(u.name);
+        let uid = prior !== undefined && prior >= 1000 && !used.has(prior) ? prior : 1000;
+        if (uid !== prior) { const taken = new Set([...used, ...homes.values()]); while (taken.has(uid)) uid++; }
         appendFileSync(etc('passwd'), `${u.name}:x:${uid}:${uid}::/home/${u.name}:${u.shell || '/bin/sh'}\n`);
         appendFileSync(etc('group'), `${u.name}:x:${uid}:\n`);
         appendFileSync(etc('shadow'), `${u.name}:${u.lock_passwd || !u.passwd ? '*' : u.passwd}:1::::::\n`);

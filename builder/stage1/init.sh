@@ -200,11 +200,16 @@ if ! grep -q ' /newroot/data ' /proc/mounts; then
   else say "WARNING: data partition unavailable; /etc and /var changes will not persist"; fi
   mount -t tmpfs -o mode=0755 tmpfs /newroot/data
 fi
-for d in etc var root home; do
+for d in var root home; do
   mkdir -p /newroot/data/overlay/$d/upper /newroot/data/overlay/$d/work
   mount -t overlay overlay -o lowerdir=/newroot/$d,upperdir=/newroot/data/overlay/$d/upper,workdir=/newroot/data/overlay/$d/work /newroot/$d \
     || fail "cannot mount the /$d overlay"
 done
+# /etc starts from the root every boot: its upper is on /run's tmpfs (init keeps that mount),
+# so no file on data can hide or replace the root's. Init puts the named state back from /data.
+mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /newroot/run && mkdir -p /newroot/run/kiln/etc/upper /newroot/run/kiln/etc/work \
+  && mount -t overlay overlay -o lowerdir=/newroot/etc,upperdir=/newroot/run/kiln/etc/upper,workdir=/newroot/run/kiln/etc/work /newroot/etc \
+  || fail "cannot mount the /etc overlay"
 
 mount --move /dev /newroot/dev
 mount --move /sys /newroot/sys

@@ -11,6 +11,7 @@
 //                           commands run after every writer the list put before them, so they
 //                           see the system as configured, and never beside one
 //   the disk                the unattended install writes disks: after the data partition grew
+//   etc state               SSH's host keys and k3s's node password are links to /data from here
 // SSH does not wait for init_cmd: a hanging command must not keep the owner out.
 //
 // Phase and task names appear in results, log lines and the timings line: they are output.
@@ -24,7 +25,7 @@ import type { BootContext } from './context.ts';
 import { unattendedInstall } from './install-task.ts';
 import {
   applyLocalConfig, bringUpLinks, chooseLocalConfig, countThisBoot, fetchSshKeys, growData, installCachedKeys, loadBootModules,
-  mountBootPartition, readMachineId, readNetworkSources, runUserCommands, runUserScripts, setClockFloor, startFileLog, startK3s, startNtp, startSsh,
+  mountBootPartition, readMachineId, readNetworkSources, restoreEtc, runUserCommands, runUserScripts, setClockFloor, startFileLog, startK3s, startNtp, startSsh,
   startWifi, watchButton,
 } from './tasks.ts';
 
@@ -51,7 +52,9 @@ export function bootPlan(ctx: BootContext): BootTask[] {
     { phase: 'data', name: 'logs', needs: [], run: startFileLog },
     { phase: 'data', name: 'grow', needs: [], run: () => growData(ctx) },
     { phase: 'data', name: 'boot count', needs: [], run: countThisBoot },
-    { phase: 'data', name: 'machine id', needs: [], run: () => readMachineId(ctx) },
+    // /etc starts from the root each boot: the node's identity comes back from /data first.
+    { phase: 'data', name: 'etc state', needs: [], run: restoreEtc },
+    { phase: 'data', name: 'machine id', needs: ['data/etc state'], run: () => readMachineId(ctx) },
     { phase: 'data', name: 'esp', needs: ['drivers'], run: () => mountBootPartition(ctx) },
 
     // Before anything checks a certificate (and before k3s): a board without an RTC is in 1970.
@@ -65,7 +68,7 @@ export function bootPlan(ctx: BootContext): BootTask[] {
     // Keys go to the users apply made; SSH works even when the network never comes.
     { phase: 'config', name: 'ssh keys (cached)', needs: ['config/apply'], run: () => installCachedKeys(ctx) },
     { phase: 'config', name: 'init_cmd', needs: ['config/apply', 'config/ssh keys (cached)', 'mount/protect init', 'data/logs'], run: () => runUserCommands(ctx, 'init_cmd') },
-    { phase: 'config', name: 'ssh', needs: ['mount/base filesystems', 'mount/protect init', 'data/logs', 'config/apply', 'config/ssh keys (cached)'], run: () => startSsh(ctx) },
+    { phase: 'config', name: 'ssh', needs: ['mount/base filesystems', 'mount/protect init', 'data/logs', 'config/apply', 'config/ssh keys (cached)', 'data/etc state'], run: () => startSsh(ctx) },
 
     { phase: 'network', name: 'loopback', needs: [], run: () => linkUp('lo') },
     // Before the ethernet links, which may wait for one to appear; the wifi link is waited for aside.
@@ -85,7 +88,7 @@ export function bootPlan(ctx: BootContext): BootTask[] {
     { phase: 'install', name: 'unattended', needs: ['config', 'config/devices', 'data/grow', 'config/ssh', 'config-network/boot_cmd', 'config-network/ntp'], run: () => unattendedInstall(ctx) },
 
     // boot_cmd runs "before k3s starts" (docs/config.md).
-    { phase: 'k3s', name: 'start', needs: ['mount/base filesystems', 'mount/protect init', 'data/logs', 'drivers', 'data/machine id', 'config/apply', 'config', 'config-network/ntp', 'config-network/boot_cmd', 'install/unattended', 'clock floor'], run: () => startK3s(ctx) },
+    { phase: 'k3s', name: 'start', needs: ['mount/base filesystems', 'mount/protect init', 'data/logs', 'drivers', 'data/etc state', 'data/machine id', 'config/apply', 'config', 'config-network/ntp', 'config-network/boot_cmd', 'install/unattended', 'clock floor'], run: () => startK3s(ctx) },
 
     // run_cmd runs "after k3s has started" (docs/config.md); the user-data scripts after it.
     { phase: 'late', name: 'run_cmd', needs: ['k3s/start'], run: () => runUserCommands(ctx, 'run_cmd') },

@@ -9,6 +9,7 @@ import {
   applyDns, applyHostname, applyModules, applyPassword, applySshKeys, applySysctls, applyUsers, chooseAndReport,
   chooseHostname, gatherSources, runCommands, runScripts, writeFiles,
 } from '../configure.ts';
+import { migrateOldEtc, PERSISTENT_ETC, restoreEtcState, stateDir } from '../etcstate.ts';
 import { run, runOk } from '../exec.ts';
 import { growDataPartition } from '../grow.ts';
 import { enableFileLog, LOG_DIR, say } from '../log.ts';
@@ -105,6 +106,19 @@ export async function growData(ctx: BootContext): Promise<string | undefined> {
 }
 
 export function countThisBoot(): void { say(`boot count ${countBoot()}`); }
+
+/**
+ * The named /etc state (etcstate.ts) back into this boot's /etc, after taking it over from the
+ * old layout's overlay once. Each failure is said and boot goes on: new host keys are better
+ * than no SSH.
+ */
+export function restoreEtc(): string {
+  const notes: string[] = [];
+  try { for (const l of migrateOldEtc()) say(`etc: ${l}`); } catch (e) { notes.push(`migration: ${(e as Error).message}`); }
+  notes.push(...restoreEtcState());
+  for (const n of notes) say(`etc: state not restored: ${n}`);
+  return notes.length ? `${notes.length} problems` : `${PERSISTENT_ETC.length} items from ${stateDir()}`;
+}
 
 export function readMachineId(ctx: BootContext): string {
   ctx.machineId = ensureMachineId();

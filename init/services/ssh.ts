@@ -1,5 +1,5 @@
 // SSH: dropbear from Debian, key-only unless kiln.ssh.password_login allows passwords. Host
-// keys are made on first start (-R) under /etc/dropbear, which lives on the data partition.
+// keys are made on first start (-R) under /etc/dropbear, a link to /data/state/etc/dropbear (etcstate.ts).
 import { existsSync, mkdirSync } from 'node:fs';
 import type { KilnConfig } from '../config/schema.ts';
 import type { ServiceSpec } from './service.ts';

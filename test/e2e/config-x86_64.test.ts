@@ -4,8 +4,10 @@
 // boots, says where the error is, and SSH still works with the last good config.
 // The first boot also checks the clock: the RTC starts in 2001, boot floors the clock at the
 // build time, and chronyd steps it to the time of an NTP test double on the host loopback
-// (10.0.2.2 from the guest); `kiln status` then says synced.
+// (10.0.2.2 from the guest); `kiln status` then says synced. Across the reboot, /etc starts
+// again from the root while the machine id and the SSH host keys stay.
 import { test } from 'uvu';
+import { $ } from 'zx';
 import * as assert from 'uvu/assert';
 import { Vm } from '../../builder/qemu.ts';
 import { cidataImage, freePort, keyServiceStandIn, ssh, sshKeypair } from './helpers.ts';
@@ -16,6 +18,18 @@ const alice = sshKeypair();
 let disk = '';
 let gh: Awaited<ReturnType<typeof keyServiceStandIn>>;
 let ntp: NtpDouble;
+let identity = '';
+let hostKey = '';
+
+/** The node's ed25519 host key as ssh-keyscan sees it (type and key; the port differs per boot). */
+async function hostKeys(port: number): Promise<string> {
+  for (let i = 0; i < 5; i++) {
+    const r = await $({ quiet: true, nothrow: true, timeout: '90s' })`ssh-keyscan -T 30 -t ed25519 -p ${port} 127.0.0.1`;
+    const key = r.stdout.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(' ').slice(1).join(' ')).join('\n');
+    if (key) return key;
+  }
+  return '';
+}
 
 test.before(async () => {
   const img = await testImage('x86_64');
@@ -65,6 +79,15 @@ kiln:
     assert.is(lines[2], '640');
     assert.is(lines[3], 'ran as 0');
     assert.match(out, /ssh\s+running/);
+    // /etc starts from the root every boot: a stray file and an edit to a root file are gone
+    // after the reboot (the second test), the machine id and the SSH host key are not.
+    // ssh-keyscan before listing the key files: dropbear makes a type's key when a client first asks for it.
+    hostKey = await hostKeys(port);
+    assert.ok(hostKey, 'ssh-keyscan should see a host key');
+    identity = await ssh(port, alice.key, 'cat /etc/machine-id; sha256sum /etc/dropbear/*_host_key');
+    assert.match(identity, /^[0-9a-f]{32}\n[0-9a-f]{64} /);
+    await ssh(port, alice.key, 'echo stray > /etc/e2e-stray; echo E2E_EDIT=1 >> /etc/os-release');
+    assert.match(await ssh(port, alice.key, 'cat /etc/e2e-stray; tail -n 1 /etc/os-release'), /^stray\nE2E_EDIT=1\n/);
     await new Promise((r) => setTimeout(r, 3000));
     const z = await ssh(port, alice.key, "grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l");
     assert.is(z.trim(), '0', 'no zombie may be left');
@@ -91,6 +114,13 @@ kiln:
     assert.match(vm.output, /running with the last good config/);
     const out = await ssh(port, alice.key, 'hostname; cat /etc/e2e/hello.txt');
     assert.is(out.split('\n')[0], 'e2e-node');
+    // write_files wrote it again into this boot's /etc, from the last good config.
+    assert.is(out.split('\n')[1], 'hello from user-data');
+    const etc = await ssh(port, alice.key, 'test -e /etc/e2e-stray && echo stray-kept; grep -c E2E_EDIT /etc/os-release; cat /etc/machine-id; sha256sum /etc/dropbear/*_host_key');
+    assert.ok(!etc.includes('stray-kept'), 'a file written to /etc must not outlive the boot');
+    assert.is(etc.split('\n')[0], '0', "/etc/os-release must be the root's again");
+    assert.is(etc.split('\n').slice(1).join('\n'), identity, 'the machine id and the SSH host keys must survive the reboot');
+    assert.is(await hostKeys(port), hostKey);
   } finally { await vm.kill(); }
 });
 

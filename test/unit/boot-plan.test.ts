@@ -28,7 +28,7 @@ test('phase and task names are the ones boot has always reported, in the same or
   assert.equal(plan.map(taskId), [
     'mount/base filesystems', 'mount/protect init', 'mount/control socket',
     'modules/load', 'modules/power button',
-    'data/logs', 'data/grow', 'data/boot count', 'data/machine id', 'data/esp',
+    'data/logs', 'data/grow', 'data/boot count', 'data/etc state', 'data/machine id', 'data/esp',
     'clock/floor',
     'config/devices', 'config/choose', 'config/apply', 'config/ssh keys (cached)', 'config/init_cmd', 'config/ssh',
     'network/loopback', 'network/wifi', 'network/links',

@@ -197,6 +197,22 @@ test('applyUsers makes the home 0750 and the new user\'s, through the open direc
   assert.is(owner(carol), uidOf('carol'));
 });
 
+test('applyUsers on a fresh /etc gives each user back the uid that owns their home, and a new user none of those', () => {
+  // /etc is rebuilt every boot, /home is not: the order of users (or one removed) must not
+  // hand a home, and its .ssh, to someone else.
+  const r = fakeRoot();
+  for (const [n, uid] of [['bob', 1001], ['gone', 1000]] as const) {
+    mkdirSync(join(r, `home/${n}/.ssh`), { recursive: true, mode: 0o750 });
+    chownSync(join(r, `home/${n}`), uid, uid);
+    chownSync(join(r, `home/${n}/.ssh`), uid, uid);
+  }
+  assert.equal(applyUsers(cfg({ users: [{ name: 'carol' }, { name: 'bob', ssh_authorized_keys: [KEY] }] }), { root: r }), []);
+  const uidOf = (n: string) => Number(readFileSync(join(r, 'etc/passwd'), 'utf8').split('\n').find((l) => l.startsWith(`${n}:`))!.split(':')[2]);
+  assert.is(uidOf('bob'), 1001);
+  assert.is(uidOf('carol'), 1002);
+  assert.is(owner(join(r, 'home/carol')), 1002);
+});
+
 // ---- the path walk itself ----
 
 test('openDir follows links only where root alone can write, and says which link it refused', () => {
