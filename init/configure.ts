@@ -3,7 +3,7 @@
 // run with (falling back to the last good config on any problem), and apply it.
 // Every step reports and carries on: nothing in user config may stop init.
 import { accessSync, appendFileSync, chmodSync, closeSync, constants, existsSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, posix } from 'node:path';
 import { ESP_MOUNT as BOOT_FILES } from './boot.ts';
 import { expandAuthorizedKeys } from './config/keys.ts';
 import { hostnameProblem } from './config/hostname.ts';
@@ -504,7 +504,8 @@ const findEntry = (db: Fields[], name: string) => db.find((f) => f[0] === name);
  * 1000 up (system users: from 999 down); a user whose home directory already exists gets the
  * uid that owns it, if free, so its files stay its own whatever else changed. Missing groups
  * (primary, supplementary) are made, as cloud-init makes them. Homes are made when missing
- * (an existing one is given to a user made now, as earlier releases did). Problems are returned; the rest is applied. `root` is
+ * (an existing /home/NAME is given to a user made now, as earlier releases did; another
+ * existing directory keeps its owner). Problems are returned; the rest is applied. `root` is
  * for tests.
  */
 export function applyUsers(c: KilnConfig, o: { root?: string } = {}): string[] {
@@ -551,6 +552,7 @@ export function applyUsers(c: KilnConfig, o: { root?: string } = {}): string[] {
       }
       shells.add(shell);
       const homePath = u.homedir || `/home/${u.name}`;
+      if (posix.normalize(homePath) !== homePath || homePath === '/') throw new Error(`homedir ${homePath} is not a plain absolute path (no '.', '..', '//' or trailing '/')`);
       const existing = findEntry(passwd, u.name);
       let uid: number;
       if (existing) uid = Number(existing[2]);
@@ -579,11 +581,12 @@ export function applyUsers(c: KilnConfig, o: { root?: string } = {}): string[] {
         addMember(g, u.name);
       }
       if (!u.system) {
-        // Made, and given to the user, through the open directory: never through a link. A home
-        // left by an earlier user is given to a user made now; one it has is left alone.
+        // Made, and given to the user, through the open directory: never through a link. A
+        // /home/NAME left by an earlier user is given to a user made now; any other existing
+        // directory named as homedir keeps its owner (as with useradd -m).
         parent = openDir(dirname(join(root, homePath)), { mkdirs: true });
         home = openChildDir(parent, basename(homePath), { create: { mode: 0o750, uid, gid }, followRootLinks: true });
-        if (!existing && home.stat.uid !== uid) fchownSync(home.fd, uid, gid);
+        if (!existing && !u.homedir && home.stat.uid !== uid) fchownSync(home.fd, uid, gid);
       }
     } catch (e) { problems.push(`users ${u.name}: ${(e as Error).message}`); } finally { closeDir(home); closeDir(parent); }
   }

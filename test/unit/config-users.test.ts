@@ -131,6 +131,17 @@ test('what cannot be applied is reported and the rest applied: a missing shell, 
   assert.is(etc(r, 'shells'), '/bin/sh\n/bin/ash\n/usr/bin/fish\n');
 });
 
+test('a homedir that exists keeps its owner; one that is not a plain path is refused for that user alone', () => {
+  const r = fakeRoot();
+  mkdirSync(join(r, 'srv/shared'), { recursive: true });
+  const c = config('users: [{name: jo, homedir: /srv/shared}, {name: kim, homedir: /home/../etc}, {name: lee}]\n');
+  assert.equal(applyUsers(c, { root: r }), ["users kim: homedir /home/../etc is not a plain absolute path (no '.', '..', '//' or trailing '/')"]);
+  assert.is(statSync(join(r, 'srv/shared')).uid, 0);
+  assert.is(statSync(join(r, 'etc')).uid, 0);
+  assert.is(entry(r, 'passwd', 'kim'), undefined);
+  assert.ok(entry(r, 'passwd', 'lee'));
+});
+
 test('keys go to the home the user has (homedir), owned by the user', async () => {
   const r = fakeRoot();
   const c = config(CLOUD);
