@@ -545,6 +545,9 @@ export function applyUsers(c: KilnConfig, o: { root?: string } = {}): string[] {
       for (const [k, v] of [['gecos', u.gecos], ['homedir', u.homedir], ['shell', u.shell]] as const) {
         if (/[:\n\r]/.test(v)) throw new Error(`${k} cannot contain ':' or a line break`);
       }
+      // days since 1970 (shadow(5)); checked before anything is changed
+      const expire = u.expiredate ? String(Math.floor(Date.parse(`${u.expiredate}T00:00:00Z`) / 86_400_000)) : '';
+      if (expire === 'NaN') throw new Error(`expiredate ${u.expiredate} is not a date`);
       let shell = u.shell || '/bin/sh';
       if (!IMAGE_SHELLS.includes(shell) && !isExecutable(join(root, shell))) {
         problems.push(`users ${u.name}: shell ${shell} is not on this node; /bin/sh is used instead`);
@@ -555,7 +558,11 @@ export function applyUsers(c: KilnConfig, o: { root?: string } = {}): string[] {
       if (posix.normalize(homePath) !== homePath || homePath === '/') throw new Error(`homedir ${homePath} is not a plain absolute path (no '.', '..', '//' or trailing '/')`);
       const existing = findEntry(passwd, u.name);
       let uid: number;
-      if (existing) uid = Number(existing[2]);
+      // uid 0 is the default (unset): kiln makes no second root
+      const holder = u.uid ? passwd.find((f) => Number(f[2]) === u.uid && f[0] !== u.name) : undefined;
+      if (holder) problems.push(`users ${u.name}: uid ${u.uid} is ${holder[0]}'s; ${existing ? 'the uid it has is kept' : 'a free one is used'}`);
+      if (u.uid && !holder) uid = u.uid;
+      else if (existing) uid = Number(existing[2]);
       else {
         const owner = dirOwner(join(root, homePath));
         const inRange = owner !== undefined && (u.system ? owner > 0 && owner < 1000 : owner >= 1000 && owner < 60000);
@@ -573,14 +580,14 @@ export function applyUsers(c: KilnConfig, o: { root?: string } = {}): string[] {
       // passwd -l does; dropbear checks neither for keys, so keys still log in.
       const field = !hash ? '*' : u.lock_passwd ? `!${hash}` : hash;
       const sh = findEntry(shadow, u.name);
-      if (sh) { while (sh.length < 9) sh.push(''); sh[1] = field; sh[6] = u.inactive; }
-      else shadow.push([u.name, field, '1', '', '', '', u.inactive, '', '']);
+      if (sh) { while (sh.length < 9) sh.push(''); sh[1] = field; sh[6] = u.inactive; sh[7] = expire; }
+      else shadow.push([u.name, field, '1', '', '', '', u.inactive, expire, '']);
       for (const g of u.groups) {
         if (!NAME_RE.test(g)) { problems.push(`users ${u.name}: '${g}' is not a group name; left out`); continue; }
         ensureGroup(g);
         addMember(g, u.name);
       }
-      if (!u.system) {
+      if (!u.system && !u.no_create_home) {
         // Made, and given to the user, through the open directory: never through a link. A
         // /home/NAME left by an earlier user is given to a user made now; any other existing
         // directory named as homedir keeps its owner (as with useradd -m).

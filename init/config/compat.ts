@@ -27,6 +27,8 @@ export const IGNORED_TOP: Record<string, string> = {
 /** Keys of a cloud-init users entry kiln accepts and ignores, with why. */
 export const IGNORED_USER: Record<string, string> = {
   ssh_redirect_user: 'kiln has no login redirect; give the user no keys instead',
+  plain_text_passwd: "kiln takes a user's password only as a crypt(3) hash; give passwd: '$6$...' (make one with: openssl passwd -6)",
+  doas: 'the image has no doas and no setuid program, so no user but root can act as root',
   sudo: "the image has no sudo and no setuid program, so no user but root can act as root; give root's ssh_authorized_keys instead",
 };
 

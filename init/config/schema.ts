@@ -61,11 +61,14 @@ const USER = {
     homedir: s('Home directory; empty: /home/NAME. Made (owned by the user, mode 0750) when missing, except for system users; a directory that exists keeps its owner (except /home/NAME when homedir is empty: a newly made user is given it).', { pattern: '^(/[^:\\n]*)?$', maxLength: 256, 'x-hint': "an absolute path such as '/home/alice'" }),
     primary_group: s("Primary group; empty: a group named after the user. Made when missing.", { pattern: '^([a-z_][a-z0-9_-]{0,31})?$', 'x-hint': 'a group name: lower case letters, digits, _ and -' }),
     groups: { type: ['string', 'array'], items: { type: 'string' }, default: [], description: "Supplementary groups: a list, or cloud-init's comma-separated string. A group that does not exist is made." },
+    uid: { type: 'integer', minimum: 0, maximum: 4294967294, default: 0, description: 'User id; 0 (the default): the first free one from 1000 (system users: from 999 down), or the owner of an existing home. One another user has is reported and a free one used.' },
     system: b('A system user: a uid below 1000 and no home directory made.'),
+    no_create_home: b('Make no home directory (the passwd entry still names one).'),
+    expiredate: s("Date the account expires, 'YYYY-MM-DD' (the expire field of /etc/shadow, as useradd --expiredate sets it); empty: never.", { pattern: '^([0-9]{4}-[0-9]{2}-[0-9]{2})?$', 'x-hint': "a date such as '2031-12-31'" }),
     inactive: { type: ['string', 'integer'], pattern: '^[0-9]{0,5}$', minimum: 0, maximum: 99999, default: '', 'x-hint': "a number of days such as '30'", description: "Days after a password expires until the account is disabled (the inactive field of /etc/shadow, as useradd --inactive sets it); kiln sets no password expiry, so it matters only to a password given an expiry by hand." },
     shell: s('Login shell; empty for the image default (/bin/sh). The image has /bin/sh and /bin/ash (busybox); a shell the node does not have is replaced by /bin/sh, with a warning at boot.'),
     lock_passwd: b("Disable password login for this user (the hash is kept behind a '!', as passwd -l does). Keys still log in.", true),
-    passwd: s("Password hash (crypt(3) format, e.g. '$6$...'); empty for none. Plain text is not taken: the user then has no password, with a warning at boot."),
+    passwd: s("Password hash (crypt(3) format, e.g. '$6$...'); empty for none. Plain text is not taken: the user then has no password, with a warning at boot.", { 'x-aliases': ['hashed_passwd'] }),
     ssh_authorized_keys: list('append', AUTH_KEY, 'Public keys (or github:USER, gitlab:USER) allowed to log in as this user.', { 'x-aliases': ['ssh_authorized_key'], 'x-warn-aliases': ['sshAuthorizedKeys'] }),
     ssh_import_id: list('append', IMPORT_ID, 'Key service users whose public keys may log in as this user (gh:USER, gl:USER, lp:USER).'),
   },
@@ -242,7 +245,10 @@ export interface User {
   homedir: string;
   primary_group: string;
   groups: string[];
+  uid: number;
   system: boolean;
+  no_create_home: boolean;
+  expiredate: string;
   inactive: string;
   shell: string;
   lock_passwd: boolean;

@@ -142,6 +142,19 @@ test('a homedir that exists keeps its owner; one that is not a plain path is ref
   assert.ok(entry(r, 'passwd', 'lee'));
 });
 
+test('uid, no_create_home and expiredate as useradd sets them; a uid another user has is reported', () => {
+  const r = fakeRoot();
+  const c = config("users:\n  - {name: mia, uid: 1500, no_create_home: true, expiredate: '2031-12-31', hashed_passwd: $6$m$h}\n  - {name: ned, uid: 1500}\n");
+  assert.equal(applyUsers(c, { root: r }), ["users ned: uid 1500 is mia's; a free one is used"]);
+  assert.is(entry(r, 'passwd', 'mia'), 'mia:x:1500:1500::/home/mia:/bin/sh');
+  assert.is(entry(r, 'shadow', 'mia'), `mia:!$6$m$h:1:::::${Date.UTC(2031, 11, 31) / 86_400_000}:`);
+  assert.throws(() => statSync(join(r, 'home/mia')));
+  assert.is(entry(r, 'passwd', 'ned'), 'ned:x:1000:1000::/home/ned:/bin/sh');
+  // cloud-init keys kiln cannot apply: accepted, with why
+  const w = parseConfig('users: [{name: a, plain_text_passwd: x, doas: [permit a]}]\n', 'u.yaml').problems.map((p) => p.message);
+  assert.equal(w, ["ignored: kiln takes a user's password only as a crypt(3) hash; give passwd: '$6$...' (make one with: openssl passwd -6)", 'ignored: the image has no doas and no setuid program, so no user but root can act as root']);
+});
+
 test('keys go to the home the user has (homedir), owned by the user', async () => {
   const r = fakeRoot();
   const c = config(CLOUD);
