@@ -2,11 +2,12 @@
 // config drive, EC2-style metadata, kernel command line, kiln.config_url), choose what to
 // run with (falling back to the last good config on any problem), and apply it.
 // Every step reports and carries on: nothing in user config may stop init.
-import { appendFileSync, chmodSync, closeSync, existsSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { accessSync, appendFileSync, chmodSync, closeSync, constants, existsSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, posix } from 'node:path';
 import { ESP_MOUNT as BOOT_FILES } from './boot.ts';
 import { expandAuthorizedKeys } from './config/keys.ts';
 import { hostnameProblem } from './config/hostname.ts';
+import { instanceIdProblem } from './config/instance.ts';
 import { chooseConfig, configPaths, imageAllowsInsecureHttp, MAX_TOTAL_BYTES, PATHS, readLocalSources, readSource, type ConfigPaths, type SourceText } from './config/merge.ts';
 import { parseMetaData, parseNoCloudCmdline, splitUserData } from './config/nocloud.ts';
 import { decodeContent, failure, formatProblem, type ConfigProblem } from './config/parse.ts';
@@ -18,7 +19,11 @@ import { writeStaticDns } from './network.ts';
 import { appendRotating, LOG_DIR, say } from './log.ts';
 import { loadModules, mount, read, setHostname, setSysctl } from './system.ts';
 
-export interface Gathered { sources: SourceText[]; scripts: { name: string; text: string }[]; hostname?: string; notes: string[] }
+export interface Gathered {
+  sources: SourceText[]; scripts: { name: string; text: string }[]; hostname?: string; notes: string[];
+  /** the data source's instance id (runcmd runs once for each; see config/instance.ts) */
+  instance?: { id: string; origin: string };
+}
 
 export interface GatherOptions {
   /** the root the paths are under (tests); default / */
@@ -95,7 +100,16 @@ function addUserData(g: Gathered, origin: string, data: Buffer | string) {
 function addMetaData(g: Gathered, origin: string, text: string) {
   const m = parseMetaData(text);
   if (m.localHostname) g.hostname = m.localHostname;
+  // OpenStack's meta_data.json names it uuid
+  setInstance(g, m.instanceId ?? (typeof m.raw.uuid === 'string' ? m.raw.uuid : undefined), origin);
   for (const p of m.problems) g.notes.push(`${origin}: ${p}`);
+}
+
+function setInstance(g: Gathered, id: string | undefined, origin: string) {
+  if (id === undefined) return;
+  const bad = instanceIdProblem(id);
+  if (bad) g.notes.push(`${origin}: instance id ${bad}; passed over`);
+  else g.instance = { id: id.trim(), origin };
 }
 
 /** A local source file by name; missing is fine, unreadable or too large is a source error. */
@@ -180,6 +194,8 @@ export async function gatherSources(pass: 'local' | 'network', cmdline: string, 
         const headers: Record<string, string> = token ? { 'x-aws-ec2-metadata-token': token } : {};
         const ud = await fetchSource(g, `${base}/user-data`, 'EC2 metadata service', { allowInsecureHttp: true, fetch: o.fetch, timeoutMs: 5000, headers });
         if (ud !== undefined) addUserData(g, 'ec2:user-data', ud);
+        const iid = await fetchLimited(`${base}/meta-data/instance-id`, { key: 'EC2 metadata service', allowInsecureHttp: true, fetch: o.fetch, timeoutMs: 3000, headers, maxBytes: 1024 });
+        if (iid.body) setInstance(g, iid.body.toString('utf8').trim(), 'ec2:meta-data/instance-id');
         const host = await fetchLimited(`${base}/meta-data/local-hostname`, { key: 'EC2 metadata service', allowInsecureHttp: true, fetch: o.fetch, timeoutMs: 3000, headers, maxBytes: 1024 });
         if (host.body) {
           const name = host.body.toString('utf8').trim().split('.')[0];
@@ -189,6 +205,8 @@ export async function gatherSources(pass: 'local' | 'network', cmdline: string, 
       });
     }
   }
+  // cloud-init lets the command line's i= override meta-data's instance-id
+  if (seed?.instanceId !== undefined) setInstance(g, seed.instanceId, 'ds=nocloud;i=');
   g.sources.push({ file: '/proc/cmdline', text: cmdline, kind: 'cmdline' });
   return g;
 }
@@ -479,36 +497,151 @@ function homeOwners(home: string): Map<string, number> {
   return owners;
 }
 
-/** Creates configured users (passwd, group, shadow, home) if missing. `root` is for tests. */
+/** The image's login shells (busybox's), listed in /etc/shells with the users' own: dropbear
+ *  refuses a login whose shell is not listed there. */
+export const IMAGE_SHELLS = ['/bin/sh', '/bin/ash'];
+const NAME_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
+const HASH_RE = /^\$[0-9a-z]+\$[^:\s]*$/;
+
+type Fields = string[];
+const findEntry = (db: Fields[], name: string) => db.find((f) => f[0] === name);
+
+/**
+ * Applies `groups` and `users` to /etc/passwd, /etc/group and /etc/shadow, at every boot and
+ * from config alone (/etc may be rebuilt at each boot), so the result is the same each time:
+ * a user or group that exists is updated in place, a missing one is added. uids come from
+ * 1000 up (system users: from 999 down); a user whose home directory already exists gets the
+ * uid that owns it, if free, so its files stay its own whatever else changed. Missing groups
+ * (primary, supplementary) are made, as cloud-init makes them. Homes are made when missing
+ * (an existing /home/NAME is given to a user made now, as earlier releases did; another
+ * existing directory keeps its owner). Problems are returned; the rest is applied. `root` is
+ * for tests.
+ */
 export function applyUsers(c: KilnConfig, o: { root?: string } = {}): string[] {
   const root = o.root ?? '/';
-  const etc = (f: string) => join(root, 'etc', f);
   const problems: string[] = [];
+  const load = (f: string) => read(join(root, 'etc', f)).split('\n').filter(Boolean).map((l) => l.split(':'));
+  const passwd = load('passwd'), group = load('group'), shadow = load('shadow');
+  const before = [passwd, group, shadow].map((db) => db.map((f) => f.join(':')).join('\n'));
+  const ids = (db: Fields[]) => new Set(db.map((f) => Number(f[2])));
+  // /etc is rebuilt every boot but /home persists: a new user never gets a uid that owns
+  // someone else's home.
+  const homeUids = new Set(homeOwners(join(root, 'home')).values());
+  const freeId = (system: boolean, db: Fields[], avoid: Set<number> = new Set()) => {
+    const used = new Set([...ids(db), ...avoid]);
+    if (system) { for (let id = 999; id >= 100; id--) if (!used.has(id)) return id; }
+    for (let id = 1000; id < 60000; id++) if (!used.has(id)) return id;
+    throw new Error('no free id left');
+  };
+  const ensureGroup = (name: string, want?: number, system = false): number => {
+    const g = findEntry(group, name);
+    if (g) return Number(g[2]);
+    const gid = want !== undefined && !ids(group).has(want) ? want : freeId(system, group);
+    group.push([name, 'x', String(gid), '']);
+    return gid;
+  };
+  const addMember = (gname: string, user: string) => {
+    const g = findEntry(group, gname)!;
+    while (g.length < 4) g.push('');
+    const members = g[3] ? g[3].split(',') : [];
+    if (!members.includes(user)) g[3] = [...members, user].join(',');
+  };
+  const shells = new Set(IMAGE_SHELLS);
+  for (const g of c.groups) {
+    try { ensureGroup(g.name); } catch (e) { problems.push(`groups ${g.name}: ${(e as Error).message}`); }
+  }
   for (const u of c.users) {
     if (u.name === 'default' || u.name === 'root') continue;
-    let home: Dir | undefined, user: Dir | undefined;
+    let parent: Dir | undefined, home: Dir | undefined;
     try {
-      if (/[:\n\r]/.test(u.passwd) || /[:\n\r]/.test(u.shell)) throw new Error("passwd and shell cannot contain ':' or a line break");
-      const passwd = read(etc('passwd'));
-      if (!passwd.split('\n').some((l) => l.split(':')[0] === u.name)) {
-        const used = new Set(passwd.split('\n').map((l) => Number(l.split(':')[2])));
-        // /etc is rebuilt every boot but /home persists: a user gets back the uid that owns
-        // their home, and a new user never gets one that owns someone else's.
-        const homes = homeOwners(join(root, 'home'));
-        const prior = homes.get(u.name);
-        let uid = prior !== undefined && prior >= 1000 && !used.has(prior) ? prior : 1000;
-        if (uid !== prior) { const taken = new Set([...used, ...homes.values()]); while (taken.has(uid)) uid++; }
-        appendFileSync(etc('passwd'), `${u.name}:x:${uid}:${uid}::/home/${u.name}:${u.shell || '/bin/sh'}\n`);
-        appendFileSync(etc('group'), `${u.name}:x:${uid}:\n`);
-        appendFileSync(etc('shadow'), `${u.name}:${u.lock_passwd || !u.passwd ? '*' : u.passwd}:1::::::\n`);
-        // Made, and given to the user, through the open directory: never through a link.
-        home = openDir(join(root, 'home'), { mkdirs: true });
-        user = openChildDir(home, u.name, { create: { mode: 0o750, uid, gid: uid }, followRootLinks: true });
-        if (user.stat.uid !== uid) fchownSync(user.fd, uid, uid);
+      for (const [k, v] of [['gecos', u.gecos], ['homedir', u.homedir], ['shell', u.shell]] as const) {
+        if (/[:\n\r]/.test(v)) throw new Error(`${k} cannot contain ':' or a line break`);
       }
-    } catch (e) { problems.push(`users ${u.name}: ${(e as Error).message}`); } finally { closeDir(user); closeDir(home); }
+      // days since 1970 (shadow(5)); checked before anything is changed
+      const expire = u.expiredate ? String(Math.floor(Date.parse(`${u.expiredate}T00:00:00Z`) / 86_400_000)) : '';
+      if (expire === 'NaN') throw new Error(`expiredate ${u.expiredate} is not a date`);
+      let shell = u.shell || '/bin/sh';
+      if (!IMAGE_SHELLS.includes(shell) && !isExecutable(join(root, shell))) {
+        problems.push(`users ${u.name}: shell ${shell} is not on this node; /bin/sh is used instead`);
+        shell = '/bin/sh';
+      }
+      shells.add(shell);
+      const homePath = u.homedir || `/home/${u.name}`;
+      if (posix.normalize(homePath) !== homePath || homePath === '/') throw new Error(`homedir ${homePath} is not a plain absolute path (no '.', '..', '//' or trailing '/')`);
+      const existing = findEntry(passwd, u.name);
+      let uid: number;
+      // uid 0 is the default (unset): kiln makes no second root
+      const holder = u.uid ? passwd.find((f) => Number(f[2]) === u.uid && f[0] !== u.name) : undefined;
+      if (holder) problems.push(`users ${u.name}: uid ${u.uid} is ${holder[0]}'s; ${existing ? 'the uid it has is kept' : 'a free one is used'}`);
+      if (u.uid && !holder) uid = u.uid;
+      else if (existing) uid = Number(existing[2]);
+      else {
+        const owner = dirOwner(join(root, homePath));
+        const inRange = owner !== undefined && (u.system ? owner > 0 && owner < 1000 : owner >= 1000 && owner < 60000);
+        uid = inRange && !ids(passwd).has(owner!) ? owner! : freeId(u.system, passwd, homeUids);
+      }
+      const pg = u.primary_group || u.name;
+      if (!NAME_RE.test(pg)) throw new Error(`primary_group '${pg}' is not a group name`);
+      const gid = ensureGroup(pg, uid, u.system);
+      const entry = [u.name, 'x', String(uid), String(gid), u.gecos, homePath, shell];
+      if (existing) existing.splice(0, existing.length, ...entry); else passwd.push(entry);
+      let hash = '';
+      if (u.passwd && !HASH_RE.test(u.passwd)) problems.push(`users ${u.name}: passwd is not a crypt(3) hash ('$6$...'); the user has no password (make one with: openssl passwd -6)`);
+      else hash = u.passwd;
+      // No hash: '*', which no password matches. A locked hash keeps it behind '!', as
+      // passwd -l does; dropbear checks neither for keys, so keys still log in.
+      const field = !hash ? '*' : u.lock_passwd ? `!${hash}` : hash;
+      const sh = findEntry(shadow, u.name);
+      if (sh) { while (sh.length < 9) sh.push(''); sh[1] = field; sh[6] = u.inactive; sh[7] = expire; }
+      else shadow.push([u.name, field, '1', '', '', '', u.inactive, expire, '']);
+      for (const g of u.groups) {
+        if (!NAME_RE.test(g)) { problems.push(`users ${u.name}: '${g}' is not a group name; left out`); continue; }
+        ensureGroup(g);
+        addMember(g, u.name);
+      }
+      if (!u.system && !u.no_create_home) {
+        // Made, and given to the user, through the open directory: never through a link. A
+        // /home/NAME left by an earlier user is given to a user made now; any other existing
+        // directory named as homedir keeps its owner (as with useradd -m).
+        parent = openDir(dirname(join(root, homePath)), { mkdirs: true });
+        home = openChildDir(parent, basename(homePath), { create: { mode: 0o750, uid, gid }, followRootLinks: true });
+        if (!existing && !u.homedir && home.stat.uid !== uid) fchownSync(home.fd, uid, gid);
+      }
+    } catch (e) { problems.push(`users ${u.name}: ${(e as Error).message}`); } finally { closeDir(home); closeDir(parent); }
   }
+  for (const g of c.groups) {
+    for (const m of g.members) {
+      if (findEntry(passwd, m) && findEntry(group, g.name)) addMember(g.name, m);
+      else problems.push(`groups ${g.name}: member ${m} is not a user on this node; left out`);
+    }
+  }
+  let etc: Dir | undefined;
+  try {
+    etc = openDir(join(root, 'etc'));
+    const files: [string, Fields[], number][] = [['passwd', passwd, 0o644], ['group', group, 0o644], ['shadow', shadow, 0o600]];
+    files.forEach(([name, db, mode], i) => {
+      const text = db.map((f) => f.join(':')).join('\n');
+      if (text !== before[i]) replaceFile(etc!, name, `${text}\n`, { uid: 0, gid: 0, mode });
+    });
+    const list = `${[...shells].join('\n')}\n`;
+    if (read(join(root, 'etc/shells')) !== list) replaceFile(etc, 'shells', list, { uid: 0, gid: 0, mode: 0o644 });
+  } catch (e) { problems.push(`users: ${(e as Error).message}`); } finally { closeDir(etc); }
   return problems;
+}
+
+function dirOwner(path: string): number | undefined {
+  try { const st = lstatSync(path); return st.isDirectory() ? st.uid : undefined; } catch { return undefined; }
+}
+
+function isExecutable(path: string): boolean {
+  try { accessSync(path, constants.X_OK); return statSync(path).isFile(); } catch { return false; }
+}
+
+/** uid, gid and home of a user in /etc/passwd. */
+function passwdEntry(name: string, root = '/'): { uid: number; gid: number; home: string } {
+  const f = read(join(root, 'etc/passwd')).split('\n').map((l) => l.split(':')).find((x) => x[0] === name);
+  if (!f) throw new Error(`unknown user '${name}'`);
+  return { uid: Number(f[2]), gid: Number(f[3]), home: f[5] || (name === 'root' ? '/root' : `/home/${name}`) };
 }
 
 /**
@@ -550,9 +683,8 @@ export async function applySshKeys(c: KilnConfig, o: { fetch?: typeof fetch; off
   for (const u of c.users) {
     if (!u.ssh_authorized_keys.length && !u.ssh_import_id.length) continue;
     try {
-      const { uid, gid } = idsOf(u.name === 'default' ? 'root' : u.name, root);
-      const home = uid === 0 ? '/root' : `/home/${u.name}`;
-      count += await install(home, [...u.ssh_authorized_keys, ...u.ssh_import_id], uid, gid);
+      const { uid, gid, home } = passwdEntry(u.name === 'default' ? 'root' : u.name, root);
+      count += await install(uid === 0 ? '/root' : home, [...u.ssh_authorized_keys, ...u.ssh_import_id], uid, gid);
     } catch (e) { problems.push(`users ${u.name}: ${(e as Error).message}`); }
   }
   return { count, problems };

@@ -25,7 +25,7 @@ import type { BootContext } from './context.ts';
 import { unattendedInstall } from './install-task.ts';
 import {
   applyLocalConfig, bringUpLinks, chooseLocalConfig, countThisBoot, fetchSshKeys, growData, installCachedKeys, loadBootModules,
-  mountBootPartition, readMachineId, readNetworkSources, restoreEtc, runUserCommands, runUserScripts, setClockFloor, startFileLog, startK3s, startNtp, startSsh,
+  mountBootPartition, readMachineId, readNetworkSources, restoreEtc, runOncePerInstance, runUserCommands, runUserScripts, setClockFloor, startFileLog, startK3s, startNtp, startSsh,
   startWifi, watchButton,
 } from './tasks.ts';
 
@@ -90,9 +90,11 @@ export function bootPlan(ctx: BootContext): BootTask[] {
     // boot_cmd runs "before k3s starts" (docs/config.md).
     { phase: 'k3s', name: 'start', needs: ['mount/base filesystems', 'mount/protect init', 'data/logs', 'drivers', 'data/etc state', 'data/machine id', 'config/apply', 'config', 'config-network/ntp', 'config-network/boot_cmd', 'install/unattended', 'clock floor'], run: () => startK3s(ctx) },
 
-    // run_cmd runs "after k3s has started" (docs/config.md); the user-data scripts after it.
+    // run_cmd runs "after k3s has started" (docs/config.md), runcmd (once per instance) after
+    // it, the user-data scripts last.
     { phase: 'late', name: 'run_cmd', needs: ['k3s/start'], run: () => runUserCommands(ctx, 'run_cmd') },
-    { phase: 'late', name: 'user-data scripts', needs: ['late/run_cmd'], run: () => runUserScripts(ctx) },
+    { phase: 'late', name: 'runcmd', needs: ['late/run_cmd', 'data/machine id'], run: () => runOncePerInstance(ctx) },
+    { phase: 'late', name: 'user-data scripts', needs: ['late/runcmd'], run: () => runUserScripts(ctx) },
   ];
 }
 

@@ -1,7 +1,9 @@
 // The work behind each task of the boot plan (plan.ts), in plan order. Each returns an
 // optional note for init.log; a throw marks the task failed and boot goes on.
 import { mkdirSync } from 'node:fs';
-import { cmdlineArg, countBoot, ensureMachineId, mountEsp } from '../boot.ts';
+import { dirname } from 'node:path';
+import { cmdlineArg, countBoot, ensureMachineId, mountEsp, writeAtomic } from '../boot.ts';
+import { decideRuncmd, instanceOf, RUNCMD_DONE } from '../config/instance.ts';
 import { clockFloor, clockState, readFloorSources, SAVE_INTERVAL_MS, saveClock } from '../clock.ts';
 import { partitionBySpec } from '../bootctl/index.ts';
 import type { KilnConfig } from '../config/schema.ts';
@@ -141,13 +143,14 @@ export async function chooseLocalConfig(ctx: BootContext): Promise<string> {
 export async function applyLocalConfig(ctx: BootContext): Promise<void> {
   const c = ctx.cfg();
   applyHostname(chooseHostname(c, ctx.chosen?.gathered ?? { sources: [], scripts: [], notes: [] }, ctx.machineId));
+  // Users before write_files, so a file can be owned by a user the config makes.
+  const pw = await applyPassword(c);
+  if (pw) report([pw]);
+  report(applyUsers(c));
   report(writeFiles(c));
   report(await applyModules(c));
   report(applySysctls(c));
   applyDns(c);
-  const pw = await applyPassword(c);
-  if (pw) report([pw]);
-  report(applyUsers(c));
 }
 
 /** Keys known from earlier boots, so SSH works even when the network never comes. */
@@ -253,6 +256,28 @@ export async function startK3s(ctx: BootContext): Promise<string | undefined> {
   const t0 = Date.now();
   while (Date.now() - t0 < 60_000 && !['running', 'skipped', 'failed', 'backoff'].includes(k3sStatus(ctx)?.state ?? '')) await sleep(100);
   return k3sStatus(ctx)?.state;
+}
+
+/**
+ * runcmd: once per instance (config/instance.ts). The instance is recorded on the data
+ * partition before the commands start; when that cannot be written they do not run at all,
+ * since running them at every boot is what runcmd promises not to do.
+ */
+export async function runOncePerInstance(ctx: BootContext): Promise<string> {
+  const c = ctx.cfg();
+  const { id, origin } = instanceOf(ctx.chosen?.gathered.instance, ctx.machineId);
+  const d = decideRuncmd({ commands: c.runcmd.length, chosenOk: chosenOk(ctx), id, origin, done: read(RUNCMD_DONE) });
+  if (!d.run) return `runcmd: ${d.why}`;
+  try {
+    mkdirSync(dirname(RUNCMD_DONE), { recursive: true, mode: 0o700 });
+    writeAtomic(RUNCMD_DONE, d.record, 0o600);
+  } catch (e) {
+    report([`runcmd: not run: cannot record instance ${id} in ${RUNCMD_DONE} (${(e as Error).message}), and without the record it would run at every boot`]);
+    return 'runcmd: not run';
+  }
+  say(`config: runcmd: ${d.why}`);
+  report(await runCommands('runcmd', c.runcmd, c.kiln.environment));
+  return `runcmd: ${d.why}`;
 }
 
 export async function runUserScripts(ctx: BootContext): Promise<void> {

@@ -1,5 +1,6 @@
 // `kiln config validate FILE...` and `kiln config docs`, for the workstation CLI.
 import { readFileSync } from 'node:fs';
+import { RUNCMD_NOTE } from './compat.ts';
 import { renderDocs } from './docs.ts';
 import { formatProblem, isError, parseConfig } from './parse.ts';
 
@@ -26,8 +27,10 @@ export function configCli(args: string[], out: (s: string) => void = console.log
         out(`${f}: ok (a #! script, not YAML: as user-data the node runs it at every boot, after run_cmd; its contents are not checked)`);
         continue;
       }
-      const { problems } = parseConfig(text, f);
+      const { config, problems } = parseConfig(text, f);
       for (const p of problems) out(formatProblem(p));
+      // Not a problem: cloud-init's meaning, said because k3os's run_cmd differs.
+      if (config?.runcmd?.length) out(`${f}: note: ${RUNCMD_NOTE}`);
       const errors = problems.filter(isError).length;
       if (errors || (strict && problems.length)) bad++;
       else out(problems.length ? `${f}: ok (${problems.length} warning${problems.length === 1 ? '' : 's'})` : `${f}: ok`);

@@ -15,7 +15,6 @@ export const IGNORED_TOP: Record<string, string> = {
   manage_etc_hosts: 'kiln always writes the host name into /etc/hosts itself',
   growpart: 'kiln always grows its data partition to fill the disk at first boot',
   resize_rootfs: 'kiln always grows its data partition to fill the disk at first boot; the root is read-only and fixed in size',
-  groups: 'kiln creates no groups of its own; the groups a user is added to must exist in the image',
   preserve_hostname: 'kiln sets the host name from hostname: at every boot',
   prefer_fqdn_over_hostname: 'kiln uses hostname: (or the first label of fqdn:) as the host name',
   disable_root: 'root logs in with kiln.password or ssh_authorized_keys; leave both empty to keep root out',
@@ -27,13 +26,14 @@ export const IGNORED_TOP: Record<string, string> = {
 
 /** Keys of a cloud-init users entry kiln accepts and ignores, with why. */
 export const IGNORED_USER: Record<string, string> = {
-  gecos: 'kiln keeps the user comment field empty',
-  homedir: 'the home directory is always /home/NAME',
-  primary_group: 'each user gets a group of its own name as its primary group',
-  system: 'every user kiln creates is a login user with a uid from 1000',
-  inactive: 'kiln has no account expiry; leave the user out to disable it, or set lock_passwd and no keys',
   ssh_redirect_user: 'kiln has no login redirect; give the user no keys instead',
+  plain_text_passwd: "kiln takes a user's password only as a crypt(3) hash; give passwd: '$6$...' (make one with: openssl passwd -6)",
+  doas: 'the image has no doas and no setuid program, so no user but root can act as root',
+  sudo: "the image has no sudo and no setuid program, so no user but root can act as root; give root's ssh_authorized_keys instead",
 };
+
+/** Printed by `kiln config validate` for a config with runcmd (output: keep it as it is). */
+export const RUNCMD_NOTE = 'runcmd runs once per instance; run_cmd runs every boot';
 
 /** Where each accepted cloud-init or Kairos key goes (docs/config.md lists this table). */
 export const MAPPED: [string, string][] = [
@@ -87,11 +87,14 @@ export function applyCompat(value: unknown, file: string, loc: Locator): ConfigP
     warn([k], true, `ignored: ${why}`, 'remove it');
     delete c[k];
   }
+  if ('groups' in c) c.groups = groupsOf(c.groups);
   if (Array.isArray(c.users)) {
     c.users.forEach((u: unknown, i: number) => {
       if (!isObj(u)) return;
       for (const [k, why] of Object.entries(IGNORED_USER)) {
         if (!(k in u)) continue;
+        // sudo: false (or null) asks for nothing that kiln leaves out
+        if (k === 'sudo' && (u.sudo === false || u.sudo === null || (Array.isArray(u.sudo) && !u.sudo.length))) { delete u[k]; continue; }
         warn(['users', i, k], true, `ignored: ${why}`, 'remove it');
         delete u[k];
       }
@@ -125,6 +128,22 @@ export function applyCompat(value: unknown, file: string, loc: Locator): ConfigP
   // ---- strings where a list is meant (k3os took either) ----
   lists(c, CONFIG_SCHEMA, [], warn);
   return out;
+}
+
+/**
+ * cloud-init's top-level groups to kiln's list of {name, members}: a comma-separated string,
+ * a list of names and {NAME: MEMBERS} maps, or one such map; MEMBERS a list or a
+ * comma-separated string. kiln's own form passes through; anything else is left for the
+ * schema to report.
+ */
+export function groupsOf(v: unknown): unknown {
+  const names = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
+  const members = (m: unknown) => (m === null || m === undefined ? [] : typeof m === 'string' ? names(m) : m);
+  const fromMap = (o: Obj) => Object.entries(o).map(([name, m]) => ({ name, members: members(m) }));
+  if (typeof v === 'string') return names(v).map((name) => ({ name }));
+  if (isObj(v)) return typeof v.name === 'string' ? [v] : fromMap(v);
+  if (!Array.isArray(v)) return v;
+  return v.flatMap((g) => (typeof g === 'string' ? names(g).map((name) => ({ name })) : isObj(g) && typeof g.name !== 'string' ? fromMap(g) : [g]));
 }
 
 function chpasswd(c: Obj, warn: (p: Seg[], atKey: boolean, m: string, f: string) => void) {

@@ -1,7 +1,7 @@
 // docs/config.md, generated from the schema (and the merge order) so the reference cannot
 // drift from what the node accepts. A unit test compares the committed file with this output.
 import { MERGE_ORDER, PATHS } from './merge.ts';
-import { IGNORED_TOP, IGNORED_USER, MAPPED } from './compat.ts';
+import { IGNORED_TOP, IGNORED_USER, MAPPED, RUNCMD_NOTE } from './compat.ts';
 import { CONFIG_SCHEMA, type SchemaNode } from './schema.ts';
 
 const code = (v: unknown) => `\`${typeof v === 'string' ? (v === '' ? "''" : v) : JSON.stringify(v)}\``;
@@ -58,7 +58,9 @@ is). Warnings (a form kiln maps, a key it ignores) do not: validate exits 0, unl
 Every problem of a file is reported in one pass. A \`- item\` line indented deeper than the
 item above it is warned about: YAML reads it as more text of that item. A file starting with
 \`#!\` is a script, not config: given as user-data, the node runs it at every boot after
-\`run_cmd\`; validate does not check its contents.
+\`run_cmd\` and \`runcmd\`; validate does not check its contents. \`runcmd\` keeps cloud-init's
+meaning (once per instance) and \`run_cmd\` k3os's (every boot): for a file with \`runcmd\`,
+validate prints \`FILE: note: ${RUNCMD_NOTE}\`.
 
 \`\`\`yaml
 #cloud-config
@@ -78,7 +80,6 @@ Each is accepted with a warning that names what to write instead.
 | written | read as |
 |---|---|
 ${MAPPED.map(([a, b]) => `| \`${a}\` | ${b} |`).join('\n')}
-| \`runcmd\` | \`run_cmd\`: it runs at every boot after k3s has started, as k3os's \`run_cmd\` does, not once per instance as in cloud-init; guard a command that must run once |
 | camelCase spellings (\`sshAuthorizedKeys\`, \`k3sArgs\`, ...) | the key they spell (listed under each key below as "accepted with a warning") |
 
 Ignored, with a warning saying why:

@@ -97,7 +97,6 @@ function renameAliases(node: unknown, schema: SchemaNode | undefined, path: Seg[
         originals.set(pair.key, written);
         (pair.key as Scalar).value = name;
         if (warned.has(written)) problems.push({ file, ...loc(pair.key as Node), key: keyPath([...spelled, written]), message: `k3os's spelling of '${name}'`, fix: `write '${name}'`, severity: 'warning' });
-        if (written === 'runcmd' && path.length === 0) problems.push({ file, ...loc(pair.key as Node), key: 'runcmd', message: 'read as run_cmd: runs at every boot after k3s has started, not once per instance as in cloud-init', fix: "write run_cmd; for once only, guard the command, e.g. '[ -e /var/lib/kiln/once ] || { CMD && touch /var/lib/kiln/once; }'", severity: 'warning' });
       }
       const before = seen.get(name);
       if (before !== undefined && before !== written) {
@@ -639,7 +638,7 @@ function normalise(c: any): KilnConfigInput {
       if (typeof u === 'string') return { name: u === 'default' ? 'kiln' : u };
       if (u.name === 'default') u.name = 'kiln';
       if (typeof u.groups === 'string') u.groups = u.groups.split(',').map((g: string) => g.trim()).filter(Boolean);
-      if (u.sudo !== undefined) u.sudo = u.sudo === false ? [] : u.sudo === true ? ['ALL=(ALL) NOPASSWD:ALL'] : ([] as string[]).concat(u.sudo);
+      if (typeof u.inactive === 'number') u.inactive = String(u.inactive);
       if (u.ssh_authorized_keys) u.ssh_authorized_keys = u.ssh_authorized_keys.map(authKey);
       if (u.ssh_import_id) u.ssh_import_id = u.ssh_import_id.map(importId);
       return u;

@@ -50,19 +50,36 @@ export const ENCODINGS = ['text', 'text/plain', '', 'b64', 'base64', 'gz', 'gzip
 export const DATA_SOURCES = ['nocloud', 'cdrom', 'ec2', 'aws', 'openstack', 'gcp', 'hetzner', 'digitalocean', 'vultr', 'scaleway', 'packet'] as const;
 export const CHANNELS = ['beta', 'rc', 'stable'] as const;
 
+const NAME = { type: 'string', pattern: '^[a-z_][a-z0-9_-]{0,31}$', 'x-hint': 'lower case letters, digits, _ and -, starting with a letter or _' };
 const USER = {
   type: ['string', 'object'],
-  description: "A user to create: a name, or an object. The name 'default' stands for the built-in 'kiln' user.",
+  description: "A user to create: a name, or an object. The name 'default' stands for the built-in 'kiln' user. Users are applied at every boot, from config: a user kiln made keeps the uid that owns its home directory.",
   required: ['name'], additionalProperties: false,
   properties: {
-    name: { type: 'string', pattern: '^[a-z_][a-z0-9_-]{0,31}$', 'x-hint': 'lower case letters, digits, _ and -, starting with a letter or _', description: 'Login name.' },
-    groups: { type: ['string', 'array'], items: { type: 'string' }, default: [], description: "Extra groups: a list, or cloud-init's comma-separated string." },
-    sudo: { type: ['string', 'array', 'boolean'], items: { type: 'string' }, default: false, description: "sudoers rule(s) such as 'ALL=(ALL) NOPASSWD:ALL'; false for none, true for that rule." },
-    shell: s('Login shell; empty for the image default (/bin/sh).'),
-    lock_passwd: b('Disable password login for this user.', true),
-    passwd: s("Password hash (crypt(3) format, e.g. '$6$...'); empty for none."),
+    name: { ...NAME, description: 'Login name.' },
+    gecos: s("The comment field of /etc/passwd (the user's full name).", { pattern: '^[^:\\n]*$', maxLength: 256, 'x-hint': "text without ':' or line breaks" }),
+    homedir: s('Home directory; empty: /home/NAME. Made (owned by the user, mode 0750) when missing, except for system users; a directory that exists keeps its owner (except /home/NAME when homedir is empty: a newly made user is given it).', { pattern: '^(/[^:\\n]*)?$', maxLength: 256, 'x-hint': "an absolute path such as '/home/alice'" }),
+    primary_group: s("Primary group; empty: a group named after the user. Made when missing.", { pattern: '^([a-z_][a-z0-9_-]{0,31})?$', 'x-hint': 'a group name: lower case letters, digits, _ and -' }),
+    groups: { type: ['string', 'array'], items: { type: 'string' }, default: [], description: "Supplementary groups: a list, or cloud-init's comma-separated string. A group that does not exist is made." },
+    uid: { type: 'integer', minimum: 0, maximum: 4294967294, default: 0, description: 'User id; 0 (the default): the first free one from 1000 (system users: from 999 down), or the owner of an existing home. One another user has is reported and a free one used.' },
+    system: b('A system user: a uid below 1000 and no home directory made.'),
+    no_create_home: b('Make no home directory (the passwd entry still names one).'),
+    expiredate: s("Date the account expires, 'YYYY-MM-DD' (the expire field of /etc/shadow, as useradd --expiredate sets it); empty: never.", { pattern: '^([0-9]{4}-[0-9]{2}-[0-9]{2})?$', 'x-hint': "a date such as '2031-12-31'" }),
+    inactive: { type: ['string', 'integer'], pattern: '^[0-9]{0,5}$', minimum: 0, maximum: 99999, default: '', 'x-hint': "a number of days such as '30'", description: "Days after a password expires until the account is disabled (the inactive field of /etc/shadow, as useradd --inactive sets it); kiln sets no password expiry, so it matters only to a password given an expiry by hand." },
+    shell: s('Login shell; empty for the image default (/bin/sh). The image has /bin/sh and /bin/ash (busybox); a shell the node does not have is replaced by /bin/sh, with a warning at boot.'),
+    lock_passwd: b("Disable password login for this user (the hash is kept behind a '!', as passwd -l does). Keys still log in.", true),
+    passwd: s("Password hash (crypt(3) format, e.g. '$6$...'); empty for none. Plain text is not taken: the user then has no password, with a warning at boot.", { 'x-aliases': ['hashed_passwd'] }),
     ssh_authorized_keys: list('append', AUTH_KEY, 'Public keys (or github:USER, gitlab:USER) allowed to log in as this user.', { 'x-aliases': ['ssh_authorized_key'], 'x-warn-aliases': ['sshAuthorizedKeys'] }),
     ssh_import_id: list('append', IMPORT_ID, 'Key service users whose public keys may log in as this user (gh:USER, gl:USER, lp:USER).'),
+  },
+};
+
+const GROUP = {
+  type: 'object', additionalProperties: false, required: ['name'],
+  description: "A group to make. cloud-init's forms are read too: a name, `{NAME: [MEMBER, ...]}`, or a comma-separated string of names.",
+  properties: {
+    name: { ...NAME, description: 'Group name.' },
+    members: list('append', NAME, 'Users added to the group (users that do not exist, after `users` is applied, are left out with a warning at boot).'),
   },
 };
 
@@ -205,10 +222,12 @@ export const CONFIG_SCHEMA: SchemaNode = {
     ssh_authorized_keys: list('append', AUTH_KEY, "Public keys allowed to log in as root; github:USER / gitlab:USER / launchpad:USER fetch that user's published keys at boot.", { 'x-aliases': ['ssh_authorized_key'], 'x-warn-aliases': ['sshAuthorizedKeys'] }),
     ssh_import_id: list('append', IMPORT_ID, "cloud-init's form of key service users for root: gh:USER, gl:USER, lp:USER."),
     users: list('append', USER, 'Extra users to create (cloud-init style). A later entry with the same name replaces the earlier one.', { 'x-merge-key': 'name' }),
+    groups: list('append', GROUP, "Groups to make (cloud-init style), before the users. A later entry with the same name replaces the earlier one.", { 'x-merge-key': 'name' }),
     write_files: list('append', WRITE_FILE, 'Files written at boot, in order.', { 'x-warn-aliases': ['writeFiles'] }),
     init_cmd: commands('early at boot, before the network is up', [], ['initCmd']),
     boot_cmd: commands('at every boot once the network is up, before k3s starts', ['bootcmd'], ['bootCmd']),
-    run_cmd: commands("at every boot after k3s has started. cloud-init's `runcmd` is read as run_cmd, so it runs at every boot too (cloud-init runs it once per instance): validate warns about it", ['runcmd'], ['runCmd']),
+    run_cmd: commands("at every boot after k3s has started (k3os's run_cmd)", [], ['runCmd']),
+    runcmd: { ...commands("once per instance, as cloud-init's runcmd: after run_cmd, at the first boot of each instance id"), description: "Commands run once per instance, as cloud-init's runcmd does (run_cmd runs at every boot). After run_cmd, at the first boot with a new instance id: the NoCloud `instance-id` (meta-data, or `i=` in `ds=nocloud`), the config drive's `uuid`, or EC2's instance-id; without one, the machine id, which is made at first boot and kept on the data partition (so: once per installation). The instance is marked done on the data partition (/data/kiln/runcmd-instances; the live ISO keeps its data in memory, so there runcmd runs at every boot) just before the commands start, so a command that reboots does not run again, and one that fails is not retried. When the config has problems (the last good one is in force), runcmd waits for a boot whose config is good. Each is a shell command line (run by /bin/sh -c) or an argv list (run without a shell)." },
     kiln: KILN,
   },
 };
@@ -222,14 +241,22 @@ export type Channel = (typeof CHANNELS)[number];
 
 export interface User {
   name: string;
+  gecos: string;
+  homedir: string;
+  primary_group: string;
   groups: string[];
-  sudo: string[];
+  uid: number;
+  system: boolean;
+  no_create_home: boolean;
+  expiredate: string;
+  inactive: string;
   shell: string;
   lock_passwd: boolean;
   passwd: string;
   ssh_authorized_keys: string[];
   ssh_import_id: string[];
 }
+export interface Group { name: string; members: string[] }
 export interface WriteFile { path: string; content: string; encoding: Encoding; owner: string; permissions: string; append: boolean }
 export interface Wifi { name: string; passphrase: string }
 export interface Interface { dhcp: boolean; addresses: string[]; gateway: string; dns: string[]; mtu: number }
@@ -266,10 +293,12 @@ export interface KilnConfig {
   ssh_authorized_keys: string[];
   ssh_import_id: string[];
   users: User[];
+  groups: Group[];
   write_files: WriteFile[];
   init_cmd: Command[];
   boot_cmd: Command[];
   run_cmd: Command[];
+  runcmd: Command[];
   kiln: KilnSection;
 }
 

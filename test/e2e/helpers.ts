@@ -50,11 +50,11 @@ export function sshKeypair(): { key: string; pub: string } {
   return { key, pub: readFileSync(`${key}.pub`, 'utf8').trim() };
 }
 
-/** Runs a command on the guest over SSH (through QEMU's hostfwd), retrying while sshd comes up. */
-export async function ssh(port: number, key: string, command: string, tries = 30): Promise<string> {
+/** Runs a command on the guest over SSH (through QEMU's hostfwd) as `user`, retrying while sshd comes up. */
+export async function ssh(port: number, key: string, command: string, tries = 30, user = 'root'): Promise<string> {
   let last = '';
   for (let i = 0; i < tries; i++) {
-    const r = await $({ quiet: true, nothrow: true, timeout: '60s' })`ssh -i ${key} -p ${port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20 -o BatchMode=yes -o LogLevel=ERROR root@127.0.0.1 ${command}`;
+    const r = await $({ quiet: true, nothrow: true, timeout: '60s' })`ssh -i ${key} -p ${port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20 -o BatchMode=yes -o LogLevel=ERROR ${user}@127.0.0.1 ${command}`;
     if (r.exitCode === 0) return r.stdout;
     last = `${r.stderr.trim()} (exit ${r.exitCode})`;
     await new Promise((res) => setTimeout(res, 3000));

@@ -35,7 +35,7 @@ test('phase and task names are the ones boot has always reported, in the same or
     'config-network/network sources', 'config-network/ssh keys', 'config-network/ntp', 'config-network/boot_cmd',
     'install/unattended',
     'k3s/start',
-    'late/run_cmd', 'late/user-data scripts',
+    'late/run_cmd', 'late/runcmd', 'late/user-data scripts',
   ]);
 });
 
@@ -46,6 +46,9 @@ test('the documented command order is in the needs', () => {
   assert.ok(needs('k3s/start').includes('config-network/boot_cmd'));
   assert.ok(needs('k3s/start').includes('install/unattended'));
   assert.ok(needs('late/run_cmd').includes('k3s/start'));
+  // runcmd (once per instance) after run_cmd, the user-data scripts after both
+  assert.ok(needs('late/runcmd').includes('late/run_cmd'));
+  assert.ok(needs('late/user-data scripts').includes('late/runcmd'));
 });
 
 test('the clock floor comes before anything that checks a certificate', () => {
@@ -64,12 +67,12 @@ function before(id: string): Set<string> {
 
 test('tasks run in parallel only where that is safe: the needs list order used to hide', () => {
   // Services and user commands: in their cgroups, logging into a log directory made root's.
-  for (const id of ['config/ssh', 'config/init_cmd', 'network/links', 'config-network/ntp', 'config-network/boot_cmd', 'k3s/start', 'late/run_cmd', 'late/user-data scripts']) {
+  for (const id of ['config/ssh', 'config/init_cmd', 'network/links', 'config-network/ntp', 'config-network/boot_cmd', 'k3s/start', 'late/run_cmd', 'late/runcmd', 'late/user-data scripts']) {
     for (const need of ['mount/base filesystems', 'mount/protect init', 'data/logs']) assert.ok(before(id).has(need), `${id} needs ${need}`);
   }
   // User commands see the system as configured: after every task that writes /etc or keys.
-  for (const id of ['config/init_cmd', 'config-network/boot_cmd', 'late/run_cmd']) assert.ok(before(id).has('config/ssh keys (cached)'), id);
-  for (const id of ['config-network/boot_cmd', 'late/run_cmd']) assert.ok(before(id).has('config-network/ssh keys') && before(id).has('config-network/network sources'), id);
+  for (const id of ['config/init_cmd', 'config-network/boot_cmd', 'late/run_cmd', 'late/runcmd']) assert.ok(before(id).has('config/ssh keys (cached)'), id);
+  for (const id of ['config-network/boot_cmd', 'late/run_cmd', 'late/runcmd']) assert.ok(before(id).has('config-network/ssh keys') && before(id).has('config-network/network sources'), id);
   // The installer writes disks and may power off: after the data partition grew and after boot_cmd.
   assert.ok(before('install/unattended').has('data/grow') && before('install/unattended').has('config-network/boot_cmd'));
   // and every service has started before it, so a power-off stops them all.

@@ -43,13 +43,11 @@ const CASES: [string, string[]][] = [
     ':5:1 warning: manage_etc_hosts: ignored: kiln always writes the host name into /etc/hosts itself (remove it)',
     ':6:1 warning: growpart: ignored: kiln always grows its data partition to fill the disk at first boot (remove it)',
     ':7:1 warning: ntp: mapped to kiln.ntp_servers (ntp1.example.com, pool.example.com) (write kiln: {ntp_servers: [...]} instead)',
-    ':10:1 warning: groups: ignored: kiln creates no groups of its own; the groups a user is added to must exist in the image (remove it)',
-    ':14:3 warning: users[1].gecos: ignored: kiln keeps the user comment field empty (remove it)',
-    ':15:3 warning: users[1].homedir: ignored: the home directory is always /home/NAME (remove it)',
+    ":19:3 warning: users[1].sudo: ignored: the image has no sudo and no setuid program, so no user but root can act as root; give root's ssh_authorized_keys instead (remove it)",
     ':22:3 warning: chpasswd.expire: ignored: kiln has no password expiry (remove it)',
     ':24:5 warning: chpasswd.users[0]: root: mapped to kiln.password (write kiln: {password: ...} instead)',
-    ":29:1 warning: runcmd: read as run_cmd: runs at every boot after k3s has started, not once per instance as in cloud-init (write run_cmd; for once only, guard the command, e.g. '[ -e /var/lib/kiln/once ] || { CMD && touch /var/lib/kiln/once; }')",
-    ': ok (12 warnings)']],
+    ': note: runcmd runs once per instance; run_cmd runs every boot',
+    ': ok (9 warnings)']],
 ];
 
 test('each documented form validates with exit 0, its warnings at LINE:COL', () => {
@@ -99,8 +97,19 @@ test('the forms are read as the canonical keys', () => {
   const c = config('cloud-init.yaml');
   assert.is(c.hostname, 'node-1');
   assert.equal(c.kiln, { ntp_servers: ['ntp1.example.com', 'pool.example.com'], ssh: { password_login: false }, password: 'secret' });
-  assert.equal(c.users[1], { name: 'alice', groups: ['users', 'wheel'], lock_passwd: false, passwd: '$6$abc$def', sudo: ['ALL=(ALL) NOPASSWD:ALL'], shell: '/bin/sh' });
-  assert.equal(c.run_cmd, ['echo done']);
+  assert.equal(c.users[1], { name: 'alice', gecos: 'Alice', homedir: '/home/alice', groups: ['users', 'wheel'], lock_passwd: false, passwd: '$6$abc$def', shell: '/bin/sh' });
+  assert.equal(c.groups, [{ name: 'admins' }]);
+  // runcmd keeps cloud-init's meaning (once per instance): a key of its own, not run_cmd
+  assert.equal([c.runcmd, c.run_cmd], [['echo done'], undefined]);
+});
+
+test('validate notes runcmd (once per instance) beside run_cmd (every boot); a config without runcmd gets no note', () => {
+  const f = join(dir, 'k3os.yaml');
+  assert.not.ok(validate([f]).lines.some((l) => l.includes('note:')));
+  const both = join(dir, 'cloud-init.yaml');
+  const r = validate(['--strict', both]);
+  assert.is(r.code, 1); // the warnings, not the note
+  assert.ok(r.lines.includes(`${both}: note: runcmd runs once per instance; run_cmd runs every boot`));
 });
 
 test('an explicit canonical key wins over a mapped cloud-init key', () => {
