@@ -9,7 +9,7 @@ import { build, REPO } from '../../builder/build.ts';
 import { createLogger } from '../../builder/log.ts';
 import { Cache } from '../../builder/cache.ts';
 import { readLock } from '../../builder/lock.ts';
-import { loadProfile } from '../../builder/profile.ts';
+import { loadProfile, METAL_PROFILE } from '../../builder/profile.ts';
 import { kernelFromLock } from '../../builder/rootfs.ts';
 import { updateKeys } from './update-fixture.ts';
 
@@ -44,6 +44,14 @@ export async function testRpiImage(version = TEST_VERSION) {
 export async function testIso(arch: Arch) {
   const out = join(REPO, 'out', arch === 'x86_64' ? 'test-iso' : `test-iso-${arch}`);
   const rec = await build({ arches: [arch], formats: ['iso'], out, version: TEST_VERSION, k3sBinary: K3S_STANDIN, log: createLogger({ quiet: !process.env.KILN_VERBOSE }) });
+  const o = rec.outputs.find((x) => x.kind === 'iso')!;
+  return { out, iso: join(out, o.file), size: o.size, rec };
+}
+
+/** The hardware ISO of an arch (images/metal.yaml; out/test-metal for x86_64, out/test-metal-<arch> otherwise), built once per run. */
+export async function testMetalIso(arch: Arch) {
+  const out = join(REPO, 'out', arch === 'x86_64' ? 'test-metal' : `test-metal-${arch}`);
+  const rec = await build({ profile: METAL_PROFILE, arches: [arch], formats: ['iso'], out, version: TEST_VERSION, k3sBinary: K3S_STANDIN, log: createLogger({ quiet: !process.env.KILN_VERBOSE }) });
   const o = rec.outputs.find((x) => x.kind === 'iso')!;
   return { out, iso: join(out, o.file), size: o.size, rec };
 }

@@ -4,7 +4,8 @@
 // USB cannot enumerate a network adapter under Linux, so HTTP is covered by the x86_64 update
 // test). It writes v2's root into partition 3 and its kernel + initrd into b/, hands slot b
 // three tries in uboot.env and reboots; U-Boot's boot.scr takes one, v2 comes up and blesses
-// slot b. What QEMU cannot show is in rpi-arm64.test.ts's header (firmware, Pi 4, power loss).
+// slot b. With no RTC, boot sets the clock to the build time before the first channel fetch.
+// What QEMU cannot show is in rpi-arm64.test.ts's header (firmware, Pi 4, power loss).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -68,6 +69,15 @@ test('v1 -> v2 on the Pi: staged through uboot.env, booted by boot.scr from slot
     await vm.waitFor(ready(TEST_VERSION, 'a'), PI_BOOT_TIMEOUT);
     await vm.waitFor(/kiln: blessed slot a/, 120_000);
     await vm.waitFor(new RegExp(`update: ${V2.replace(/[.]/g, '\\.')} staged in slot b`), 600_000);
+    // raspi3b has no RTC: the kernel starts in 1970. Boot must floor the clock at the build
+    // time before the updater first fetches the channel (whose signatures carry dates).
+    const clock = /kiln: clock set to (\S+) \(build\)/.exec(vm.output);
+    assert.ok(clock, 'boot set the clock from the build time');
+    assert.is(Date.parse(clock![1]!) / 1000, v1.rec.sourceDateEpoch, 'the floor is the build time');
+    // The updater starts once the node is ready; its first line follows its first fetch.
+    const readyAt = vm.output.search(ready(TEST_VERSION, 'a'));
+    assert.ok(clock!.index < readyAt, 'the clock was set before ready');
+    assert.ok(clock!.index < vm.output.search(/kiln: update[: ]/), 'the clock was set before the updater\'s first line');
     const at = vm.output.length;
     await vm.waitFor(/kiln: booting slot b \(tries left a=3 b=2\)/, 300_000, at);
     await vm.waitFor(ready(V2, 'b'), PI_BOOT_TIMEOUT, at);
