@@ -40,12 +40,13 @@ export function median(xs: number[]): number | undefined {
 }
 
 /** The floor's line (builder/stage1/init.sh, kiln.floor=): seconds from the kernel's start, and Node's RSS. */
-export interface FloorLine { kind: 'sh' | 'node'; readyS: number; rssMiB?: number }
+export interface FloorLine { kind: 'sh' | 'node'; readyS: number; rssMiB?: number; heapLimitMiB?: number }
 export function floorLine(line: string): FloorLine | undefined {
   const m = /kiln-floor: (sh|node) ready ([\d.]+) s after the kernel/.exec(line);
   if (!m) return undefined;
   const rss = /\brss ([\d.]+) MiB/.exec(line)?.[1];
-  return { kind: m[1] as 'sh' | 'node', readyS: Number(m[2]), ...(rss ? { rssMiB: Number(rss) } : {}) };
+  const heap = /\bheap limit ([\d.]+) MiB/.exec(line)?.[1];
+  return { kind: m[1] as 'sh' | 'node', readyS: Number(m[2]), ...(rss ? { rssMiB: Number(rss) } : {}), ...(heap ? { heapLimitMiB: Number(heap) } : {}) };
 }
 
 /**

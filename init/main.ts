@@ -7,6 +7,7 @@
 import { existsSync } from 'node:fs';
 import { bootChainLine, bootInfo, cmdlineArg } from './boot.ts';
 import { bootContext } from './boot/context.ts';
+import { flushCompileCache } from './compile-cache.ts';
 import { bootPlan, readyLine, timingsLine } from './boot/plan.ts';
 import { postBootSteps, runPostBoot } from './boot/post-boot.ts';
 import { saveClockQuietly } from './boot/tasks.ts';
@@ -38,6 +39,7 @@ const ctx = bootContext({ info, live: cmdlineArg(info.cmdline, 'kiln.live') !== 
 async function boot() {
   say(`init started: kiln ${info.version} slot ${info.slot} (${info.arch}, kernel ${info.kernel}, node ${process.version})`);
   say(bootChainLine(info.chain));
+  say((globalThis as { kilnCompileCache?: string }).kilnCompileCache ?? 'compile cache: off (started without init/preload.ts)');
   const results = await runPlan(bootPlan(ctx));
   if (isShuttingDown()) return;
   const failed = results.filter((r) => !r.ok);
@@ -45,6 +47,8 @@ async function boot() {
   say(readyLine(info, failed));
   say(timingsLine(results, performance.now(), initStartS(), process.memoryUsage().rss));
   say(taskTimesLine(results));
+  // Boot's compiled code, for the next boot (compile-cache.ts).
+  flushCompileCache();
   await runPostBoot(ctx, postBootSteps(ctx, failed.length === 0));
 }
 

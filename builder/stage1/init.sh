@@ -206,6 +206,7 @@ for d in etc var root home; do
     || fail "cannot mount the /$d overlay"
 done
 
+FLOOR=$(arg kiln.floor)
 mount --move /dev /newroot/dev
 mount --move /sys /newroot/sys
 mount --move /proc /newroot/proc
@@ -216,8 +217,10 @@ export KILN_SLOT=$SLOT KILN_VERITY=$VERIFIED
 # kiln.floor=sh|node (npm run bench only): hand over to a program that prints one line and idles
 # instead of init, so the bench measures what the kernel, stage 1 and Node cost on their own.
 # A fixed choice, not a path: the command line cannot name a program to run as PID 1's child.
-case "$(arg kiln.floor)" in
+case "$FLOOR" in
   sh) exec switch_root /newroot /usr/bin/tini -- /bin/sh -c 'echo "kiln-floor: sh ready $(cut -d" " -f1 /proc/uptime) s after the kernel" > /dev/console; exec sleep 2147483647';;
-  node) exec switch_root /newroot /usr/bin/tini -- /usr/bin/node -e 'const u = require("fs").readFileSync("/proc/uptime", "utf8").split(" ")[0]; console.log(`kiln-floor: node ready ${u} s after the kernel; init started ${(u - process.uptime()).toFixed(2)} s after the kernel; rss ${(process.memoryUsage().rss / 1048576).toFixed(1)} MiB`); setInterval(() => {}, 1 << 30)';;
+  node) exec switch_root /newroot /usr/bin/tini -- /usr/bin/node -e 'const u = require("fs").readFileSync("/proc/uptime", "utf8").split(" ")[0]; console.log(`kiln-floor: node ready ${u} s after the kernel; init started ${(u - process.uptime()).toFixed(2)} s after the kernel; rss ${(process.memoryUsage().rss / 1048576).toFixed(1)} MiB; heap limit ${(require("v8").getHeapStatistics().heap_size_limit / 1048576).toFixed(0)} MiB`); setInterval(() => {}, 1 << 30)';;
 esac
-exec switch_root /newroot /usr/bin/tini -- /usr/bin/node /usr/lib/kiln/init.js
+# The compile cache (init/preload.ts), when this root has it.
+PRELOAD=""; [ -f /newroot/usr/lib/kiln/preload.js ] && PRELOAD="--require /usr/lib/kiln/preload.js"
+exec switch_root /newroot /usr/bin/tini -- /usr/bin/node $PRELOAD /usr/lib/kiln/init.js
