@@ -9,7 +9,6 @@ import { bootChainLine, bootInfo, cmdlineArg } from './boot.ts';
 import { bootContext } from './boot/context.ts';
 import { flushCompileCache } from './compile-cache.ts';
 import { bootPlan, readyLine, timingsLine } from './boot/plan.ts';
-import { postBootSteps, runPostBoot } from './boot/post-boot.ts';
 import { saveClockQuietly } from './boot/tasks.ts';
 import { debug, LOG_DIR, say, setBootOffset } from './log.ts';
 import { isShuttingDown, shutdown, type PowerAction } from './power.ts';
@@ -49,6 +48,8 @@ async function boot() {
   say(taskTimesLine(results));
   // Boot's compiled code, for the next boot (compile-cache.ts).
   flushCompileCache();
+  // The updater, add-ons and blessing are loaded only now: nothing before ready needs them.
+  const { postBootSteps, runPostBoot } = await import('./boot/post-boot.ts');
   await runPostBoot(ctx, postBootSteps(ctx, failed.length === 0));
 }
 
