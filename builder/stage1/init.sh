@@ -207,6 +207,11 @@ for d in etc var root home; do
 done
 
 FLOOR=$(arg kiln.floor)
+# Node's young generation from this machine's memory, not V8's desktop default: up to 1 GiB,
+# semi-spaces of 1 MiB (init's RSS at ready, docs/design.md "Boot speed and memory"). No cap on
+# the old generation: a heap limit reached would end init, and with it the machine.
+MEMK=$(sed -n 's/^MemTotal: *\([0-9]*\) kB$/\1/p' /proc/meminfo)
+NODEFLAGS=""; [ "${MEMK:-0}" -gt 0 ] && [ "$MEMK" -le 1048576 ] && NODEFLAGS="--max-semi-space-size=1"
 mount --move /dev /newroot/dev
 mount --move /sys /newroot/sys
 mount --move /proc /newroot/proc
@@ -223,4 +228,4 @@ case "$FLOOR" in
 esac
 # The compile cache (init/preload.ts), when this root has it.
 PRELOAD=""; [ -f /newroot/usr/lib/kiln/preload.js ] && PRELOAD="--require /usr/lib/kiln/preload.js"
-exec switch_root /newroot /usr/bin/tini -- /usr/bin/node $PRELOAD /usr/lib/kiln/init.js
+exec switch_root /newroot /usr/bin/tini -- /usr/bin/node $NODEFLAGS $PRELOAD /usr/lib/kiln/init.js
