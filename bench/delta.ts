@@ -90,6 +90,12 @@ export interface DeltaOptions {
   v1Root?: string; v2Root?: string;
   /** v1's root tree, for the other scenarios. */
   tree?: string;
+  /**
+   * How the tree scenarios squash (buildRootImage's source date and identity): the build's own,
+   * and then `v1Image`, the build's root image of `tree` (verity tree included), stands for v1
+   * instead of squashing the tree again. Without: a fixed date and 'bench'.
+   */
+  squash?: { sde: number; label: string; v1Image?: string };
   blocks?: string[];
   paramSets?: ChunkParams[];
   /** Only the scenarios whose name contains this ('version' for the bump). */
@@ -131,12 +137,13 @@ export async function deltaTable(o: DeltaOptions): Promise<DeltaRow[]> {
     print(`(tree scenarios: no root tree${tree ? ` at ${tree}` : ''}; build once, or pass --tree)`);
     return rows;
   }
-  const sde = 1700000000;
+  const sde = o.squash?.sde ?? 1700000000, label = o.squash?.label ?? 'bench';
   const work = mkdtempSync(join(tmpdir(), 'kiln-bench-delta-'));
   try {
     for (const block of o.blocks ?? [SQUASHFS_BLOCK]) {
-      const squash = async (dir: string, out: string) => { await buildRootImage(dir, out, 'squashfs', sde, 'bench', { block }); await appendVerity(out); return out; };
-      const base = await squash(tree, join(work, `base-${block}.img`));
+      const squash = async (dir: string, out: string) => { await buildRootImage(dir, out, 'squashfs', sde, label, { block }); await appendVerity(out); return out; };
+      const built = o.squash?.v1Image && block === SQUASHFS_BLOCK;
+      const base = built ? o.squash!.v1Image! : await squash(tree, join(work, `base-${block}.img`));
       print(`(${block} blocks: v1 root ${mib(statSync(base).size)}, sha256 ${sha256Hex(readFileSync(base)).slice(0, 12)})`);
       for (const s of SCENARIOS) {
         if (o.only && !s.name.includes(o.only)) continue;
@@ -148,7 +155,7 @@ export async function deltaTable(o: DeltaOptions): Promise<DeltaRow[]> {
         for (const p of paramSets) row(s.name, block, p, await measure(base, img, p));
         rmSync(img, { force: true });
       }
-      rmSync(base, { force: true });
+      if (!built) rmSync(base, { force: true });
     }
   } finally { rmSync(work, { recursive: true, force: true }); }
   return rows;

@@ -19,10 +19,12 @@ import { cidataImage } from '../test/e2e/helpers.ts';
 import { deltaTable, rootOf, type DeltaRow } from './delta.ts';
 import { bisectSmallest, bootCriticalPath, floorLine, formatPath, goalTable, median, parseTimings, type GoalRow } from './report.ts';
 
-// --cold adds a build from an empty cache (it downloads everything); --quick leaves out the
-// reproducibility build, the other formats, the second boot, the minimum RAM search and the
-// delta table: one build, one boot and the floors, for a quick look at boot time and memory.
-const { values } = parseArgs({ options: { arch: { type: 'string', default: 'x86_64' }, quick: { type: 'boolean' }, cold: { type: 'boolean' } } });
+// The goal rows (issues: boot, memory, size, CLI, delta updates) by default. --all adds the
+// rest: a cold build (it downloads everything; also --cold alone), the reproducibility build,
+// every format's size (and the Pi's, and the hardware ISO) and a boot with a data source.
+// --quick leaves out the minimum RAM search and the delta table: one build, the boots and the
+// floors, for a quick look at boot time and memory.
+const { values } = parseArgs({ options: { arch: { type: 'string', default: 'x86_64' }, quick: { type: 'boolean' }, cold: { type: 'boolean' }, all: { type: 'boolean' } } });
 const arch = values.arch as Arch;
 const log = createLogger({ quiet: true });
 // k3s releases cannot be fetched everywhere: the stand-in keeps the figures comparable; set
@@ -54,13 +56,13 @@ rmSync(join(small, '..'), { recursive: true, force: true });
 const out = join(REPO, 'out', `bench-${arch}`);
 const coldCache = mkdtempSync(join(tmpdir(), 'kiln-bench-cache-'));
 try {
-  if (values.cold) row('cold build (empty cache, downloads everything)', `${(await secs(() => build({ arches: [arch], out: join(out, 'cold'), cacheDir: coldCache, log, force: true, k3sBinary }))).toFixed(1)} s`);
+  if (values.cold || values.all) row('cold build (empty cache, downloads everything)', `${(await secs(() => build({ arches: [arch], out: join(out, 'cold'), cacheDir: coldCache, log, force: true, k3sBinary }))).toFixed(1)} s`);
 } finally { rmSync(coldCache, { recursive: true, force: true }); }
 const warm = await secs(() => build({ arches: [arch], out: join(out, 'a'), log, force: true, k3sBinary }));
 row('warm-cache build (nothing downloaded)', `${warm.toFixed(1)} s`);
 row('no-change rebuild', `${(await secs(() => build({ arches: [arch], out: join(out, 'a'), log, k3sBinary }))).toFixed(2)} s`);
 const a = await build({ arches: [arch], out: join(out, 'a'), log, k3sBinary });
-if (!values.quick) {
+if (values.all) {
   const b = await build({ arches: [arch], out: join(out, 'b'), log, force: true, k3sBinary });
   const same = a.outputs.every((o) => b.outputs.find((p) => p.file === o.file)?.sha256 === o.sha256);
   row('two builds byte-identical', same ? 'yes' : `no (${a.outputs.filter((o) => b.outputs.find((p) => p.file === o.file)?.sha256 !== o.sha256).map((o) => o.file).join(', ')})`);
@@ -145,6 +147,7 @@ row(`boot: QEMU start -> stage-1 first line (${b1.accel})`, b1.first ? `${b1.fir
 row(`boot: QEMU start -> ready line (${b1.accel})`, b1.ready ? `${b1.ready.toFixed(1)} s` : 'did not reach ready');
 if (b1.first && b1.ready) row('boot: our overhead over the kernel floor (target <= 1.5 s)', `${(b1.ready - b1.first).toFixed(1)} s`);
 if (f1?.timings) row('init timings, first boot (data formatted, no compile cache)', f1.timings);
+if (f1?.tasks) row('init task times, first boot', f1.tasks);
 if (b1.timings) row('init timings, no data source (config, network, k3s start, RSS)', b1.timings);
 if (b1.cache) row('init compile cache (later boot)', b1.cache);
 const t1 = b1.timings ? parseTimings(b1.timings) : undefined;
@@ -172,7 +175,7 @@ goals.push({
   note: t1 && fnode?.rssMiB !== undefined ? `+${(t1.rssMiB - fnode.rssMiB).toFixed(1)} MiB` : undefined,
 });
 
-if (!values.quick) {
+if (values.all) {
   const cidata = await cidataImage('#cloud-config\nhostname: bench\nwrite_files: [{path: /etc/bench, content: x}]\n');
   const b2 = await boot(256, 300_000, [`file=${cidata},format=raw,if=virtio,readonly=on`]);
   if (b2.timings) row('init timings, NoCloud CIDATA data source', b2.timings);
@@ -194,11 +197,12 @@ if (!values.quick) {
 }
 
 // The smallest memory that reaches ready, by bisection over these sizes (128, the goal, tried
-// first), for init and for the node floor.
+// first), for init (a first boot) and for the node floor (64 first: Node alone needs little).
 const SIZES = [64, 80, 96, 112, 128, 160, 192, 256];
+const FLOOR_SIZES = [32, 48, 64, 96, 128];
 if (!values.quick) {
-  const kilnMin = await bisectSmallest(SIZES, async (mem) => !!(await boot(mem, 240_000)).ready, SIZES.indexOf(128));
-  const floorMin = await bisectSmallest(SIZES, async (mem) => !!(await floorBoot('node', mem)), SIZES.indexOf(128));
+  const kilnMin = await bisectSmallest(SIZES, async (mem) => !!(await boot(mem, 180_000)).ready, SIZES.indexOf(128));
+  const floorMin = await bisectSmallest(FLOOR_SIZES, async (mem) => !!(await floorBoot('node', mem, raw, 120_000)), FLOOR_SIZES.indexOf(64));
   const minRam = kilnMin === undefined ? `none of ${SIZES[0]}..${SIZES.at(-1)} MiB` : `${kilnMin} MiB`;
   row(`minimum RAM reaching ready (bisected over ${SIZES.join(',')})`, minRam);
   row('floor: minimum RAM for node -e 0 to print a line', floorMin === undefined ? 'none' : `${floorMin} MiB`);
@@ -219,6 +223,7 @@ if (!values.quick) {
   console.log(`delta: ${['scenario', 'squashfs block', 'chunks min/avg/max', 'root', 'fetched', 'share', 'ranges', 'chunks'].join('  |  ')}`);
   const got = await deltaTable({
     v1Root: root, v2Root: rootOf(join(out, 'v2'), arch), tree: join(out, 'a', '.work', arch, 'root'), paramSets: [DEFAULT_PARAMS, FINE],
+    squash: { sde: a.sourceDateEpoch, label: `${a.version}:${arch}`, v1Image: root },
     print: (l) => console.log(`delta: ${l}`),
   });
   const GOALS: [string, string][] = [['version bump', '<= 3%'], ["init's code", '<= 3%'], ['Debian package', '<= 15%'], ['kernel update', 'as measured'], ['Node.js minor', 'as measured']];
