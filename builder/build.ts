@@ -25,7 +25,7 @@ import { k3sKernelModulesFromFile } from './k3s-kernel.ts';
 import { buildStage1, stage1VerityFiles } from './stage1.ts';
 import { appendVerity } from './verity.ts';
 import { buildUki } from './uki.ts';
-import { bundleCli, bundleInit, bundlePreload } from './bundle.ts';
+import { bundleCli, bundleInit } from './bundle.ts';
 import { withBuildLock } from './buildlock.ts';
 import { secureBootEsp, secureBootSigner, signEfi, type SecureBootOptions } from './secureboot.ts';
 
@@ -133,8 +133,7 @@ async function buildLocked(opts: BuildOptions): Promise<BuildRecord> {
   const work = join(out, '.work');
   const initBundle = join(work, 'init.js');
   const cliBundle = join(work, 'kiln.js');
-  const preloadBundle = join(work, 'preload.js');
-  await log.stage('bundle init', async () => { mkdirSync(work, { recursive: true }); await bundleInit(initBundle); await bundlePreload(preloadBundle, initBundle); await bundleCli(cliBundle); });
+  await log.stage('bundle init', async () => { mkdirSync(work, { recursive: true }); await bundleInit(initBundle); await bundleCli(cliBundle); });
   // Add-ons: our charts as HelmChart objects (chart inside), installed by init after k3s is up.
   const addons = profile.k3s.version === 'none' ? [] : await log.stage('package charts', () => chartsForImage(join(REPO, 'charts'), sde));
 
@@ -156,7 +155,7 @@ async function buildLocked(opts: BuildOptions): Promise<BuildRecord> {
     kernels[arch] = kernel.version;
     if (k3s) k3sInfo[arch] = k3s.version;
     const root = await log.stage(`${arch}: root tree`, () => assembleRoot(join(w, 'root'), {
-      arch, version, profile, lock: al, kernel, nodeBinary: node, initBundle, preloadBundle, cliBundle, overlayDir: join(REPO, 'overlay'), sourceDateEpoch: sde, k3s, addons: addons.map((a) => a.resource), baked,
+      arch, version, profile, lock: al, kernel, nodeBinary: node, initBundle, cliBundle, overlayDir: join(REPO, 'overlay'), sourceDateEpoch: sde, k3s, addons: addons.map((a) => a.resource), baked,
     }, cache, log));
     const rootImage = await log.stage(`${arch}: root image (${profile.root.filesystem})`, () =>
       buildRootImage(root.dir, `${base}.root.${profile.root.filesystem}`, profile.root.filesystem, sde, `${version}:${arch}`));

@@ -62,8 +62,6 @@ export interface RootInputs {
   kernel: Kernel;
   nodeBinary: string;
   initBundle: string;
-  /** Run before init (init/preload.ts: the compile cache); stage 1 passes it when present. */
-  preloadBundle?: string;
   cliBundle: string;
   overlayDir: string;
   sourceDateEpoch: number;
@@ -112,7 +110,6 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
   for (const [p, text] of Object.entries(inp.baked ?? {})) writeInRoot(dir, p, text);
   for (const a of inp.addons ?? []) writeInRoot(dir, `usr/lib/kiln/addons/${a.metadata.name}.json`, JSON.stringify(a, null, 2) + '\n');
   copyIntoRoot(dir, 'usr/lib/kiln/init.js', inp.initBundle);
-  if (inp.preloadBundle) copyIntoRoot(dir, 'usr/lib/kiln/preload.js', inp.preloadBundle);
   copyIntoRoot(dir, 'usr/lib/kiln/kiln.js', inp.cliBundle);
   if (existsSync(inp.overlayDir)) layOverlay(dir, inp.overlayDir);
 

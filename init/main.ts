@@ -7,7 +7,6 @@
 import { existsSync } from 'node:fs';
 import { bootChainLine, bootInfo, cmdlineArg } from './boot.ts';
 import { bootContext } from './boot/context.ts';
-import { flushCompileCache } from './compile-cache.ts';
 import { bootPlan, readyLine, timingsLine } from './boot/plan.ts';
 import { saveClockQuietly } from './boot/tasks.ts';
 import { debug, LOG_DIR, say, setBootOffset } from './log.ts';
@@ -38,7 +37,6 @@ const ctx = bootContext({ info, live: cmdlineArg(info.cmdline, 'kiln.live') !== 
 async function boot() {
   say(`init started: kiln ${info.version} slot ${info.slot} (${info.arch}, kernel ${info.kernel}, node ${process.version})`);
   say(bootChainLine(info.chain));
-  say((globalThis as { kilnCompileCache?: string }).kilnCompileCache ?? 'compile cache: off (started without init/preload.ts)');
   const results = await runPlan(bootPlan(ctx));
   if (isShuttingDown()) return;
   const failed = results.filter((r) => !r.ok);
@@ -46,8 +44,6 @@ async function boot() {
   say(readyLine(info, failed));
   say(timingsLine(results, performance.now(), initStartS(), process.memoryUsage().rss));
   say(taskTimesLine(results));
-  // Boot's compiled code, for the next boot (compile-cache.ts).
-  flushCompileCache();
   // The updater, add-ons and blessing are loaded only now: nothing before ready needs them.
   const { postBootSteps, runPostBoot } = await import('./boot/post-boot.ts');
   await runPostBoot(ctx, postBootSteps(ctx, failed.length === 0));

@@ -226,6 +226,4 @@ case "$FLOOR" in
   sh) exec switch_root /newroot /usr/bin/tini -- /bin/sh -c 'echo "kiln-floor: sh ready $(cut -d" " -f1 /proc/uptime) s after the kernel" > /dev/console; exec sleep 2147483647';;
   node) exec switch_root /newroot /usr/bin/tini -- /usr/bin/node -e 'const u = require("fs").readFileSync("/proc/uptime", "utf8").split(" ")[0]; console.log(`kiln-floor: node ready ${u} s after the kernel; init started ${(u - process.uptime()).toFixed(2)} s after the kernel; rss ${(process.memoryUsage().rss / 1048576).toFixed(1)} MiB; heap limit ${(require("v8").getHeapStatistics().heap_size_limit / 1048576).toFixed(0)} MiB`); setInterval(() => {}, 1 << 30)';;
 esac
-# The compile cache (init/preload.ts), when this root has it.
-PRELOAD=""; [ -f /newroot/usr/lib/kiln/preload.js ] && PRELOAD="--require /usr/lib/kiln/preload.js"
-exec switch_root /newroot /usr/bin/tini -- /usr/bin/node $NODEFLAGS $PRELOAD /usr/lib/kiln/init.js
+exec switch_root /newroot /usr/bin/tini -- /usr/bin/node $NODEFLAGS /usr/lib/kiln/init.js
