@@ -207,11 +207,6 @@ for d in etc var root home; do
 done
 
 FLOOR=$(arg kiln.floor)
-# Node's young generation from this machine's memory, not V8's desktop default: up to 1 GiB,
-# semi-spaces of 1 MiB (init's RSS at ready, docs/design.md "Boot speed and memory"). No cap on
-# the old generation: a heap limit reached would end init, and with it the machine.
-MEMK=$(sed -n 's/^MemTotal: *\([0-9]*\) kB$/\1/p' /proc/meminfo)
-NODEFLAGS=""; [ "${MEMK:-0}" -gt 0 ] && [ "$MEMK" -le 1048576 ] && NODEFLAGS="--max-semi-space-size=1"
 mount --move /dev /newroot/dev
 mount --move /sys /newroot/sys
 mount --move /proc /newroot/proc
@@ -226,4 +221,4 @@ case "$FLOOR" in
   sh) exec switch_root /newroot /usr/bin/tini -- /bin/sh -c 'echo "kiln-floor: sh ready $(cut -d" " -f1 /proc/uptime) s after the kernel" > /dev/console; exec sleep 2147483647';;
   node) exec switch_root /newroot /usr/bin/tini -- /usr/bin/node -e 'const u = require("fs").readFileSync("/proc/uptime", "utf8").split(" ")[0]; console.log(`kiln-floor: node ready ${u} s after the kernel; init started ${(u - process.uptime()).toFixed(2)} s after the kernel; rss ${(process.memoryUsage().rss / 1048576).toFixed(1)} MiB; heap limit ${(require("v8").getHeapStatistics().heap_size_limit / 1048576).toFixed(0)} MiB`); setInterval(() => {}, 1 << 30)';;
 esac
-exec switch_root /newroot /usr/bin/tini -- /usr/bin/node $NODEFLAGS /usr/lib/kiln/init.js
+exec switch_root /newroot /usr/bin/tini -- /usr/bin/node /usr/lib/kiln/init.js
