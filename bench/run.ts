@@ -91,7 +91,8 @@ async function boot(memMiB: number, timeoutMs = 300_000, extraDrives: string[] =
   execFileSync('cp', ['--sparse=always', raw, disk]);
   const vm = await Vm.start({ arch, disk, memMiB, allowReboot: false, extraDrives });
   try {
-    const first = await vm.waitFor(/kiln-stage1: started/, timeoutMs).then(() => vm.elapsed());
+    // Stage 1 starts within half a minute even when emulated on a loaded machine; later, it never will.
+    const first = await vm.waitFor(/kiln-stage1: started/, Math.min(timeoutMs, 120_000)).then(() => vm.elapsed());
     // A panic (init or tini killed for memory) ends the wait at once.
     const ready = await vm.waitFor(/kiln: ready |Kernel panic/, timeoutMs).then((m) => (m[0].startsWith('kiln') ? vm.elapsed() : undefined), () => undefined);
     const timings = ready ? await vm.waitFor(/kiln: timings: (.*)\r?\n/, 30_000).then((m) => m[1], () => undefined) : undefined;
@@ -112,13 +113,19 @@ const ukiParts = (() => {
   writeFileSync(join(ukiDir, 'initrd'), sec('.initrd'));
   return { kernel: join(ukiDir, 'linux'), initrd: join(ukiDir, 'initrd'), cmdline: sec('.cmdline').toString('latin1').replace(/\0+$/, '').trim() };
 })();
-async function floorBoot(kind: 'sh' | 'node', memMiB: number, disk = raw, timeoutMs = 180_000) {
+/**
+ * A floor, or (`init`) init itself, booted directly. `bios`: under SeaBIOS (x86_64) instead of
+ * OVMF, whose kernel loader fails below about 160 MiB, so the smallest memory of what runs after
+ * the firmware is found, not the firmware's.
+ */
+async function floorBoot(kind: 'sh' | 'node' | 'init', memMiB: number, o: { bios?: boolean; timeoutMs?: number } = {}) {
   const vm = await Vm.start({
-    arch, disk, snapshot: true, memMiB, allowReboot: false,
-    extraArgs: ['-kernel', ukiParts.kernel, '-initrd', ukiParts.initrd, '-append', `${ukiParts.cmdline} kiln.slot=a kiln.floor=${kind}`],
+    arch, disk: raw, snapshot: true, memMiB, allowReboot: false, ...(o.bios && arch === 'x86_64' ? { firmware: 'bios' as const } : {}),
+    extraArgs: ['-kernel', ukiParts.kernel, '-initrd', ukiParts.initrd, '-append', `${ukiParts.cmdline} kiln.slot=a${kind === 'init' ? '' : ` kiln.floor=${kind}`}`],
   });
   try {
-    const m = await vm.waitFor(/kiln-floor: .*\r?\n|Kernel panic/, timeoutMs);
+    const m = await vm.waitFor(/kiln-floor: .*\r?\n|kiln: timings: .*\r?\n|Kernel panic|X64 Exception/, o.timeoutMs ?? 180_000);
+    if (kind === 'init') { const t = parseTimings(m[0]); return t && { kind: 'node' as const, readyS: t.initStartS + t.readyS, rssMiB: t.rssMiB }; }
     return floorLine(m[0]);
   } catch { return undefined; } finally { await vm.kill(); }
 }
@@ -173,18 +180,34 @@ if (values.all) {
 }
 
 // The smallest memory that reaches ready, by bisection over these sizes (128, the goal, tried
-// first), for init (a first boot) and for the node floor (64 first: Node alone needs little).
+// first), for init (a first boot) and for the node floor.
 const SIZES = [64, 80, 96, 112, 128, 160, 192, 256];
-const FLOOR_SIZES = [32, 48, 64, 96, 128];
+const FLOOR_SIZES = [48, 64, 80, 96, 112, 128];
 if (!values.quick) {
-  const kilnMin = await bisectSmallest(SIZES, async (mem) => !!(await boot(mem, 180_000)).ready, SIZES.indexOf(128));
-  const floorMin = await bisectSmallest(FLOOR_SIZES, async (mem) => !!(await floorBoot('node', mem, raw, 120_000)), FLOOR_SIZES.indexOf(64));
+  // Through the firmware and systemd-boot, as a machine boots; a boot that never reaches stage 1
+  // failed in the firmware or boot loader, before the kernel.
+  let stoppedBefore: number | undefined;
+  const kilnMin = await bisectSmallest(SIZES, async (mem) => {
+    const r = await boot(mem, 180_000);
+    if (!r.first && (stoppedBefore === undefined || mem > stoppedBefore)) stoppedBefore = mem;
+    return !!r.ready;
+  }, SIZES.indexOf(128));
+  // After the firmware: the node floor, and init itself at the goal's 128 MiB, booted directly.
+  const floorMin = await bisectSmallest(FLOOR_SIZES, async (mem) => !!(await floorBoot('node', mem, { bios: true, timeoutMs: 120_000 })), FLOOR_SIZES.indexOf(96));
+  const init128 = await floorBoot('init', 128, { bios: true, timeoutMs: 240_000 });
   const minRam = kilnMin === undefined ? `none of ${SIZES[0]}..${SIZES.at(-1)} MiB` : `${kilnMin} MiB`;
   row(`minimum RAM reaching ready (bisected over ${SIZES.join(',')})`, minRam);
-  row('floor: minimum RAM for node -e 0 to print a line', floorMin === undefined ? 'none' : `${floorMin} MiB`);
+  if (stoppedBefore !== undefined) row('largest memory the firmware did not reach stage 1 in', `${stoppedBefore} MiB`);
+  row('floor: minimum RAM for node -e 0 to print a line (direct kernel boot)', floorMin === undefined ? 'none' : `${floorMin} MiB`);
+  row('init at 128 MiB, direct kernel boot (kernel start -> ready, RSS)', init128 ? `${s2(init128.readyS)}, ${init128.rssMiB?.toFixed(1)} MiB` : 'did not reach ready');
   goals.push({
     measure: `reaches ready with -m 128 (${arch})`, goal: 'yes', now: kilnMin !== undefined && kilnMin <= 128 ? `yes; smallest ${minRam}` : `no; smallest ${minRam}`,
-    floor: floorMin === undefined ? '-' : `${floorMin} MiB (node -e 0)`, note: kilnMin !== undefined && floorMin !== undefined ? `+${kilnMin - floorMin} MiB` : undefined,
+    floor: floorMin === undefined ? '-' : `${floorMin} MiB (node -e 0)`,
+    note: [
+      kilnMin !== undefined && floorMin !== undefined ? `+${kilnMin - floorMin} MiB` : undefined,
+      stoppedBefore !== undefined ? `at ${stoppedBefore} MiB the firmware never reached stage 1` : undefined,
+      `init booted directly at 128 MiB: ${init128 ? `ready ${s2(init128.readyS)} after the kernel` : 'not ready'}`,
+    ].filter(Boolean).join('; '),
   });
 } else goals.push({ measure: `reaches ready with -m 128 (${arch})`, goal: 'yes', now: 'not measured (--quick)', floor: '-' });
 // One arch per run (an emulated arm64 boot takes minutes): the other arch's row says how to get it.
