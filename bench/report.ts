@@ -38,3 +38,28 @@ export function median(xs: number[]): number | undefined {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
+
+/** The floor's line (builder/stage1/init.sh, kiln.floor=): seconds from the kernel's start, and Node's RSS. */
+export interface FloorLine { kind: 'sh' | 'node'; readyS: number; rssMiB?: number; heapLimitMiB?: number }
+export function floorLine(line: string): FloorLine | undefined {
+  const m = /kiln-floor: (sh|node) ready ([\d.]+) s after the kernel/.exec(line);
+  if (!m) return undefined;
+  const rss = /\brss ([\d.]+) MiB/.exec(line)?.[1];
+  const heap = /\bheap limit ([\d.]+) MiB/.exec(line)?.[1];
+  return { kind: m[1] as 'sh' | 'node', readyS: Number(m[2]), ...(rss ? { rssMiB: Number(rss) } : {}), ...(heap ? { heapLimitMiB: Number(heap) } : {}) };
+}
+
+/**
+ * The smallest of `sizes` (ascending) for which `works` holds, trying as few as a bisection
+ * needs; `works` is taken to hold for every size above one that works. `first`: the index
+ * to try first (the goal's size, so its answer is always measured). Undefined if none works.
+ */
+export async function bisectSmallest(sizes: number[], works: (size: number) => Promise<boolean>, first?: number): Promise<number | undefined> {
+  let lo = -1, hi = sizes.length; // sizes[lo] fails (or none), sizes[hi] works (or none known)
+  let mid = first !== undefined && first >= 0 && first < sizes.length ? first : (lo + hi) >> 1;
+  while (hi - lo > 1) {
+    if (await works(sizes[mid]!)) hi = mid; else lo = mid;
+    mid = (lo + hi) >> 1;
+  }
+  return sizes[hi];
+}

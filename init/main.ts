@@ -8,7 +8,6 @@ import { existsSync } from 'node:fs';
 import { bootChainLine, bootInfo, cmdlineArg } from './boot.ts';
 import { bootContext } from './boot/context.ts';
 import { bootPlan, readyLine, timingsLine } from './boot/plan.ts';
-import { postBootSteps, runPostBoot } from './boot/post-boot.ts';
 import { saveClockQuietly } from './boot/tasks.ts';
 import { debug, LOG_DIR, say, setBootOffset } from './log.ts';
 import { isShuttingDown, shutdown, type PowerAction } from './power.ts';
@@ -45,6 +44,8 @@ async function boot() {
   say(readyLine(info, failed));
   say(timingsLine(results, performance.now(), initStartS(), process.memoryUsage().rss));
   say(taskTimesLine(results));
+  // The updater, add-ons and blessing are loaded only now: nothing before ready needs them.
+  const { postBootSteps, runPostBoot } = await import('./boot/post-boot.ts');
   await runPostBoot(ctx, postBootSteps(ctx, failed.length === 0));
 }
 

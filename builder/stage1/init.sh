@@ -211,6 +211,7 @@ mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /newroot/run && mkdir -p /newroot
   && mount -t overlay overlay -o lowerdir=/newroot/etc,upperdir=/newroot/run/kiln/etc/upper,workdir=/newroot/run/kiln/etc/work /newroot/etc \
   || fail "cannot mount the /etc overlay"
 
+FLOOR=$(arg kiln.floor)
 mount --move /dev /newroot/dev
 mount --move /sys /newroot/sys
 mount --move /proc /newroot/proc
@@ -218,4 +219,11 @@ mount --move /proc /newroot/proc
 # start) and forwards signals to init, which runs as its only child.
 [ -x /newroot/usr/bin/tini ] || fail "kiln-root-$SLOT has no /usr/bin/tini"
 export KILN_SLOT=$SLOT KILN_VERITY=$VERIFIED
+# kiln.floor=sh|node (npm run bench only): hand over to a program that prints one line and idles
+# instead of init, so the bench measures what the kernel, stage 1 and Node cost on their own.
+# A fixed choice, not a path: the command line cannot name a program to run as PID 1's child.
+case "$FLOOR" in
+  sh) exec switch_root /newroot /usr/bin/tini -- /bin/sh -c 'echo "kiln-floor: sh ready $(cut -d" " -f1 /proc/uptime) s after the kernel" > /dev/console; exec sleep 2147483647';;
+  node) exec switch_root /newroot /usr/bin/tini -- /usr/bin/node -e 'const u = require("fs").readFileSync("/proc/uptime", "utf8").split(" ")[0]; console.log(`kiln-floor: node ready ${u} s after the kernel; init started ${(u - process.uptime()).toFixed(2)} s after the kernel; rss ${(process.memoryUsage().rss / 1048576).toFixed(1)} MiB; heap limit ${(require("v8").getHeapStatistics().heap_size_limit / 1048576).toFixed(0)} MiB`); setInterval(() => {}, 1 << 30)';;
+esac
 exec switch_root /newroot /usr/bin/tini -- /usr/bin/node /usr/lib/kiln/init.js

@@ -1,14 +1,13 @@
 // What `kiln status`, `kiln upgrade`, `kiln channel` and the other node commands ask init
 // over the control socket (control.ts carries the requests; this file answers them).
-import { reconcileAddons, resealAddon } from '../addons/apply.ts';
+// The add-ons, the installer and post-boot are imported when asked for: nothing before ready
+// needs them, so boot does not load them (docs/design.md, "Boot speed and memory").
 import { clockLine, clockState } from '../clock.ts';
 import { selectedChannel, setChannel } from '../configure.ts';
 import { serveControl, type Handler } from '../control.ts';
 import { run } from '../exec.ts';
 import { read } from '../system.ts';
 import { bootCount, leaseIp, type BootContext } from './context.ts';
-import { installConfigText } from './install-task.ts';
-import { ADDON_MESSAGES } from './post-boot.ts';
 
 /** The updater, or why there is none yet. */
 function updaterOf(ctx: BootContext, notYet: string) {
@@ -21,8 +20,14 @@ export function controlHandlers(ctx: BootContext): Record<string, Handler> {
   return {
     status: () => ({ ...info, clock: clockLine(clockState, Date.now() / 1000), update: ctx.updater?.status(), uptimeMs: Math.round(Number(read('/proc/uptime').split(' ')[0]) * 1000), bootCount: bootCount(), notes, services: supervisor.status(), config: ctx.chosen?.used }),
     logs: (a) => supervisor.logTail(String(a.id), Number(a.lines) || 50),
-    addons: () => ctx.addonResults.map((r) => ({ name: r.name, state: r.error ? `error: ${r.error}` : ADDON_MESSAGES[r.decision!.action], message: r.decision?.message })),
-    reseal: async (a) => { const m = await resealAddon(String(a.name)); ctx.addonResults = await reconcileAddons(); return m; },
+    addons: async () => {
+      const { ADDON_MESSAGES } = await import('./post-boot.ts');
+      return ctx.addonResults.map((r) => ({ name: r.name, state: r.error ? `error: ${r.error}` : ADDON_MESSAGES[r.decision!.action], message: r.decision?.message }));
+    },
+    reseal: async (a) => {
+      const { reconcileAddons, resealAddon } = await import('../addons/apply.ts');
+      const m = await resealAddon(String(a.name)); ctx.addonResults = await reconcileAddons(); return m;
+    },
     ui: () => uiLogin(),
     upgrade: async (a) => {
       const updater = updaterOf(ctx, 'the updater starts once boot is done; try again in a moment');
@@ -39,7 +44,7 @@ export function controlHandlers(ctx: BootContext): Record<string, Handler> {
       ctx.updater?.setChannel(want as 'beta' | 'rc' | 'stable');
       return msg;
     },
-    'install-config': async (a) => installConfigText(ctx, typeof a.configUrl === 'string' ? a.configUrl : ctx.cfg().kiln.install.config_url, typeof a.extra === 'string' ? a.extra : undefined),
+    'install-config': async (a) => (await import('./install-task.ts')).installConfigText(ctx, typeof a.configUrl === 'string' ? a.configUrl : ctx.cfg().kiln.install.config_url, typeof a.extra === 'string' ? a.extra : undefined),
     rollback: async () => (await updaterOf(ctx, 'the updater is not running yet').rollback()).message ?? 'rolling back',
     reboot: () => { setTimeout(() => ctx.power('reboot', 'kiln reboot'), 100); return 'rebooting'; },
     poweroff: () => { setTimeout(() => ctx.power('poweroff', 'kiln poweroff'), 100); return 'powering off'; },

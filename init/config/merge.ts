@@ -116,7 +116,8 @@ export function tokenizeCmdline(cmdline: string): Token[] {
 /** Parameters for stage 1 and the boot itself, not config keys (bare `kiln.install`: the ISO's
  *  install entry; `kiln.install=x` stays an error, `kiln.install.<key>=` is config as usual). */
 // root/data/boot: partitions the Pi's U-Boot script names (MBR has no partition labels).
-export const BOOT_PARAMS = new Set(['slot', 'live', 'stage1', 'install', 'root', 'data', 'boot', 'verity']);
+// floor: npm run bench's stand-in for init (builder/stage1/init.sh).
+export const BOOT_PARAMS = new Set(['slot', 'live', 'stage1', 'install', 'root', 'data', 'boot', 'verity', 'floor']);
 
 const TRUE = new Set(['', 'true', '1', 'yes', 'on']);
 const FALSE = new Set(['false', '0', 'no', 'off']);

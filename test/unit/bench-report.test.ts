@@ -2,7 +2,9 @@
 // task times line against the real plan, and the goal table.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { bootCriticalPath, formatPath, goalTable, median, parseTimings } from '../../bench/report.ts';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { bisectSmallest, bootCriticalPath, floorLine, formatPath, goalTable, median, parseTimings } from '../../bench/report.ts';
 import { timingsLine } from '../../init/boot/plan.ts';
 import { taskTimesLine, type TaskResult } from '../../init/sequencer.ts';
 
@@ -34,6 +36,30 @@ test('the goal table lines up its columns', () => {
   assert.is(median([3, 1, 2]), 2);
   assert.is(median([4, 1, 2, 3]), 2.5);
   assert.is(median([]), undefined);
+});
+
+test("the node floor's line from stage 1 gives its time and RSS", () => {
+  // The very program stage 1 runs for kiln.floor=node, run here (it idles after its line).
+  const sh = readFileSync(new URL('../../builder/stage1/init.sh', import.meta.url), 'utf8');
+  const js = /node\) exec switch_root \/newroot \/usr\/bin\/tini -- \/usr\/bin\/node -e '([^']*)'/.exec(sh)?.[1];
+  assert.ok(js, 'stage 1 has a kiln.floor=node branch');
+  const out = spawnSync(process.execPath, ['-e', js!], { encoding: 'utf8', timeout: 2000 }).stdout;
+  const f = floorLine(out);
+  assert.ok(f && f.kind === 'node' && f.readyS > 0 && f.rssMiB! > 5 && f.rssMiB! < 500 && f.heapLimitMiB! > 8, out);
+  assert.equal(floorLine('kiln-floor: sh ready 1.93 s after the kernel\r'), { kind: 'sh', readyS: 1.93 });
+  assert.is(floorLine('kiln: ready version=1'), undefined);
+});
+
+test('the smallest size that works, by bisection, the goal size first', async () => {
+  const sizes = [64, 80, 96, 112, 128, 160, 192, 256];
+  for (const smallest of [64, 96, 112, 128, 256, 999]) {
+    const tried: number[] = [];
+    const got = await bisectSmallest(sizes, async (m) => { tried.push(m); return m >= smallest; }, 4);
+    assert.is(got, smallest === 999 ? undefined : smallest);
+    assert.is(tried[0], 128);
+    assert.ok(tried.length <= 4, `${tried}`);
+    assert.is(new Set(tried).size, tried.length);
+  }
 });
 
 test.run();

@@ -65,6 +65,8 @@ test('kiln.<key>= parameters set keys, sections may be left out, lists append', 
   assert.equal(parseCmdline('quiet console=ttyS0'), { config: {}, configUrl: undefined, problems: [] });
   // Stage 1's root hash is a boot parameter, not config.
   assert.equal(parseCmdline(`quiet kiln.slot=a kiln.verity=sha256:12:00ff:${'ab'.repeat(32)}`), { config: {}, configUrl: undefined, problems: [] });
+  // So is the bench's floor (stage 1 hands over to it instead of init).
+  assert.equal(parseCmdline('quiet kiln.slot=a kiln.floor=node'), { config: {}, configUrl: undefined, problems: [] });
 });
 
 test('command line problems name the parameter and its column', () => {
