@@ -5,7 +5,8 @@
 // that are polled into one output string. raspi3b runs on the system QEMU (bookworm's 7.2);
 // raspi4b needs QEMU 10 (bookworm-backports), which .ci/qemu-raspi4b unpacks beside it.
 import { execa, type ResultPromise } from 'execa';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import * as assert from 'uvu/assert';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { $ } from 'zx';
@@ -134,4 +135,42 @@ export class PiVm {
     await this.proc;
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The A/B fall-back both Pi tests run: slot b gets a's kernel and initrd but keeps its empty
+ * root partition, and is preferred with one try. Its stage 1 fails and reboots (the board's
+ * watchdog), U-Boot finds b spent and boots a, and the node blesses a saying it fell back.
+ * `slow` scales the waits (raspi4b emulates four cores).
+ */
+export async function expectFallbackFromEmptySlotB(disk: string, board: PiBoard, o: { bootTimeoutMs: number; slow?: number }): Promise<void> {
+  const { encodeUbootEnv, decodeUbootEnv } = await import('../../init/bootctl/ubootenv.ts');
+  const { READY } = await import('./image.ts');
+  const tmp = mkdtempSync(join(tmpdir(), 'kiln-pi-fallback-'));
+  const env = async () => decodeUbootEnv(readFileSync(await bootFile(disk, 'uboot.env', join(tmp, `env-${Date.now()}`))));
+  const ms = (n: number) => Math.round(n * (o.slow ?? 1));
+  const mtools = { quiet: true, env: mtoolsEnv } as const;
+  try {
+    for (const f of ['vmlinuz', 'initrd']) await bootFile(disk, `a/${f}`, join(tmp, f));
+    await $(mtools)`mmd -i ${disk}@@1M ::/b`;
+    await $(mtools)`mcopy -i ${disk}@@1M ${join(tmp, 'vmlinuz')} ${join(tmp, 'initrd')} ::/b/`;
+    writeFileSync(join(tmp, 'uboot.env'), encodeUbootEnv({ ...(await env()), BOOT_ORDER: 'b a', BOOT_b_LEFT: '1' }));
+    await $(mtools)`mcopy -o -i ${disk}@@1M ${join(tmp, 'uboot.env')} ::/uboot.env`;
+    const vm = await PiVm.start(disk, { board });
+    try {
+      await vm.waitFor(/kiln: booting slot b \(tries left a=3 b=0\)/, ms(120_000));
+      // Stage 1 refuses it: no hash tree where the root hash says (an empty partition).
+      await vm.waitFor(/kiln-stage1: FATAL: (cannot mount|\S+ \(kiln-root-b\) has no hash tree)/, o.bootTimeoutMs);
+      const at = vm.output.length;
+      await vm.waitFor(/kiln: booting slot a \(tries left a=2 b=0\)/, ms(180_000), at);
+      const m = await vm.waitFor(READY, o.bootTimeoutMs, at);
+      assert.is(m[2], 'a');
+      await vm.waitFor(/kiln: blessed slot a .*fell back from slot b/, ms(120_000), at);
+      console.log(`  fell back and ready after ${vm.elapsed().toFixed(1)} s`);
+    } finally { await vm.kill(); }
+    const after = await env();
+    assert.is(after.BOOT_ORDER, 'a');
+    assert.is(after.BOOT_b_LEFT, '0');
+    assert.is(after.BOOT_a_LEFT, '3');
+  } finally { rmSync(tmp, { recursive: true, force: true }); }
 }
