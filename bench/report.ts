@@ -5,12 +5,18 @@ import type { BootContext } from '../init/boot/context.ts';
 import { criticalPath, parseTaskTimes, type PathStep } from '../init/sequencer.ts';
 
 /** The fields of `kiln: timings:` that scripts read (a contract), in seconds and MiB. */
-export interface Timings { readyS: number; initStartS: number; rssMiB: number }
+export interface Timings { readyS: number; initStartS: number; rssMiB: number; anonMiB?: number; fileMiB?: number }
+/** `rss N MiB (anon A, file F)`: the split is optional (older lines have none). */
+function rssParts(line: string): { rssMiB?: number; anonMiB?: number; fileMiB?: number } {
+  const m = /\brss ([\d.]+) MiB(?: \(anon ([\d.]+), file ([\d.]+)\))?/.exec(line);
+  if (!m) return {};
+  return { rssMiB: Number(m[1]), ...(m[2] !== undefined ? { anonMiB: Number(m[2]), fileMiB: Number(m[3]) } : {}) };
+}
 export function parseTimings(line: string): Timings | undefined {
   const ready = /\bready ([\d.]+)/.exec(line)?.[1];
   const start = /init started ([\d.]+) s after the kernel/.exec(line)?.[1];
-  const rss = /\brss ([\d.]+) MiB/.exec(line)?.[1];
-  return ready && start && rss ? { readyS: Number(ready), initStartS: Number(start), rssMiB: Number(rss) } : undefined;
+  const { rssMiB, ...split } = rssParts(line);
+  return ready && start && rssMiB !== undefined ? { readyS: Number(ready), initStartS: Number(start), rssMiB, ...split } : undefined;
 }
 
 /** The boot's critical path from the `task times` line, with the needs of the plan this tree has. */
@@ -40,13 +46,12 @@ export function median(xs: number[]): number | undefined {
 }
 
 /** The floor's line (builder/stage1/init.sh, kiln.floor=): seconds from the kernel's start, and Node's RSS. */
-export interface FloorLine { kind: 'sh' | 'node'; readyS: number; rssMiB?: number; heapLimitMiB?: number }
+export interface FloorLine { kind: 'sh' | 'node'; readyS: number; rssMiB?: number; anonMiB?: number; fileMiB?: number; heapLimitMiB?: number }
 export function floorLine(line: string): FloorLine | undefined {
   const m = /kiln-floor: (sh|node) ready ([\d.]+) s after the kernel/.exec(line);
   if (!m) return undefined;
-  const rss = /\brss ([\d.]+) MiB/.exec(line)?.[1];
   const heap = /\bheap limit ([\d.]+) MiB/.exec(line)?.[1];
-  return { kind: m[1] as 'sh' | 'node', readyS: Number(m[2]), ...(rss ? { rssMiB: Number(rss) } : {}), ...(heap ? { heapLimitMiB: Number(heap) } : {}) };
+  return { kind: m[1] as 'sh' | 'node', readyS: Number(m[2]), ...rssParts(line), ...(heap ? { heapLimitMiB: Number(heap) } : {}) };
 }
 
 /**

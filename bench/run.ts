@@ -157,9 +157,14 @@ goals.push(t1
     note: [over(kilnReady, fsh?.readyS, 'sh'), over(kilnReady, fnode?.readyS, 'node -e 0'), `init started ${s2(t1.initStartS)}`, `critical path: ${path.map((p) => p.id).join(' -> ') || '-'}`].filter(Boolean).join('; '),
   }
   : { measure: `kernel start -> kiln: ready (${arch}, ${b1.accel})`, goal: '<= 6 s', now: 'did not reach ready', floor: `${s2(fsh?.readyS)} (sh init), ${s2(fnode?.readyS)} (node -e 0)` });
+/** Anonymous memory (heaps) and mapped file pages (Node's binary), init against the floor. */
+function rssSplitNote(a: { anonMiB?: number; fileMiB?: number }, b: { anonMiB?: number; fileMiB?: number }) {
+  if (a.anonMiB === undefined || b.anonMiB === undefined || a.fileMiB === undefined || b.fileMiB === undefined) return undefined;
+  return `anon ${a.anonMiB.toFixed(1)} against ${b.anonMiB.toFixed(1)}, file ${a.fileMiB.toFixed(1)} against ${b.fileMiB.toFixed(1)}`;
+}
 goals.push({
   measure: 'init RSS at ready', goal: '<= 50 MiB', now: t1 ? `${t1.rssMiB.toFixed(1)} MiB` : '-', floor: fnode?.rssMiB !== undefined ? `${fnode.rssMiB.toFixed(1)} MiB (node -e 0)` : '-',
-  note: t1 && fnode?.rssMiB !== undefined ? `+${(t1.rssMiB - fnode.rssMiB).toFixed(1)} MiB` : undefined,
+  note: t1 && fnode?.rssMiB !== undefined ? [`+${(t1.rssMiB - fnode.rssMiB).toFixed(1)} MiB`, rssSplitNote(t1, fnode)].filter(Boolean).join('; ') : undefined,
 });
 
 if (values.all) {

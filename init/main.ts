@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import { bootChainLine, bootInfo, cmdlineArg } from './boot.ts';
 import { bootContext } from './boot/context.ts';
-import { bootPlan, readyLine, timingsLine } from './boot/plan.ts';
+import { bootPlan, readyLine, rssSplit, timingsLine } from './boot/plan.ts';
 import { saveClockQuietly } from './boot/tasks.ts';
 import { debug, LOG_DIR, say, setBootOffset } from './log.ts';
 import { isShuttingDown, shutdown, type PowerAction } from './power.ts';
@@ -42,7 +42,7 @@ async function boot() {
   const failed = results.filter((r) => !r.ok);
   for (const f of failed) ctx.notes.push(`boot step ${f.phase}/${f.task} failed: ${f.error}`);
   say(readyLine(info, failed));
-  say(timingsLine(results, performance.now(), initStartS(), process.memoryUsage().rss));
+  say(timingsLine(results, performance.now(), initStartS(), process.memoryUsage().rss, rssSplit(read('/proc/self/status'))));
   say(taskTimesLine(results));
   // The updater, add-ons and blessing are loaded only now: nothing before ready needs them.
   const { postBootSteps, runPostBoot } = await import('./boot/post-boot.ts');

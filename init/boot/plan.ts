@@ -114,8 +114,21 @@ export function readyLine(info: Pick<BootInfo, 'version' | 'slot' | 'arch'>, fai
  * One line of figures for `npm run bench` and for anyone wondering where boot time goes.
  * `nowMs`: ms since init started; `initStartS`: seconds from the kernel's start to init's.
  */
-export function timingsLine(results: TaskResult[], nowMs: number, initStartS: number, rssBytes: number): string {
+export function timingsLine(results: TaskResult[], nowMs: number, initStartS: number, rssBytes: number, split?: RssSplit): string {
   const at = ([phase, task]: readonly [string, string]) => ((results.find((r) => r.phase === phase && r.task === task)?.at ?? NaN) / 1000).toFixed(2);
   const since = Object.entries(TIMED).map(([label, t]) => `${label} ${at(t)}`).join(', ');
-  return `timings: since init start (s): ${since}, ready ${(nowMs / 1000).toFixed(2)}; init started ${initStartS.toFixed(2)} s after the kernel; rss ${(rssBytes / 1048576).toFixed(1)} MiB`;
+  const parts = split ? ` (anon ${split.anonMiB.toFixed(1)}, file ${split.fileMiB.toFixed(1)})` : '';
+  return `timings: since init start (s): ${since}, ready ${(nowMs / 1000).toFixed(2)}; init started ${initStartS.toFixed(2)} s after the kernel; rss ${(rssBytes / 1048576).toFixed(1)} MiB${parts}`;
+}
+
+/**
+ * RSS in its two kinds, from /proc/self/status: anonymous memory (the heaps) and mapped file
+ * pages (mostly Node's own binary, clean and given back under memory pressure).
+ */
+export interface RssSplit { anonMiB: number; fileMiB: number }
+export function rssSplit(status: string): RssSplit | undefined {
+  const kib = (k: string) => /^\w+:\s+(\d+) kB$/.exec(status.split('\n').find((l) => l.startsWith(`${k}:`)) ?? '')?.[1];
+  const anon = kib('RssAnon');
+  const file = kib('RssFile');
+  return anon && file ? { anonMiB: Number(anon) / 1024, fileMiB: Number(file) / 1024 } : undefined;
 }

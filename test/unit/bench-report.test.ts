@@ -12,6 +12,8 @@ test('the timings line gives ready, init start and RSS, as init prints it', () =
   const r = (phase: string, task: string, at: number): TaskResult => ({ phase, task, ok: true, ms: 1, start: at - 1, at });
   const line = timingsLine([r('config', 'apply', 1200), r('k3s', 'start', 3000)], 3456, 2.5, 48.25 * 1048576);
   assert.equal(parseTimings(`kiln: ${line}\r`), { readyS: 3.46, initStartS: 2.5, rssMiB: 48.3 });
+  const split = timingsLine([], 3456, 2.5, 48.25 * 1048576, { anonMiB: 17.46, fileMiB: 30.79 });
+  assert.equal(parseTimings(`kiln: ${split}\r`), { readyS: 3.46, initStartS: 2.5, rssMiB: 48.3, anonMiB: 17.5, fileMiB: 30.8 });
   assert.is(parseTimings('kiln: something else'), undefined);
 });
 
@@ -46,6 +48,8 @@ test("the node floor's line from stage 1 gives its time and RSS", () => {
   const out = spawnSync(process.execPath, ['-e', js!], { encoding: 'utf8', timeout: 2000 }).stdout;
   const f = floorLine(out);
   assert.ok(f && f.kind === 'node' && f.readyS > 0 && f.rssMiB! > 5 && f.rssMiB! < 500 && f.heapLimitMiB! > 8, out);
+  // The split adds up to the RSS it splits (to the rounding of three figures).
+  assert.ok(Math.abs(f!.anonMiB! + f!.fileMiB! - f!.rssMiB!) < 0.5 && f!.anonMiB! > 1 && f!.fileMiB! > 1, out);
   assert.equal(floorLine('kiln-floor: sh ready 1.93 s after the kernel\r'), { kind: 'sh', readyS: 1.93 });
   assert.is(floorLine('kiln: ready version=1'), undefined);
 });

@@ -1,10 +1,11 @@
 // The boot plan: its needs are sound (each names an earlier task or fact), its phase and task
 // names are the ones results, log lines and the timings line have always used, and the
 // ready and timings lines keep their text.
+import { readFileSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { bootContext } from '../../init/boot/context.ts';
-import { bootPlan, readyLine, TIMED, timingsLine } from '../../init/boot/plan.ts';
+import { bootPlan, readyLine, rssSplit, TIMED, timingsLine } from '../../init/boot/plan.ts';
 import { checkPlan, taskId, type TaskResult } from '../../init/sequencer.ts';
 
 const ran: string[] = [];
@@ -96,7 +97,20 @@ test('the ready and timings lines keep their text', () => {
   assert.is(readyLine(ctx.info, results.filter((x) => !x.ok)), 'ready version=1.2.3 slot=a arch=x86_64 (degraded: config-network/boot_cmd)');
   assert.is(timingsLine(results, 5432.1, 1.234, 52 * 1048576),
     'timings: since init start (s): config applied 1.23, network 2.50, network config 3.01, k3s started 5.00, ready 5.43; init started 1.23 s after the kernel; rss 52.0 MiB');
+  assert.is(timingsLine([], 1000, 0, 52 * 1048576, { anonMiB: 20, fileMiB: 32 }).endsWith('; rss 52.0 MiB (anon 20.0, file 32.0)'), true);
   assert.is(timingsLine([], 1000, 0, 0), 'timings: since init start (s): config applied NaN, network NaN, network config NaN, k3s started NaN, ready 1.00; init started 0.00 s after the kernel; rss 0.0 MiB');
+});
+
+test("RSS is split into anonymous and file pages from the kernel's status file", () => {
+  const status = 'Name:\tnode\nVmRSS:\t   61440 kB\nRssAnon:\t   18944 kB\nRssFile:\t   42496 kB\nRssShmem:\t       0 kB\n';
+  assert.equal(rssSplit(status), { anonMiB: 18.5, fileMiB: 41.5 });
+  assert.is(rssSplit('VmRSS:\t 1 kB\n'), undefined);
+  assert.is(rssSplit('RssAnon:\t lots kB\nRssFile:\t 1 kB\n'), undefined);
+  // This process's own, which the kernel keeps as the sum.
+  const own = readFileSync('/proc/self/status', 'utf8');
+  const vm = Number(/^VmRSS:\s+(\d+)/m.exec(own)![1]) / 1024;
+  const got = rssSplit(own)!;
+  assert.ok(got.anonMiB > 1 && got.fileMiB > 1 && got.anonMiB + got.fileMiB <= vm + 1, own);
 });
 
 test.run();
