@@ -86,10 +86,12 @@ const imgFloor = statSync(root).size + ukiZst;
 goals.push({ measure: `${arch} raw.zst (zstd -19)`, goal: '<= 50 MiB', now: mib(Number(zst)), floor: `${mib(imgFloor)} (root ${mib(statSync(root).size)} + UKI.zst ${mib(ukiZst)})`, note: `${Number(zst) >= imgFloor ? '+' : ''}${mib(Number(zst) - imgFloor)}` });
 
 /** Stage 1 starts within half a minute even when emulated on a loaded machine; later, it never will. */
-const STAGE1_WAIT_MS = 75_000;
+const STAGE1_WAIT_MS = arch === 'arm64' ? 180_000 : 75_000;
+/** An emulated arm64 boot (AAVMF, a translated CPU of another kind) takes two to three times as long. */
+const SLOW = arch === 'arm64' ? 2.5 : 1;
 interface BootResult { first?: number; ready?: number; accel: string; timings?: string; tasks?: string }
 /** One boot from a fresh copy of the disk through the firmware and systemd-boot, as a machine boots it. */
-async function boot(memMiB: number, timeoutMs = 300_000, extraDrives: string[] = []): Promise<BootResult> {
+async function boot(memMiB: number, timeoutMs = 300_000 * SLOW, extraDrives: string[] = []): Promise<BootResult> {
   const disk = join(mkdtempSync(join(tmpdir(), 'kiln-bench-')), 'd.raw');
   execFileSync('cp', ['--sparse=always', raw, disk]);
   const vm = await Vm.start({ arch, disk, memMiB, allowReboot: false, extraDrives });
@@ -128,7 +130,7 @@ async function floorBoot(kind: 'sh' | 'node' | 'init', memMiB: number, o: { bios
   try {
     // A firmware that cannot load the kernel in this memory shows no stage 1 at all.
     await vm.waitFor(/kiln-stage1: started|X64 Exception/, STAGE1_WAIT_MS);
-    const m = await vm.waitFor(/kiln-floor: .*\r?\n|kiln: timings: .*\r?\n|Kernel panic|X64 Exception/, o.timeoutMs ?? 180_000);
+    const m = await vm.waitFor(/kiln-floor: .*\r?\n|kiln: timings: .*\r?\n|Kernel panic|X64 Exception/, o.timeoutMs ?? 180_000 * SLOW);
     if (kind === 'init') { const t = parseTimings(m[0]); return t && { kind: 'node' as const, readyS: t.initStartS + t.readyS, rssMiB: t.rssMiB }; }
     return floorLine(m[0]);
   } catch { return undefined; } finally { await vm.kill(); }
@@ -197,13 +199,13 @@ if (!values.quick) {
   // failed in the firmware or boot loader, before the kernel.
   let stoppedBefore: number | undefined;
   const kilnMin = await bisectSmallest(SIZES, async (mem) => {
-    const r = await boot(mem, 180_000);
+    const r = await boot(mem, 180_000 * SLOW);
     if (!r.first && (stoppedBefore === undefined || mem > stoppedBefore)) stoppedBefore = mem;
     return !!r.ready;
   }, SIZES.indexOf(128));
   // After the firmware: the node floor, and init itself at the goal's 128 MiB, booted directly.
-  const floorMin = await bisectSmallest(FLOOR_SIZES, async (mem) => !!(await floorBoot('node', mem, { bios: true, timeoutMs: 120_000 })), FLOOR_SIZES.indexOf(96));
-  const init128 = await floorBoot('init', 128, { bios: true, timeoutMs: 240_000 });
+  const floorMin = await bisectSmallest(FLOOR_SIZES, async (mem) => !!(await floorBoot('node', mem, { bios: true, timeoutMs: 120_000 * SLOW })), FLOOR_SIZES.indexOf(96));
+  const init128 = await floorBoot('init', 128, { bios: true, timeoutMs: 240_000 * SLOW });
   const minRam = kilnMin === undefined ? `none of ${SIZES[0]}..${SIZES.at(-1)} MiB` : `${kilnMin} MiB`;
   row(`minimum RAM reaching ready (bisected over ${SIZES.join(',')})`, minRam);
   if (stoppedBefore !== undefined) row('largest memory the firmware did not reach stage 1 in', `${stoppedBefore} MiB`);
