@@ -43,11 +43,13 @@ test('a crashing service is restarted with growing delays and its output is logg
   const starts: number[] = [];
   sup.add({ id: 'crashy', description: 'exits 3', run: () => { starts.push(Date.now()); return { cmd: '/bin/sh', args: ['-c', 'echo try; exit 3'] }; }, backoff: { initialMs: 100, maxMs: 400, resetAfterMs: 60_000 } });
   await sup.startAll();
-  await sleep(1600);
+  // Four starts take 100 + 200 + 400 ms of backoff plus four short runs; a loaded machine may
+  // take longer. Stopped in backoff, not mid-run, so the last exit is the service's own.
+  assert.ok(await waitFor(() => starts.length >= 4 && sup.status()[0].state === 'backoff', 15_000), `4 starts, then backoff: ${starts.length}, ${sup.status()[0].state}`);
   await sup.stopAll();
-  assert.ok(starts.length >= 4 && starts.length <= 6, `expected 4-6 starts in 1.6 s, got ${starts.length}`);
+  assert.ok(starts.length >= 4);
   const gaps = starts.slice(1).map((t, i) => t - starts[i]);
-  assert.ok(gaps[0] >= 90 && gaps[0] < 300, `first gap ${gaps[0]}`);
+  assert.ok(gaps[0] >= 90 && gaps[0] < 1000, `first gap ${gaps[0]}`);
   assert.ok(gaps[1] >= 190, `second gap ${gaps[1]} should be about 200`);
   assert.ok(gaps[2] >= 390, `third gap ${gaps[2]} should be about 400 (capped)`);
   const st = sup.status()[0];
