@@ -118,13 +118,14 @@ const ukiParts = (() => {
   return { kernel: join(ukiDir, 'linux'), initrd: join(ukiDir, 'initrd'), cmdline: sec('.cmdline').toString('latin1').replace(/\0+$/, '').trim() };
 })();
 /**
- * A floor, or (`init`) init itself, booted directly. `bios`: under SeaBIOS (x86_64) instead of
- * OVMF, whose kernel loader fails below about 160 MiB, so the smallest memory of what runs after
- * the firmware is found, not the firmware's.
+ * A floor, or (`init`) init itself, booted directly. `noUefi`: under SeaBIOS (x86_64) or with no
+ * firmware at all (arm64: QEMU loads the kernel) instead of OVMF or AAVMF, which fail to load
+ * the kernel below about 160 MiB, so the smallest memory of what runs after the firmware is
+ * found, not the firmware's.
  */
-async function floorBoot(kind: 'sh' | 'node' | 'init', memMiB: number, o: { bios?: boolean; timeoutMs?: number } = {}) {
+async function floorBoot(kind: 'sh' | 'node' | 'init', memMiB: number, o: { noUefi?: boolean; timeoutMs?: number } = {}) {
   const vm = await Vm.start({
-    arch, disk: raw, snapshot: true, memMiB, allowReboot: false, ...(o.bios && arch === 'x86_64' ? { firmware: 'bios' as const } : {}),
+    arch, disk: raw, snapshot: true, memMiB, allowReboot: false, ...(o.noUefi ? { firmware: arch === 'x86_64' ? 'bios' as const : 'none' as const } : {}),
     extraArgs: ['-kernel', ukiParts.kernel, '-initrd', ukiParts.initrd, '-append', `${ukiParts.cmdline} kiln.slot=a${kind === 'init' ? '' : ` kiln.floor=${kind}`}`],
   });
   try {
@@ -204,8 +205,8 @@ if (!values.quick) {
     return !!r.ready;
   }, SIZES.indexOf(128));
   // After the firmware: the node floor, and init itself at the goal's 128 MiB, booted directly.
-  const floorMin = await bisectSmallest(FLOOR_SIZES, async (mem) => !!(await floorBoot('node', mem, { bios: true, timeoutMs: 120_000 * SLOW })), FLOOR_SIZES.indexOf(96));
-  const init128 = await floorBoot('init', 128, { bios: true, timeoutMs: 240_000 * SLOW });
+  const floorMin = await bisectSmallest(FLOOR_SIZES, async (mem) => !!(await floorBoot('node', mem, { noUefi: true, timeoutMs: 120_000 * SLOW })), FLOOR_SIZES.indexOf(96));
+  const init128 = await floorBoot('init', 128, { noUefi: true, timeoutMs: 240_000 * SLOW });
   const minRam = kilnMin === undefined ? `none of ${SIZES[0]}..${SIZES.at(-1)} MiB` : `${kilnMin} MiB`;
   row(`minimum RAM reaching ready (bisected over ${SIZES.join(',')})`, minRam);
   if (stoppedBefore !== undefined) row('largest memory the firmware did not reach stage 1 in', `${stoppedBefore} MiB`);

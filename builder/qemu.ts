@@ -62,8 +62,11 @@ export interface VmOptions {
   allowReboot?: boolean;
   /** An ISO in a CD drive (virtio-scsi: the cloud kernel has no AHCI), booted first. */
   cdrom?: string;
-  /** 'uefi' (default: OVMF/AAVMF) or 'bios' (SeaBIOS, x86_64 only). */
-  firmware?: 'uefi' | 'bios';
+  /**
+   * 'uefi' (default: OVMF/AAVMF), 'bios' (SeaBIOS, x86_64 only) or 'none' (no firmware of ours:
+   * QEMU loads the `-kernel` given in extraArgs itself; x86_64 still gets QEMU's own SeaBIOS).
+   */
+  firmware?: 'uefi' | 'bios' | 'none';
   /**
    * UEFI Secure Boot (x86_64: OVMF's SMM build on q35 with SMM, variables in secure flash).
    * 'setup': no keys enrolled (setup mode: systemd-boot may enrol ours); 'snakeoil': Debian's
@@ -83,12 +86,13 @@ export async function qemuCommand(o: VmOptions, workDir: string): Promise<{ cmd:
   const accel = await detectAccel(o.arch, o.probeKernel);
   const bios = o.firmware === 'bios';
   if (bios && o.arch !== 'x86_64') throw new Error(`firmware 'bios' is x86_64 only`);
+  const noUefi = bios || o.firmware === 'none';
   const sb = o.secureBoot;
-  if (sb && (bios || o.arch !== 'x86_64')) throw new Error(`Secure Boot in QEMU is set up for x86_64 UEFI (OVMF) only`);
+  if (sb && (noUefi || o.arch !== 'x86_64')) throw new Error(`Secure Boot in QEMU is set up for x86_64 UEFI (OVMF) only`);
   const vars = join(workDir, 'efivars.fd');
   const varsTemplate = o.efiVars ?? hostFile(sb === 'snakeoil' ? 'ovmfVarsSnakeoil' : facts.qemu.firmware.vars);
-  if (!bios && !existsSync(vars)) copyFileSync(varsTemplate, vars);
-  const firmware = bios ? ['-bios', hostFile('seabios')] : [
+  if (!noUefi && !existsSync(vars)) copyFileSync(varsTemplate, vars);
+  const firmware = bios ? ['-bios', hostFile('seabios')] : o.firmware === 'none' ? [] : [
     '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${hostFile(sb ? 'ovmfCodeSecboot' : facts.qemu.firmware.code)}`,
     '-drive', `if=pflash,format=raw,unit=1,file=${vars}`,
     // The SMM build keeps the variable store out of the OS's reach; without SMM it stops at once.
