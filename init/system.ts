@@ -99,6 +99,12 @@ export async function loadModules(names: string[]): Promise<{ loaded: string[]; 
   return { loaded, failed };
 }
 
+/** A `Key:  N kB` field of a /proc/PID/status file, in KiB. */
+export function statusKiB(status: string, key: string): number | undefined {
+  const kib = new RegExp(`^${key}:\\s+(\\d+) kB$`, 'm').exec(status)?.[1];
+  return kib === undefined ? undefined : Number(kib);
+}
+
 export function setHostname(name: string): void {
   writeFileSync('/proc/sys/kernel/hostname', name);
 }

@@ -15,7 +15,7 @@
 // SSH does not wait for init_cmd: a hanging command must not keep the owner out.
 //
 // Phase and task names appear in results, log lines and the timings line: they are output.
-import { mountBase, settleDevices } from '../system.ts';
+import { mountBase, settleDevices, statusKiB } from '../system.ts';
 import { protectInit } from '../services/cgroups.ts';
 import { linkUp } from '../network.ts';
 import type { BootInfo } from '../boot.ts';
@@ -127,8 +127,7 @@ export function timingsLine(results: TaskResult[], nowMs: number, initStartS: nu
  */
 export interface RssSplit { anonMiB: number; fileMiB: number }
 export function rssSplit(status: string): RssSplit | undefined {
-  const kib = (k: string) => /^\w+:\s+(\d+) kB$/.exec(status.split('\n').find((l) => l.startsWith(`${k}:`)) ?? '')?.[1];
-  const anon = kib('RssAnon');
-  const file = kib('RssFile');
-  return anon && file ? { anonMiB: Number(anon) / 1024, fileMiB: Number(file) / 1024 } : undefined;
+  const anon = statusKiB(status, 'RssAnon');
+  const file = statusKiB(status, 'RssFile');
+  return anon !== undefined && file !== undefined ? { anonMiB: anon / 1024, fileMiB: file / 1024 } : undefined;
 }

@@ -10,6 +10,7 @@
 // a plain directory.
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { statusKiB } from '../system.ts';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 /** What a group may need: kubelet checks cpu, cpuset, memory and pids; io is for the pods' disk weights. */
@@ -127,8 +128,8 @@ export function activeCgroups(): CgroupTree | undefined { return active; }
 export function rssOf(pids: number[], proc = '/proc'): number | undefined {
   let total = 0, seen = 0;
   for (const pid of pids) {
-    const kb = /^VmRSS:\s+(\d+) kB/m.exec(read(`${proc}/${pid}/status`) ?? '')?.[1];
-    if (kb !== undefined) { total += Number(kb) * 1024; seen++; }
+    const kb = statusKiB(read(`${proc}/${pid}/status`) ?? '', 'VmRSS');
+    if (kb !== undefined) { total += kb * 1024; seen++; }
   }
   return seen ? total : undefined;
 }
