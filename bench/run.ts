@@ -12,6 +12,7 @@ import { FORMAT_TABLE } from '../builder/formats.ts';
 import { METAL_PROFILE, type Format } from '../builder/profile.ts';
 import { createLogger } from '../builder/log.ts';
 import { Vm } from '../builder/qemu.ts';
+import { writeCpio } from '../builder/formats/cpio.ts';
 import { readPe } from '../builder/uki.ts';
 import { DEFAULT_PARAMS } from '../channels/chunks.ts';
 import { K3S_STANDIN } from '../test/e2e/image.ts';
@@ -115,7 +116,21 @@ const ukiParts = (() => {
   const sec = (name: string) => { const s = readPe(buf, uki).sections.find((x) => x.name === name)!; return buf.subarray(s.rawOffset, s.rawOffset + Math.min(s.virtualSize, s.rawSize)); };
   writeFileSync(join(ukiDir, 'linux'), sec('.linux'));
   writeFileSync(join(ukiDir, 'initrd'), sec('.initrd'));
-  return { kernel: join(ukiDir, 'linux'), initrd: join(ukiDir, 'initrd'), cmdline: sec('.cmdline').toString('latin1').replace(/\0+$/, '').trim() };
+  // The memory floor's initramfs: the image's own busybox and a script that prints one line,
+  // so what it measures is the firmware and the kernel, not stage 1 or the root.
+  const script = '#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n'
+    + '/bin/busybox echo "kiln-floor: kernel ready $(/bin/busybox cut -d" " -f1 /proc/uptime) s after the kernel" > /dev/console\n'
+    + 'exec /bin/busybox sleep 2147483647\n';
+  writeFileSync(join(ukiDir, 'one-line.cpio'), writeCpio([
+    { path: 'bin', type: 'dir' }, { path: 'proc', type: 'dir' }, { path: 'dev', type: 'dir' },
+    { path: 'dev/console', type: 'char', major: 5, minor: 1 },
+    { path: 'bin/busybox', type: 'file', mode: 0o755, data: readFileSync(join(out, 'a', '.work', arch, 'root', 'bin', 'busybox')) },
+    { path: 'init', type: 'file', mode: 0o755, data: Buffer.from(script) },
+  ], { mtime: 0 }));
+  return {
+    kernel: join(ukiDir, 'linux'), initrd: join(ukiDir, 'initrd'), oneLine: join(ukiDir, 'one-line.cpio'),
+    cmdline: sec('.cmdline').toString('latin1').replace(/\0+$/, '').trim(),
+  };
 })();
 /**
  * A floor, or (`init`) init itself, booted directly. `noUefi`: under SeaBIOS (x86_64) or with no
@@ -123,14 +138,16 @@ const ukiParts = (() => {
  * the kernel below about 160 MiB, so the smallest memory of what runs after the firmware is
  * found, not the firmware's.
  */
-async function floorBoot(kind: 'sh' | 'node' | 'init', memMiB: number, o: { noUefi?: boolean; timeoutMs?: number } = {}) {
+async function floorBoot(kind: 'sh' | 'node' | 'init' | 'kernel', memMiB: number, o: { noUefi?: boolean; timeoutMs?: number } = {}) {
   const vm = await Vm.start({
     arch, disk: raw, snapshot: true, memMiB, allowReboot: false, ...(o.noUefi ? { firmware: arch === 'x86_64' ? 'bios' as const : 'none' as const } : {}),
-    extraArgs: ['-kernel', ukiParts.kernel, '-initrd', ukiParts.initrd, '-append', `${ukiParts.cmdline} kiln.slot=a${kind === 'init' ? '' : ` kiln.floor=${kind}`}`],
+    extraArgs: kind === 'kernel'
+      ? ['-kernel', ukiParts.kernel, '-initrd', ukiParts.oneLine, '-append', ukiParts.cmdline]
+      : ['-kernel', ukiParts.kernel, '-initrd', ukiParts.initrd, '-append', `${ukiParts.cmdline} kiln.slot=a${kind === 'init' ? '' : ` kiln.floor=${kind}`}`],
   });
   try {
     // A firmware that cannot load the kernel in this memory shows no stage 1 at all.
-    await vm.waitFor(/kiln-stage1: started|X64 Exception/, STAGE1_WAIT_MS);
+    await vm.waitFor(kind === 'kernel' ? /kiln-floor: .*\r?\n|X64 Exception/ : /kiln-stage1: started|X64 Exception/, kind === 'kernel' ? (o.timeoutMs ?? STAGE1_WAIT_MS) : STAGE1_WAIT_MS);
     const m = await vm.waitFor(/kiln-floor: .*\r?\n|kiln: timings: .*\r?\n|Kernel panic|X64 Exception/, o.timeoutMs ?? 180_000 * SLOW);
     if (kind === 'init') { const t = parseTimings(m[0]); return t && { kind: 'node' as const, readyS: t.initStartS + t.readyS, rssMiB: t.rssMiB }; }
     return floorLine(m[0]);
@@ -204,19 +221,23 @@ if (!values.quick) {
     if (!r.first && (stoppedBefore === undefined || mem > stoppedBefore)) stoppedBefore = mem;
     return !!r.ready;
   }, SIZES.indexOf(128));
+  // The firmware and the kernel alone (a one-line initramfs, through the same firmware): what no
+  // stage 1 or init can go below.
+  const kernelMin = await bisectSmallest(SIZES, async (mem) => !!(await floorBoot('kernel', mem, { timeoutMs: 60_000 * SLOW })), SIZES.indexOf(128));
   // After the firmware: the node floor, and init itself at the goal's 128 MiB, booted directly.
   const floorMin = await bisectSmallest(FLOOR_SIZES, async (mem) => !!(await floorBoot('node', mem, { noUefi: true, timeoutMs: 120_000 * SLOW })), FLOOR_SIZES.indexOf(96));
   const init128 = await floorBoot('init', 128, { noUefi: true, timeoutMs: 240_000 * SLOW });
   const minRam = kilnMin === undefined ? `none of ${SIZES[0]}..${SIZES.at(-1)} MiB` : `${kilnMin} MiB`;
   row(`minimum RAM reaching ready (bisected over ${SIZES.join(',')})`, minRam);
   if (stoppedBefore !== undefined) row('largest memory the firmware did not reach stage 1 in', `${stoppedBefore} MiB`);
+  row('floor: minimum RAM for the firmware and kernel to run a one-line initramfs', kernelMin === undefined ? 'none' : `${kernelMin} MiB`);
   row('floor: minimum RAM for node -e 0 to print a line (direct kernel boot)', floorMin === undefined ? 'none' : `${floorMin} MiB`);
   row('init at 128 MiB, direct kernel boot (kernel start -> ready, RSS)', init128 ? `${s2(init128.readyS)}, ${init128.rssMiB?.toFixed(1)} MiB` : 'did not reach ready');
   goals.push({
     measure: `reaches ready with -m 128 (${arch})`, goal: 'yes', now: kilnMin !== undefined && kilnMin <= 128 ? `yes; smallest ${minRam}` : `no; smallest ${minRam}`,
-    floor: floorMin === undefined ? '-' : `${floorMin} MiB (node -e 0)`,
+    floor: [kernelMin === undefined ? undefined : `${kernelMin} MiB (firmware + kernel)`, floorMin === undefined ? undefined : `${floorMin} MiB (node -e 0, no firmware)`].filter(Boolean).join(', ') || '-',
     note: [
-      kilnMin !== undefined && floorMin !== undefined ? `+${kilnMin - floorMin} MiB` : undefined,
+      kilnMin !== undefined && kernelMin !== undefined ? `+${kilnMin - kernelMin} MiB over the firmware and kernel` : undefined,
       stoppedBefore !== undefined ? `at ${stoppedBefore} MiB the firmware never reached stage 1` : undefined,
       `init booted directly at 128 MiB: ${init128 ? `ready ${s2(init128.readyS)} after the kernel` : 'not ready'}`,
     ].filter(Boolean).join('; '),

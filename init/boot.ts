@@ -1,6 +1,6 @@
 // Boot facts and the per-boot records on the data partition (boot count, machine id)
 // plus slot blessing on the ESP.
-import { randomBytes } from 'node:crypto';
+import { nodeCrypto } from './lazy.ts';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { stateDir } from './etcstate.ts';
@@ -77,7 +77,7 @@ export function ensureMachineId(file = '/etc/machine-id', saved = join(stateDir(
   const cur = read(file).trim();
   let id = read(saved).trim();
   if (!valid(id)) {
-    id = valid(cur) ? cur : randomBytes(16).toString('hex');
+    id = valid(cur) ? cur : nodeCrypto().randomBytes(16).toString('hex');
     try { mkdirSync(dirname(saved), { recursive: true }); writeAtomic(saved, `${id}\n`, 0o444); } catch (e) { say(`machine-id: not saved to ${saved}: ${(e as Error).message}`); }
   }
   if (cur !== id) writeAtomic(file, `${id}\n`, 0o444);

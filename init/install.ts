@@ -2,7 +2,7 @@
 // layout code, init/disk/layout.ts) to a real disk: the ESP image and root image from the
 // medium, an empty root-b, and a fresh kiln-data holding the node's config. The pure checks
 // are exported for tests; the rest does I/O on block devices and must run as root.
-import { createHash } from 'node:crypto';
+import { nodeCrypto } from './lazy.ts';
 import { closeSync, createReadStream, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { createGunzip } from 'node:zlib';
 import { stringify } from 'yaml';
@@ -227,7 +227,7 @@ export interface InstallRequest {
  * Returns the byte count and the sha256 (hex).
  */
 async function streamInto(fd: number, src: NodeJS.ReadableStream, offset: number, limit: number): Promise<{ bytes: number; sha256: string }> {
-  const h = createHash('sha256');
+  const h = nodeCrypto().createHash('sha256');
   let pos = 0;
   for await (const chunk of src as AsyncIterable<Buffer>) {
     if (pos + chunk.length > limit) throw new Error(`image larger than its partition (${limit / MiB} MiB)`);

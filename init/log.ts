@@ -51,21 +51,35 @@ function stamp(): string {
 let bootOffset = 0;
 export function setBootOffset(s: number) { bootOffset = s; }
 
+/**
+ * init.log's lines are written in batches: one append every FLUSH_MS at most, not one per line
+ * (each append is a stat, an open and a write: on a slow board, most of boot's logging cost).
+ * The console gets every line at once; power.ts flushes before /var is unmounted.
+ */
+const FLUSH_MS = 200;
+const pending: string[] = [];
+let flushTimer: NodeJS.Timeout | undefined;
+function toFile(line: string): void {
+  if (!fileReady) { early.push(line); return; }
+  pending.push(line);
+  flushTimer ??= setTimeout(flushLog, FLUSH_MS);
+}
+/** Writes what init.log has pending now. */
+export function flushLog(): void {
+  if (flushTimer) { clearTimeout(flushTimer); flushTimer = undefined; }
+  if (fileReady && pending.length) appendRotating(`${LOG_DIR}/init.log`, pending.splice(0).join(''));
+}
+
 /** A line on the console and in init.log. Console lines keep the "kiln: " prefix tests and users grep for. */
 export function say(msg: string): void {
-  const line = `kiln: ${msg}\n`;
-  consoleWrite(line);
-  const f = `${stamp()} ${msg}\n`;
-  if (fileReady) appendRotating(`${LOG_DIR}/init.log`, f);
-  else early.push(f);
+  consoleWrite(`kiln: ${msg}\n`);
+  toFile(`${stamp()} ${msg}\n`);
 }
 
 /** Detail for init.log only (and the console when kiln.debug is on the command line). */
 export function debug(msg: string): void {
   if (process.env.KILN_DEBUG) consoleWrite(`kiln: (debug) ${msg}\n`);
-  const f = `${stamp()} ${msg}\n`;
-  if (fileReady) appendRotating(`${LOG_DIR}/init.log`, f);
-  else early.push(f);
+  toFile(`${stamp()} ${msg}\n`);
 }
 
 /** Called once /var is mounted: flushes what was said before. */
@@ -75,6 +89,6 @@ export function enableFileLog(): void {
   if (early.length) appendRotating(`${LOG_DIR}/init.log`, early.splice(0).join(''));
 }
 
-export function disableFileLog(): void { fileReady = false; }
+export function disableFileLog(): void { flushLog(); fileReady = false; }
 
 export function setConsole(write: (s: string) => void) { consoleWrite = write; }

@@ -6,9 +6,8 @@
 // it is refused, so a user cannot point root's writes at /etc. Files are created with
 // O_EXCL|O_NOFOLLOW under random names, given their owner and mode through the open
 // descriptor (fchown/fchmod), then renamed into place within the same directory.
-import { randomBytes } from 'node:crypto';
 import {
-  closeSync, constants as C, fchmodSync, fchownSync, fstatSync, fsyncSync, mkdirSync, openSync, readlinkSync, renameSync,
+  closeSync, constants as C, fchmodSync, fchownSync, fstatSync, fsyncSync, mkdirSync, openSync, readlinkSync, readSync, renameSync,
   unlinkSync, writeSync, type Stats,
 } from 'node:fs';
 import { posix } from 'node:path';
@@ -147,6 +146,14 @@ function writeAll(fd: number, data: Buffer): void {
 
 export interface Owned { uid: number; gid: number; mode: number }
 
+/** Random hex from the kernel's pool, read directly: node:crypto is not loaded before ready (lazy.ts). */
+function randomHex(bytes: number): string {
+  const b = Buffer.alloc(bytes);
+  const fd = openSync('/dev/urandom', 'r');
+  try { if (readSync(fd, b, 0, bytes, null) !== bytes) throw new Error('short read from /dev/urandom'); } finally { closeSync(fd); }
+  return b.toString('hex');
+}
+
 /**
  * Replaces `name` in `dir` atomically: a new file under a random name (O_EXCL, never
  * following a link), owner and mode set on the open file, synced, renamed over `name`.
@@ -154,7 +161,7 @@ export interface Owned { uid: number; gid: number; mode: number }
  */
 export function replaceFile(dir: Dir, name: string, data: Buffer | string, o: Owned): void {
   checkName(name);
-  const tmp = `.${name.slice(0, 200)}.kiln-${randomBytes(8).toString('hex')}`;
+  const tmp = `.${name.slice(0, 200)}.kiln-${randomHex(8)}`;
   const buf = typeof data === 'string' ? Buffer.from(data) : data;
   const fd = openSync(at(dir.fd, tmp), C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
   try {

@@ -1,6 +1,6 @@
 // The node's side effects at boot: mounts, modules, hostname, devices. Thin wrappers
 // over busybox and /proc, each returning a note or throwing with what went wrong.
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { run, runOk } from './exec.ts';
 
@@ -17,7 +17,10 @@ export async function mount(type: string, source: string, target: string, option
   if (err) throw new Error(err);
 }
 
-/** The pseudo filesystems a Kubernetes node needs beyond what stage 1 moved in. */
+/**
+ * The pseudo filesystems a Kubernetes node needs. Stage 1 mounts them (a shell's mount is
+ * cheaper than a spawn from here); whatever is missing is mounted now, so any stage 1 will do.
+ */
 export async function mountBase(): Promise<string> {
   await mount('tmpfs', 'tmpfs', '/run', 'mode=0755,nosuid,nodev');
   await mount('tmpfs', 'tmpfs', '/tmp', 'mode=1777,nosuid,nodev');
@@ -28,11 +31,20 @@ export async function mountBase(): Promise<string> {
   if (existsSync('/sys/kernel/security')) await mount('securityfs', 'securityfs', '/sys/kernel/security').catch(() => undefined);
   if (existsSync('/sys/firmware/efi/efivars')) await mount('efivarfs', 'efivarfs', '/sys/firmware/efi/efivars').catch(() => undefined);
   // kubelet's mount propagation needs / shared.
-  const err = await runOk('mount', ['--make-rshared', '/']);
-  for (const [l, t] of [['/proc/self/fd', '/dev/fd'], ['/proc/self/fd/0', '/dev/stdin'], ['/proc/self/fd/1', '/dev/stdout'], ['/proc/self/fd/2', '/dev/stderr']]) {
-    if (!existsSync(t)) await runOk('ln', ['-sf', l, t]);
+  const err = rootIsShared() ? undefined : await runOk('mount', ['--make-rshared', '/']);
+  for (const [l, t] of [['/proc/self/fd', '/dev/fd'], ['/proc/self/fd/0', '/dev/stdin'], ['/proc/self/fd/1', '/dev/stdout'], ['/proc/self/fd/2', '/dev/stderr']] as const) {
+    try { lstatSync(t); } catch { try { symlinkSync(l, t); } catch { /* a read-only /dev: programs fall back to /proc */ } }
   }
   return err ? `make-rshared: ${err}` : 'ok';
+}
+
+/** Whether the root mount is in a shared peer group (mountinfo's optional `shared:N` field). */
+export function rootIsShared(mountinfo = read('/proc/self/mountinfo')): boolean {
+  // The last "/" mount is the one in use (switch_root stacks it on the initramfs's).
+  const root = mountinfo.split('\n').map((l) => l.split(' ')).filter((f) => f[4] === '/').pop();
+  if (!root) return false;
+  const sep = root.indexOf('-');
+  return root.slice(6, sep < 0 ? undefined : sep).some((f) => f.startsWith('shared:'));
 }
 
 /** The whole disk a partition belongs to (its parent in sysfs); undefined for a whole disk or a loop device. */

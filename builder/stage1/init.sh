@@ -211,6 +211,19 @@ mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /newroot/run && mkdir -p /newroot
   && mount -t overlay overlay -o lowerdir=/newroot/etc,upperdir=/newroot/run/kiln/etc/upper,workdir=/newroot/run/kiln/etc/work /newroot/etc \
   || fail "cannot mount the /etc overlay"
 
+# The rest of the pseudo filesystems a Kubernetes node needs, mounted here, where a mount costs
+# a shell's fork rather than a spawn from Node; init mounts whatever it finds missing
+# (mountBase in init/system.ts), so these are an optimisation, not a contract.
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts 2>/dev/null
+mount -t tmpfs -o mode=1777,nosuid,nodev shm /dev/shm 2>/dev/null
+for l in fd:/proc/self/fd stdin:/proc/self/fd/0 stdout:/proc/self/fd/1 stderr:/proc/self/fd/2; do
+  [ -e "/dev/${l%%:*}" ] || ln -s "${l#*:}" "/dev/${l%%:*}"
+done
+mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup 2>/dev/null
+[ -d /sys/kernel/security ] && mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /newroot/tmp 2>/dev/null
+
 FLOOR=$(arg kiln.floor)
 mount --move /dev /newroot/dev
 mount --move /sys /newroot/sys
@@ -218,6 +231,8 @@ mount --move /proc /newroot/proc
 # tini is the kernel's PID 1: it reaps every orphan (Node cannot wait for processes it did not
 # start) and forwards signals to init, which runs as its only child.
 [ -x /newroot/usr/bin/tini ] || fail "kiln-root-$SLOT has no /usr/bin/tini"
+# kubelet's mount propagation needs / shared; the mounts made under it later are shared too.
+mount --make-rshared /newroot 2>/dev/null
 export KILN_SLOT=$SLOT KILN_VERITY=$VERIFIED
 # kiln.floor=sh|node (npm run bench only): hand over to a program that prints one line and idles
 # instead of init, so the bench measures what the kernel, stage 1 and Node cost on their own.

@@ -2,7 +2,7 @@
 // So a config URL must be https://, or plain http:// with a pin (`#sha256=<64 hex>`, checked
 // over the body), or plain http:// allowed by kiln.allow_insecure_http in the image's own
 // config. Bodies are read up to a size limit. The policy is pure; fetchLimited does the I/O.
-import { createHash } from 'node:crypto';
+import { nodeCrypto } from '../lazy.ts';
 
 /** The largest config source kiln reads (a file, user-data, a fetched config). */
 export const MAX_SOURCE_BYTES = 1 << 20;
@@ -59,7 +59,7 @@ export function clip(s: string, max = 80): string {
 }
 
 export function sha256Hex(b: Uint8Array): string {
-  return createHash('sha256').update(b).digest('hex');
+  return nodeCrypto().createHash('sha256').update(b).digest('hex');
 }
 
 export interface FetchOptions {

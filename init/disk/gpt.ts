@@ -1,6 +1,6 @@
 // GUID partition tables (UEFI spec, chapter 5): protective MBR, primary and backup
 // headers with their entry arrays, written as plain buffers and parsed back.
-import { createHash, randomUUID } from 'node:crypto';
+import { nodeCrypto } from '../lazy.ts';
 import { crc32 } from './crc32.ts';
 
 export const GPT_TYPES = {
@@ -67,7 +67,7 @@ export function guidFromBytes(buf: Uint8Array): string {
 
 /** A version-4 style GUID derived from sha256(seed): the same seed always gives the same GUID. */
 export function stableGuid(seed: string): string {
-  const b = createHash('sha256').update(seed).digest().subarray(0, 16);
+  const b = nodeCrypto().createHash('sha256').update(seed).digest().subarray(0, 16);
   b[6] = (b[6]! & 0x0f) | 0x40;
   b[8] = (b[8]! & 0x3f) | 0x80;
   const h = b.toString('hex').toUpperCase();
@@ -307,7 +307,7 @@ export function rewriteGuids(head: Buffer, diskSizeBytes: number, diskGuid: stri
 }
 
 /** A random (version 4) GUID in the upper case the tables are read back in. */
-export function randomGuid(): string { return randomUUID().toUpperCase(); }
+export function randomGuid(): string { return nodeCrypto().randomUUID().toUpperCase(); }
 
 /** The primary header's raw fields that rewriting code needs, next to the parsed table. */
 export function gptHeaderFields(head: Buffer) {

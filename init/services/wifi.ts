@@ -3,8 +3,8 @@
 // generated at each start (0600: it holds the keys). The service is healthy once associated
 // (wpa_cli's wpa_state=COMPLETED); the link's DHCP client waits for that.
 // Verified on hardware only: QEMU emulates no wireless device.
+import { nodeCrypto } from '../lazy.ts';
 import { existsSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
-import { pbkdf2Sync } from 'node:crypto';
 import { join } from 'node:path';
 import type { Wifi } from '../config/schema.ts';
 import { run } from '../exec.ts';
@@ -31,7 +31,7 @@ export function wirelessLinks(sysNet = '/sys/class/net'): string[] {
  * passphrase keeps the passphrase itself off the node and needs no quoting in the file.
  */
 export function wpaPsk(ssid: string, passphrase: string): string {
-  return pbkdf2Sync(Buffer.from(passphrase, 'utf8'), Buffer.from(ssid, 'utf8'), 4096, 32, 'sha1').toString('hex');
+  return nodeCrypto().pbkdf2Sync(Buffer.from(passphrase, 'utf8'), Buffer.from(ssid, 'utf8'), 4096, 32, 'sha1').toString('hex');
 }
 
 /**

@@ -34,6 +34,16 @@ kiln:
     assert.is(args.role, 'server');
     // The data lives on the data partition, not on the /var overlay.
     assert.match(await ssh(port, me.key, 'grep " /var/lib/rancher " /proc/mounts'), /\/var\/lib\/rancher ext4/);
+    // The base mounts kubelet and containerd rely on (made by stage 1): the root shared for mount
+    // propagation, the mounts made under it later shared too, and the pseudo filesystems.
+    const info = (await ssh(port, me.key, 'cat /proc/self/mountinfo')).split('\n').map((l) => l.split(' '));
+    const at = (dir: string) => info.filter((f) => f[4] === dir).pop();
+    for (const dir of ['/', '/var/lib/rancher']) assert.ok(at(dir)?.some((f) => f.startsWith('shared:')), `${dir} is shared: ${at(dir)?.join(' ')}`);
+    for (const [dir, type] of [['/dev/pts', 'devpts'], ['/dev/shm', 'tmpfs'], ['/sys/fs/cgroup', 'cgroup2'], ['/tmp', 'tmpfs'], ['/run', 'tmpfs']]) {
+      const f = at(dir!);
+      assert.is(f?.[f.indexOf('-') + 1], type, `${dir} is ${type}`);
+    }
+    assert.is((await ssh(port, me.key, 'readlink /dev/fd; readlink /dev/stdin')).trim(), '/proc/self/fd\n/proc/self/fd/0');
     // Add-ons: applied as HelmChart objects only after k3s was ready, carrying the seal.
     const addonAt = (await vm.waitFor(/kiln: addon headlamp: installed/, 60_000)).index;
     assert.ok(addonAt > healthyAt, 'add-ons are installed after k3s is ready, not during its start');

@@ -51,6 +51,7 @@ test("the node floor's line from stage 1 gives its time and RSS", () => {
   // The split adds up to the RSS it splits (to the rounding of three figures).
   assert.ok(Math.abs(f!.anonMiB! + f!.fileMiB! - f!.rssMiB!) < 0.5 && f!.anonMiB! > 1 && f!.fileMiB! > 1, out);
   assert.equal(floorLine('kiln-floor: sh ready 1.93 s after the kernel\r'), { kind: 'sh', readyS: 1.93 });
+  assert.equal(floorLine('kiln-floor: kernel ready 2.61 s after the kernel\r'), { kind: 'kernel', readyS: 2.61 });
   assert.is(floorLine('kiln: ready version=1'), undefined);
 });
 

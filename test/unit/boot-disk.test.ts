@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bootDisk, partitionByLabel } from '../../init/system.ts';
+import { bootDisk, partitionByLabel, rootIsShared } from '../../init/system.ts';
 import { partitionBySpec, siblingPartition } from '../../init/bootctl/devices.ts';
 import { buildMbr } from '../../init/disk/mbr.ts';
 import { buildGpt, GPT_TYPES, guidToBytes, randomGuid, stableGuid } from '../../init/disk/gpt.ts';
@@ -122,6 +122,14 @@ test('stage 1: the root comes from the disk whose ESP the firmware booted, never
   assert.is(stage1(twins, 'espdisk', { ESPUUID: randomGuid().toLowerCase() }), '', 'an ESP on no disk');
   const one = fakeSys([{ name: 'vda', major: 254, espGuid: mine }]);
   assert.is(stage1(one, 'partdev kiln-root-b'), 'vda3', 'one disk: found without an anchor');
+});
+
+
+test('rootIsShared: the root mount in use, its optional fields only', () => {
+  assert.ok(rootIsShared(mountinfo('254:2')), 'stage 1 made the root shared');
+  assert.not.ok(rootIsShared(mountinfo('254:2').replace(' shared:1', '')), 'a private root is made shared by init');
+  assert.not.ok(rootIsShared('1 1 0:2 / / rw - rootfs shared:3 rw\n'), 'a source named like the field is not the field');
+  assert.not.ok(rootIsShared(''));
 });
 
 test.run();
