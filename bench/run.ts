@@ -146,8 +146,9 @@ async function floorBoot(kind: 'sh' | 'node' | 'init' | 'kernel', memMiB: number
       : ['-kernel', ukiParts.kernel, '-initrd', ukiParts.initrd, '-append', `${ukiParts.cmdline} kiln.slot=a${kind === 'init' ? '' : ` kiln.floor=${kind}`}`],
   });
   try {
-    // A firmware that cannot load the kernel in this memory shows no stage 1 at all.
-    await vm.waitFor(kind === 'kernel' ? /kiln-floor: .*\r?\n|X64 Exception/ : /kiln-stage1: started|X64 Exception/, kind === 'kernel' ? (o.timeoutMs ?? STAGE1_WAIT_MS) : STAGE1_WAIT_MS);
+    // A firmware that cannot load the kernel in this memory shows no stage 1 at all (the kernel
+    // floor has no stage 1: its one line, or the exception, is waited for below).
+    if (kind !== 'kernel') await vm.waitFor(/kiln-stage1: started|X64 Exception/, STAGE1_WAIT_MS);
     const m = await vm.waitFor(/kiln-floor: .*\r?\n|kiln: timings: .*\r?\n|Kernel panic|X64 Exception/, o.timeoutMs ?? 180_000 * SLOW);
     if (kind === 'init') { const t = parseTimings(m[0]); return t && { kind: 'node' as const, readyS: t.initStartS + t.readyS, rssMiB: t.rssMiB }; }
     return floorLine(m[0]);

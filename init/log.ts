@@ -14,7 +14,6 @@ const KEEP = 3;
 
 let consoleWrite: (s: string) => void = (s) => { try { process.stdout.write(s); } catch { /* console gone */ } };
 let fileReady = false;
-const early: string[] = [];
 
 /** Appends to a log file, rotating it (file.1 .. file.KEEP) once it passes ROTATE_BYTES. */
 export function appendRotating(file: string, text: string, rotateBytes = ROTATE_BYTES, keep = KEEP): void {
@@ -54,15 +53,15 @@ export function setBootOffset(s: number) { bootOffset = s; }
 /**
  * init.log's lines are written in batches: one append every FLUSH_MS at most, not one per line
  * (each append is a stat, an open and a write: on a slow board, most of boot's logging cost).
- * The console gets every line at once; power.ts flushes before /var is unmounted.
+ * Lines said before /var is writable wait here too. The console gets every line at once;
+ * power.ts flushes before /var is unmounted.
  */
 const FLUSH_MS = 200;
 const pending: string[] = [];
 let flushTimer: NodeJS.Timeout | undefined;
 function toFile(line: string): void {
-  if (!fileReady) { early.push(line); return; }
   pending.push(line);
-  flushTimer ??= setTimeout(flushLog, FLUSH_MS);
+  if (fileReady) flushTimer ??= setTimeout(flushLog, FLUSH_MS);
 }
 /** Writes what init.log has pending now. */
 export function flushLog(): void {
@@ -86,7 +85,7 @@ export function debug(msg: string): void {
 export function enableFileLog(): void {
   tightenLogDir();
   fileReady = true;
-  if (early.length) appendRotating(`${LOG_DIR}/init.log`, early.splice(0).join(''));
+  flushLog();
 }
 
 export function disableFileLog(): void { flushLog(); fileReady = false; }

@@ -38,10 +38,14 @@ export async function mountBase(): Promise<string> {
   return err ? `make-rshared: ${err}` : 'ok';
 }
 
+/** The fields of the root mount's mountinfo line: the last "/" mount is the one in use (switch_root stacks it on the initramfs's). */
+function rootMount(mountinfo: string): string[] | undefined {
+  return mountinfo.split('\n').map((l) => l.split(' ')).filter((f) => f[4] === '/').pop();
+}
+
 /** Whether the root mount is in a shared peer group (mountinfo's optional `shared:N` field). */
 export function rootIsShared(mountinfo = read('/proc/self/mountinfo')): boolean {
-  // The last "/" mount is the one in use (switch_root stacks it on the initramfs's).
-  const root = mountinfo.split('\n').map((l) => l.split(' ')).filter((f) => f[4] === '/').pop();
+  const root = rootMount(mountinfo);
   if (!root) return false;
   const sep = root.indexOf('-');
   return root.slice(6, sep < 0 ? undefined : sep).some((f) => f.startsWith('shared:'));
@@ -61,8 +65,7 @@ export function parentDisk(classBlock: string, name: string): string | undefined
  * when the root is not a disk partition (the live ISO's loop-mounted image).
  */
 export function bootDisk(sys = '/sys', mountinfo = read('/proc/self/mountinfo')): string | undefined {
-  // The last "/" mount is the one in use (switch_root stacks it on the initramfs's).
-  const root = mountinfo.split('\n').map((l) => l.split(' ')).filter((f) => f[4] === '/').pop();
+  const root = rootMount(mountinfo);
   if (!root || !/^\d+:\d+$/.test(root[2] ?? '')) return undefined;
   let dev: string;
   try { dev = realpathSync(join(sys, 'dev/block', root[2]!)); } catch { return undefined; }

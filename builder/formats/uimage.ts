@@ -2,7 +2,7 @@
 // needing u-boot-tools on the build host. Layout (include/image.h): a 64-byte big-endian
 // header with a CRC32 of the header and of the data; a script's data is a table of lengths
 // ended by 0 (one script: [len, 0]) and then the script itself.
-import { crc32 } from '../../init/disk/crc32.ts';
+import { crc32 } from 'node:zlib';
 
 export const UIMAGE_MAGIC = 0x27051956;
 export const IH = { osLinux: 5, archArm64: 22, typeScript: 6, compNone: 0 } as const;

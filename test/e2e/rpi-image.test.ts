@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { $ } from 'zx';
 import { build } from '../../builder/build.ts';
-import { crc32 } from '../../init/disk/crc32.ts';
+import { crc32 } from 'node:zlib';
 import { UIMAGE_MAGIC } from '../../builder/formats/uimage.ts';
 import { createLogger } from '../../builder/log.ts';
 import { bootFile, bootList } from './pi-vm.ts';

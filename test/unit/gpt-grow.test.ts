@@ -6,7 +6,7 @@ import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findTool, tool } from '../../builder/tools.ts';
-import { crc32 } from '../../init/disk/crc32.ts';
+import { crc32 } from 'node:zlib';
 import { buildGpt, GPT_TYPES, layoutPartitions, readGpt, stableGuid, type GptPartition } from '../../init/disk/gpt.ts';
 import { ext4Size, growLastPartition } from '../../init/disk/gpt-grow.ts';
 

@@ -7,7 +7,7 @@ import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, readSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findTool } from '../../builder/tools.ts';
-import { crc32 } from '../../init/disk/crc32.ts';
+import { crc32 } from 'node:zlib';
 import { buildGpt, guidFromBytes, randomGuid, readGpt, rewriteGuids, stableGuid, type GptPartition } from '../../init/disk/gpt.ts';
 import { layoutFor } from '../../init/disk/layout.ts';
 

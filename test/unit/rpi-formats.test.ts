@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdtempSync, openSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { crc32 } from '../../init/disk/crc32.ts';
+import { crc32 } from 'node:zlib';
 import { buildMbr, growLastMbrPartition, MBR_TYPES, mbrPartUuid, readMbr } from '../../init/disk/mbr.ts';
 import { scriptImage, UIMAGE_MAGIC } from '../../builder/formats/uimage.ts';
 import { bootScriptText, rpiLayout, rpiCmdline } from '../../builder/rpi.ts';
