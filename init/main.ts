@@ -9,7 +9,7 @@ import { bootChainLine, bootInfo, cmdlineArg } from './boot.ts';
 import { bootContext } from './boot/context.ts';
 import { bootPlan, readyLine, rssSplit, timingsLine } from './boot/plan.ts';
 import { saveClockQuietly } from './boot/tasks.ts';
-import { debug, LOG_DIR, say, setBootOffset } from './log.ts';
+import { debug, flushLog, LOG_DIR, say, setBootOffset } from './log.ts';
 import { isShuttingDown, shutdown, type PowerAction } from './power.ts';
 import { runPlan, taskTimesLine } from './sequencer.ts';
 import { Supervisor } from './services/supervisor.ts';
@@ -44,6 +44,9 @@ async function boot() {
   say(readyLine(info, failed));
   say(timingsLine(results, performance.now(), initStartS(), process.memoryUsage().rss, rssSplit(read('/proc/self/status'))));
   say(taskTimesLine(results));
+  // Whatever reads init.log once ready is on the console finds boot's lines there: the
+  // post-boot steps below may keep the event loop (and the batch timer) busy for a while.
+  flushLog();
   // The updater, add-ons and blessing are loaded only now: nothing before ready needs them.
   const { postBootSteps, runPostBoot } = await import('./boot/post-boot.ts');
   await runPostBoot(ctx, postBootSteps(ctx, failed.length === 0));

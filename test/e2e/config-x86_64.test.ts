@@ -201,7 +201,10 @@ kiln:
     // The second boot of the same instance (meta-data's instance-id: e2e): run_cmd ran again,
     // runcmd did not, and init.log says why.
     const runs = await ssh(port, alice.key, 'hostname; cat /etc/e2e/hello.txt; cat /var/tmp/run_cmd.count; echo --; cat /var/tmp/runcmd.count; grep -o "runcmd: already ran for instance e2e" /var/log/kiln/init.log | tail -1');
-    assert.equal(runs.trim().split('\n'), ['e2e-node', 'hello from user-data', 'boot', 'boot', '--', 'runcmd as 0', 'runcmd: already ran for instance e2e']);
+    const why = async () => ssh(port, alice.key, 'cat /proc/uptime; grep -h runcmd /var/log/kiln/init.log*; echo "-- record:"; cat /data/kiln/runcmd-instances');
+    const got = runs.trim().split('\n');
+    const want = ['e2e-node', 'hello from user-data', 'boot', 'boot', '--', 'runcmd as 0', 'runcmd: already ran for instance e2e'];
+    if (got.join('\n') !== want.join('\n')) assert.equal(got, want, `init.log and the record say:\n${await why()}`);
     // the user is still there, and its key still logs in
     assert.is((await ssh(port, carol.key, 'id -un', 10, 'carol')).trim(), 'carol');
   } finally { await vm.kill(); }
