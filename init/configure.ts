@@ -14,7 +14,7 @@ import { decodeContent, failure, formatProblem, type ConfigProblem } from './con
 import { clip, fetchLimited, splitPin } from './config/url.ts';
 import type { Command, KilnConfig } from './config/schema.ts';
 import { run, type RunResult } from './exec.ts';
-import { appendFile, closeDir, openChildDir, openDir, replaceFile, resolveTrustedFile, type Dir } from './safefs.ts';
+import { appendFile, closeDir, openChildDir, openDir, replaceFile, resolveTrustedFile, syncDir, type Dir } from './safefs.ts';
 import { writeStaticDns } from './network.ts';
 import { appendRotating, LOG_DIR, say } from './log.ts';
 import { loadModules, mount, read, setHostname, setSysctl } from './system.ts';
@@ -253,11 +253,12 @@ export async function setChannel(channel: 'beta' | 'rc' | 'stable', o: { root?: 
 /**
  * A file only root may read (the last good config holds the join token and any plain-text
  * password): made 0600 under a random name and renamed into place, so neither a file left
- * by an earlier release nor a stale temp file keeps a wider mode.
+ * by an earlier release nor a stale temp file keeps a wider mode; the file and the rename are
+ * synced before it returns.
  */
 export function writePrivateFile(path: string, text: string): void {
   const d = openDir(dirname(path), { mkdirs: true });
-  try { replaceFile(d, basename(path), text, { uid: 0, gid: 0, mode: 0o600 }); } finally { closeDir(d); }
+  try { replaceFile(d, basename(path), text, { uid: 0, gid: 0, mode: 0o600 }); syncDir(d); } finally { closeDir(d); }
 }
 
 const reported = new Set<string>();

@@ -154,6 +154,9 @@ function randomHex(bytes: number): string {
   return b.toString('hex');
 }
 
+/** Makes the directory's entries (a rename into it, say) durable. */
+export function syncDir(d: Dir): void { fsyncSync(d.fd); }
+
 /**
  * Replaces `name` in `dir` atomically: a new file under a random name (O_EXCL, never
  * following a link), owner and mode set on the open file, synced, renamed over `name`.

@@ -1,7 +1,7 @@
 // Expands github:USER / gitlab:USER / launchpad:USER entries into the public keys those
 // services publish. Each user's keys are cached on the data partition, so a node that boots
 // without network (or while the service is down) still lets its owners in.
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { clip, fetchLimited, urlProblem } from './url.ts';
 
@@ -104,10 +104,18 @@ async function fetchKeys(url: string, o: KeyOptions): Promise<string[]> {
   throw new Error(last);
 }
 
-// temp file + rename: a power cut leaves the old copy or the new one, never half of one
+// Temp file, synced, renamed, then the directory synced: once boot goes on, a power cut leaves
+// the new copy (or, mid-write, the old one), never half of one. An unchanged cache is not
+// written at all.
 async function store(file: string, keys: string[]) {
-  await mkdir(join(file, '..'), { recursive: true });
+  const text = keys.map((k) => `${k}\n`).join('');
+  if (await readFile(file, 'utf8').then((t) => t === text, () => false)) return;
+  const dir = join(file, '..');
+  await mkdir(dir, { recursive: true });
   const tmp = `${file}.tmp-${process.pid}`;
-  await writeFile(tmp, keys.map((k) => `${k}\n`).join(''), { mode: 0o644 });
+  const f = await open(tmp, 'w', 0o644);
+  try { await f.writeFile(text); await f.sync(); } finally { await f.close(); }
   await rename(tmp, file);
+  const d = await open(dir, 'r');
+  try { await d.sync(); } finally { await d.close(); }
 }

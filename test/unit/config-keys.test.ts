@@ -2,7 +2,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createServer, type Server } from 'node:http';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expandAuthorizedKeys } from '../../init/config/keys.ts';
@@ -45,6 +45,19 @@ test('github:, gitlab:, launchpad: users are fetched; plain keys kept; duplicate
   assert.equal(hits, ['/alice.keys', '/gitlab/bob.keys', '/lp/~carol/+sshkeys']);
   assert.is(readFileSync(join(dir, 'github-alice.keys'), 'utf8'), `${ALICE.join('\n')}\n`);
   assert.equal(readdirSync(dir).sort(), ['github-alice.keys', 'gitlab-bob.keys', 'launchpad-carol.keys']); // no temp files left
+});
+
+test('the cache is replaced when the keys change, and left alone when they do not', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-keys-'));
+  await expandAuthorizedKeys(['github:alice'], opts(dir));
+  const first = statSync(join(dir, 'github-alice.keys'));
+  await expandAuthorizedKeys(['github:alice'], opts(dir));
+  const again = statSync(join(dir, 'github-alice.keys'));
+  assert.is(again.ino, first.ino, 'unchanged keys: the file is not replaced');
+  writeFileSync(join(dir, 'github-alice.keys'), `${ALICE[0]}\n`); // keys changed since
+  await expandAuthorizedKeys(['github:alice'], opts(dir));
+  assert.is(readFileSync(join(dir, 'github-alice.keys'), 'utf8'), `${ALICE.join('\n')}\n`);
+  assert.equal(readdirSync(dir), ['github-alice.keys']); // no temp file left
 });
 
 test('a 404 user and a user without keys are reported, not fatal', async () => {
