@@ -251,10 +251,15 @@ export function startNtp(ctx: BootContext): void {
 
 export async function startK3s(ctx: BootContext): Promise<string | undefined> {
   ctx.supervisor.add(k3sService(() => ctx.cfg()));
-  void ctx.supervisor.start('k3s');
-  // run_cmd comes "after k3s has started": wait for the process, not for the cluster.
-  const t0 = Date.now();
-  while (Date.now() - t0 < 60_000 && !['running', 'skipped', 'failed', 'backoff'].includes(k3sStatus(ctx)?.state ?? '')) await sleep(100);
+  // run_cmd comes "after k3s has started": wait for the process, not for the cluster. start()
+  // resolves once it is spawned, has failed to or is skipped (no polling: on a slow board each
+  // turn of a poll is time on the way to ready); a start that hangs is waited for a minute.
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    ctx.supervisor.start('k3s').catch(() => undefined),
+    new Promise((r) => { timer = setTimeout(r, 60_000); }),
+  ]);
+  clearTimeout(timer);
   return k3sStatus(ctx)?.state;
 }
 
