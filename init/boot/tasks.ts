@@ -12,7 +12,7 @@ import {
   chooseHostname, gatherSources, runCommands, runScripts, writeFiles,
 } from '../configure.ts';
 import { migrateOldEtc, PERSISTENT_ETC, restoreEtcState, stateDir } from '../etcstate.ts';
-import { run, runOk } from '../exec.ts';
+import { runOk } from '../exec.ts';
 import { growDataPartition } from '../grow.ts';
 import { enableFileLog, LOG_DIR, say } from '../log.ts';
 import { configureStatic, ethernetLinks, linkUp, waitForLease } from '../network.ts';
