@@ -145,20 +145,30 @@ export function zombies(): { pid: number; ppid: number; comm: string }[] {
 export async function sync(): Promise<void> { await run('sync', [], { timeoutMs: 30_000 }); }
 
 /**
- * Waits (bounded) until every virtio device has its driver bound and the list of block
- * devices stops changing: a config volume probed a moment after the root must not be missed.
+ * Waits (bounded) until every virtio device has its driver bound and no block device has
+ * appeared for SETTLE_MS: a config volume probed a moment after the root must not be missed.
+ * When a block device appeared is the ctime of its node in /dev, which devtmpfs makes as the
+ * device is added (sysfs's own times are those of a first lookup): devices probed long before
+ * init count as settled at once, and boot waits only when something is new or has no node yet.
  */
-export async function settleDevices(maxMs = 8000): Promise<string> {
+export const SETTLE_MS = 300;
+export async function settleDevices(maxMs = 8000, o: { blockDir?: string; virtioDir?: string; devDir?: string } = {}): Promise<string> {
+  const blockDir = o.blockDir ?? '/sys/class/block', virtioDir = o.virtioDir ?? '/sys/bus/virtio/devices', devDir = o.devDir ?? '/dev';
   const t0 = Date.now();
-  const unbound = () => { try { return readdirSync('/sys/bus/virtio/devices').filter((d) => !existsSync(`/sys/bus/virtio/devices/${d}/driver`)); } catch { return []; } };
-  const blocks = () => { try { return readdirSync('/sys/class/block').join(' '); } catch { return ''; } };
-  let last = blocks();
-  let stableSince = Date.now();
-  while (Date.now() - t0 < maxMs) {
+  const unbound = () => { try { return readdirSync(virtioDir).filter((d) => !existsSync(`${virtioDir}/${d}/driver`)); } catch { return []; } };
+  /** When the newest block device appeared, no later than now (a clock stepped back must not stall boot). */
+  const newest = () => {
+    let t = 0;
+    try { for (const d of readdirSync(blockDir)) { try { t = Math.max(t, lstatSync(`${devDir}/${d}`).ctimeMs); } catch { t = Date.now(); } } } catch { /* no sysfs */ }
+    return Math.min(t, Date.now());
+  };
+  const list = () => { try { return readdirSync(blockDir).join(' '); } catch { return ''; } };
+  let names = list();
+  let stableSince = newest();
+  while ((unbound().length || Date.now() - stableSince < SETTLE_MS) && Date.now() - t0 < maxMs) {
     await new Promise((r) => setTimeout(r, 100));
-    const now = blocks();
-    if (now !== last) { last = now; stableSince = Date.now(); }
-    if (!unbound().length && Date.now() - stableSince >= 300) break;
+    const now = list();
+    if (now !== names) { names = now; stableSince = Date.now(); }
   }
   const left = unbound();
   return `devices settled in ${Date.now() - t0} ms${left.length ? ` (no driver yet: ${left.join(', ')})` : ''}`;

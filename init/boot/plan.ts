@@ -23,13 +23,15 @@ import type { BootTask, TaskResult } from '../sequencer.ts';
 import { startControl } from './control-api.ts';
 import type { BootContext } from './context.ts';
 import {
-  applyLocalConfig, bringUpLinks, chooseLocalConfig, countThisBoot, fetchSshKeys, growData, installCachedKeys, loadBootModules,
+  applyLocalConfig, bringUpLinks, chooseLocalConfig, countThisBoot, fetchSshKeys, growData, installCachedKeys, loadBootModules, loadK3sModules,
   mountBootPartition, readMachineId, readNetworkSources, restoreEtc, runOncePerInstance, runUserCommands, runUserScripts, setClockFloor, startFileLog, startK3s, startNtp, startSsh,
   startWifi, watchButton,
 } from './tasks.ts';
 
 // Facts: what several later tasks rely on, named for what it is rather than who makes it.
-//   drivers       the image's boot modules are loaded (disks, NICs, vfat, br_netfilter)
+//   drivers       the image's boot modules are loaded (disks, NICs, vfat)
+//   k3s drivers   k3s's modules are loaded (br_netfilter, netfilter, vxlan, overlay): config/apply
+//                 waits for them too, since kiln.sysctls may set their settings
 //   local config  the config from local sources is chosen
 //   network       links are up and DHCP had its chance
 //   config        the final config, network sources included
@@ -44,6 +46,8 @@ export function bootPlan(ctx: BootContext): BootTask[] {
     { phase: 'mount', name: 'control socket', needs: ['mount/base filesystems'], run: () => startControl(ctx) },
 
     { phase: 'modules', name: 'load', needs: [], gives: ['drivers'], run: loadBootModules },
+    // After the boot modules: two modprobes at once finish no sooner than one.
+    { phase: 'modules', name: 'k3s', needs: ['drivers'], gives: ['k3s drivers'], run: loadK3sModules },
     // After the modules: the button and evdev drivers make the input device.
     { phase: 'modules', name: 'power button', needs: ['drivers'], run: () => watchButton(ctx) },
 
@@ -63,7 +67,7 @@ export function bootPlan(ctx: BootContext): BootTask[] {
     { phase: 'config', name: 'devices', needs: ['drivers'], run: () => settleDevices() },
     { phase: 'config', name: 'choose', needs: ['mount/base filesystems', 'config/devices', 'data/esp'], gives: ['local config'], run: () => chooseLocalConfig(ctx) },
     // The hostname comes from the machine id when nothing names it; sysctls may need modules.
-    { phase: 'config', name: 'apply', needs: ['local config', 'data/machine id', 'drivers'], run: () => applyLocalConfig(ctx) },
+    { phase: 'config', name: 'apply', needs: ['local config', 'data/machine id', 'drivers', 'k3s drivers'], run: () => applyLocalConfig(ctx) },
     // Keys go to the users apply made; SSH works even when the network never comes.
     { phase: 'config', name: 'ssh keys (cached)', needs: ['config/apply'], run: () => installCachedKeys(ctx) },
     { phase: 'config', name: 'init_cmd', needs: ['config/apply', 'config/ssh keys (cached)', 'mount/protect init', 'data/logs'], run: () => runUserCommands(ctx, 'init_cmd') },
@@ -87,7 +91,7 @@ export function bootPlan(ctx: BootContext): BootTask[] {
     { phase: 'install', name: 'unattended', needs: ['config', 'config/devices', 'data/grow', 'config/ssh', 'config-network/boot_cmd', 'config-network/ntp'], run: async () => (await import('./install-task.ts')).unattendedInstall(ctx) },
 
     // boot_cmd runs "before k3s starts" (docs/config.md).
-    { phase: 'k3s', name: 'start', needs: ['mount/base filesystems', 'mount/protect init', 'data/logs', 'drivers', 'data/etc state', 'data/machine id', 'config/apply', 'config', 'config-network/ntp', 'config-network/boot_cmd', 'install/unattended', 'clock floor'], run: () => startK3s(ctx) },
+    { phase: 'k3s', name: 'start', needs: ['mount/base filesystems', 'mount/protect init', 'data/logs', 'drivers', 'data/etc state', 'data/machine id', 'config/apply', 'config', 'config-network/ntp', 'config-network/boot_cmd', 'install/unattended', 'clock floor', 'k3s drivers'], run: () => startK3s(ctx) },
 
     // run_cmd runs "after k3s has started" (docs/config.md), runcmd (once per instance) after
     // it, the user-data scripts last.

@@ -35,10 +35,20 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // ---- modules
 
 export async function loadBootModules(): Promise<string> {
-  const names = read('/usr/lib/kiln/modules-load').split('\n').map((s) => s.trim()).filter(Boolean);
+  return `${await loadListed('/usr/lib/kiln/modules-load')} loaded${await coldplugAndWatch()}`;
+}
+
+/** k3s's modules (netfilter, bridges, overlay): a list of their own, loaded beside the config's tasks. */
+export async function loadK3sModules(): Promise<string> {
+  return `${await loadListed('/usr/lib/kiln/modules-load-k3s')} loaded`;
+}
+
+async function loadListed(list: string): Promise<number> {
+  const names = read(list).split('\n').map((s) => s.trim()).filter(Boolean);
+  if (!names.length) return 0;
   const r = await loadModules(names);
   if (r.failed.length) say(`modules not loaded: ${r.failed.join(', ')}`);
-  return `${r.loaded.length} loaded${await coldplugAndWatch()}`;
+  return r.loaded.length;
 }
 
 /** Hardware images (with a modules.alias): drivers by modalias now and for devices arriving later. */

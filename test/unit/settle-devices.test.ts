@@ -1,0 +1,57 @@
+// settleDevices: boot waits for block devices only while one is new. Temp folders stand in for
+// /sys/class/block, /sys/bus/virtio/devices and /dev (devtmpfs, whose node ctimes say when
+// each device appeared).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SETTLE_MS, settleDevices } from '../../init/system.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+function fake() {
+  const root = mkdtempSync(join(tmpdir(), 'kiln-settle-'));
+  const dirs = { blockDir: join(root, 'block'), virtioDir: join(root, 'virtio'), devDir: join(root, 'dev') };
+  for (const d of Object.values(dirs)) mkdirSync(d);
+  const add = (name: string, o: { node?: boolean } = {}) => {
+    mkdirSync(join(dirs.blockDir, name));
+    if (o.node !== false) writeFileSync(join(dirs.devDir, name), '');
+  };
+  return { root, dirs, add };
+}
+const timed = async (f: () => Promise<unknown>) => { const t0 = Date.now(); await f(); return Date.now() - t0; };
+
+test('devices that appeared before the wait: settled at once', async () => {
+  const { root, dirs, add } = fake();
+  add('vda'); add('vda1'); add('vdb');
+  mkdirSync(join(dirs.virtioDir, 'virtio0', 'driver'), { recursive: true });
+  await sleep(SETTLE_MS + 50);
+  const ms = await timed(() => settleDevices(5000, dirs));
+  assert.ok(ms < SETTLE_MS, `returned after ${ms} ms`);
+  rmSync(root, { recursive: true });
+});
+
+test('a device that has just appeared, or has no /dev node yet, is waited for', async () => {
+  const { root, dirs, add } = fake();
+  add('vda');
+  assert.ok(await timed(() => settleDevices(5000, dirs)) >= SETTLE_MS, 'a new device: the full wait');
+  await sleep(SETTLE_MS + 50);
+  add('sr0', { node: false });
+  const ms = await timed(() => settleDevices(5000, dirs));
+  assert.ok(ms >= SETTLE_MS, `a device without a node yet counts as new (${ms} ms)`);
+  rmSync(root, { recursive: true });
+});
+
+test('a device arriving during the wait, and a virtio device with no driver, extend it', async () => {
+  const { root, dirs, add } = fake();
+  add('vda');
+  await sleep(SETTLE_MS + 50);
+  mkdirSync(join(dirs.virtioDir, 'virtio1'));
+  // A virtio disk's driver, once bound, has added the disk: both at once here.
+  setTimeout(() => { add('vdb'); mkdirSync(join(dirs.virtioDir, 'virtio1', 'driver')); }, 200);
+  const ms = await timed(() => settleDevices(5000, dirs));
+  assert.ok(ms >= 200 + SETTLE_MS, `waited ${ms} ms`);
+  rmSync(root, { recursive: true });
+});
+
+test.run();
