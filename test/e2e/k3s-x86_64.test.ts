@@ -44,6 +44,10 @@ kiln:
       assert.is(f?.[f.indexOf('-') + 1], type, `${dir} is ${type}`);
     }
     assert.is((await ssh(port, me.key, 'readlink /dev/fd; readlink /dev/stdin')).trim(), '/proc/self/fd\n/proc/self/fd/0');
+    // k3s's modules (their own list, loaded by modules/k3s) are in, and the settings they bring.
+    const mods = (await ssh(port, me.key, 'cut -d" " -f1 /proc/modules')).split('\n');
+    for (const m of ['br_netfilter', 'vxlan', 'nf_conntrack', 'iptable_nat', 'xt_conntrack']) assert.ok(mods.includes(m), `${m} is loaded`);
+    assert.is((await ssh(port, me.key, 'cat /proc/sys/net/bridge/bridge-nf-call-iptables')).trim(), '1');
     // Add-ons: applied as HelmChart objects only after k3s was ready, carrying the seal.
     const addonAt = (await vm.waitFor(/kiln: addon headlamp: installed/, 60_000)).index;
     assert.ok(addonAt > healthyAt, 'add-ons are installed after k3s is ready, not during its start');

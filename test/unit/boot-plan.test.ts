@@ -28,7 +28,7 @@ test('every need names a task or fact earlier in the plan', () => {
 test('phase and task names are the ones boot has always reported, in the same order', () => {
   assert.equal(plan.map(taskId), [
     'mount/base filesystems', 'mount/protect init', 'mount/control socket',
-    'modules/load', 'modules/power button',
+    'modules/load', 'modules/k3s', 'modules/power button',
     'data/logs', 'data/grow', 'data/boot count', 'data/etc state', 'data/machine id', 'data/esp',
     'clock/floor',
     'config/devices', 'config/choose', 'config/apply', 'config/ssh keys (cached)', 'config/init_cmd', 'config/ssh',
@@ -46,6 +46,9 @@ test('the documented command order is in the needs', () => {
   assert.ok(needs('network/links').includes('config/init_cmd'));
   assert.ok(needs('k3s/start').includes('config-network/boot_cmd'));
   assert.ok(needs('k3s/start').includes('install/unattended'));
+  // k3s's modules: before k3s, and before kiln.sysctls, which may set their settings.
+  assert.ok(needs('k3s/start').includes('k3s drivers'));
+  assert.ok(needs('config/apply').includes('k3s drivers'));
   assert.ok(needs('late/run_cmd').includes('k3s/start'));
   // runcmd (once per instance) after run_cmd, the user-data scripts after both
   assert.ok(needs('late/runcmd').includes('late/run_cmd'));
