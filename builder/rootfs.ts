@@ -147,7 +147,7 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
     log?.info(`firmware: ${fw.files.length} files, ${(fw.bytes / 1048576).toFixed(1)} MiB (${fw.missing.length} names the modules list are in none of ${[...firmwarePkgs].join(', ')})`);
   }
   // Two lists, two boot tasks: what boot needs before the config (disks, NICs, vfat) and what
-  // k3s needs (netfilter, bridges, overlay), loaded beside the config's tasks.
+  // k3s needs (netfilter, bridges, vxlan), loaded beside the config's tasks.
   const k3sOnly = bootNames.filter((m) => !inp.profile.modules.boot.includes(m));
   writeInRoot(dir, 'usr/lib/kiln/modules-load', loadableNames(k.modules, inp.profile.modules.boot).join('\n') + '\n');
   writeInRoot(dir, 'usr/lib/kiln/modules-load-k3s', loadableNames(k.modules, k3sOnly).join('\n') + '\n');

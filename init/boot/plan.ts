@@ -30,7 +30,7 @@ import {
 
 // Facts: what several later tasks rely on, named for what it is rather than who makes it.
 //   drivers       the image's boot modules are loaded (disks, NICs, vfat)
-//   k3s drivers   k3s's modules are loaded (br_netfilter, netfilter, vxlan, overlay): config/apply
+//   k3s drivers   k3s's modules are loaded (br_netfilter, netfilter, vxlan): config/apply
 //                 waits for them too, since kiln.sysctls may set their settings
 //   local config  the config from local sources is chosen
 //   network       links are up and DHCP had its chance

@@ -38,7 +38,7 @@ export async function loadBootModules(): Promise<string> {
   return `${await loadListed('/usr/lib/kiln/modules-load')} loaded${await coldplugAndWatch()}`;
 }
 
-/** k3s's modules (netfilter, bridges, overlay): a list of their own, loaded beside the config's tasks. */
+/** k3s's modules (netfilter, bridges, vxlan): a list of their own, loaded beside the config's tasks. */
 export async function loadK3sModules(): Promise<string> {
   return `${await loadListed('/usr/lib/kiln/modules-load-k3s')} loaded`;
 }
