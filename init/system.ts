@@ -156,18 +156,19 @@ export async function settleDevices(maxMs = 8000, o: { blockDir?: string; virtio
   const blockDir = o.blockDir ?? '/sys/class/block', virtioDir = o.virtioDir ?? '/sys/bus/virtio/devices', devDir = o.devDir ?? '/dev';
   const t0 = Date.now();
   const unbound = () => { try { return readdirSync(virtioDir).filter((d) => !existsSync(`${virtioDir}/${d}/driver`)); } catch { return []; } };
-  /** When the newest block device appeared, no later than now (a clock stepped back must not stall boot). */
-  const newest = () => {
+  const list = () => { try { return readdirSync(blockDir); } catch { return []; } };
+  /** When the newest of these block devices appeared, no later than now (a clock stepped back must not stall boot). */
+  const newest = (devs: string[]) => {
     let t = 0;
-    try { for (const d of readdirSync(blockDir)) { try { t = Math.max(t, lstatSync(`${devDir}/${d}`).ctimeMs); } catch { t = Date.now(); } } } catch { /* no sysfs */ }
+    for (const d of devs) { try { t = Math.max(t, lstatSync(`${devDir}/${d}`).ctimeMs); } catch { t = Date.now(); } }
     return Math.min(t, Date.now());
   };
-  const list = () => { try { return readdirSync(blockDir).join(' '); } catch { return ''; } };
-  let names = list();
-  let stableSince = newest();
+  const first = list();
+  let names = first.join(' ');
+  let stableSince = newest(first);
   while ((unbound().length || Date.now() - stableSince < SETTLE_MS) && Date.now() - t0 < maxMs) {
     await new Promise((r) => setTimeout(r, 100));
-    const now = list();
+    const now = list().join(' ');
     if (now !== names) { names = now; stableSince = Date.now(); }
   }
   const left = unbound();

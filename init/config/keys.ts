@@ -1,8 +1,9 @@
 // Expands github:USER / gitlab:USER / launchpad:USER entries into the public keys those
 // services publish. Each user's keys are cached on the data partition, so a node that boots
 // without network (or while the service is down) still lets its owners in.
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { closeDir, openDir, replaceFile, syncDir } from '../safefs.ts';
 import { clip, fetchLimited, urlProblem } from './url.ts';
 
 export interface KeyOptions {
@@ -104,18 +105,15 @@ async function fetchKeys(url: string, o: KeyOptions): Promise<string[]> {
   throw new Error(last);
 }
 
-// Temp file, synced, renamed, then the directory synced: once boot goes on, a power cut leaves
-// the new copy (or, mid-write, the old one), never half of one. An unchanged cache is not
-// written at all.
+// safefs's replace (temp file, synced, renamed) and the folder synced: once boot goes on, a
+// power cut leaves the new copy (or, mid-write, the old one), never half of one. An unchanged
+// cache is not written at all.
 async function store(file: string, keys: string[]) {
   const text = keys.map((k) => `${k}\n`).join('');
   if (await readFile(file, 'utf8').then((t) => t === text, () => false)) return;
-  const dir = join(file, '..');
-  await mkdir(dir, { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}`;
-  const f = await open(tmp, 'w', 0o644);
-  try { await f.writeFile(text); await f.sync(); } finally { await f.close(); }
-  await rename(tmp, file);
-  const d = await open(dir, 'r');
-  try { await d.sync(); } finally { await d.close(); }
+  const d = openDir(dirname(file), { mkdirs: true });
+  try {
+    replaceFile(d, basename(file), text, { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, mode: 0o644 });
+    syncDir(d);
+  } finally { closeDir(d); }
 }
