@@ -47,13 +47,21 @@ async function fetchSource(g: Gathered, url: string, key: string, o: { allowInse
 
 /**
  * Filesystem label -> device for every block device, from ONE blkid run: each probe of every
- * disk costs about a second under emulation, and a label lookup per source took several.
+ * disk costs about a second under emulation, and a label lookup per source took several. The
+ * network pass asks again (a stick may have come late); while the block devices are the same
+ * ones, the local pass's answer stands.
  */
-async function blockLabels(): Promise<Map<string, string>> {
+let probed: { devices: string; labels: Map<string, string> } | undefined;
+export async function blockLabels(o: { sysBlock?: string; blkid?: () => Promise<RunResult> } = {}): Promise<Map<string, string>> {
+  let devices = '';
+  try { devices = readdirSync(o.sysBlock ?? '/sys/class/block').sort().join(' '); } catch { /* no sysfs: probe */ }
+  if (devices && probed?.devices === devices) return probed.labels;
   // util-linux's blkid (in /sbin) replaces busybox's applet when the image ships it; both print
-  // `/dev/vdb: LABEL="cidata" ... TYPE="vfat"`.
-  const r = await run('blkid', [], { timeoutMs: 15_000, env: { ...process.env, PATH: '/bin:/sbin:/usr/bin:/usr/sbin' } });
-  return parseBlkid(r.stdout);
+  // `/dev/vdb: LABEL="cidata" ... TYPE="vfat"`. Exit 2: no device has a filesystem it knows.
+  const r = await (o.blkid ?? (() => run('blkid', [], { timeoutMs: 15_000, env: { ...process.env, PATH: '/bin:/sbin:/usr/bin:/usr/sbin' } })))();
+  const labels = parseBlkid(r.stdout);
+  probed = devices && (r.code === 0 || r.code === 2) ? { devices, labels } : undefined;
+  return labels;
 }
 
 export function parseBlkid(text: string): Map<string, string> {

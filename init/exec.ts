@@ -49,6 +49,14 @@ export function ownOomScoreAdj(proc = '/proc'): number {
   try { return Number(readFileSync(`${proc}/self/oom_score_adj`, 'utf8').trim()) || 0; } catch { return 0; }
 }
 
+/**
+ * Whether what init starts needs its oom_score_adj reset. Once init is protected it stays so,
+ * and a reset where none was needed writes 0 over 0, so a non-zero answer is kept: one read
+ * of /proc fewer per spawn.
+ */
+let protectedSeen = false;
+const needsAdjReset = () => protectedSeen ||= ownOomScoreAdj() !== 0;
+
 /** Sends a signal to a whole process group; false if the group is gone. */
 export function killGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
   try { process.kill(-pgid, signal); return true; } catch { return false; }
@@ -61,13 +69,14 @@ export function run(cmd: string, args: string[] = [], o: RunOptions = {}): Promi
     const [file, argv] = o.enter ? entering(cmd, args, o.enter) : [cmd, args];
     try {
       const out = o.output ?? 'pipe';
-      child = spawn(file, argv, { env: o.env ?? process.env, cwd: o.cwd, stdio: ['pipe', out, out], detached: true });
+      // No input: /dev/null (end of file at once, as an empty pipe gives) and one pipe fewer to set up.
+      child = spawn(file, argv, { env: o.env ?? process.env, cwd: o.cwd, stdio: [o.input === undefined ? 'ignore' : 'pipe', out, out], detached: true });
     } catch (e) {
       resolve({ code: null, signal: null, stdout, stderr, error: (e as Error).message });
       return;
     }
     // Init protects itself from the OOM killer; what it runs must not inherit that.
-    if (child.pid && !o.enter && ownOomScoreAdj() !== 0) { try { writeFileSync(`/proc/${child.pid}/oom_score_adj`, '0'); } catch { /* gone already */ } }
+    if (child.pid && !o.enter && needsAdjReset()) { try { writeFileSync(`/proc/${child.pid}/oom_score_adj`, '0'); } catch { /* gone already */ } }
     let timedOut = false;
     let settled = false;
     let swept: Promise<void> = Promise.resolve();
@@ -108,7 +117,7 @@ export function run(cmd: string, args: string[] = [], o: RunOptions = {}): Promi
       void Promise.all([swept, Promise.race([closed, new Promise<void>((r) => { drain = setTimeout(r, o.drainMs ?? 500); })])]).then(done);
     });
     child.stdin?.on('error', () => { /* child did not read its input */ });
-    child.stdin?.end(o.input ?? '');
+    child.stdin?.end(o.input);
   });
 }
 

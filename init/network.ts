@@ -15,7 +15,14 @@ export function ethernetLinks(sysNet = '/sys/class/net'): string[] {
     .sort();
 }
 
-export async function linkUp(iface: string): Promise<void> {
+/** The link is administratively up (IFF_UP in its sysfs flags). */
+export function isUp(iface: string, sysNet = '/sys/class/net'): boolean {
+  return (Number.parseInt(read(`${sysNet}/${iface}/flags`).trim(), 16) & 1) === 1;
+}
+
+/** Sets a link up; one that is up already (stage 1 brings up lo) costs no spawn. */
+export async function linkUp(iface: string, sysNet = '/sys/class/net'): Promise<void> {
+  if (isUp(iface, sysNet)) return;
   const err = await runOk('ip', ['link', 'set', iface, 'up']);
   if (err) throw new Error(err);
 }

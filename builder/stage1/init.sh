@@ -223,6 +223,8 @@ done
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup 2>/dev/null
 [ -d /sys/kernel/security ] && mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /newroot/tmp 2>/dev/null
+# The loopback interface likewise (network/loopback brings it up when it is not).
+ip link set lo up 2>/dev/null
 
 FLOOR=$(arg kiln.floor)
 mount --move /dev /newroot/dev

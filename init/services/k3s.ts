@@ -60,8 +60,9 @@ export function k3sService(config: () => KilnConfig): ServiceSpec {
     run: async () => { await prepareK3sHost(); return k3sCommand(config()); },
     restart: 'always',
     backoff: { initialMs: 2000, maxMs: 60_000, resetAfterMs: 300_000 },
-    // Each probe runs k3s's kubectl (a large Go binary): often while waiting, seldom once ready.
-    health: { check: () => k3sReady(), intervalMs: 5000, healthyIntervalMs: 30_000 },
+    // Each probe runs k3s's kubectl (a large Go binary): often while waiting, seldom once ready,
+    // and not in the first seconds, when the API server cannot answer yet and boot still runs.
+    health: { check: () => k3sReady(), intervalMs: 5000, healthyIntervalMs: 30_000, firstCheckAfterMs: 5000 },
     stopTimeoutMs: 30_000,
   };
 }

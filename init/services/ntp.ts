@@ -132,8 +132,10 @@ export function ntpService(o: NtpOptions): ServiceSpec {
     },
     restart: 'always',
     backoff: { initialMs: 5000, maxMs: 300_000, resetAfterMs: 600_000 },
-    // Healthy = synced. Asked every 5 s until then, every minute after.
+    // Healthy = synced. Asked every 5 s until then (first 2 s after the start: chronyd has not
+    // heard from a server sooner, and each question spawns chronyc), every minute after.
     health: {
+      firstCheckAfterMs: 2000,
       check: async () => {
         const t = await (o.tracking ?? chronyTracking)();
         const was = clockState.tracking?.synced === true;

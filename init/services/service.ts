@@ -15,8 +15,12 @@ export interface ServiceSpec {
   restart?: 'always' | 'on-failure' | 'never';
   /** Exponential backoff between restarts, reset after a run that lasted resetAfterMs. */
   backoff?: { initialMs: number; maxMs: number; resetAfterMs: number };
-  /** intervalMs between checks until healthy (and while not); healthyIntervalMs once healthy (default: the same). */
-  health?: { check: () => Promise<boolean>; intervalMs?: number; healthyIntervalMs?: number };
+  /**
+   * intervalMs between checks until healthy (and while not); healthyIntervalMs once healthy
+   * (default: the same). firstCheckAfterMs: how long after a start the first check comes
+   * (default: at once), for a check that is costly and cannot pass that soon.
+   */
+  health?: { check: () => Promise<boolean>; intervalMs?: number; healthyIntervalMs?: number; firstCheckAfterMs?: number };
   /** SIGTERM (or stopSignal), then SIGKILL after this long. */
   stopTimeoutMs?: number;
   stopSignal?: NodeJS.Signals;

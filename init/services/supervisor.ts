@@ -285,7 +285,8 @@ export class Supervisor extends EventEmitter {
       }
       inst.healthTimer = setTimeout(tick, (ok && h.healthyIntervalMs) || (h.intervalMs ?? 2000));
     };
-    void tick();
+    if (h.firstCheckAfterMs) inst.healthTimer = setTimeout(tick, h.firstCheckAfterMs);
+    else void tick();
   }
 
   /** Stops one service: stop signal to its process group, SIGKILL after its timeout. */

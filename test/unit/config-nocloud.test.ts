@@ -71,4 +71,26 @@ test('blkid output: label -> device; PARTLABEL is not a filesystem label; the fi
   assert.equal([...m], [['ESP', '/dev/vda1'], ['cidata', '/dev/vdb']]);
 });
 
+test('the network pass reuses the local pass\'s blkid while the block devices are the same', async () => {
+  const { blockLabels } = await import('../../init/configure.ts');
+  const { mkdtempSync, mkdirSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const sysBlock = mkdtempSync(join(tmpdir(), 'kiln-block-'));
+  for (const d of ['vda', 'vda1']) mkdirSync(join(sysBlock, d));
+  let runs = 0, code = 0;
+  const blkid = async () => { runs++; return { code, signal: null, stdout: `/dev/vda1: LABEL="ESP" TYPE="vfat"\n/dev/sda: LABEL="cidata" TYPE="vfat"\n`.slice(0, runs > 1 ? undefined : 35), stderr: '' }; };
+  assert.equal([...await blockLabels({ sysBlock, blkid })], [['ESP', '/dev/vda1']]);
+  assert.equal([...await blockLabels({ sysBlock, blkid })], [['ESP', '/dev/vda1']]);
+  assert.is(runs, 1, 'same devices: probed once');
+  mkdirSync(join(sysBlock, 'sda'));
+  assert.equal([...await blockLabels({ sysBlock, blkid })], [['ESP', '/dev/vda1'], ['cidata', '/dev/sda']], 'a device that came late is probed');
+  assert.is(runs, 2);
+  code = 1;
+  mkdirSync(join(sysBlock, 'sdb'));
+  await blockLabels({ sysBlock, blkid });
+  await blockLabels({ sysBlock, blkid });
+  assert.is(runs, 4, 'a failed probe is not kept');
+});
+
 test.run();

@@ -94,6 +94,21 @@ test('health is checked often until it passes, then at healthyIntervalMs; a fail
   await sup.stopAll();
 });
 
+test('a costly health check waits firstCheckAfterMs after the start, then keeps its interval', async () => {
+  const { sup } = fresh();
+  const at: number[] = [];
+  sup.add({ id: 'slow', description: 'probed late', run: sh('exec sleep 30'), health: { check: async () => { at.push(Date.now()); return false; }, intervalMs: 50, firstCheckAfterMs: 300 } });
+  const t0 = Date.now();
+  await sup.start('slow');
+  await sleep(200);
+  assert.equal(at, [], 'no check before firstCheckAfterMs');
+  assert.ok(await waitFor(() => at.length >= 3, 2000), `${at.length} checks`);
+  assert.ok(at[0]! - t0 >= 290, `first check ${at[0]! - t0} ms after the start`);
+  await sup.stopAll();
+  const n = at.length;
+  await sleep(150);
+  assert.is(at.length, n, 'no check after the service stopped');
+});
 test('a service ignoring SIGTERM is killed after its stop timeout, with everything in its group', async () => {
   const { sup, said } = fresh();
   const pidFile = join(mkdtempSync(join(tmpdir(), 'kiln-pid-')), 'child');
