@@ -1,10 +1,10 @@
 // Boot facts and the per-boot records on the data partition (boot count, machine id)
 // plus slot blessing on the ESP.
-import { nodeCrypto } from './lazy.ts';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { stateDir } from './etcstate.ts';
 import { run } from './exec.ts';
+import { randomHex } from './safefs.ts';
 import { say } from './log.ts';
 import { blessRename, cmdlineArg, slotFromCmdline, type Slot } from './slot.ts';
 import { mount, partitionByLabel, read } from './system.ts';
@@ -77,7 +77,7 @@ export function ensureMachineId(file = '/etc/machine-id', saved = join(stateDir(
   const cur = read(file).trim();
   let id = read(saved).trim();
   if (!valid(id)) {
-    id = valid(cur) ? cur : nodeCrypto().randomBytes(16).toString('hex');
+    id = valid(cur) ? cur : randomHex(16);
     try { mkdirSync(dirname(saved), { recursive: true }); writeAtomic(saved, `${id}\n`, 0o444); } catch (e) { say(`machine-id: not saved to ${saved}: ${(e as Error).message}`); }
   }
   if (cur !== id) writeAtomic(file, `${id}\n`, 0o444);

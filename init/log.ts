@@ -18,7 +18,9 @@ let fileReady = false;
 /** Appends to a log file, rotating it (file.1 .. file.KEEP) once it passes ROTATE_BYTES. */
 export function appendRotating(file: string, text: string, rotateBytes = ROTATE_BYTES, keep = KEEP): void {
   try {
-    const st = existsSync(file) ? statSync(file) : undefined;
+    // One stat and one append for a log that exists (init's batches, every service line):
+    // the folder is made only for a new file.
+    const st = statSync(file, { throwIfNoEntry: false });
     if (st && st.size + text.length > rotateBytes) {
       for (let i = keep - 1; i >= 1; i--) if (existsSync(`${file}.${i}`)) renameSync(`${file}.${i}`, `${file}.${i + 1}`);
       renameSync(file, `${file}.1`);
@@ -26,7 +28,7 @@ export function appendRotating(file: string, text: string, rotateBytes = ROTATE_
       // made readable to all by an earlier release
       chmodSync(file, LOG_FILE_MODE);
     }
-    mkdirSync(dirname(file), { recursive: true, mode: LOG_DIR_MODE });
+    if (!st) mkdirSync(dirname(file), { recursive: true, mode: LOG_DIR_MODE });
     appendFileSync(file, text, { mode: LOG_FILE_MODE });
   } catch { /* a full or read-only disk must not stop init */ }
 }

@@ -11,7 +11,7 @@ import { bootPlan, readyLine, rssSplit, timingsLine } from './boot/plan.ts';
 import { saveClockQuietly } from './boot/tasks.ts';
 import { debug, flushLog, LOG_DIR, say, setBootOffset } from './log.ts';
 import { isShuttingDown, shutdown, type PowerAction } from './power.ts';
-import { runPlan, taskTimesLine } from './sequencer.ts';
+import { runPlan, sinceStartMs, taskTimesLine } from './sequencer.ts';
 import { Supervisor } from './services/supervisor.ts';
 import { read } from './system.ts';
 
@@ -42,7 +42,7 @@ async function boot() {
   const failed = results.filter((r) => !r.ok);
   for (const f of failed) ctx.notes.push(`boot step ${f.phase}/${f.task} failed: ${f.error}`);
   say(readyLine(info, failed));
-  say(timingsLine(results, performance.now(), initStartS(), process.memoryUsage().rss, rssSplit(read('/proc/self/status'))));
+  say(timingsLine(results, sinceStartMs(), initStartS(), process.memoryUsage().rss, rssSplit(read('/proc/self/status'))));
   say(taskTimesLine(results));
   // Whatever reads init.log once ready is on the console finds boot's lines there: the
   // post-boot steps below may keep the event loop (and the batch timer) busy for a while.

@@ -146,13 +146,15 @@ function writeAll(fd: number, data: Buffer): void {
 
 export interface Owned { uid: number; gid: number; mode: number }
 
-/** Random hex from the kernel's pool, read directly: node:crypto is not loaded before ready (lazy.ts). */
-function randomHex(bytes: number): string {
+/** Random bytes from the kernel's pool, read directly: node:crypto is not loaded before ready (lazy.ts). */
+export function urandom(bytes: number): Buffer {
   const b = Buffer.alloc(bytes);
   const fd = openSync('/dev/urandom', 'r');
   try { if (readSync(fd, b, 0, bytes, null) !== bytes) throw new Error('short read from /dev/urandom'); } finally { closeSync(fd); }
-  return b.toString('hex');
+  return b;
 }
+
+export const randomHex = (bytes: number): string => urandom(bytes).toString('hex');
 
 /** Makes the directory's entries (a rename into it, say) durable. */
 export function syncDir(d: Dir): void { fsyncSync(d.fd); }

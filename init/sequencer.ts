@@ -56,13 +56,19 @@ export function checkPlan(tasks: BootTask[]): string[] {
 }
 
 /**
+ * Milliseconds since init started. process.uptime(), not performance.now(): the first use of
+ * `performance` loads Node's perf_hooks (about a dozen modules) at the start of boot.
+ */
+export const sinceStartMs = (): number => process.uptime() * 1000;
+
+/**
  * Runs a plan, each task as soon as what it needs has ended (a failed task counts as ended).
  * Results come in list order. A need that names nothing in the plan is ignored and a plan
  * that cannot go on (a cycle: checkPlan refuses both, so only a plan that skipped it) runs
  * its leftover tasks in list order with a warning: init must not hang at boot.
  * `now`: ms since init started (tests pass a clock).
  */
-export async function runPlan(tasks: BootTask[], now: () => number = () => performance.now()): Promise<TaskResult[]> {
+export async function runPlan(tasks: BootTask[], now: () => number = sinceStartMs): Promise<TaskResult[]> {
   const provider = new Map<string, number>();
   tasks.forEach((t, i) => { for (const n of [taskId(t), ...(t.gives ?? [])]) if (!provider.has(n)) provider.set(n, i); });
   const deps = tasks.map((t, i) => t.needs.map((n) => provider.get(n)).filter((j): j is number => j !== undefined && j !== i));

@@ -1,10 +1,15 @@
 // Expands github:USER / gitlab:USER / launchpad:USER entries into the public keys those
 // services publish. Each user's keys are cached on the data partition, so a node that boots
 // without network (or while the service is down) still lets its owners in.
-import { readFile } from 'node:fs/promises';
+import { readFile as readFileCb } from 'node:fs';
+import { promisify } from 'node:util';
 import { basename, dirname, join } from 'node:path';
 import { closeDir, openDir, replaceFile, syncDir } from '../safefs.ts';
 import { clip, fetchLimited, urlProblem } from './url.ts';
+
+// node:fs's callbacks, not node:fs/promises: that module (and the readline it loads) would be
+// loaded at boot for these reads alone.
+const readFile = promisify(readFileCb);
 
 export interface KeyOptions {
   githubUrl?: string;

@@ -1,11 +1,18 @@
 // Config sources, their order, how they merge, and the kernel command line scheme.
 // Everything but readLocalSources is pure, so PID 1 can test its choices without a disk.
-import { open, readdir } from 'node:fs/promises';
+import { close, open as openCb, read as readCb, readdir as readdirCb } from 'node:fs';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { applyDefaults, capProblems, closest, failure, isError, keyPath, MAX_SOURCE_BYTES, parseConfig, RESERVED_KEYS, validateValue, type ConfigProblem, type Locator, type ParseOptions, type Seg } from './parse.ts';
 import { clip, urlProblem } from './url.ts';
 import { aliasesOf, childSchema, CONFIG_SCHEMA, schemaAt, typesOf, type KilnConfig, type KilnConfigInput, type SchemaNode } from './schema.ts';
+
+// node:fs's callbacks, not node:fs/promises: that module (and the readline it loads) would be
+// loaded at boot for these reads alone.
+const open = promisify(openCb);
+const read = promisify(readCb);
+const readdir = promisify(readdirCb);
 
 /** Where each local source lives, relative to the root of the running system. */
 export const PATHS = {
@@ -340,8 +347,8 @@ export function chooseConfig(o: { sources: SourceText[]; lastGood?: string; last
  * only that means "not configured". Reads at most MAX_SOURCE_BYTES.
  */
 export async function readSource(path: string, max = MAX_SOURCE_BYTES): Promise<{ data: Buffer; error?: undefined } | { data?: undefined; error: string } | undefined> {
-  let fh;
-  try { fh = await open(path, 'r'); } catch (e) {
+  let fd: number;
+  try { fd = await open(path, 'r'); } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     return { error: `cannot be read: ${clip((e as Error).message, 200)}` };
   }
@@ -349,7 +356,7 @@ export async function readSource(path: string, max = MAX_SOURCE_BYTES): Promise<
     const buf = Buffer.alloc(max + 1);
     let n = 0;
     for (;;) {
-      const r = await fh.read(buf, n, buf.length - n, n);
+      const r = await read(fd, buf, n, buf.length - n, n);
       if (r.bytesRead === 0) break;
       n += r.bytesRead;
       if (n > max) return { error: `more than the limit of ${max} bytes (1 MiB)` };
@@ -357,7 +364,7 @@ export async function readSource(path: string, max = MAX_SOURCE_BYTES): Promise<
     return { data: buf.subarray(0, n) };
   } catch (e) {
     return { error: `cannot be read: ${clip((e as Error).message, 200)}` };
-  } finally { await fh.close().catch(() => undefined); }
+  } finally { close(fd, () => { /* nothing to do about a failed close of a read */ }); }
 }
 
 /** Reads the local sources in merge order (image, data partition, config.d). Missing files are

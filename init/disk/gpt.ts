@@ -2,6 +2,7 @@
 // headers with their entry arrays, written as plain buffers and parsed back.
 import { nodeCrypto } from '../lazy.ts';
 import { crc32 } from 'node:zlib';
+import { urandom } from '../safefs.ts';
 
 export const GPT_TYPES = {
   esp: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
@@ -306,8 +307,18 @@ export function rewriteGuids(head: Buffer, diskSizeBytes: number, diskGuid: stri
   return { primary, backup, backupOffset: backupEntriesLba * ss };
 }
 
-/** A random (version 4) GUID in the upper case the tables are read back in. */
-export function randomGuid(): string { return nodeCrypto().randomUUID().toUpperCase(); }
+/**
+ * A random (version 4, RFC 9562) GUID in the upper case the tables are read back in. Made here
+ * from the kernel's pool rather than by node:crypto's randomUUID: a first boot gives the disk
+ * new GUIDs, and loading node:crypto for that is most of what it would cost.
+ */
+export function randomGuid(): string {
+  const b = urandom(16);
+  b[6] = (b[6]! & 0x0f) | 0x40;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = b.toString('hex').toUpperCase();
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
 
 /** The primary header's raw fields that rewriting code needs, next to the parsed table. */
 export function gptHeaderFields(head: Buffer) {

@@ -106,6 +106,17 @@ function stage1(s: ReturnType<typeof fakeSys>, call: string, env: Record<string,
   return r.stdout.trim();
 }
 
+test('random GUIDs are version 4 (RFC 9562 variant), upper case, and do not repeat', () => {
+  const seen = new Set<string>();
+  for (let i = 0; i < 2000; i++) {
+    const g = randomGuid();
+    assert.match(g, /^[0-9A-F]{8}-[0-9A-F]{4}-4[0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}$/);
+    seen.add(g);
+  }
+  assert.is(seen.size, 2000);
+  assert.is(guidToBytes(randomGuid()).length, 16);
+});
+
 test('stage 1: the root comes from the disk whose ESP the firmware booted, never from a copy', () => {
   const mine = randomGuid(), theirs = randomGuid();
   // sda sorts before vda: the old lookup took sda's kiln-root-a.
