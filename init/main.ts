@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import { bootChainLine, bootInfo, cmdlineArg } from './boot.ts';
 import { bootContext } from './boot/context.ts';
-import { bootPlan, readyLine, rssSplit, timingsLine } from './boot/plan.ts';
+import { bootPlan, cpuLine, readyLine, rssSplit, timingsLine } from './boot/plan.ts';
 import { saveClockQuietly } from './boot/tasks.ts';
 import { debug, flushLog, LOG_DIR, say, setBootOffset } from './log.ts';
 import { isShuttingDown, shutdown, type PowerAction } from './power.ts';
@@ -21,6 +21,8 @@ process.on('unhandledRejection', (e) => { try { say(`internal error (contained):
 setInterval(() => { /* idle */ }, 1 << 30);
 /** Seconds from the kernel's start to this process's. */
 const initStartS = () => Number(read('/proc/uptime').split(' ')[0]) - process.uptime();
+/** The machine's CPU times when init started (near enough: its first line of code). */
+const procStatAtStart = read('/proc/stat');
 setBootOffset(initStartS());
 
 const info = bootInfo();
@@ -44,6 +46,8 @@ async function boot() {
   say(readyLine(info, failed));
   say(timingsLine(results, sinceStartMs(), initStartS(), process.memoryUsage().rss, rssSplit(read('/proc/self/status'))));
   say(taskTimesLine(results));
+  const cpu = cpuLine(read('/proc/self/stat'), procStatAtStart, read('/proc/stat'));
+  if (cpu) say(cpu);
   // Whatever reads init.log once ready is on the console finds boot's lines there: the
   // post-boot steps below may keep the event loop (and the batch timer) busy for a while.
   flushLog();

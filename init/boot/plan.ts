@@ -125,6 +125,32 @@ export function timingsLine(results: TaskResult[], nowMs: number, initStartS: nu
   return `timings: since init start (s): ${since}, ready ${(nowMs / 1000).toFixed(2)}; init started ${initStartS.toFixed(2)} s after the kernel; rss ${(rssBytes / 1048576).toFixed(1)} MiB${parts}`;
 }
 
+/** Clock ticks per second in /proc's CPU times (USER_HZ: 100 on every Linux port kiln runs on). */
+const USER_HZ = 100;
+
+/** The machine's CPU times (all CPUs, in ticks) from /proc/stat's first line. */
+export function machineCpu(procStat: string): { busy: number; idle: number } | undefined {
+  const f = /^cpu\s+(.*)$/m.exec(procStat)?.[1]?.trim().split(/\s+/).map(Number);
+  if (!f || f.length < 5 || f.some((n) => !Number.isFinite(n))) return undefined;
+  // user nice system idle iowait irq softirq steal (guest time is already in user)
+  const idle = f[3]! + f[4]!;
+  return { busy: f.slice(0, 8).reduce((a, b) => a + b, 0) - idle, idle };
+}
+
+/**
+ * Where the CPU went on the way to ready, for `npm run bench`: init's own time since it started,
+ * that of the commands it ran that have ended, and, from init's first line of code (`startProcStat`)
+ * to ready, what all CPUs were busy with and what they left idle. Idle near nothing means boot
+ * is work to be done, not waiting.
+ */
+export function cpuLine(selfStat: string, startProcStat: string, nowProcStat: string): string | undefined {
+  const f = selfStat.slice(selfStat.lastIndexOf(')') + 2).split(' ').map(Number);
+  const a = machineCpu(startProcStat), b = machineCpu(nowProcStat);
+  if (f.length < 15 || !a || !b) return undefined;
+  const s = (ticks: number) => (ticks / USER_HZ).toFixed(2);
+  return `cpu at ready (s): init ${s(f[11]! + f[12]!)} (user ${s(f[11]!)}, system ${s(f[12]!)}), its finished commands ${s(f[13]! + f[14]!)}; from init's first code, all CPUs busy ${s(b.busy - a.busy)}, idle ${s(b.idle - a.idle)}`;
+}
+
 /**
  * RSS in its two kinds, from /proc/self/status: anonymous memory (the heaps) and mapped file
  * pages (mostly Node's own binary, clean and given back under memory pressure).

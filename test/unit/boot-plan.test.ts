@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { bootContext } from '../../init/boot/context.ts';
-import { bootPlan, readyLine, rssSplit, TIMED, timingsLine } from '../../init/boot/plan.ts';
+import { bootPlan, cpuLine, machineCpu, readyLine, rssSplit, TIMED, timingsLine } from '../../init/boot/plan.ts';
 import { checkPlan, taskId, type TaskResult } from '../../init/sequencer.ts';
 
 const ran: string[] = [];
@@ -114,6 +114,20 @@ test("RSS is split into anonymous and file pages from the kernel's status file",
   const vm = Number(/^VmRSS:\s+(\d+)/m.exec(own)![1]) / 1024;
   const got = rssSplit(own)!;
   assert.ok(got.anonMiB > 1 && got.fileMiB > 1 && got.anonMiB + got.fileMiB <= vm + 1, own);
+});
+
+test('the cpu line: init\'s own time, its finished commands, and what all CPUs did from init\'s first code', () => {
+  // A command name with spaces and a parenthesis, as /proc/PID/stat may hold.
+  const self = '1234 (node (init) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 293 137 14 76 20 0 11 0 350 0 0';
+  const start = 'cpu  100 0 300 20 5 0 1 0 0 0\ncpu0 100 0 300 20 5 0 1 0 0 0\n';
+  const now = 'cpu  480 0 870 31 9 0 6 0 0 0\ncpu0 480 0 870 31 9 0 6 0 0 0\n';
+  assert.equal(machineCpu(start), { busy: 401, idle: 25 });
+  assert.is(cpuLine(self, start, now), "cpu at ready (s): init 4.30 (user 2.93, system 1.37), its finished commands 0.90; from init's first code, all CPUs busy 9.55, idle 0.15");
+  assert.is(cpuLine(self, '', now), undefined, 'no /proc/stat at the start');
+  assert.is(cpuLine('garbage', start, now), undefined);
+  assert.is(machineCpu('cpu  1 2 x 4 5\n'), undefined);
+  // This machine's own.
+  assert.match(cpuLine(readFileSync('/proc/self/stat', 'utf8'), readFileSync('/proc/stat', 'utf8'), readFileSync('/proc/stat', 'utf8'))!, /^cpu at ready \(s\): init \d+\.\d\d /);
 });
 
 test.run();
