@@ -145,17 +145,32 @@ export function zombies(): { pid: number; ppid: number; comm: string }[] {
 export async function sync(): Promise<void> { await run('sync', [], { timeoutMs: 30_000 }); }
 
 /**
- * Waits (bounded) until every virtio device has its driver bound and no block device has
- * appeared for SETTLE_MS: a config volume probed a moment after the root must not be missed.
- * When a block device appeared is the ctime of its node in /dev, which devtmpfs makes as the
- * device is added (sysfs's own times are those of a first lookup): devices probed long before
- * init count as settled at once, and boot waits only when something is new or has no node yet.
+ * Waits (bounded) until every virtio device has its driver bound, every USB stick usb-storage
+ * has taken has its disk, and no block device has appeared for SETTLE_MS: a config volume
+ * probed a moment after the root must not be missed. When a block device appeared is the
+ * ctime of its node in /dev, which devtmpfs makes as the device is added (sysfs's own times
+ * are those of a first lookup): devices probed long before init count as settled at once,
+ * and boot waits only when something is new or has no node yet.
  */
 export const SETTLE_MS = 300;
-export async function settleDevices(maxMs = 8000, o: { blockDir?: string; virtioDir?: string; devDir?: string } = {}): Promise<string> {
+export async function settleDevices(maxMs = 8000, o: { blockDir?: string; virtioDir?: string; devDir?: string; usbStorageDir?: string } = {}): Promise<string> {
   const blockDir = o.blockDir ?? '/sys/class/block', virtioDir = o.virtioDir ?? '/sys/bus/virtio/devices', devDir = o.devDir ?? '/dev';
+  const usbStorageDir = o.usbStorageDir ?? '/sys/bus/usb/drivers/usb-storage';
   const t0 = Date.now();
-  const unbound = () => { try { return readdirSync(virtioDir).filter((d) => !existsSync(`${virtioDir}/${d}/driver`)); } catch { return []; } };
+  const unbound = () => [...virtioUnbound(), ...usbWithoutDisk()];
+  const virtioUnbound = () => { try { return readdirSync(virtioDir).filter((d) => !existsSync(`${virtioDir}/${d}/driver`)); } catch { return []; } };
+  // usb-storage waits a second (its delay_use) before it scans a stick for disks: until then
+  // the interface has a SCSI host (hostN) with no target under it. A fast board is in init by then.
+  const usbWithoutDisk = () => {
+    let intfs: string[];
+    try { intfs = readdirSync(usbStorageDir).filter((i) => i.includes(':')); } catch { return []; }
+    return intfs.filter((i) => {
+      try {
+        const hosts = readdirSync(`${usbStorageDir}/${i}`).filter((h) => /^host\d+$/.test(h));
+        return hosts.length === 0 || hosts.some((h) => !readdirSync(`${usbStorageDir}/${i}/${h}`).some((t) => t.startsWith('target')));
+      } catch { return false; /* unplugged meanwhile */ }
+    });
+  };
   const list = () => { try { return readdirSync(blockDir); } catch { return []; } };
   /** When the newest of these block devices appeared, no later than now (a clock stepped back must not stall boot). */
   const newest = (devs: string[]) => {
@@ -171,6 +186,6 @@ export async function settleDevices(maxMs = 8000, o: { blockDir?: string; virtio
     const now = list().join(' ');
     if (now !== names) { names = now; stableSince = Date.now(); }
   }
-  const left = unbound();
-  return `devices settled in ${Date.now() - t0} ms${left.length ? ` (no driver yet: ${left.join(', ')})` : ''}`;
+  const left = [virtioUnbound().length ? `no driver yet: ${virtioUnbound().join(', ')}` : '', usbWithoutDisk().length ? `no disk yet behind USB storage ${usbWithoutDisk().join(', ')}` : ''].filter(Boolean);
+  return `devices settled in ${Date.now() - t0} ms${left.length ? ` (${left.join('; ')})` : ''}`;
 }

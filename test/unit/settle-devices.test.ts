@@ -1,6 +1,6 @@
 // settleDevices: boot waits for block devices only while one is new. Temp folders stand in for
-// /sys/class/block, /sys/bus/virtio/devices and /dev (devtmpfs, whose node ctimes say when
-// each device appeared).
+// /sys/class/block, /sys/bus/virtio/devices, /sys/bus/usb/drivers/usb-storage and /dev
+// (devtmpfs, whose node ctimes say when each device appeared).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,7 +11,7 @@ import { SETTLE_MS, settleDevices } from '../../init/system.ts';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 function fake() {
   const root = mkdtempSync(join(tmpdir(), 'kiln-settle-'));
-  const dirs = { blockDir: join(root, 'block'), virtioDir: join(root, 'virtio'), devDir: join(root, 'dev') };
+  const dirs = { blockDir: join(root, 'block'), virtioDir: join(root, 'virtio'), devDir: join(root, 'dev'), usbStorageDir: join(root, 'usb-storage') };
   for (const d of Object.values(dirs)) mkdirSync(d);
   const add = (name: string, o: { node?: boolean } = {}) => {
     mkdirSync(join(dirs.blockDir, name));
@@ -51,6 +51,25 @@ test('a device arriving during the wait, and a virtio device with no driver, ext
   setTimeout(() => { add('vdb'); mkdirSync(join(dirs.virtioDir, 'virtio1', 'driver')); }, 200);
   const ms = await timed(() => settleDevices(5000, dirs));
   assert.ok(ms >= 200 + SETTLE_MS, `waited ${ms} ms`);
+  rmSync(root, { recursive: true });
+});
+
+test('a USB stick usb-storage has taken but not yet scanned (its delay_use) is waited for, and named if it never is', async () => {
+  const { root, dirs, add } = fake();
+  add('vda');
+  // The driver's folder also holds bind, unbind, module and the like: only interfaces count.
+  writeFileSync(join(dirs.usbStorageDir, 'bind'), '');
+  mkdirSync(join(dirs.usbStorageDir, '1-1:1.0', 'host0'), { recursive: true });
+  mkdirSync(join(dirs.usbStorageDir, '2-1:1.0', 'host1', 'target1:0:0'), { recursive: true });
+  await sleep(SETTLE_MS + 50);
+  // The scan 500 ms on: a target, then the disk.
+  setTimeout(() => { mkdirSync(join(dirs.usbStorageDir, '1-1:1.0', 'host0', 'target0:0:0')); add('sda'); add('sda1'); }, 500);
+  const ms = await timed(() => settleDevices(5000, dirs));
+  assert.ok(ms >= 500 + SETTLE_MS, `waited ${ms} ms for the stick's disk`);
+
+  mkdirSync(join(dirs.usbStorageDir, '3-1:1.0', 'host2'), { recursive: true });
+  const said = await settleDevices(600, dirs);
+  assert.match(said, /no disk yet behind USB storage 3-1:1\.0\)$/);
   rmSync(root, { recursive: true });
 });
 
