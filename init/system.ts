@@ -186,6 +186,7 @@ export async function settleDevices(maxMs = 8000, o: { blockDir?: string; virtio
     const now = list().join(' ');
     if (now !== names) { names = now; stableSince = Date.now(); }
   }
-  const left = [virtioUnbound().length ? `no driver yet: ${virtioUnbound().join(', ')}` : '', usbWithoutDisk().length ? `no disk yet behind USB storage ${usbWithoutDisk().join(', ')}` : ''].filter(Boolean);
+  const [virtio, usb] = [virtioUnbound(), usbWithoutDisk()];
+  const left = [virtio.length ? `no driver yet: ${virtio.join(', ')}` : '', usb.length ? `no disk yet behind USB storage ${usb.join(', ')}` : ''].filter(Boolean);
   return `devices settled in ${Date.now() - t0} ms${left.length ? ` (${left.join('; ')})` : ''}`;
 }
