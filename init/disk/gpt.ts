@@ -68,7 +68,12 @@ export function guidFromBytes(buf: Uint8Array): string {
 
 /** A version-4 style GUID derived from sha256(seed): the same seed always gives the same GUID. */
 export function stableGuid(seed: string): string {
-  const b = nodeCrypto().createHash('sha256').update(seed).digest().subarray(0, 16);
+  return version4Text(nodeCrypto().createHash('sha256').update(seed).digest());
+}
+
+/** 16 bytes as GUID text in the order given, with the version-4 and RFC 9562 variant bits set. */
+function version4Text(bytes: Uint8Array): string {
+  const b = Buffer.from(bytes.subarray(0, 16));
   b[6] = (b[6]! & 0x0f) | 0x40;
   b[8] = (b[8]! & 0x3f) | 0x80;
   const h = b.toString('hex').toUpperCase();
@@ -312,13 +317,7 @@ export function rewriteGuids(head: Buffer, diskSizeBytes: number, diskGuid: stri
  * from the kernel's pool rather than by node:crypto's randomUUID: a first boot gives the disk
  * new GUIDs, and loading node:crypto for that is most of what it would cost.
  */
-export function randomGuid(): string {
-  const b = urandom(16);
-  b[6] = (b[6]! & 0x0f) | 0x40;
-  b[8] = (b[8]! & 0x3f) | 0x80;
-  const h = b.toString('hex').toUpperCase();
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
+export function randomGuid(): string { return version4Text(urandom(16)); }
 
 /** The primary header's raw fields that rewriting code needs, next to the parsed table. */
 export function gptHeaderFields(head: Buffer) {
