@@ -27,6 +27,13 @@ export interface ArchFacts {
   qemu: { binary: string; machine: string[]; cpu: string[]; firmware: { code: 'ovmfCode' | 'aavmfCode'; vars: 'ovmfVars' | 'aavmfVars' } };
   /** ELF e_machine, to check binaries are for the target. */
   elfMachine: number;
+  /**
+   * Faster SHA-256 (dm-verity's hash) and CRC32C (ext4's metadata checksums), each with the
+   * /proc/cpuinfo flag of the instructions it needs. The kernel keeps the portable C code it has
+   * built in and takes these only if they are loaded before dm-verity and ext4 ask for the
+   * algorithm, so stage 1 loads them first, and only on a CPU with the flag.
+   */
+  cpuModules: { module: string; flag: string }[];
 }
 
 export const ARCH: Record<Arch, ArchFacts> = {
@@ -44,6 +51,8 @@ export const ARCH: Record<Arch, ArchFacts> = {
     strip: 'strip',
     qemu: { binary: 'qemu-system-x86_64', machine: ['-machine', 'q35'], cpu: [], firmware: { code: 'ovmfCode', vars: 'ovmfVars' } },
     elfMachine: 0x3e,
+    // SSSE3 code, and AVX, AVX2 or SHA-NI code where the CPU has them; SSE4.2's crc32.
+    cpuModules: [{ module: 'sha256_ssse3', flag: 'ssse3' }, { module: 'crc32c_intel', flag: 'sse4_2' }],
   },
   arm64: {
     debian: 'arm64',
@@ -59,6 +68,9 @@ export const ARCH: Record<Arch, ArchFacts> = {
     strip: 'aarch64-linux-gnu-strip',
     qemu: { binary: 'qemu-system-aarch64', machine: ['-machine', 'virt'], cpu: ['-cpu', 'cortex-a72'], firmware: { code: 'aavmfCode', vars: 'aavmfVars' } },
     elfMachine: 0xb7,
+    // NEON code for CPUs without the crypto extensions (a Raspberry Pi 4), and the ARMv8
+    // SHA-2 instructions where the CPU has them (a Pi 5, server cores).
+    cpuModules: [{ module: 'sha256_arm64', flag: 'asimd' }, { module: 'sha2_ce', flag: 'sha2' }],
   },
 };
 

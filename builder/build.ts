@@ -164,7 +164,7 @@ async function buildLocked(opts: BuildOptions): Promise<BuildRecord> {
     verities[arch] = { rootHash: verity.rootHash, treeBytes: verity.treeBytes };
     const stage1Extra = await stage1VerityFiles(root.dir, ARCH[arch].triplet, ARCH[arch].ldso, verity.param);
     const initrd = await log.stage(`${arch}: stage-1 initramfs`, () =>
-      buildStage1(join(w, 'stage1.cpio.zst'), kernel, join(root.dir, 'bin/busybox'), profile.modules.stage1, stage1Extra, profile.modules.coldplug_stage1));
+      buildStage1(join(w, 'stage1.cpio.zst'), kernel, join(root.dir, 'bin/busybox'), profile.modules.stage1, stage1Extra, profile.modules.coldplug_stage1, ARCH[arch].cpuModules));
     const files = await bootFiles({ arch, profile, version, sde, base, work: w, kernel, initrd, rootImage, verityParam: verity.param, secureBoot: sb, debTree, log });
     // The root image and the UKI are what a release publishes, whatever the formats.
     await record(files.rootImage, arch, 'root');

@@ -17,10 +17,17 @@ export interface Stage1Extra { path: string; data: Buffer; mode: number }
 /**
  * `coldplug`: module folders (profile modules.coldplug_stage1) whose modules stage 1 loads by
  * each device's modalias, through the modules.alias written here (busybox modprobe matches it).
+ * `cpu`: modules for instructions the CPU may have (the arch's cpuModules), each loaded before
+ * the root is opened if /proc/cpuinfo shows its flag; the ones this kernel does not ship are
+ * left out.
  */
-export function stage1Entries(kernel: Kernel, busybox: string, modules: string[], extra: Stage1Extra[] = [], coldplug: string[] = []): CpioEntry[] {
+export function stage1Entries(kernel: Kernel, busybox: string, modules: string[], extra: Stage1Extra[] = [], coldplug: string[] = [], cpu: { module: string; flag: string }[] = []): CpioEntry[] {
+  const shipped = new Set(loadableNames(kernel.modules, cpu.map((c) => c.module)));
+  const cpuMods = cpu.filter((c) => shipped.has(c.module));
+  const cpuNames = cpuMods.map((c) => c.module);
   const res = mergeResolutions(resolveModules(kernel.modules, modules, 'modules.stage1'),
-    resolveModules(kernel.modules, modulesUnder(kernel.modules, coldplug, 'modules.coldplug_stage1'), 'modules.coldplug_stage1'));
+    resolveModules(kernel.modules, modulesUnder(kernel.modules, coldplug, 'modules.coldplug_stage1'), 'modules.coldplug_stage1'),
+    resolveModules(kernel.modules, cpuNames, 'the CPU modules'));
   const mroot = `lib/modules/${kernel.version}`;
   const entries: CpioEntry[] = [
     { path: 'bin', type: 'dir', mode: 0o755 },
@@ -29,6 +36,7 @@ export function stage1Entries(kernel: Kernel, busybox: string, modules: string[]
     { path: 'etc', type: 'dir', mode: 0o755 },
     { path: 'etc/kiln', type: 'dir', mode: 0o755 },
     { path: 'etc/kiln/stage1-modules', type: 'file', mode: 0o644, data: Buffer.from(loadableNames(kernel.modules, modules).join('\n') + '\n') },
+    { path: 'etc/kiln/stage1-cpu-modules', type: 'file', mode: 0o644, data: Buffer.from(cpuMods.map((c) => `${c.module} ${c.flag}\n`).join('')) },
     { path: 'bin/busybox', type: 'file', mode: 0o755, data: readFileSync(busybox) },
     { path: 'init', type: 'file', mode: 0o755, data: readFileSync(STAGE1_INIT) },
     { path: 'lib', type: 'dir', mode: 0o755 },
@@ -53,8 +61,8 @@ export function stage1Entries(kernel: Kernel, busybox: string, modules: string[]
 }
 
 /** Writes the compressed stage-1 initramfs and returns its path. */
-export async function buildStage1(out: string, kernel: Kernel, busybox: string, modules: string[], extra: Stage1Extra[] = [], coldplug: string[] = []): Promise<string> {
-  const cpio = writeCpio(stage1Entries(kernel, busybox, modules, extra, coldplug), { mtime: 0 });
+export async function buildStage1(out: string, kernel: Kernel, busybox: string, modules: string[], extra: Stage1Extra[] = [], coldplug: string[] = [], cpu: { module: string; flag: string }[] = []): Promise<string> {
+  const cpio = writeCpio(stage1Entries(kernel, busybox, modules, extra, coldplug, cpu), { mtime: 0 });
   writeFileSync(`${out}.cpio`, cpio);
   // zstd output carries no timestamps or names, so it is reproducible.
   await $({ quiet: true })`${tool('zstd')} -q -f -19 -T0 ${out + '.cpio'} -o ${out}`;

@@ -20,6 +20,15 @@ arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1="*) echo "${w#*=}"; r
 
 say "started, kernel $(uname -r)"
 for m in $(cat /etc/kiln/stage1-modules); do modprobe "$m" 2>/dev/null || say "module $m failed"; done
+# The CPU's own SHA-256 and CRC32C, before dm-verity and ext4 pick an implementation: each module
+# whose instructions /proc/cpuinfo lists ("module flag" lines). Without them the kernel's C code does it.
+cpu_modules() {
+  flags=" $(grep -m1 -E '^(flags|Features)' /proc/cpuinfo | cut -d: -f2 | tr '\t' ' ') "
+  while read -r m f; do
+    case "$flags" in *" $f "*) modprobe -q "$m" 2>/dev/null;; esac
+  done < /etc/kiln/stage1-cpu-modules
+}
+cpu_modules
 
 # Coldplug (profiles with modules.coldplug_stage1): load the driver of each device present by
 # its modalias, matched against the modules.alias the builder wrote (busybox modprobe reads its
@@ -109,6 +118,10 @@ specdev() {
 # (signed with it under Secure Boot), else /etc/kiln/verity in this initramfs (the Pi's slot
 # boot files). The tree follows the data after one superblock block. A bad block reboots
 # (restart_on_corruption), so the tries counter moves on to the other slot.
+# The driver the kernel picks for a hash: the highest priority one registered for its name.
+hashdriver() {
+  awk -v want="$1" '$1 == "name" { n = $3 } $1 == "driver" { d = $3 } $1 == "priority" && n == want && $3 > p { p = $3; best = d } END { print best ? best : "?" }' /proc/crypto
+}
 VERITY=$(arg kiln.verity); [ -n "$VERITY" ] || VERITY=$(cat /etc/kiln/verity 2>/dev/null)
 VERIFIED=""
 verity_open() { # $1: device name without /dev/; mounts the verified root on /newroot
@@ -125,7 +138,7 @@ verity_open() { # $1: device name without /dev/; mounts the verified root on /ne
   mount -t squashfs -o ro "/dev/$dm" /newroot 2>/dev/null || mount -t erofs -o ro "/dev/$dm" /newroot \
     || fail "cannot mount the verified root /dev/$dm (/dev/$1, kiln-root-$SLOT)"
   VERIFIED=$5
-  say "root /dev/$1 verified by dm-verity (root hash $(echo "$5" | cut -c1-16)...)"
+  say "root /dev/$1 verified by dm-verity (root hash $(echo "$5" | cut -c1-16)..., $2 by $(hashdriver "$2"))"
 }
 
 # Live mode (the ISO, kiln.live=<volume label>): the root image is a file on the medium,

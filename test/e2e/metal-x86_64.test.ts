@@ -47,7 +47,7 @@ test('metal x86_64: USB stick -> unattended install (device: auto) onto AHCI -> 
   // The SATA disk alone: stage 1 must load ahci by modalias to find its root, init e1000e.
   const vm2 = await Vm.start({ arch: 'x86_64', disk: sata, virtioDisk: false, nic: 'e1000e', memMiB: 512, allowReboot: false, extraArgs: machine(sata) });
   try {
-    await vm2.waitFor(/kiln-stage1: root \/dev\/sd[a-z]\d+ verified by dm-verity/, BOOT_TIMEOUT);
+    await vm2.waitFor(/kiln-stage1: root \/dev\/sd[a-z]\d+ verified by dm-verity \(root hash [0-9a-f]{16}\.\.\., sha256 by sha256-\w+\)/, BOOT_TIMEOUT);
     await vm2.waitFor(/kiln: coldplug: loading [^\n]*\be1000e\b/, BOOT_TIMEOUT);
     await vm2.waitFor(/kiln: network eth\d+ 10\.0\.2\.15\//, BOOT_TIMEOUT);
     const r = await vm2.waitFor(READY, BOOT_TIMEOUT);

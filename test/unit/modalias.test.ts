@@ -9,6 +9,7 @@ import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from
 import { release } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ARCH } from '../../builder/arch.ts';
 import { Cache } from '../../builder/cache.ts';
 import { chooseFirmware } from '../../builder/firmware.ts';
 import { aliasEntries, firmwareNames, formatModulesAlias, modulesUnder, resolveModules, ModuleError } from '../../builder/kmod.ts';
@@ -128,6 +129,44 @@ test("stage 1's coldplug passes each new modalias under /sys/devices to modprobe
   assert.is(run(), '', 'nothing new: modprobe is not run again');
   dev('pci0000:00/0000:00:1d.0/usb1/1-1/1-1:1.0', devices[5]![1]);
   assert.equal(run().trim().split('\n'), ['-qa', devices[5]![1], '--'], 'the stick behind the controller, later');
+});
+
+test("stage 1 carries the CPU's SHA-256 and CRC32C modules the kernel ships, with the flag each needs", async () => {
+  const busybox = join(await unpackedDeb(lock.packages.find((p) => p.package === 'busybox-static')!, cache), 'bin/busybox');
+  const entries = stage1Entries(kernel, busybox, ['ext4'], [], [], [...ARCH.x86_64.cpuModules, { module: 'no_such_cpu_module', flag: 'avx' }]);
+  const list = entries.find((e) => e.path === 'etc/kiln/stage1-cpu-modules');
+  assert.ok(list && 'data' in list);
+  assert.is(list.data!.toString(), 'sha256_ssse3 ssse3\ncrc32c_intel sse4_2\n', 'a module the kernel lacks is left out');
+  for (const m of ['sha256-ssse3.ko', 'crc32c-intel.ko']) assert.ok(entries.some((e) => e.path.endsWith(`/${m}`)), m);
+  assert.is(stage1Entries(kernel, busybox, ['ext4']).find((e) => e.path === 'etc/kiln/stage1-cpu-modules')!.data!.toString(), '', 'none asked for: an empty list');
+});
+
+test("stage 1 loads a CPU module only where /proc/cpuinfo shows its flag (x86 flags, arm64 Features)", async () => {
+  if (process.getuid?.() !== 0) return;
+  const busybox = join(await unpackedDeb(lock.packages.find((p) => p.package === 'busybox-static')!, cache), 'bin/busybox');
+  const script = readFileSync(STAGE1_INIT, 'utf8');
+  const fn = /\ncpu_modules\(\) \{\n[\s\S]*?\n\}\n/.exec(script)![0].replace('modprobe -q', '/bin/spy -q');
+  assert.ok(fn.includes('/bin/spy'));
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-stage1-cpu-'));
+  for (const d of ['bin', 'tmp', 'dev', 'proc', 'etc/kiln']) mkdirSync(join(dir, d), { recursive: true });
+  execFileSync('mknod', ['-m', '666', join(dir, 'dev/null'), 'c', '1', '3']);
+  writeFileSync(join(dir, 'bin/busybox'), readFileSync(busybox), { mode: 0o755 });
+  for (const a of ['sh', 'grep', 'cut', 'tr', 'cat']) symlinkSync('busybox', join(dir, 'bin', a));
+  writeFileSync(join(dir, 'bin/spy'), '#!/bin/sh\necho "$2" >> /tmp/calls\n', { mode: 0o755 });
+  const run = (cpuinfo: string, list: string) => {
+    writeFileSync(join(dir, 'proc/cpuinfo'), cpuinfo);
+    writeFileSync(join(dir, 'etc/kiln/stage1-cpu-modules'), list);
+    return execFileSync('chroot', [dir, '/bin/sh', '-c', `export PATH=/bin; : > /tmp/calls\n${fn}\ncpu_modules; cat /tmp/calls`]).toString().trim().split('\n').filter(Boolean);
+  };
+  const x86 = (flags: string) => `processor\t: 0\nflags\t\t: fpu sse2 ${flags}\nbugs\t\t: spectre_v1\n\nprocessor\t: 1\nflags\t\t: fpu sse2 ssse3 sse4_2\n`;
+  const x86List = ARCH.x86_64.cpuModules.map((c) => `${c.module} ${c.flag}\n`).join('');
+  assert.equal(run(x86('pni'), x86List), [], 'qemu64: neither (and only the first CPU is read)');
+  assert.equal(run(x86('ssse3 sse4_1'), x86List), ['sha256_ssse3'], 'sse4_1 is not sse4_2');
+  assert.equal(run(x86('ssse3 sse4_2 avx2 sha_ni'), x86List), ['sha256_ssse3', 'crc32c_intel']);
+  const arm = (features: string) => `processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp ${features} cpuid\nCPU implementer\t: 0x41\n`;
+  const armList = ARCH.arm64.cpuModules.map((c) => `${c.module} ${c.flag}\n`).join('');
+  assert.equal(run(arm('asimd evtstrm crc32'), armList), ['sha256_arm64'], 'a Raspberry Pi 4: no crypto extensions');
+  assert.equal(run(arm('asimd evtstrm aes pmull sha1 sha2 crc32'), armList), ['sha256_arm64', 'sha2_ce']);
 });
 
 function fakeSys() {
