@@ -7,6 +7,7 @@
 // expiry and future-dated checks go by that difference (update/updater.ts).
 import { mkdirSync, openSync, readSync, closeSync, renameSync, writeFileSync, fsyncSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { isoUtcS } from './utc.ts';
 
 /** Where the running clock is saved, on the data partition. */
 export const SAVED_CLOCK_FILE = '/var/lib/kiln/clock';
@@ -117,15 +118,14 @@ export const clockSynced = (): boolean => clockState.tracking?.synced === true;
 
 /** The clock line of `kiln status`: synced, or floor only (and from what). */
 export function clockLine(s: ClockState, nowS: number): string {
-  const iso = (x: number) => new Date(x * 1000).toISOString().replace(/\.000Z$/, 'Z');
   if (s.tracking?.synced) {
     const off = s.tracking.offsetS !== undefined && Number.isFinite(s.tracking.offsetS) ? `, offset ${s.tracking.offsetS.toFixed(6)} s` : '';
-    return `clock: synced ${iso(nowS)} (NTP ${s.tracking.server ?? '?'}, stratum ${s.tracking.stratum}${off})`;
+    return `clock: synced ${isoUtcS(nowS)} (NTP ${s.tracking.server ?? '?'}, stratum ${s.tracking.stratum}${off})`;
   }
   const fl = s.floor;
-  if (!fl) return `clock: not synced ${iso(nowS)} (no floor known)`;
+  if (!fl) return `clock: not synced ${isoUtcS(nowS)} (no floor known)`;
   const what = { rtc: 'the RTC', build: 'the image build time', saved: 'the time saved on /data' }[fl.from];
-  return `clock: floor only ${iso(nowS)}, not synced (${fl.stepped ? 'set' : 'at or above'} ${iso(fl.atS)} from ${what})`;
+  return `clock: floor only ${isoUtcS(nowS)}, not synced (${fl.stepped ? 'set' : 'at or above'} ${isoUtcS(fl.atS)} from ${what})`;
 }
 
 // ---- the edges: reading the sources, setting and saving the clock

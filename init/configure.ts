@@ -17,6 +17,7 @@ import { run, type RunResult } from './exec.ts';
 import { appendFile, closeDir, openChildDir, openDir, replaceFile, resolveTrustedFile, syncDir, type Dir } from './safefs.ts';
 import { writeStaticDns } from './network.ts';
 import { appendRotating, LOG_DIR, say } from './log.ts';
+import { isoUtc } from './utc.ts';
 import { loadModules, mount, read, setHostname, setSysctl } from './system.ts';
 
 export interface Gathered {
@@ -331,7 +332,7 @@ export async function chooseAndReport(g: Gathered, opts: { fetchUrl: boolean; ro
       if (reported.has(line)) continue;
       reported.add(line);
       say(`config: ${line}`);
-      appendRotating(join(opts.root ?? '/', LOG_DIR, 'config.log'), `${new Date().toISOString()} ${line}\n`);
+      appendRotating(join(opts.root ?? '/', LOG_DIR, 'config.log'), `${isoUtc(Date.now())} ${line}\n`);
     }
     for (const n of g.notes) if (!reported.has(n)) { reported.add(n); say(`config: ${clip(n, 300)}`); }
     if (ok && save && choice.lastGood !== undefined) {
@@ -717,7 +718,7 @@ function outcome(r: RunResult, timeoutMs: number): string {
  * Returns the result and the last line of output it wrote (for the report).
  */
 async function runLogged(label: string, cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number, logFile: string): Promise<{ r: RunResult; last: string }> {
-  appendRotating(logFile, `${new Date().toISOString()} ${label} started\n`);
+  appendRotating(logFile, `${isoUtc(Date.now())} ${label} started\n`);
   let fd: number | undefined;
   try { fd = openSync(logFile, 'a+'); } catch { /* no log (full or read-only disk): the output is dropped */ }
   let start = 0;
@@ -745,7 +746,7 @@ export async function runCommands(what: string, cmds: Command[], env: Record<str
     const [cmd, args] = typeof c === 'string' ? ['/bin/sh', ['-c', c]] : [c[0], c.slice(1)];
     const label = `${what}[${i}] ${JSON.stringify(c)}`;
     const { r, last } = await runLogged(label, cmd as string, args as string[], { ...process.env, PATH: '/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin', HOME: '/root', ...env }, timeoutMs, logFile);
-    appendRotating(logFile, `${new Date().toISOString()} ${label} -> ${outcome(r, timeoutMs)}\n`);
+    appendRotating(logFile, `${isoUtc(Date.now())} ${label} -> ${outcome(r, timeoutMs)}\n`);
     if (r.code !== 0) problems.push(`${label}: ${outcome(r, timeoutMs)}${last ? `: ${last}` : ''}`);
   }
   return problems;
@@ -762,7 +763,7 @@ export async function runScripts(scripts: { name: string; text: string }[], env:
     const f = `${dir}/${i}`;
     writeFileSync(f, s.text, { mode: 0o700 });
     const { r, last } = await runLogged(`user-data script ${s.name}`, f, [], { ...process.env, ...env }, timeoutMs, logFile);
-    appendRotating(logFile, `${new Date().toISOString()} user-data script ${s.name} -> ${outcome(r, timeoutMs)}\n`);
+    appendRotating(logFile, `${isoUtc(Date.now())} user-data script ${s.name} -> ${outcome(r, timeoutMs)}\n`);
     if (r.code !== 0) problems.push(`${s.name}: ${f}: ${outcome(r, timeoutMs)}${last ? `: ${last}` : ''}`);
   }
   return problems;

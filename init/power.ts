@@ -1,7 +1,7 @@
 // Shutdown: triggered by the ACPI power button, by signals (busybox `poweroff` sends
 // SIGUSR2, `halt` SIGUSR1, `reboot` SIGTERM to PID 1, which forwards them to init;
 // Ctrl-Alt-Del arrives as SIGINT), or by init itself (an update, a failed health check).
-import { createReadStream, readdirSync } from 'node:fs';
+import { close, open, read as readFd, readdirSync } from 'node:fs';
 import { run } from './exec.ts';
 import { debug, disableFileLog, say } from './log.ts';
 import { isMounted, read, sync, zombies } from './system.ts';
@@ -21,6 +21,32 @@ export function hasPowerKeyPress(buf: Buffer): boolean {
   return false;
 }
 
+/**
+ * Reads evdev records from `path` for as long as it stays open. A plain read loop on node:fs's
+ * callbacks: a read stream would load Node's fs streams, promises and readline on the way to
+ * ready. Each read waits in one of libuv's worker threads until the kernel has an event.
+ */
+export function readEvents(path: string, onPress: () => void, fail: (message: string) => void): void {
+  open(path, 'r', (err, fd) => {
+    if (err) { fail(err.message); return; }
+    const buf = Buffer.alloc(EVENT_SIZE * 16);
+    let have = 0;
+    const stop = (why: string) => { close(fd, () => { /* nothing left to read */ }); fail(why); };
+    const next = () => readFd(fd, buf, have, buf.length - have, null, (e, n) => {
+      if (e) { stop(e.message); return; }
+      if (n === 0) { stop('end of file'); return; }
+      have += n;
+      const whole = have - (have % EVENT_SIZE);
+      if (hasPowerKeyPress(buf.subarray(0, whole))) onPress();
+      // A partial record (evdev returns whole ones, but a read may not) moves to the front.
+      buf.copy(buf, 0, whole, have);
+      have -= whole;
+      next();
+    });
+    next();
+  });
+}
+
 /** Watches every input device that has a power key (ACPI "Power Button", gpio-keys). */
 export function watchPowerButton(onPress: () => void): string[] {
   const watched: string[] = [];
@@ -32,15 +58,7 @@ export function watchPowerButton(onPress: () => void): string[] {
     const words = read(`/sys/class/input/${ev}/device/capabilities/key`).trim().split(/\s+/).reverse();
     const bits = BigInt(`0x${words[Math.floor(KEY_POWER / 64)] ?? '0'}`);
     if (!(bits & (1n << BigInt(KEY_POWER % 64)))) continue;
-    let pending = Buffer.alloc(0);
-    const s = createReadStream(`/dev/input/${ev}`, { highWaterMark: EVENT_SIZE * 16 });
-    s.on('data', (d) => {
-      pending = Buffer.concat([pending, d as Buffer]);
-      const whole = pending.length - (pending.length % EVENT_SIZE);
-      if (hasPowerKeyPress(pending.subarray(0, whole))) onPress();
-      pending = pending.subarray(whole);
-    });
-    s.on('error', (e) => debug(`power button ${ev}: ${e.message}`));
+    readEvents(`/dev/input/${ev}`, onPress, (m) => debug(`power button ${ev}: ${m}`));
     watched.push(`${ev} (${name})`);
   }
   return watched;

@@ -25,6 +25,7 @@ import { wifiDhcpService, wifiService, wirelessLinks } from '../services/wifi.ts
 import { isMounted, loadModules, read } from '../system.ts';
 import { Coldplug, loadAliasTable, scanModaliases, startHotplug } from '../coldplug.ts';
 import { chosenOk, k3sStatus, report, type BootContext } from './context.ts';
+import { isoUtcS } from '../utc.ts';
 
 /** How long the network phase waits for a first ethernet link to appear. */
 const LINK_WAIT_MS = 20_000;
@@ -67,8 +68,6 @@ export function watchButton(ctx: BootContext): string {
 
 // ---- clock
 
-const isoS = (s: number) => new Date(s * 1000).toISOString().replace(/\.000Z$/, 'Z');
-
 /**
  * The clock floor (clock.ts): before anything uses TLS, the clock goes up to the newest of the
  * RTC, the build time and the time saved on /data. Then the saved time is refreshed every
@@ -81,13 +80,13 @@ export async function setClockFloor(): Promise<string | undefined> {
   if (f.step) {
     const e = await runOk('date', ['-u', '-s', `@${f.floorS}`], { timeoutMs: 5000 });
     // Reported, not a failed task: a clock left behind is no reason to keep a slot unblessed.
-    if (e) { say(`clock: cannot set it to ${isoS(f.floorS)}: ${e}`); return undefined; }
+    if (e) { say(`clock: cannot set it to ${isoUtcS(f.floorS)}: ${e}`); return undefined; }
   }
   clockState.floor = { atS: f.floorS, from: f.from, stepped: f.step };
   setInterval(saveClockQuietly, SAVE_INTERVAL_MS).unref();
   saveClockQuietly();
-  if (!f.step) return `clock at or above ${isoS(f.floorS)} (${f.from})`;
-  say(`clock set to ${isoS(f.floorS)} (${f.from})`);
+  if (!f.step) return `clock at or above ${isoUtcS(f.floorS)} (${f.from})`;
+  say(`clock set to ${isoUtcS(f.floorS)} (${f.from})`);
   return undefined;
 }
 

@@ -1,7 +1,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { blessRename, cmdlineArg, parseEntry, slotFromCmdline } from '../../init/slot.ts';
-import { hasPowerKeyPress } from '../../init/power.ts';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { hasPowerKeyPress, readEvents } from '../../init/power.ts';
 
 test('boot entry names: counting and blessed forms', () => {
   assert.equal(parseEntry('kiln-a+3.efi'), { file: 'kiln-a+3.efi', slot: 'a', left: 3, done: undefined });
@@ -30,6 +34,34 @@ test('evdev records: a power key press is recognised, release and other keys are
   assert.ok(hasPowerKeyPress(Buffer.concat([ev(0, 0, 0), ev(1, 116, 1), ev(0, 0, 0)])));
   assert.not.ok(hasPowerKeyPress(ev(1, 116, 0)));
   assert.not.ok(hasPowerKeyPress(ev(1, 30, 1)));
+});
+
+test('the event reader: records split across reads, a press once, the end of the device', async () => {
+  // A time stamp in every record, as the kernel writes: a reader that loses its place reads it as type and code.
+  const ev = (type: number, code: number, value: number) => { const b = Buffer.alloc(24, 0x74); b.writeUInt16LE(type, 16); b.writeUInt16LE(code, 18); b.writeInt32LE(value, 20); return b; };
+  // A FIFO stands in for /dev/input/eventN: reads wait for data as they do on the device.
+  const fifo = join(mkdtempSync(join(tmpdir(), 'kiln-evdev-')), 'event0');
+  execFileSync('mkfifo', [fifo]);
+  let presses = 0;
+  const ended = new Promise<string>((resolve) => readEvents(fifo, () => { presses++; }, resolve));
+  const w = openSync(fifo, 'w');
+  const tick = () => new Promise((r) => setTimeout(r, 50));
+  const stream = Buffer.concat([ev(1, 30, 1), ev(0, 0, 0), ev(1, 116, 1), ev(0, 0, 0), ev(1, 116, 0)]);
+  writeSync(w, stream.subarray(0, 30)); await tick();
+  assert.is(presses, 0, 'a record and a quarter: nothing yet');
+  writeSync(w, stream.subarray(30, 68)); await tick();
+  assert.is(presses, 0, 'the press is not whole yet: its type and code came, its value did not');
+  writeSync(w, stream.subarray(68)); await tick();
+  assert.is(presses, 1, 'the press, once its last byte came');
+  writeSync(w, ev(1, 116, 1)); await tick();
+  assert.is(presses, 2, 'and the next one');
+  closeSync(w);
+  assert.is(await ended, 'end of file');
+});
+
+test('the event reader: a device that cannot be opened is reported, not thrown', async () => {
+  const why = await new Promise<string>((resolve) => readEvents('/nonexistent/event9', () => assert.unreachable(), resolve));
+  assert.match(why, /ENOENT/);
 });
 
 test.run();
