@@ -26,7 +26,7 @@ export function precompiledValidators(o: { compiler?: boolean } = {}): Plugin {
       const exportsOf = (names: Record<string, keyof CompiledValidators>) =>
         `${Object.entries(names).map(([k, v]) => `import ${k} from 'kiln-compiled:${v}';`).join('\n')}\nexport const PRECOMPILED = { ${Object.keys(names).join(', ')} };\n`;
       b.onLoad({ filter: /[\\/]precompiled\.ts$/ }, (a) => {
-        if (a.path === CONFIG_PRECOMPILED) return { contents: exportsOf({ check: 'config-check', defaults: 'config-defaults' }), loader: 'js', resolveDir: dirname(a.path) };
+        if (a.path === CONFIG_PRECOMPILED) return { contents: exportsOf({ check: 'config-check' }), loader: 'js', resolveDir: dirname(a.path) };
         if (a.path === CHANNELS_PRECOMPILED) return { contents: exportsOf({ manifest: 'manifest', root: 'root' }), loader: 'js', resolveDir: dirname(a.path) };
         return undefined;
       });

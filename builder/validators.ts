@@ -1,5 +1,5 @@
 // The node's ajv validators compiled to code at build time (ajv's standalone export): the
-// config schema (as written, and filling defaults) and the channel manifest and trust root.
+// config schema and the channel manifest and trust root.
 // The bundle carries this code instead of ajv's compiler, and boot spends no time compiling.
 // The options come from the same functions the runtime compile uses (init/config/ajv.ts,
 // channels/manifest.ts), so both give the same verdicts (test/unit/validators.test.ts).
@@ -14,7 +14,7 @@ import { CONFIG_SCHEMA } from '../init/config/schema.ts';
 const standaloneCode = standalone.default;
 
 /** The modules, by name; each is CommonJS whose module.exports is the validate function. */
-export type CompiledValidators = Record<'config-check' | 'config-defaults' | 'manifest' | 'root', string>;
+export type CompiledValidators = Record<'config-check' | 'manifest' | 'root', string>;
 
 /**
  * The config validators' code requires the format functions by this path, relative to
@@ -23,14 +23,13 @@ export type CompiledValidators = Record<'config-check' | 'config-defaults' | 'ma
 const FORMATS = _`require("./formats.ts").CONFIG_FORMATS`;
 
 export function compileValidators(): CompiledValidators {
-  const config = (useDefaults: boolean) => {
-    const ajv = configAjv(useDefaults, { code: { source: true, formats: FORMATS } });
+  const config = () => {
+    const ajv = configAjv(false, { code: { source: true, formats: FORMATS } });
     return standaloneCode(ajv, ajv.compile(CONFIG_SCHEMA));
   };
   const channels = new Ajv2020({ ...MANIFEST_AJV_OPTIONS, code: { source: true } });
   return {
-    'config-check': config(false),
-    'config-defaults': config(true),
+    'config-check': config(),
     manifest: standaloneCode(channels, channels.compile(MANIFEST_JSON_SCHEMA)),
     root: standaloneCode(channels, channels.compile(ROOT_JSON_SCHEMA)),
   };

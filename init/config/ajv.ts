@@ -1,6 +1,7 @@
-// The config schema's ajv setup: one validator as written, one that fills defaults. The
-// builder compiles the same setup to code (builder/validators.ts), so the node's verdicts are
-// those of a source checkout.
+// The config schema's ajv setup. The builder compiles the same setup to code
+// (builder/validators.ts), so the node's verdicts are those of a source checkout. Defaults are
+// filled from the schema (defaults.ts); `useDefaults` stays for the test that holds the two to
+// the same result.
 import { Ajv, type Options, type ValidateFunction } from 'ajv';
 import { CONFIG_FORMATS } from './formats.ts';
 import { PRECOMPILED } from './precompiled.ts';
@@ -14,8 +15,8 @@ export function configAjv(useDefaults: boolean, extra: Options = {}): Ajv {
   return ajv;
 }
 
-const compiled: { check?: ValidateFunction; defaults?: ValidateFunction } = {};
-/** `check` leaves the value as written; `defaults` fills in every default. */
-export function configValidator(kind: 'check' | 'defaults'): ValidateFunction {
-  return (compiled[kind] ??= PRECOMPILED[kind] ?? configAjv(kind === 'defaults').compile(CONFIG_SCHEMA));
+let compiled: ValidateFunction | undefined;
+/** The config validator; it leaves the value as written. */
+export function configValidator(): ValidateFunction {
+  return (compiled ??= PRECOMPILED.check ?? configAjv(false).compile(CONFIG_SCHEMA));
 }

@@ -3,6 +3,7 @@
 // jump straight to it. Aliases are renamed in the YAML tree first, keeping positions.
 import type { ErrorObject } from 'ajv';
 import { configValidator } from './ajv.ts';
+import { fillDefaults } from './defaults.ts';
 import { gunzipSync } from 'node:zlib';
 import { parseWindows } from '../update/window.ts';
 import { isAlias, isMap, isPair, isScalar, isSeq, Lexer, LineCounter, parseDocument, type Node, type Scalar } from 'yaml';
@@ -74,9 +75,9 @@ export function keyPath(path: Seg[]): string {
   return out;
 }
 
-// ---- ajv: one validator as written, one that fills defaults (ajv.ts) ----
+// ---- ajv: the validator (ajv.ts); defaults are filled from the schema (defaults.ts) ----
 
-const checker = () => configValidator('check');
+const checker = () => configValidator();
 
 // ---- the YAML side ----
 
@@ -650,8 +651,9 @@ function normalise(c: any): KilnConfigInput {
 /** Fills every default into a (merged) input config. The input must be valid. */
 export function applyDefaults(input: KilnConfigInput): KilnConfig {
   const c = structuredClone(input) as any;
-  const fill = configValidator('defaults');
-  if (!fill(c)) throw new Error(`applyDefaults: invalid config: ${fill.errors?.[0]?.instancePath} ${fill.errors?.[0]?.message}`);
+  fillDefaults(CONFIG_SCHEMA, c);
+  const check = checker();
+  if (!check(c)) throw new Error(`applyDefaults: invalid config: ${check.errors?.[0]?.instancePath} ${check.errors?.[0]?.message}`);
   return normalise(c) as KilnConfig;
 }
 

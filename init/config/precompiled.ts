@@ -4,4 +4,4 @@
 // carries no schema compiler and spends no boot time compiling.
 import type { ValidateFunction } from 'ajv';
 
-export const PRECOMPILED: { check?: ValidateFunction; defaults?: ValidateFunction } = {};
+export const PRECOMPILED: { check?: ValidateFunction } = {};

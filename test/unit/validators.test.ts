@@ -14,6 +14,7 @@ import { parse } from 'yaml';
 import { CLI_ENTRY, INIT_ENTRY, precompiledValidators } from '../../builder/bundle.ts';
 import { MANIFEST_AJV_OPTIONS, MANIFEST_JSON_SCHEMA, ROOT_JSON_SCHEMA, makeTrustRoot } from '../../channels/manifest.ts';
 import { configAjv } from '../../init/config/ajv.ts';
+import { fillDefaults } from '../../init/config/defaults.ts';
 import { childSchema, CONFIG_SCHEMA, type SchemaNode } from '../../init/config/schema.ts';
 import { generateKeyPairSync } from 'node:crypto';
 
@@ -92,10 +93,40 @@ test('the compiled config validators agree with the runtime ones on every key an
   ];
   for (const path of schemaPaths(CONFIG_SCHEMA)) for (const c of CANDIDATES) configs.push(setAt(path, c));
   const check = same('check', compiled.config.check, configAjv(false).compile(CONFIG_SCHEMA), configs);
-  const defaults = same('defaults', compiled.config.defaults, configAjv(true).compile(CONFIG_SCHEMA), configs);
   // Both verdicts were exercised, many times.
   assert.ok(check.valid > 100 && check.invalid > 1000, JSON.stringify(check));
-  assert.equal(defaults, check);
+});
+
+test("fillDefaults gives what ajv's useDefaults gives, key order included, on every key and value kind", () => {
+  const configs: unknown[] = [{}, parse(readFileSync(join(REPO, 'test/fixtures/ec2-config.yaml'), 'utf8')),
+    parse('users: [default, {name: bob}]\nwrite_files: [{path: /etc/motd}]\nkiln:\n  network: {interfaces: {eth0: {addresses: [10.0.0.2/24]}}}\n  k3s: {}\n')];
+  for (const path of schemaPaths(CONFIG_SCHEMA)) for (const c of [...CANDIDATES, {}]) configs.push(setAt(path, c));
+  const ajvFill = configAjv(true).compile(CONFIG_SCHEMA);
+  let compared = 0;
+  for (const value of configs) {
+    const byAjv = structuredClone(value);
+    if (!ajvFill(byAjv)) continue; // defaults are filled only into valid configs
+    const ours = structuredClone(value);
+    fillDefaults(CONFIG_SCHEMA, ours);
+    assert.is(JSON.stringify(ours), JSON.stringify(byAjv), JSON.stringify(value));
+    compared++;
+  }
+  assert.ok(compared > 100, `${compared} valid configs compared`);
+});
+
+test('the config schema keeps to what fillDefaults reads: no keyword that would hide or condition a default', () => {
+  const FILLS = new Set(['properties', 'additionalProperties', 'items', 'default']);
+  const IGNORED = new Set(['$schema', '$id', 'title', 'required', 'type', 'description', 'pattern', 'format', 'minimum', 'maximum', 'minLength', 'maxLength', 'minItems', 'maxItems', 'maxProperties',
+    'enum', 'const', 'propertyNames', 'uniqueItems', 'x-aliases', 'x-warn-aliases', 'x-merge', 'x-merge-key', 'x-hint', 'x-string', 'examples', 'deprecated']);
+  const unknown = new Set<string>();
+  const walk = (n: SchemaNode) => {
+    for (const k of Object.keys(n)) if (!FILLS.has(k) && !IGNORED.has(k)) unknown.add(k);
+    for (const s of Object.values(n.properties ?? {})) walk(s as SchemaNode);
+    if (typeof n.additionalProperties === 'object') walk(n.additionalProperties);
+    if (typeof n.items === 'object' && !Array.isArray(n.items)) walk(n.items);
+  };
+  walk(CONFIG_SCHEMA);
+  assert.equal([...unknown], [], 'a keyword here may change where ajv applies defaults: teach init/config/defaults.ts about it, or list it as ignored');
 });
 
 test('the compiled manifest and trust root validators agree with the runtime ones', () => {
