@@ -103,21 +103,28 @@ test('stage 1 carries the coldplug modules and a modules.alias its busybox modpr
   assert.match(out, /libata\.ko/, 'with its dependencies from modules.dep');
 });
 
-test("stage 1's coldplug passes each new modalias under /sys/devices to modprobe once, and nothing without a table", async () => {
-  if (process.getuid?.() !== 0) return;
+/**
+ * A chroot with the real busybox and one function of stage 1's script, whose modprobe call is
+ * swapped for a spy that records its arguments, one per line, then `--` (busybox sh runs its
+ * own applets before PATH, so the spy is named by path; the modprobe applet's matching is
+ * tested above). `call` is the modprobe call as the script writes it.
+ */
+async function stage1Function(name: string, call: string, applets: string[]): Promise<{ dir: string; fn: string }> {
   const busybox = join(await unpackedDeb(lock.packages.find((p) => p.package === 'busybox-static')!, cache), 'bin/busybox');
-  const script = readFileSync(STAGE1_INIT, 'utf8');
-  // busybox sh runs its own applets before PATH, so the spy is named by path (the modprobe
-  // applet's matching is the test above).
-  const fn = /\ncoldplug\(\) \{\n[\s\S]*?\n\}\n/.exec(script)![0].replace('xargs -0 modprobe -qa', 'xargs -0 /bin/spy -qa');
-  assert.ok(fn.includes('/bin/spy'));
-  const dir = mkdtempSync(join(tmpdir(), 'kiln-stage1-cp-'));
-  mkdirSync(join(dir, 'bin')); mkdirSync(join(dir, 'tmp')); mkdirSync(join(dir, 'dev'));
+  const fn = new RegExp(`\\n${name}\\(\\) \\{\\n[\\s\\S]*?\\n\\}\\n`).exec(readFileSync(STAGE1_INIT, 'utf8'))![0].replace(call, call.replace('modprobe', '/bin/spy'));
+  assert.ok(fn.includes('/bin/spy'), `${name} calls ${call}`);
+  const dir = mkdtempSync(join(tmpdir(), `kiln-stage1-${name}-`));
+  for (const d of ['bin', 'tmp', 'dev']) mkdirSync(join(dir, d));
   execFileSync('mknod', ['-m', '666', join(dir, 'dev/null'), 'c', '1', '3']);
   writeFileSync(join(dir, 'bin/busybox'), readFileSync(busybox), { mode: 0o755 });
-  for (const a of ['sh', 'find', 'xargs', 'cat', 'sort', 'uniq', 'tr', 'uname']) symlinkSync('busybox', join(dir, 'bin', a));
-  // Records modprobe's arguments, one per line.
+  for (const a of ['sh', 'cat', ...applets]) symlinkSync('busybox', join(dir, 'bin', a));
   writeFileSync(join(dir, 'bin/spy'), '#!/bin/sh\nfor a in "$@"; do echo "$a" >> /tmp/calls; done\necho -- >> /tmp/calls\n', { mode: 0o755 });
+  return { dir, fn };
+}
+
+test("stage 1's coldplug passes each new modalias under /sys/devices to modprobe once, and nothing without a table", async () => {
+  if (process.getuid?.() !== 0) return;
+  const { dir, fn } = await stage1Function('coldplug', 'xargs -0 modprobe -qa', ['find', 'xargs', 'sort', 'uniq', 'tr', 'uname']);
   const dev = (rel: string, v: string) => { mkdirSync(join(dir, 'sys/devices', rel), { recursive: true }); writeFileSync(join(dir, 'sys/devices', rel, 'modalias'), v + '\n'); };
   dev('pci0000:00/0000:00:1f.2', devices[1]![1]);
   dev('pci0000:00/0000:00:1d.0', devices[3]![1]);
@@ -143,20 +150,13 @@ test("stage 1 carries the CPU's SHA-256 and CRC32C modules the kernel ships, wit
 
 test("stage 1 loads a CPU module only where /proc/cpuinfo shows its flag (x86 flags, arm64 Features)", async () => {
   if (process.getuid?.() !== 0) return;
-  const busybox = join(await unpackedDeb(lock.packages.find((p) => p.package === 'busybox-static')!, cache), 'bin/busybox');
-  const script = readFileSync(STAGE1_INIT, 'utf8');
-  const fn = /\ncpu_modules\(\) \{\n[\s\S]*?\n\}\n/.exec(script)![0].replace('modprobe -q', '/bin/spy -q');
-  assert.ok(fn.includes('/bin/spy'));
-  const dir = mkdtempSync(join(tmpdir(), 'kiln-stage1-cpu-'));
-  for (const d of ['bin', 'tmp', 'dev', 'proc', 'etc/kiln']) mkdirSync(join(dir, d), { recursive: true });
-  execFileSync('mknod', ['-m', '666', join(dir, 'dev/null'), 'c', '1', '3']);
-  writeFileSync(join(dir, 'bin/busybox'), readFileSync(busybox), { mode: 0o755 });
-  for (const a of ['sh', 'grep', 'cut', 'tr', 'cat']) symlinkSync('busybox', join(dir, 'bin', a));
-  writeFileSync(join(dir, 'bin/spy'), '#!/bin/sh\necho "$2" >> /tmp/calls\n', { mode: 0o755 });
+  const { dir, fn } = await stage1Function('cpu_modules', 'modprobe -q', ['grep', 'cut', 'tr']);
+  for (const d of ['proc', 'etc/kiln']) mkdirSync(join(dir, d), { recursive: true });
   const run = (cpuinfo: string, list: string) => {
     writeFileSync(join(dir, 'proc/cpuinfo'), cpuinfo);
     writeFileSync(join(dir, 'etc/kiln/stage1-cpu-modules'), list);
-    return execFileSync('chroot', [dir, '/bin/sh', '-c', `export PATH=/bin; : > /tmp/calls\n${fn}\ncpu_modules; cat /tmp/calls`]).toString().trim().split('\n').filter(Boolean);
+    // The module each modprobe call named (its arguments are -q and the name).
+    return execFileSync('chroot', [dir, '/bin/sh', '-c', `export PATH=/bin; : > /tmp/calls\n${fn}\ncpu_modules; cat /tmp/calls`]).toString().split('\n').filter((a) => a && a !== '-q' && a !== '--');
   };
   const x86 = (flags: string) => `processor\t: 0\nflags\t\t: fpu sse2 ${flags}\nbugs\t\t: spectre_v1\n\nprocessor\t: 1\nflags\t\t: fpu sse2 ssse3 sse4_2\n`;
   const x86List = ARCH.x86_64.cpuModules.map((c) => `${c.module} ${c.flag}\n`).join('');
