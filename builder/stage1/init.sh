@@ -114,14 +114,14 @@ specdev() {
       echo "$found";;
   esac
 }
-# dm-verity: kiln.verity=sha256:<data blocks>:<salt>:<root hash> from the UKI's command line
-# (signed with it under Secure Boot), else /etc/kiln/verity in this initramfs (the Pi's slot
-# boot files). The tree follows the data after one superblock block. A bad block reboots
-# (restart_on_corruption), so the tries counter moves on to the other slot.
 # The driver the kernel picks for a hash: the highest priority one registered for its name.
 hashdriver() {
   awk -v want="$1" '$1 == "name" { n = $3 } $1 == "driver" { d = $3 } $1 == "priority" && n == want && $3 > p { p = $3; best = d } END { print best ? best : "?" }' /proc/crypto
 }
+# dm-verity: kiln.verity=sha256:<data blocks>:<salt>:<root hash> from the UKI's command line
+# (signed with it under Secure Boot), else /etc/kiln/verity in this initramfs (the Pi's slot
+# boot files). The tree follows the data after one superblock block. A bad block reboots
+# (restart_on_corruption), so the tries counter moves on to the other slot.
 VERITY=$(arg kiln.verity); [ -n "$VERITY" ] || VERITY=$(cat /etc/kiln/verity 2>/dev/null)
 VERIFIED=""
 verity_open() { # $1: device name without /dev/; mounts the verified root on /newroot
