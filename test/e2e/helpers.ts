@@ -1,7 +1,7 @@
 // Pieces the end-to-end tests share: a NoCloud CIDATA volume, a stand-in for GitHub's
 // key service on loopback, an SSH client, free ports.
 import { execFileSync } from 'node:child_process';
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { createServer as netServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -103,9 +103,21 @@ export async function staticServer(dir: string, o: { bytesPerSecond?: number; ra
   return { server, port: (server.address() as any).port, hits, sent: () => sent, sentFor };
 }
 
+const temps: string[] = [];
+/**
+ * A folder under the system's temp folder, removed when the test process exits: disk copies
+ * are hundreds of MiB each, and a machine that runs the suite again and again must not fill up.
+ */
+export function tempDir(prefix: string): string {
+  if (!temps.length) process.on('exit', () => { for (const d of temps) rmSync(d, { recursive: true, force: true }); });
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  temps.push(d);
+  return d;
+}
+
 /** A sparse, empty raw disk of `mib` MiB (an installer's target). */
 export function blankDisk(mib: number): string {
-  const f = join(mkdtempSync(join(tmpdir(), 'kiln-disk-')), 'disk.raw');
+  const f = join(tempDir('kiln-disk-'), 'disk.raw');
   const fd = openSync(f, 'w');
   ftruncateSync(fd, mib * 1048576);
   closeSync(fd);

@@ -1,7 +1,6 @@
 // Shared test images: built once per run (the builder's build key makes a repeat call a
 // no-op), then copied per test so each boot starts from a pristine disk.
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { $ } from 'zx';
 import { hostArch, type Arch } from '../../builder/arch.ts';
@@ -11,6 +10,7 @@ import { Cache } from '../../builder/cache.ts';
 import { readLock } from '../../builder/lock.ts';
 import { loadProfile, METAL_PROFILE } from '../../builder/profile.ts';
 import { kernelFromLock } from '../../builder/rootfs.ts';
+import { tempDir } from './helpers.ts';
 import { updateKeys } from './update-fixture.ts';
 
 export const TEST_VERSION = '0.0.1-test';
@@ -58,8 +58,7 @@ export async function testMetalIso(arch: Arch) {
 
 /** A private sparse copy of an image, so a test can write to it. */
 export async function scratchCopy(image: string, name = 'disk.raw'): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), 'kiln-e2e-'));
-  const dest = join(dir, name);
+  const dest = join(tempDir('kiln-e2e-'), name);
   await $({ quiet: true })`cp --sparse=always ${image} ${dest}`;
   return dest;
 }

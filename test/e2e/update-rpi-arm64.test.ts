@@ -8,19 +8,19 @@
 // What QEMU cannot show is in rpi-arm64.test.ts's header (firmware, Pi 4, power loss).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { $ } from 'zx';
 import { readMbr } from '../../init/disk/mbr.ts';
 import { decodeUbootEnv } from '../../init/bootctl/ubootenv.ts';
 import { bootFile, bootList, PiVm } from './pi-vm.ts';
+import { tempDir } from './helpers.ts';
 import { scratchCopy, testRpiImage, TEST_VERSION } from './image.ts';
 import { followUserData, publishStable, readyRe } from './update-fixture.ts';
 
 const PI_BOOT_TIMEOUT = 480_000;
 const V2 = '0.0.2-test';
-const tmp = mkdtempSync(join(tmpdir(), 'kiln-rpi-update-'));
+const tmp = tempDir('kiln-rpi-update-');
 const ready = (v: string, slot: string) => readyRe(v, slot, 'arm64');
 const MiB = 1048576;
 
