@@ -46,10 +46,13 @@ export function median(xs: number[]): number | undefined {
 }
 
 /** The floor's line (builder/stage1/init.sh, kiln.floor=): seconds from the kernel's start, and Node's RSS. */
-/** `kernel`: the kernel with a one-line initramfs of its own (no stage 1), the memory floor. */
-export interface FloorLine { kind: 'sh' | 'node' | 'kernel'; readyS: number; rssMiB?: number; anonMiB?: number; fileMiB?: number; heapLimitMiB?: number }
+/**
+ * `kernel`: the kernel with a one-line initramfs of its own (no stage 1), the memory floor;
+ * `modules`: the node floor after loading the image's module lists.
+ */
+export interface FloorLine { kind: 'sh' | 'node' | 'modules' | 'kernel'; readyS: number; rssMiB?: number; anonMiB?: number; fileMiB?: number; heapLimitMiB?: number }
 export function floorLine(line: string): FloorLine | undefined {
-  const m = /kiln-floor: (sh|node|kernel) ready ([\d.]+) s after the kernel/.exec(line);
+  const m = /kiln-floor: (sh|node|modules|kernel) ready ([\d.]+) s after the kernel/.exec(line);
   if (!m) return undefined;
   const heap = /\bheap limit ([\d.]+) MiB/.exec(line)?.[1];
   return { kind: m[1] as FloorLine['kind'], readyS: Number(m[2]), ...rssParts(line), ...(heap ? { heapLimitMiB: Number(heap) } : {}) };

@@ -249,12 +249,16 @@ mount --move /proc /newroot/proc
 # kubelet's mount propagation needs / shared; the mounts made under it later are shared too.
 mount --make-rshared /newroot 2>/dev/null
 export KILN_SLOT=$SLOT KILN_VERITY=$VERIFIED
-# kiln.floor=sh|node (npm run bench only): hand over to a program that prints one line and idles
-# instead of init, so the bench measures what the kernel, stage 1 and Node cost on their own.
-# A fixed choice, not a path: the command line cannot name a program to run as PID 1's child.
+# kiln.floor=sh|node|modules (npm run bench only): hand over to a program that prints one line
+# and idles instead of init, so the bench measures what the kernel, stage 1 and Node cost on
+# their own; `modules` first loads the image's module lists as init does (the kernel's share
+# of boot's work, which no init can skip), then runs the node floor. A fixed choice, not a
+# path: the command line cannot name a program to run as PID 1's child.
+NODE_FLOOR='const u = require("fs").readFileSync("/proc/uptime", "utf8").split(" ")[0]; console.log(`kiln-floor: ${process.env.KILN_FLOOR} ready ${u} s after the kernel; init started ${(u - process.uptime()).toFixed(2)} s after the kernel; rss ${(process.memoryUsage().rss / 1048576).toFixed(1)} MiB (${require("fs").readFileSync("/proc/self/status", "utf8").split("\n").filter((l) => /^Rss(Anon|File):/.test(l)).map((l) => `${l.slice(3, 7).toLowerCase()} ${(parseInt(l.split(/\s+/)[1]) / 1024).toFixed(1)}`).join(", ")}); heap limit ${(require("v8").getHeapStatistics().heap_size_limit / 1048576).toFixed(0)} MiB`); setInterval(() => {}, 1 << 30)'
 case "$FLOOR" in
   sh) exec switch_root /newroot /usr/bin/tini -- /bin/sh -c 'echo "kiln-floor: sh ready $(cut -d" " -f1 /proc/uptime) s after the kernel" > /dev/console; exec sleep 2147483647';;
-  node) exec switch_root /newroot /usr/bin/tini -- /usr/bin/node -e 'const u = require("fs").readFileSync("/proc/uptime", "utf8").split(" ")[0]; console.log(`kiln-floor: node ready ${u} s after the kernel; init started ${(u - process.uptime()).toFixed(2)} s after the kernel; rss ${(process.memoryUsage().rss / 1048576).toFixed(1)} MiB (${require("fs").readFileSync("/proc/self/status", "utf8").split("\n").filter((l) => /^Rss(Anon|File):/.test(l)).map((l) => `${l.slice(3, 7).toLowerCase()} ${(parseInt(l.split(/\s+/)[1]) / 1024).toFixed(1)}`).join(", ")}); heap limit ${(require("v8").getHeapStatistics().heap_size_limit / 1048576).toFixed(0)} MiB`); setInterval(() => {}, 1 << 30)';;
+  node) KILN_FLOOR=node exec switch_root /newroot /usr/bin/tini -- /usr/bin/node -e "$NODE_FLOOR";;
+  modules) KILN_FLOOR=modules exec switch_root /newroot /usr/bin/tini -- /bin/sh -c 'modprobe -a $(cat /usr/lib/kiln/modules-load /usr/lib/kiln/modules-load-k3s 2>/dev/null) 2>/dev/null; exec /usr/bin/node -e "$1"' kiln-floor "$NODE_FLOOR";;
 esac
 # Tier up to V8's optimising compilers ten times later than by default, and skip its baseline
 # compiler (Sparkplug): boot's code runs a few times and is done, so compiling it again only

@@ -40,16 +40,20 @@ test('the goal table lines up its columns', () => {
   assert.is(median([]), undefined);
 });
 
-test("the node floor's line from stage 1 gives its time and RSS", () => {
-  // The very program stage 1 runs for kiln.floor=node, run here (it idles after its line).
+test("the node floors' line from stage 1 gives their time and RSS", () => {
+  // The very program stage 1 runs for kiln.floor=node and kiln.floor=modules, run here (it
+  // idles after its line).
   const sh = readFileSync(new URL('../../builder/stage1/init.sh', import.meta.url), 'utf8');
-  const js = /node\) exec switch_root \/newroot \/usr\/bin\/tini -- \/usr\/bin\/node -e '([^']*)'/.exec(sh)?.[1];
-  assert.ok(js, 'stage 1 has a kiln.floor=node branch');
-  const out = spawnSync(process.execPath, ['-e', js!], { encoding: 'utf8', timeout: 2000 }).stdout;
-  const f = floorLine(out);
-  assert.ok(f && f.kind === 'node' && f.readyS > 0 && f.rssMiB! > 5 && f.rssMiB! < 500 && f.heapLimitMiB! > 8, out);
-  // The split adds up to the RSS it splits (to the rounding of three figures).
-  assert.ok(Math.abs(f!.anonMiB! + f!.fileMiB! - f!.rssMiB!) < 0.5 && f!.anonMiB! > 1 && f!.fileMiB! > 1, out);
+  const js = /^NODE_FLOOR='([^']*)'$/m.exec(sh)?.[1];
+  assert.ok(js, 'stage 1 has the node floor program');
+  for (const kind of ['node', 'modules'] as const) {
+    assert.match(sh, new RegExp(`^  ${kind}\\) KILN_FLOOR=${kind} exec switch_root .*"\\$NODE_FLOOR"`, 'm'));
+    const out = spawnSync(process.execPath, ['-e', js!], { encoding: 'utf8', timeout: 2000, env: { ...process.env, KILN_FLOOR: kind } }).stdout;
+    const f = floorLine(out);
+    assert.ok(f && f.kind === kind && f.readyS > 0 && f.rssMiB! > 5 && f.rssMiB! < 500 && f.heapLimitMiB! > 8, out);
+    // The split adds up to the RSS it splits (to the rounding of three figures).
+    assert.ok(Math.abs(f!.anonMiB! + f!.fileMiB! - f!.rssMiB!) < 0.5 && f!.anonMiB! > 1 && f!.fileMiB! > 1, out);
+  }
   assert.equal(floorLine('kiln-floor: sh ready 1.93 s after the kernel\r'), { kind: 'sh', readyS: 1.93 });
   assert.equal(floorLine('kiln-floor: kernel ready 2.61 s after the kernel\r'), { kind: 'kernel', readyS: 2.61 });
   assert.is(floorLine('kiln: ready version=1'), undefined);
