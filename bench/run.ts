@@ -107,10 +107,10 @@ async function boot(memMiB: number, timeoutMs = 300_000 * SLOW, extraDrives: str
     const timings = ready ? await vm.waitFor(/kiln: timings: (.*)\r?\n/, 30_000).then((m) => m[1], () => undefined) : undefined;
     const tasks = timings ? await vm.waitFor(/kiln: (task times .*)\r?\n/, 10_000).then((m) => m[1], () => undefined) : undefined;
     const cpu = tasks ? await vm.waitFor(/kiln: (cpu at ready .*)\r?\n/, 10_000).then((m) => m[1], () => undefined) : undefined;
-    return { first, ready, accel: vm.accel, timings, tasks, cpu, again: again && timings ? await bootAgain(vm, disk, memMiB, timeoutMs) : undefined };
+    return { first, ready, accel: vm.accel, timings, tasks, cpu, again: again && timings ? await bootAgain(vm, disk, memMiB, timeoutMs).catch(() => undefined) : undefined };
   } catch { return { accel: vm.accel }; } finally { await vm.kill(); rmSync(join(disk, '..'), { recursive: true, force: true }); }
 }
-/** The power button on a booted machine, then its disk's next boot: the timings line, if it gets there. */
+/** The power button on a booted machine, then its disk's next boot: the timings line (a failure here loses nothing of the first boot's). */
 async function bootAgain(vm: Vm, disk: string, memMiB: number, timeoutMs: number): Promise<string | undefined> {
   await vm.qmp('system_powerdown');
   if (!(await vm.exited(120_000 * SLOW))) return undefined;
