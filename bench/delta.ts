@@ -118,7 +118,7 @@ export async function deltaTable(o: DeltaOptions): Promise<DeltaRow[]> {
   };
   const a = o.v1Root, b = o.v2Root;
   if (a && b && (!o.only || 'version'.includes(o.only))) {
-    for (const p of paramSets) row('version bump only (real builds)', '1M (built)', p, await measure(a, b, p));
+    for (const p of paramSets) row('version bump only (real builds)', `${SQUASHFS_BLOCK} (built)`, p, await measure(a, b, p));
     // Builds from before roots carried their dm-verity tree: add it, as a release has it now.
     const squashEnd = (f: string) => { const h = Buffer.alloc(48); const fd = openSync(f, 'r'); readSync(fd, h, 0, 48, 0); closeSync(fd); return Math.ceil(Number(h.readBigUInt64LE(40)) / 4096) * 4096; };
     if (statSync(a).size <= squashEnd(a)) {
@@ -127,7 +127,7 @@ export async function deltaTable(o: DeltaOptions): Promise<DeltaRow[]> {
         const va = join(tmp, 'a'), vb = join(tmp, 'b');
         copyFileSync(a, va); copyFileSync(b, vb);
         await appendVerity(va); await appendVerity(vb);
-        for (const p of paramSets) row('version bump, verity tree appended', '1M (built)', p, await measure(va, vb, p));
+        for (const p of paramSets) row('version bump, verity tree appended', `${SQUASHFS_BLOCK} (built)`, p, await measure(va, vb, p));
       } finally { rmSync(tmp, { recursive: true, force: true }); }
     }
   } else if (!a || !b) print('(version bump: no two builds to compare)');

@@ -6,7 +6,7 @@ import { stableGuid } from '../init/disk/gpt.ts';
 import { tool } from './tools.ts';
 
 /** squashfs block size: see channels/README.md ("A build that suits deltas") for the measurement behind it. */
-export const SQUASHFS_BLOCK = '1M';
+export const SQUASHFS_BLOCK = '256K';
 
 export async function buildRootImage(dir: string, out: string, fs: 'squashfs' | 'erofs', sde: number, seed: string, opts: { block?: string } = {}): Promise<string> {
   rmSync(out, { force: true });
