@@ -1,7 +1,7 @@
 // Shutdown: triggered by the ACPI power button, by signals (busybox `poweroff` sends
 // SIGUSR2, `halt` SIGUSR1, `reboot` SIGTERM to PID 1, which forwards them to init;
 // Ctrl-Alt-Del arrives as SIGINT), or by init itself (an update, a failed health check).
-import { close, open, read as readFd, readdirSync } from 'node:fs';
+import { close, constants, open, read as readFd, readdirSync } from 'node:fs';
 import { run } from './exec.ts';
 import { debug, disableFileLog, say } from './log.ts';
 import { isMounted, read, sync, zombies } from './system.ts';
@@ -22,17 +22,27 @@ export function hasPowerKeyPress(buf: Buffer): boolean {
 }
 
 /**
+ * How long an input device with nothing to read waits before it is read again. Its reads do not
+ * block: a blocking read holds one of libuv's four worker threads until the kernel has an event,
+ * and a machine with a power button and a few keyboards would hold them all, leaving none for
+ * init's file system calls.
+ */
+const EVENT_POLL_MS = 250;
+
+/**
  * Reads evdev records from `path` for as long as it stays open. A plain read loop on node:fs's
  * callbacks: a read stream would load Node's fs streams, promises and readline on the way to
- * ready. Each read waits in one of libuv's worker threads until the kernel has an event.
+ * ready. Node cannot wait on a character device's readiness, so an empty device is read again
+ * every `pollMs`; a press is seen within that.
  */
-export function readEvents(path: string, onPress: () => void, fail: (message: string) => void): void {
-  open(path, 'r', (err, fd) => {
+export function readEvents(path: string, onPress: () => void, fail: (message: string) => void, pollMs = EVENT_POLL_MS): void {
+  open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY, (err, fd) => {
     if (err) { fail(err.message); return; }
     const buf = Buffer.alloc(EVENT_SIZE * 16);
     let have = 0;
     const stop = (why: string) => { close(fd, () => { /* nothing left to read */ }); fail(why); };
     const next = () => readFd(fd, buf, have, buf.length - have, null, (e, n) => {
+      if (e && (e.code === 'EAGAIN' || e.code === 'EWOULDBLOCK')) { setTimeout(next, pollMs); return; }
       if (e) { stop(e.message); return; }
       if (n === 0) { stop('end of file'); return; }
       have += n;

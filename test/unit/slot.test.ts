@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { blessRename, cmdlineArg, parseEntry, slotFromCmdline } from '../../init/slot.ts';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFile, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hasPowerKeyPress, readEvents } from '../../init/power.ts';
@@ -39,11 +39,11 @@ test('evdev records: a power key press is recognised, release and other keys are
 test('the event reader: records split across reads, a press once, the end of the device', async () => {
   // A time stamp in every record, as the kernel writes: a reader that loses its place reads it as type and code.
   const ev = (type: number, code: number, value: number) => { const b = Buffer.alloc(24, 0x74); b.writeUInt16LE(type, 16); b.writeUInt16LE(code, 18); b.writeInt32LE(value, 20); return b; };
-  // A FIFO stands in for /dev/input/eventN: reads wait for data as they do on the device.
+  // A FIFO stands in for /dev/input/eventN: an empty one has nothing to read, as the device.
   const fifo = join(mkdtempSync(join(tmpdir(), 'kiln-evdev-')), 'event0');
   execFileSync('mkfifo', [fifo]);
   let presses = 0;
-  const ended = new Promise<string>((resolve) => readEvents(fifo, () => { presses++; }, resolve));
+  const ended = new Promise<string>((resolve) => readEvents(fifo, () => { presses++; }, resolve, 5));
   const w = openSync(fifo, 'w');
   const tick = () => new Promise((r) => setTimeout(r, 50));
   const stream = Buffer.concat([ev(1, 30, 1), ev(0, 0, 0), ev(1, 116, 1), ev(0, 0, 0), ev(1, 116, 0)]);
@@ -57,6 +57,26 @@ test('the event reader: records split across reads, a press once, the end of the
   assert.is(presses, 2, 'and the next one');
   closeSync(w);
   assert.is(await ended, 'end of file');
+});
+
+test('the event reader: idle devices hold none of libuv\'s worker threads', async () => {
+  // Six waiting devices, more than libuv's four threads: a blocking read on each would hold all
+  // four, and the file read below would never end.
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-evdev-'));
+  const ends: Promise<string>[] = [], writers: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    const fifo = join(dir, `event${i}`);
+    execFileSync('mkfifo', [fifo]);
+    ends.push(new Promise<string>((resolve) => readEvents(fifo, () => {}, resolve, 5)));
+    writers.push(openSync(fifo, 'w'));
+  }
+  await new Promise((r) => setTimeout(r, 50));
+  writeFileSync(join(dir, 'file'), 'x');
+  const read = new Promise<string>((resolve) => readFile(join(dir, 'file'), 'utf8', (e, s) => resolve(e ? e.message : `read ${s}`)));
+  const verdict = await Promise.race([read, new Promise<string>((r) => setTimeout(() => r('stuck'), 3000))]);
+  assert.is(verdict, 'read x', 'a file read ends while six devices wait');
+  for (const w of writers) closeSync(w);
+  assert.equal(await Promise.all(ends), Array(6).fill('end of file'));
 });
 
 test('the event reader: a device that cannot be opened is reported, not thrown', async () => {
