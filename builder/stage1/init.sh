@@ -19,7 +19,9 @@ fail() {
 arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1="*) echo "${w#*=}"; return;; esac; done; }
 
 say "started, kernel $(uname -r)"
-for m in $(cat /etc/kiln/stage1-modules); do modprobe "$m" 2>/dev/null || say "module $m failed"; done
+# One modprobe for the list (each is a fork and a read of modules.dep); one by one only to name a failure.
+MODS=$(cat /etc/kiln/stage1-modules)
+modprobe -a $MODS 2>/dev/null || for m in $MODS; do modprobe "$m" 2>/dev/null || say "module $m failed"; done
 # The CPU's own SHA-256 and CRC32C, before dm-verity and ext4 pick an implementation: each module
 # whose instructions /proc/cpuinfo lists ("module flag" lines). Without them the kernel's C code does it.
 cpu_modules() {
@@ -61,13 +63,21 @@ SLOT=${SLOT:-a}
 say "slot $SLOT${ENTRY:+ (boot entry $ENTRY)}"
 
 # Block devices appear asynchronously after the drivers load.
+# A block device's PARTNAME and DEVNAME (into U_PART, U_DEV), read by the shell itself: these
+# run for every device on every turn of the waits below, where a grep and a sed each are forks.
+uevent() {
+  U_PART=""; U_DEV=""; [ -r "$1" ] || return 0
+  while IFS='=' read -r k v || [ -n "$k" ]; do
+    case "$k" in PARTNAME) U_PART=$v;; DEVNAME) U_DEV=$v;; esac
+  done < "$1"
+}
 # A partition labelled $1: on BOOTDISK when known, else the only one; '!' when two disks have it
 # (a copy of this disk, or one made to look like it, must never supply the root).
 partdev() {
   found=""
   for u in /sys/class/block/*/uevent; do
-    grep -qx "PARTNAME=$1" "$u" || continue
-    p=$(sed -n 's/^DEVNAME=//p' "$u")
+    uevent "$u"; [ "$U_PART" = "$1" ] || continue
+    p=$U_DEV
     if [ -n "$BOOTDISK" ]; then [ -e "/sys/block/$BOOTDISK/$p" ] && { echo "$p"; return; }
     elif [ -n "$found" ]; then echo '!'; return
     else found=$p; fi
@@ -85,8 +95,8 @@ partuuid() {
 espdisk() {
   found=""
   for u in /sys/class/block/*/uevent; do
-    grep -qx "PARTNAME=esp" "$u" || continue
-    p=$(sed -n 's/^DEVNAME=//p' "$u")
+    uevent "$u"; [ "$U_PART" = esp ] || continue
+    p=$U_DEV
     [ "$(partuuid "$p")" = "$ESPUUID" ] || continue
     [ -n "$found" ] && { echo '!'; return; }
     found=$(basename "$(readlink -f "/sys/class/block/$p/..")")
@@ -260,9 +270,9 @@ case "$FLOOR" in
   node) KILN_FLOOR=node exec switch_root /newroot /usr/bin/tini -- /usr/bin/node -e "$NODE_FLOOR";;
   modules) KILN_FLOOR=modules exec switch_root /newroot /usr/bin/tini -- /bin/sh -c 'modprobe -a $(cat /usr/lib/kiln/modules-load /usr/lib/kiln/modules-load-k3s 2>/dev/null) 2>/dev/null; exec /usr/bin/node -e "$1"' kiln-floor "$NODE_FLOOR";;
 esac
-# Tier up to V8's optimising compilers ten times later than by default, and skip its baseline
-# compiler (Sparkplug): boot's code runs a few times and is done, so compiling it again only
-# costs a one-CPU board time and touches the compilers' pages (about 6 MiB of RSS at ready);
-# loops that run long (the updater's chunking) still reach the optimising compilers within
+# Tier up to TurboFan ten times later than by default, and skip V8's baseline (Sparkplug) and
+# mid-tier (Maglev) compilers: boot's code runs a few times and is done, so compiling it again
+# only costs a one-CPU board time and touches the compilers' pages (Maglev alone was 2.2 MiB of
+# RSS at ready); loops that run long (the updater's chunking) still reach TurboFan within
 # milliseconds. Measured in docs/design.md (boot speed).
-exec switch_root /newroot /usr/bin/tini -- /usr/bin/node --no-sparkplug --invocation-count-for-turbofan=30000 --invocation-count-for-maglev=4000 /usr/lib/kiln/init.js
+exec switch_root /newroot /usr/bin/tini -- /usr/bin/node --no-sparkplug --invocation-count-for-turbofan=30000 --no-maglev /usr/lib/kiln/init.js

@@ -98,9 +98,9 @@ test('stage 1: its GPT GUID conversion agrees with init/disk/gpt.ts', () => {
 /** Runs stage 1's partition helpers in busybox sh against a fake /sys and /dev. */
 function stage1(s: ReturnType<typeof fakeSys>, call: string, env: Record<string, string> = {}): string {
   const script = readFileSync(join(import.meta.dirname, '../../builder/stage1/init.sh'), 'utf8');
-  const defs = script.slice(script.indexOf('partdev() {'), script.indexOf('# kiln.root= / kiln.data='))
+  const defs = script.slice(script.indexOf('uevent() {'), script.indexOf('# kiln.root= / kiln.data='))
     .replaceAll('/sys/', '$S/').replaceAll('"/dev/', '"$D/');
-  assert.ok(defs.includes('espdisk() {') && defs.includes('partuuid() {'), 'stage 1 defines partdev, partuuid, espdisk');
+  assert.ok(defs.includes('partdev() {') && defs.includes('espdisk() {') && defs.includes('partuuid() {'), 'stage 1 defines uevent, partdev, partuuid, espdisk');
   const r = spawnSync('busybox', ['sh', '-c', `${defs}\n${call}`], { env: { PATH: process.env.PATH, S: s.root, D: s.dev, BOOTDISK: '', ESPUUID: '', ...env }, encoding: 'utf8' });
   assert.is(r.status, 0, r.stderr);
   return r.stdout.trim();
