@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { blessRename, cmdlineArg, parseEntry, slotFromCmdline } from '../../init/slot.ts';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFile, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFile, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hasPowerKeyPress, readEvents } from '../../init/power.ts';
@@ -77,6 +77,7 @@ test('the event reader: idle devices hold none of libuv\'s worker threads', asyn
   assert.is(verdict, 'read x', 'a file read ends while six devices wait');
   for (const w of writers) closeSync(w);
   assert.equal(await Promise.all(ends), Array(6).fill('end of file'));
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test('the event reader: a device that cannot be opened is reported, not thrown', async () => {
