@@ -11,7 +11,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Vm } from '../../builder/qemu.ts';
-import { blankDisk, cidataImage, gptNames } from './helpers.ts';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { join } from 'node:path';
+import { $ } from 'zx';
+import { readGpt } from '../../init/disk/gpt.ts';
+import { blankDisk, cidataImage, gptNames, tempDir } from './helpers.ts';
 import { BOOT_TIMEOUT, READY, TEST_VERSION, testMetalIso } from './image.ts';
 
 const MiB = 1024 * 1024;
@@ -45,7 +49,11 @@ test('metal x86_64: USB stick -> unattended install (device: auto) onto AHCI -> 
   assert.equal(gptNames(sata), ['esp', 'kiln-root-a', 'kiln-root-b', 'kiln-data']);
 
   // The SATA disk alone: stage 1 must load ahci by modalias to find its root, init e1000e.
-  const vm2 = await Vm.start({ arch: 'x86_64', disk: sata, virtioDisk: false, nic: 'e1000e', memMiB: 512, allowReboot: false, extraArgs: machine(sata) });
+  // Two USB keyboards behind xHCI: with the PS/2 keyboard and the ACPI button, four input devices
+  // that have a power key, each watched by init (a blocking read each would take all four of
+  // libuv's threads, and init's next file read would never end).
+  const keyboards = ['-device', 'qemu-xhci,id=kbdhc', '-device', 'usb-kbd,bus=kbdhc.0', '-device', 'usb-kbd,bus=kbdhc.0'];
+  const vm2 = await Vm.start({ arch: 'x86_64', disk: sata, virtioDisk: false, nic: 'e1000e', memMiB: 512, allowReboot: false, extraArgs: [...machine(sata), ...keyboards] });
   try {
     await vm2.waitFor(/kiln-stage1: root \/dev\/sd[a-z]\d+ verified by dm-verity \(root hash [0-9a-f]{16}\.\.\., sha256 by sha256-\w+\)/, BOOT_TIMEOUT);
     await vm2.waitFor(/kiln: coldplug: loading [^\n]*\be1000e\b/, BOOT_TIMEOUT);
@@ -54,7 +62,17 @@ test('metal x86_64: USB stick -> unattended install (device: auto) onto AHCI -> 
     assert.is(r[1], TEST_VERSION);
     assert.is(r[2], 'a');
     console.log(`# metal: installed SATA disk ready at ${vm2.elapsed().toFixed(1)} s`);
+    await vm2.qmp('system_powerdown');
+    assert.ok(await vm2.exited(120_000), `the power button should power the node off; last output:\n${vm2.output.slice(-2000)}`);
   } finally { await vm2.kill(); }
+  // Which input devices init watched (init.log on the data partition).
+  const dir = tempDir('kiln-metal-data-');
+  const part = readGpt((() => { const fd = openSync(sata, 'r'); const b = Buffer.alloc(MiB); readSync(fd, b, 0, MiB, 0); closeSync(fd); return b; })()).partitions[3]!;
+  await $({ quiet: true })`dd if=${sata} of=${join(dir, 'data.img')} bs=1M skip=${(part.firstLba * 512) / MiB} conv=sparse status=none`;
+  const log = (await $({ quiet: true })`debugfs -R ${'cat /overlay/var/upper/log/kiln/init.log'} ${join(dir, 'data.img')}`).stdout;
+  const watched = /power button: power button: ([^\n]*)/.exec(log)?.[1] ?? '';
+  console.log(`# metal: power keys watched: ${watched}`);
+  assert.ok(watched.split(', event').length >= 4, `init should watch four devices with a power key; init.log says: ${watched}`);
 });
 
 test('metal x86_64: SeaBIOS boots the USB stick -> unattended install (device: auto) onto NVMe -> the NVMe disk boots alone under OVMF', async () => {
