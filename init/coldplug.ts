@@ -77,6 +77,8 @@ export interface HotplugOptions {
   rescanForMs?: number;
   maxRestarts?: number;
   scan?: () => string[];
+  /** Told each burst of added devices' modaliases, after their modules are asked for. */
+  onAdded?: (modaliases: string[]) => void;
 }
 
 export const UEVENT_COMMAND: [string, string[]] = ['uevent', ['sh', '-c', '[ "$ACTION" = add ] && [ -n "$MODALIAS" ] && echo "$MODALIAS"; exit 0']];
@@ -97,7 +99,10 @@ export function startHotplug(cp: Coldplug, note: (msg: string) => void, o: Hotpl
   const queue = (a: string) => {
     pending.push(a);
     // Events come in bursts (a hub and its ports): one modprobe per burst.
-    flush ??= setTimeout(() => { flush = undefined; const batch = pending; pending = []; cp.handle(batch, 'hotplug').catch(() => {}); }, 200);
+    flush ??= setTimeout(() => {
+      flush = undefined; const batch = pending; pending = [];
+      cp.handle(batch, 'hotplug').catch(() => {}).finally(() => { try { o.onAdded?.(batch); } catch { /* never ends hotplug */ } });
+    }, 200);
   };
   const fallback = () => {
     note(`hotplug: uevent listener unavailable; rescanning /sys every ${rescanMs / 1000} s for ${Math.round((o.rescanForMs ?? 600_000) / 60000)} min`);

@@ -57,21 +57,38 @@ export function readEvents(path: string, onPress: () => void, fail: (message: st
   });
 }
 
-/** Watches every input device that has a power key (ACPI "Power Button", gpio-keys). */
-export function watchPowerButton(onPress: () => void): string[] {
+/** Input devices already watched, by event name, and what a press does once boot has said. */
+const watchedEvents = new Set<string>();
+let onPowerPress: (() => void) | undefined;
+
+/**
+ * Watches every input device that has a power key (the ACPI "Power Button", gpio-keys, most
+ * keyboards) and is not watched yet; returns the ones it took on. A device that goes away is
+ * dropped, so one plugged in again is watched again.
+ */
+export function watchPowerButton(onPress: () => void, sys = '/sys/class/input', dev = '/dev/input'): string[] {
+  onPowerPress = onPress;
   const watched: string[] = [];
   let entries: string[] = [];
-  try { entries = readdirSync('/sys/class/input').filter((e) => e.startsWith('event')); } catch { return watched; }
+  try { entries = readdirSync(sys).filter((e) => e.startsWith('event')); } catch { return watched; }
   for (const ev of entries) {
-    const name = read(`/sys/class/input/${ev}/device/name`).trim();
+    if (watchedEvents.has(`${dev}/${ev}`)) continue;
+    const name = read(`${sys}/${ev}/device/name`).trim();
     // capabilities/key is a hex bitmap, most significant word first; KEY_POWER is bit 116.
-    const words = read(`/sys/class/input/${ev}/device/capabilities/key`).trim().split(/\s+/).reverse();
-    const bits = BigInt(`0x${words[Math.floor(KEY_POWER / 64)] ?? '0'}`);
+    const words = read(`${sys}/${ev}/device/capabilities/key`).trim().split(/\s+/).reverse();
+    const word = words[Math.floor(KEY_POWER / 64)] ?? '0';
+    const bits = /^[0-9a-f]{1,16}$/i.test(word) ? BigInt(`0x${word}`) : 0n;
     if (!(bits & (1n << BigInt(KEY_POWER % 64)))) continue;
-    readEvents(`/dev/input/${ev}`, onPress, (m) => debug(`power button ${ev}: ${m}`));
+    watchedEvents.add(`${dev}/${ev}`);
+    readEvents(`${dev}/${ev}`, () => onPowerPress?.(), (m) => { watchedEvents.delete(`${dev}/${ev}`); debug(`power button ${ev}: ${m}`); });
     watched.push(`${ev} (${name})`);
   }
   return watched;
+}
+
+/** Input devices that arrived after boot's scan (hotplug), once boot has set what a press does. */
+export function watchNewPowerButtons(): string[] {
+  return onPowerPress ? watchPowerButton(onPowerPress) : [];
 }
 
 export interface ShutdownHooks { stopServices: () => Promise<void> }

@@ -14,9 +14,9 @@ import {
 import { migrateOldEtc, PERSISTENT_ETC, restoreEtcState, stateDir } from '../etcstate.ts';
 import { runOk } from '../exec.ts';
 import { growDataPartition } from '../grow.ts';
-import { enableFileLog, LOG_DIR, say } from '../log.ts';
+import { debug, enableFileLog, LOG_DIR, say } from '../log.ts';
 import { configureStatic, ethernetLinks, linkUp, waitForLease } from '../network.ts';
-import { watchPowerButton } from '../power.ts';
+import { watchNewPowerButtons, watchPowerButton } from '../power.ts';
 import { dhcpService } from '../services/dhcp.ts';
 import { k3sService } from '../services/k3s.ts';
 import { ntpService } from '../services/ntp.ts';
@@ -58,7 +58,12 @@ async function coldplugAndWatch(): Promise<string> {
   if (!table) return '';
   const cp = new Coldplug(table, async (n) => { const r = await loadModules(n); if (r.failed.length) say(`modules not loaded: ${r.failed.join(', ')}`); }, say);
   const loaded = await cp.handle(scanModaliases(), 'coldplug');
-  startHotplug(cp, say);
+  // A keyboard plugged in later has a power key too (watchButton took the ones present at boot).
+  startHotplug(cp, say, { onAdded: (added) => {
+    if (!added.some((a) => a.startsWith('input:'))) return;
+    const more = watchNewPowerButtons();
+    if (more.length) debug(`power button: also ${more.join(', ')}`);
+  } });
   return `, ${loaded.length} by modalias; hotplug on`;
 }
 

@@ -194,10 +194,12 @@ test('coldplug: every modalias under /sys/devices, each handled once', async () 
 test('hotplug: modaliases printed by the uevent listener are loaded; a dead listener gives way to rescans', async () => {
   const loads: string[] = [];
   const cp = new Coldplug(table, async (n) => { loads.push(...n); }, () => {});
-  const stop = startHotplug(cp, () => {}, { command: ['sh', ['-c', `echo ${devices[5]![1]}; echo ${devices[7]![1]}; sleep 30`]], scan: () => [] });
+  const added: string[][] = [];
+  const stop = startHotplug(cp, () => {}, { command: ['sh', ['-c', `echo ${devices[5]![1]}; echo ${devices[7]![1]}; sleep 30`]], scan: () => [], onAdded: (b) => { added.push(b); throw new Error('a failing listener ends nothing'); } });
   await new Promise((r) => setTimeout(r, 1500));
   stop();
   assert.equal(loads.sort(), ['ax88179_178a', 'uas', 'usb_storage']);
+  assert.equal(added, [[devices[5]![1], devices[7]![1]]], 'the burst is passed on (init watches new power keys with it)');
   const notes: string[] = [];
   const cp2 = new Coldplug(table, async (n) => { loads.push(...n); }, () => {});
   let scans = 0;

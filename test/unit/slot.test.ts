@@ -2,10 +2,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { blessRename, cmdlineArg, parseEntry, slotFromCmdline } from '../../init/slot.ts';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFile, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFile, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hasPowerKeyPress, readEvents } from '../../init/power.ts';
+import { hasPowerKeyPress, readEvents, watchPowerButton } from '../../init/power.ts';
 
 test('boot entry names: counting and blessed forms', () => {
   assert.equal(parseEntry('kiln-a+3.efi'), { file: 'kiln-a+3.efi', slot: 'a', left: 3, done: undefined });
@@ -78,6 +78,40 @@ test('the event reader: idle devices hold none of libuv\'s worker threads', asyn
   for (const w of writers) closeSync(w);
   assert.equal(await Promise.all(ends), Array(6).fill('end of file'));
   rmSync(dir, { recursive: true, force: true });
+});
+
+test('power keys: each device that has one is watched once, and one that comes later is taken on', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'kiln-input-'));
+  const sys = join(root, 'sys'), dev = join(root, 'dev');
+  mkdirSync(dev);
+  const writers: number[] = [];
+  // As the kernel lays out /sys/class/input/eventN/device; KEY_POWER (116) is bit 52 of the second word.
+  const device = (ev: string, name: string, keys: string) => {
+    mkdirSync(join(sys, ev, 'device'), { recursive: true });
+    writeFileSync(join(sys, ev, 'device', 'name'), `${name}\n`);
+    mkdirSync(join(sys, ev, 'device', 'capabilities'), { recursive: true });
+    writeFileSync(join(sys, ev, 'device', 'capabilities', 'key'), `${keys}\n`);
+    execFileSync('mkfifo', [join(dev, ev)]);
+  };
+  device('event0', 'Power Button', '10000000000000 0');
+  device('event1', 'Mouse', '1f0000 0 0 0 0');
+  let presses = 0;
+  const onPress = () => { presses++; };
+  const first = watchPowerButton(onPress, sys, dev);
+  writers.push(openSync(join(dev, 'event0'), 'w'));
+  assert.equal(first, ['event0 (Power Button)']);
+  assert.equal(watchPowerButton(onPress, sys, dev), [], 'a device already watched is not read twice');
+  device('event2', 'USB Keyboard', 'feffffdfffcfffff fffffffffffffffe');
+  const later = watchPowerButton(onPress, sys, dev);
+  writers.push(openSync(join(dev, 'event2'), 'w'));
+  assert.equal(later, ['event2 (USB Keyboard)']);
+  const press = Buffer.alloc(24); press.writeUInt16LE(1, 16); press.writeUInt16LE(116, 18); press.writeInt32LE(1, 20);
+  writeSync(writers[1]!, press);
+  for (let i = 0; i < 100 && presses === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.is(presses, 1, 'the later keyboard\'s power key');
+  for (const w of writers) closeSync(w);
+  await new Promise((r) => setTimeout(r, 600));
+  rmSync(root, { recursive: true, force: true });
 });
 
 test('the event reader: a device that cannot be opened is reported, not thrown', async () => {
