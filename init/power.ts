@@ -57,7 +57,7 @@ export function readEvents(path: string, onPress: () => void, fail: (message: st
   });
 }
 
-/** Input devices already watched, by event name, and what a press does once boot has said. */
+/** Input devices already watched (their /dev paths), and what a press does once boot has set it. */
 const watchedEvents = new Set<string>();
 let onPowerPress: (() => void) | undefined;
 

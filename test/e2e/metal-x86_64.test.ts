@@ -11,11 +11,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Vm } from '../../builder/qemu.ts';
-import { closeSync, openSync, readSync } from 'node:fs';
-import { join } from 'node:path';
-import { $ } from 'zx';
-import { readGpt } from '../../init/disk/gpt.ts';
-import { blankDisk, cidataImage, gptNames, tempDir } from './helpers.ts';
+import { blankDisk, cidataImage, dataPartitionFile, gptNames } from './helpers.ts';
 import { BOOT_TIMEOUT, READY, TEST_VERSION, testMetalIso } from './image.ts';
 
 const MiB = 1024 * 1024;
@@ -66,10 +62,7 @@ test('metal x86_64: USB stick -> unattended install (device: auto) onto AHCI -> 
     assert.ok(await vm2.exited(120_000), `the power button should power the node off; last output:\n${vm2.output.slice(-2000)}`);
   } finally { await vm2.kill(); }
   // Which input devices init watched (init.log on the data partition).
-  const dir = tempDir('kiln-metal-data-');
-  const part = readGpt((() => { const fd = openSync(sata, 'r'); const b = Buffer.alloc(MiB); readSync(fd, b, 0, MiB, 0); closeSync(fd); return b; })()).partitions[3]!;
-  await $({ quiet: true })`dd if=${sata} of=${join(dir, 'data.img')} bs=1M skip=${(part.firstLba * 512) / MiB} conv=sparse status=none`;
-  const log = (await $({ quiet: true })`debugfs -R ${'cat /overlay/var/upper/log/kiln/init.log'} ${join(dir, 'data.img')}`).stdout;
+  const log = await dataPartitionFile(sata, '/overlay/var/upper/log/kiln/init.log');
   // At boot's scan, or when hotplug brought them a moment later ("power button: also ...").
   const watched = [...new Set(log.split('\n').filter((l) => / power button: /.test(l)).flatMap((l) => l.match(/event\d+ \([^)]*\)/g) ?? []))];
   console.log(`# metal: power keys watched: ${watched.join(', ')}`);
