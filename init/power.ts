@@ -72,16 +72,16 @@ export function watchPowerButton(onPress: () => void, sys = '/sys/class/input', 
   let entries: string[] = [];
   try { entries = readdirSync(sys).filter((e) => e.startsWith('event')); } catch { return watched; }
   for (const ev of entries) {
-    if (watchedEvents.has(`${dev}/${ev}`)) continue;
-    const name = read(`${sys}/${ev}/device/name`).trim();
+    const path = `${dev}/${ev}`;
+    if (watchedEvents.has(path)) continue;
     // capabilities/key is a hex bitmap, most significant word first; KEY_POWER is bit 116.
     const words = read(`${sys}/${ev}/device/capabilities/key`).trim().split(/\s+/).reverse();
     const word = words[Math.floor(KEY_POWER / 64)] ?? '0';
     const bits = /^[0-9a-f]{1,16}$/i.test(word) ? BigInt(`0x${word}`) : 0n;
     if (!(bits & (1n << BigInt(KEY_POWER % 64)))) continue;
-    watchedEvents.add(`${dev}/${ev}`);
-    readEvents(`${dev}/${ev}`, () => onPowerPress?.(), (m) => { watchedEvents.delete(`${dev}/${ev}`); debug(`power button ${ev}: ${m}`); });
-    watched.push(`${ev} (${name})`);
+    watchedEvents.add(path);
+    readEvents(path, () => onPowerPress?.(), (m) => { watchedEvents.delete(path); debug(`power button ${ev}: ${m}`); });
+    watched.push(`${ev} (${read(`${sys}/${ev}/device/name`).trim()})`);
   }
   return watched;
 }

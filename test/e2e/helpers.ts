@@ -126,11 +126,7 @@ export function blankDisk(mib: number): string {
 
 /** A file from a disk image's data partition (the fourth; ext4), read with debugfs: `path` is inside that filesystem. */
 export async function dataPartitionFile(disk: string, path: string): Promise<string> {
-  const fd = openSync(disk, 'r');
-  const b = Buffer.alloc(1048576);
-  readSync(fd, b, 0, b.length, 0);
-  closeSync(fd);
-  const part = readGpt(b).partitions[3]!;
+  const part = diskGpt(disk).partitions[3]!;
   const img = join(tempDir('kiln-data-'), 'data.img');
   await $({ quiet: true })`dd if=${disk} of=${img} bs=1M skip=${(part.firstLba * 512) / 1048576} conv=sparse status=none`;
   const out = (await $({ quiet: true })`debugfs -R ${`cat ${path}`} ${img}`).stdout;
@@ -138,11 +134,16 @@ export async function dataPartitionFile(disk: string, path: string): Promise<str
   return out;
 }
 
-/** The GPT partition names of a disk image, in table order. */
-export function gptNames(disk: string): string[] {
+/** A disk image's GPT, read from its first MiB. */
+function diskGpt(disk: string): ReturnType<typeof readGpt> {
   const fd = openSync(disk, 'r');
   const b = Buffer.alloc(1048576);
   readSync(fd, b, 0, b.length, 0);
   closeSync(fd);
-  return readGpt(b).partitions.map((p) => p.name);
+  return readGpt(b);
+}
+
+/** The GPT partition names of a disk image, in table order. */
+export function gptNames(disk: string): string[] {
+  return diskGpt(disk).partitions.map((p) => p.name);
 }

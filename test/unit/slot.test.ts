@@ -7,6 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hasPowerKeyPress, readEvents, watchPowerButton } from '../../init/power.ts';
 
+/** One struct input_event (64-bit): a time stamp of `stamp` bytes, then type, code and value. */
+const evdev = (type: number, code: number, value: number, stamp = 0) => {
+  const b = Buffer.alloc(24, stamp); b.writeUInt16LE(type, 16); b.writeUInt16LE(code, 18); b.writeInt32LE(value, 20); return b;
+};
+
 test('boot entry names: counting and blessed forms', () => {
   assert.equal(parseEntry('kiln-a+3.efi'), { file: 'kiln-a+3.efi', slot: 'a', left: 3, done: undefined });
   assert.equal(parseEntry('kiln-b+0-3.efi'), { file: 'kiln-b+0-3.efi', slot: 'b', left: 0, done: 3 });
@@ -30,7 +35,7 @@ test('kernel command line', () => {
 });
 
 test('evdev records: a power key press is recognised, release and other keys are not', () => {
-  const ev = (type: number, code: number, value: number) => { const b = Buffer.alloc(24); b.writeUInt16LE(type, 16); b.writeUInt16LE(code, 18); b.writeInt32LE(value, 20); return b; };
+  const ev = (type: number, code: number, value: number) => evdev(type, code, value);
   assert.ok(hasPowerKeyPress(Buffer.concat([ev(0, 0, 0), ev(1, 116, 1), ev(0, 0, 0)])));
   assert.not.ok(hasPowerKeyPress(ev(1, 116, 0)));
   assert.not.ok(hasPowerKeyPress(ev(1, 30, 1)));
@@ -38,7 +43,7 @@ test('evdev records: a power key press is recognised, release and other keys are
 
 test('the event reader: records split across reads, a press once, the end of the device', async () => {
   // A time stamp in every record, as the kernel writes: a reader that loses its place reads it as type and code.
-  const ev = (type: number, code: number, value: number) => { const b = Buffer.alloc(24, 0x74); b.writeUInt16LE(type, 16); b.writeUInt16LE(code, 18); b.writeInt32LE(value, 20); return b; };
+  const ev = (type: number, code: number, value: number) => evdev(type, code, value, 0x74);
   // A FIFO stands in for /dev/input/eventN: an empty one has nothing to read, as the device.
   const fifo = join(mkdtempSync(join(tmpdir(), 'kiln-evdev-')), 'event0');
   execFileSync('mkfifo', [fifo]);
@@ -87,9 +92,8 @@ test('power keys: each device that has one is watched once, and one that comes l
   const writers: number[] = [];
   // As the kernel lays out /sys/class/input/eventN/device; KEY_POWER (116) is bit 52 of the second word.
   const device = (ev: string, name: string, keys: string) => {
-    mkdirSync(join(sys, ev, 'device'), { recursive: true });
-    writeFileSync(join(sys, ev, 'device', 'name'), `${name}\n`);
     mkdirSync(join(sys, ev, 'device', 'capabilities'), { recursive: true });
+    writeFileSync(join(sys, ev, 'device', 'name'), `${name}\n`);
     writeFileSync(join(sys, ev, 'device', 'capabilities', 'key'), `${keys}\n`);
     execFileSync('mkfifo', [join(dev, ev)]);
   };
@@ -105,8 +109,7 @@ test('power keys: each device that has one is watched once, and one that comes l
   const later = watchPowerButton(onPress, sys, dev);
   writers.push(openSync(join(dev, 'event2'), 'w'));
   assert.equal(later, ['event2 (USB Keyboard)']);
-  const press = Buffer.alloc(24); press.writeUInt16LE(1, 16); press.writeUInt16LE(116, 18); press.writeInt32LE(1, 20);
-  writeSync(writers[1]!, press);
+  writeSync(writers[1]!, evdev(1, 116, 1));
   for (let i = 0; i < 100 && presses === 0; i++) await new Promise((r) => setTimeout(r, 20));
   assert.is(presses, 1, 'the later keyboard\'s power key');
   for (const w of writers) closeSync(w);
