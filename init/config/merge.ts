@@ -1,9 +1,8 @@
 // Config sources, their order, how they merge, and the kernel command line scheme.
 // Everything but readLocalSources is pure, so PID 1 can test its choices without a disk.
-import { close, open as openCb, read as readCb, readdir as readdirCb } from 'node:fs';
+import { close, fstat as fstatCb, open as openCb, read as readCb, readdir as readdirCb } from 'node:fs';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
 import { applyDefaults, capProblems, closest, failure, isError, keyPath, MAX_SOURCE_BYTES, parseConfig, RESERVED_KEYS, validateValue, type ConfigProblem, type Locator, type ParseOptions, type Seg } from './parse.ts';
 import { clip, urlProblem } from './url.ts';
 import { aliasesOf, childSchema, CONFIG_SCHEMA, schemaAt, typesOf, type KilnConfig, type KilnConfigInput, type SchemaNode } from './schema.ts';
@@ -12,6 +11,7 @@ import { aliasesOf, childSchema, CONFIG_SCHEMA, schemaAt, typesOf, type KilnConf
 // loaded at boot for these reads alone.
 const open = promisify(openCb);
 const read = promisify(readCb);
+const fstat = promisify(fstatCb);
 const readdir = promisify(readdirCb);
 
 /** Where each local source lives, relative to the root of the running system. */
@@ -322,7 +322,10 @@ export function chooseConfig(o: { sources: SourceText[]; lastGood?: string; last
     }
     if (!problems.some(isError)) { // warnings are reported, and the config is used
       const merged = mergeConfigs(good);
-      return { config: applyDefaults(merged), used: 'new', ok: true, problems, configUrl, allowInsecureHttp: allow, lastGood: `# kiln: last good config, merged from ${o.sources.map((s) => s.file).join(', ') || 'nothing'}\n${stringify(merged)}` };
+      // Written as JSON, which is YAML too: JSON.stringify is V8's own, where yaml's stringifier
+      // was compiled and run on the way to ready. The schema admits no value JSON cannot hold
+      // (ajv refuses NaN and the infinities).
+      return { config: applyDefaults(merged), used: 'new', ok: true, problems, configUrl, allowInsecureHttp: allow, lastGood: `# kiln: last good config, merged from ${o.sources.map((s) => s.file).join(', ') || 'nothing'}\n${JSON.stringify(merged, null, 2)}\n` };
     }
   } catch (e) { problems.push(failure('(config)', e)); }
   const fallback = { ok: false, problems, configUrl, allowInsecureHttp: allow } as const;
@@ -353,13 +356,16 @@ export async function readSource(path: string, max = MAX_SOURCE_BYTES): Promise<
     return { error: `cannot be read: ${clip((e as Error).message, 200)}` };
   }
   try {
-    const buf = Buffer.alloc(max + 1);
+    // A buffer of the file's size (and one byte to see it grow), not of the limit: the last
+    // good config's limit is 32 MiB, and V8 counts a buffer that size as memory to collect.
+    let buf = Buffer.alloc(Math.min((await fstat(fd)).size, max) + 1);
     let n = 0;
     for (;;) {
+      if (n === buf.length) { const more = Buffer.alloc(Math.min(max + 1, n * 2 + 4096)); buf.copy(more, 0, 0, n); buf = more; }
       const r = await read(fd, buf, n, buf.length - n, n);
       if (r.bytesRead === 0) break;
       n += r.bytesRead;
-      if (n > max) return { error: `more than the limit of ${max} bytes (1 MiB)` };
+      if (n > max) return { error: `more than the limit of ${max} bytes${max && !(max % 1048576) ? ` (${max / 1048576} MiB)` : ''}` };
     }
     return { data: buf.subarray(0, n) };
   } catch (e) {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { configCli } from '../../init/config/cli.ts';
-import { chooseConfig, PATHS, readLocalSources } from '../../init/config/merge.ts';
+import { chooseConfig, PATHS, readLocalSources, readSource } from '../../init/config/merge.ts';
 import { parseMetaData, splitUserData } from '../../init/config/nocloud.ts';
 import { installedConfig } from '../../init/install.ts';
 import { formatProblem, MAX_PROBLEMS, parseConfig } from '../../init/config/parse.ts';
@@ -118,6 +118,23 @@ test('sources larger than 1 MiB are refused before parsing, wherever they come f
   const u = splitUserData(gzipSync(Buffer.alloc(8 << 20, 0x20)));
   assert.equal(u.cloudConfigs, []);
   assert.is(u.error, 'user-data is more than the limit of 1048576 bytes once decompressed');
+});
+
+test('readSource reads to the limit whatever the file says its size is, and not a byte past it', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'kiln-read-'));
+  const f = join(root, 'c.yaml');
+  for (const size of [0, 1, 4095, 4096, 4097, 100_000]) {
+    writeFileSync(f, Buffer.alloc(size, 0x61));
+    assert.is((await readSource(f, 100_000))?.data?.length, size);
+  }
+  writeFileSync(f, Buffer.alloc(100_001, 0x61));
+  assert.equal(await readSource(f, 100_000), { error: 'more than the limit of 100000 bytes' });
+  assert.equal(await readSource(f, 32 << 20), { data: readFileSync(f) });
+  assert.equal(await readSource(f, 0), { error: 'more than the limit of 0 bytes' });
+  // /proc says 0 bytes: the buffer grows as the text comes.
+  const status = (await readSource('/proc/self/status'))?.data?.toString() ?? '';
+  assert.match(status, /^Name:.*\n(.*\n)*VmRSS:.*\n(.*\n)*$/);
+  assert.is(await readSource(join(root, 'missing.yaml')), undefined);
 });
 
 test('a small text with very many values is refused quickly and without a large heap', () => {

@@ -100,10 +100,26 @@ test('merge order: image < data < config.d < datasource < cmdline', () => {
   assert.is(c.config.kiln.channel, 'beta');
   assert.equal(c.config.kiln.labels, { from: 'cloud', data: '1' });
   assert.is(c.configUrl, 'https://x/y');
-  assert.ok(c.lastGood?.includes('hostname: cmdline'));
+  assert.ok(c.lastGood?.includes('"hostname": "cmdline"'));
   // the stored text is itself a valid config that gives the same result
   const again = chooseConfig({ sources: [{ file: 'last', text: c.lastGood! }] });
   assert.equal(again.config, c.config);
+});
+
+test('the last good config is JSON under a comment line, and reads back as YAML to the same config', () => {
+  // Text that YAML would read otherwise if it were written bare: quotes, comments, line breaks
+  // of other systems, control characters, a byte order mark, and words YAML gives meaning to.
+  const odd = 'a "quoted" # not a comment: -\n  indented\r\n\t\u0001\u007f\u0085\u2028\ufeff😀 ~ null true 0x10 *r &a !t %d';
+  const text = `hostname: n1\nwrite_files:\n  - path: /etc/odd\n    content: ${JSON.stringify(odd)}\nrun_cmd: ["null", "~", "- x", ${JSON.stringify(odd)}]\nkiln:\n  sysctls: {vm.swappiness: 10}\n`;
+  const c = chooseConfig({ sources: [{ file: '/var/lib/kiln/config.yaml', text }] });
+  assert.is(c.used, 'new', JSON.stringify(c.problems));
+  const [comment, ...json] = c.lastGood!.split('\n');
+  assert.ok(comment.startsWith('# kiln: last good config, merged from /var/lib/kiln/config.yaml'));
+  assert.is(JSON.parse(json.join('\n')).write_files[0].content, odd);
+  const again = chooseConfig({ sources: [{ file: 'last', text: c.lastGood! }] });
+  assert.is(again.used, 'new', JSON.stringify(again.problems));
+  assert.equal(again.config, c.config);
+  assert.is(again.config.write_files[0].content, odd);
 });
 
 test('a bad source keeps the last good config, and says why', () => {
