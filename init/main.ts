@@ -4,6 +4,7 @@
 //
 // This file only wires the parts together: the boot plan (boot/plan.ts) runs, then the
 // post-boot steps (boot/post-boot.ts); the control socket's answers are in boot/control-api.ts.
+import './own-env.ts'; // before init starts any program
 import { existsSync } from 'node:fs';
 import { bootChainLine, bootInfo, cmdlineArg } from './boot.ts';
 import { bootContext } from './boot/context.ts';

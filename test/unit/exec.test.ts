@@ -121,3 +121,19 @@ test('user-data scripts run like run_cmd entries: logged, bounded', async () => 
 });
 
 test.run();
+
+test("what stage 1 sets for init's own process is gone before init runs anything", async () => {
+  // Stage 1's exec of init: every VAR=value before it is init's alone, so own-env.ts lists it.
+  const sh = readFileSync(new URL('../../builder/stage1/init.sh', import.meta.url), 'utf8').replace(/\\\n\s*/g, '');
+  const line = sh.split('\n').find((l) => l.includes('/usr/lib/kiln/init.js') && /\bexec switch_root\b/.test(l));
+  assert.ok(line, 'stage 1 execs init');
+  const set = [...line!.matchAll(/(?:^|\s)([A-Z_]+)=\S+(?=\s)/g)].map((m) => m[1]);
+  assert.equal(set, ['GLIBC_TUNABLES']);
+  assert.match(line!, /GLIBC_TUNABLES=glibc\.malloc\.mmap_threshold=131072:glibc\.malloc\.trim_threshold=131072 exec /);
+  process.env.GLIBC_TUNABLES = 'glibc.malloc.trim_threshold=131072';
+  const { OWN_ENV } = await import('../../init/own-env.ts');
+  assert.equal([...OWN_ENV], set);
+  assert.is(process.env.GLIBC_TUNABLES, undefined);
+  const r = await run('/bin/sh', ['-c', 'echo "${GLIBC_TUNABLES-unset}"']);
+  assert.is(r.stdout, 'unset\n');
+});
