@@ -102,8 +102,9 @@ given as "merge" below: **append** adds the later source's items and drops exact
 Defaults are filled in after merging, so a default never overrides an earlier source.
 
 If any source has a problem, the node keeps running with the last good merged config
-(\`${PATHS.lastGood}\`) and reports every problem; without one, it merges the sources that
-are good. Public keys of \`github:\`/\`gitlab:\`/\`launchpad:\` users are cached in
+(\`${PATHS.lastGood}\`, JSON under a comment line that names its sources: JSON is YAML too)
+and reports every problem; without one, it merges the sources that are good.
+Public keys of \`github:\`/\`gitlab:\`/\`launchpad:\` users are cached in
 \`${PATHS.keyCache}\` and used when the service cannot be reached.
 
 ## Kernel command line
