@@ -120,8 +120,6 @@ test('user-data scripts run like run_cmd entries: logged, bounded', async () => 
   assert.match(readFileSync(log, 'utf8'), /script ran\n.* user-data script part-001 -> exit 0\n/);
 });
 
-test.run();
-
 test("what stage 1 sets for init's own process is gone before init runs anything", async () => {
   // Stage 1's exec of init: every VAR=value before it is init's alone, so own-env.ts lists it.
   const sh = readFileSync(new URL('../../builder/stage1/init.sh', import.meta.url), 'utf8').replace(/\\\n\s*/g, '');
@@ -137,3 +135,5 @@ test("what stage 1 sets for init's own process is gone before init runs anything
   const r = await run('/bin/sh', ['-c', 'echo "${GLIBC_TUNABLES-unset}"']);
   assert.is(r.stdout, 'unset\n');
 });
+
+test.run();
