@@ -1,12 +1,16 @@
 // The live ISO's unattended install (a boot task) and the config the installed node gets
 // (also asked for by `kiln install` through the control socket).
 import { cmdlineArg } from '../boot.ts';
-import { candidateDisks, fetchInstallConfig, install, installedConfig, mountMedium, readManifest } from '../install.ts';
 import { say } from '../log.ts';
 import type { BootContext } from './context.ts';
 
+// The installer (and the zlib it inflates the image with) is loaded only to install: this task
+// runs at every boot, and almost every boot installs nothing.
+const installer = () => import('../install.ts');
+
 /** The installed node's config: what this live system runs with, plus kiln.install.config_url's file. */
 export async function installConfigText(ctx: BootContext, url: string, answers?: string): Promise<{ text: string; problems: string[] }> {
+  const { fetchInstallConfig, installedConfig } = await installer();
   const extra = [];
   if (url) {
     // https, a #sha256= pin, or the image's opt-in; file:// from the medium.
@@ -25,6 +29,7 @@ export async function unattendedInstall(ctx: BootContext): Promise<string | unde
   const asked = cmdlineArg(info.cmdline, 'kiln.install') !== undefined;
   if (!inst.device && !asked) return undefined;
   if (!ctx.live) return 'not the live ISO: kiln.install is ignored';
+  const { candidateDisks, install, mountMedium, readManifest } = await installer();
   let device = inst.device;
   if (!device) {
     if (inst.silent) throw new Error('install: kiln.install.device is not set and kiln.install.silent is on');

@@ -3,7 +3,7 @@
 // of bytes 4..end, then "key=value\0" entries, an empty entry ("\0") and zero padding.
 // U-Boot throws away the WHOLE file when the CRC is wrong, so writers replace it atomically.
 // Pure functions: the builder writes the first one, the node rewrites it to bless a slot.
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../disk/crc32.ts';
 
 export const UBOOT_ENV_SIZE = 16384;
 

@@ -1,6 +1,6 @@
 // The pure parts of cloud-init's NoCloud data source: the `ds=` kernel parameter, meta-data,
 // and user-data (plain cloud-config, a script, gzip, or a minimal MIME multipart).
-import { gunzipSync } from 'node:zlib';
+import { nodeZlib } from '../lazy.ts';
 import { parse } from 'yaml';
 import { hostnameProblem } from './hostname.ts';
 import { tokenizeCmdline } from './merge.ts';
@@ -86,7 +86,7 @@ export function splitUserData(data: Buffer | string): UserData {
   const fail = (why: string) => { out.problems.push(why); out.error = why; return out; };
   if (buf.length > MAX_SOURCE_BYTES) return fail(tooBig);
   if (buf[0] === 0x1f && buf[1] === 0x8b) {
-    try { buf = gunzipSync(buf, { maxOutputLength: MAX_SOURCE_BYTES }); } catch (e) {
+    try { buf = nodeZlib().gunzipSync(buf, { maxOutputLength: MAX_SOURCE_BYTES }); } catch (e) {
       return fail((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' ? `${tooBig} once decompressed` : `user-data looks gzip'd but does not decompress: ${clip((e as Error).message, 200)}`);
     }
   }

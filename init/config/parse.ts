@@ -4,7 +4,7 @@
 import type { ErrorObject } from 'ajv';
 import { configValidator } from './ajv.ts';
 import { fillDefaults } from './defaults.ts';
-import { gunzipSync } from 'node:zlib';
+import { nodeZlib } from '../lazy.ts';
 import { parseWindows } from '../update/window.ts';
 import { isAlias, isMap, isPair, isScalar, isSeq, Lexer, LineCounter, parseDocument, type Node, type Scalar } from 'yaml';
 import { applyCompat } from './compat.ts';
@@ -614,7 +614,7 @@ export function decodeContent(f: Pick<WriteFile, 'content'> & { encoding?: strin
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(compact) || compact.length % 4 !== 0) throw new Error('content is not valid base64');
   const raw = Buffer.from(compact, 'base64');
   if (enc === 'base64') { if (raw.length > maxBytes) throw new Error(tooBig); return raw; }
-  try { return gunzipSync(raw, { maxOutputLength: maxBytes }); } catch (e) {
+  try { return nodeZlib().gunzipSync(raw, { maxOutputLength: maxBytes }); } catch (e) {
     throw new Error((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' ? tooBig : 'content is base64 but not gzip data');
   }
 }

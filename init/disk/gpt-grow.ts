@@ -2,7 +2,7 @@
 // volume bigger than the image). Pure: bytes in, bytes out; init/grow.ts does the I/O.
 // Existing bytes are patched rather than rebuilt, so nothing but the moved backup, the
 // last usable LBA, the partition's last LBA, the MBR's size and the CRCs can change.
-import { crc32 } from 'node:zlib';
+import { crc32 } from './crc32.ts';
 import { gptHeaderFields } from './gpt.ts';
 
 export interface GrowPlan {

@@ -1,7 +1,7 @@
 // GUID partition tables (UEFI spec, chapter 5): protective MBR, primary and backup
 // headers with their entry arrays, written as plain buffers and parsed back.
 import { nodeCrypto } from '../lazy.ts';
-import { crc32 } from 'node:zlib';
+import { crc32 } from './crc32.ts';
 import { urandom } from '../safefs.ts';
 
 export const GPT_TYPES = {

@@ -5,7 +5,8 @@ import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findTool } from '../../builder/tools.ts';
-import { crc32 } from 'node:zlib';
+import { crc32 as zlibCrc32 } from 'node:zlib';
+import { crc32 } from '../../init/disk/crc32.ts';
 import { buildGpt, guidFromBytes, guidToBytes, GPT_TYPES, layoutPartitions, readGpt, stableGuid, type GptPartition } from '../../init/disk/gpt.ts';
 
 /** A bitwise table CRC-32, written from the polynomial: the reference zlib's is held to. */
@@ -36,11 +37,35 @@ test('crc32 matches the standard check value', () => {
   assert.is(crc32(Buffer.from('123456789')), 0xcbf43926);
   assert.is(crc32(Buffer.from('6789'), crc32(Buffer.from('12345'))), 0xcbf43926);
   assert.is(crc32(Buffer.alloc(0)), 0);
-  // zlib's and the reference table's agree, continued too.
+  assert.is(crc32(Buffer.alloc(0), 0xcbf43926), 0xcbf43926);
   const data = Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 131 + 7) & 0xff));
-  for (const f of [crc32, crc32Table]) assert.is(f(Buffer.from('123456789')), 0xcbf43926);
+  for (const f of [crc32, crc32Table, zlibCrc32]) assert.is(f(Buffer.from('123456789')), 0xcbf43926);
   assert.is(crc32(data), crc32Table(data));
   assert.is(crc32(data.subarray(1000), crc32(data.subarray(0, 1000))), crc32Table(data));
+});
+
+test('crc32 (eight bytes a turn) agrees with zlib and the bytewise table at every length and offset', () => {
+  // Lengths around the eight-byte steps, views that start at odd offsets of a larger buffer,
+  // bytes with the top bit set (the sign of the packed word), and a GPT entry array's size.
+  let seed = 7;
+  const rnd = Buffer.from(Array.from({ length: 20_000 }, () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed >>> 24; }));
+  for (const buf of [rnd, Buffer.alloc(20_000, 0xff), Buffer.alloc(20_000)]) {
+    for (let len = 0; len <= 40; len++) {
+      for (const off of [0, 1, 3, 7]) {
+        const v = buf.subarray(off, off + len);
+        assert.is(crc32(v), zlibCrc32(v), `length ${len} at ${off}`);
+        assert.is(crc32(v), crc32Table(v));
+        assert.is(crc32(v, 0x12345678), zlibCrc32(v, 0x12345678), `continued, length ${len} at ${off}`);
+      }
+    }
+    for (const len of [92, 512, 128 * 128, 128 * 128 + 5, 19_999]) {
+      const v = buf.subarray(1, 1 + len);
+      assert.is(crc32(v), zlibCrc32(v), `length ${len}`);
+      assert.is(crc32(v.subarray(777), crc32(v.subarray(0, 777))), zlibCrc32(v));
+    }
+  }
+  // A Uint8Array that is not a Buffer, as the pure modules pass.
+  assert.is(crc32(new Uint8Array(rnd.buffer, rnd.byteOffset + 3, 1000)), zlibCrc32(rnd.subarray(3, 1003)));
 });
 
 test('GUID text becomes mixed-endian bytes and back', () => {
