@@ -6,7 +6,7 @@
 //
 // Nodes from before this layout kept all of /etc in an overlay upper on /data; their first
 // boot on this layout takes the named state from it and moves it aside (migrateOldEtc).
-import { cpSync, existsSync, lstatSync, mkdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, lstatSync, mkdirSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 export interface EtcState {
@@ -85,6 +85,17 @@ export function migrateOldEtc(data = DATA): string[] {
 }
 
 /**
+ * One file, its mode and its times (what cpSync with preserveTimestamps does for a file).
+ * Not cpSync itself: its first call loads Node's fs/promises, readline and file watchers, and
+ * this runs at every boot.
+ */
+function copyKeepingTimes(src: string, dst: string): void {
+  copyFileSync(src, dst);
+  const st = statSync(src);
+  utimesSync(dst, st.atime, st.mtime);
+}
+
+/**
  * Puts the named state into this boot's /etc: each directory becomes a link to its place under
  * the state directory (made, 0700, when missing), so what dropbear and k3s write there lands on
  * /data; each file the state holds is copied in (ensureMachineId saves a new machine id). Goes
@@ -108,7 +119,7 @@ export function restoreEtcState(o: { etc?: string; data?: string } = {}): string
       } else if (lkind(src) === 'file') {
         mkdirSync(dirname(dst), { recursive: true, mode: 0o755 });
         if (lkind(dst) !== undefined) rmSync(dst, { recursive: true, force: true });
-        cpSync(src, dst, { preserveTimestamps: true });
+        copyKeepingTimes(src, dst);
       }
     } catch (err) { problems.push(`/etc/${e.path}: ${(err as Error).message}`); }
   }

@@ -3,7 +3,8 @@
 // for /data and another for this boot's /etc.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { migrateOldEtc, oldOverlay, PERSISTENT_ETC, restoreEtcState, SEED_MARK, stateDir } from '../../init/etcstate.ts';
@@ -75,8 +76,15 @@ test("the next boot's /etc (fresh from the root) gets the same machine id and ho
   // Reboot: a new, empty /etc.
   const etc2 = join(dirname(etc), 'etc2');
   mkdirSync(etc2);
+  const saved = join(stateDir(data), 'machine-id');
+  chmodSync(saved, 0o444);
+  utimesSync(saved, new Date('2031-05-06T07:08:09Z'), new Date('2030-01-02T03:04:05Z'));
   assert.equal(restoreEtcState({ etc: etc2, data }), []);
   assert.is(text(join(etc2, 'machine-id')), `${id}\n`);
+  // Copied with its mode and times, as cp -p would.
+  assert.is(statSync(join(etc2, 'machine-id')).mode & 0o777, 0o444);
+  assert.is(statSync(join(etc2, 'machine-id')).mtime.toISOString(), '2030-01-02T03:04:05.000Z');
+  assert.is(statSync(join(etc2, 'machine-id')).atime.toISOString(), '2031-05-06T07:08:09.000Z');
   assert.is(ensureMachineId(join(etc2, 'machine-id'), join(stateDir(data), 'machine-id')), id);
   assert.is(text(join(etc2, 'dropbear/dropbear_ed25519_host_key')), 'key');
   // Restoring twice in one boot changes nothing.
@@ -176,6 +184,20 @@ test('a link or a whiteout in the old upper is not state', () => {
   migrateOldEtc(data);
   assert.not.ok(existsSync(join(stateDir(data), 'dropbear')));
   assert.not.ok(existsSync(join(stateDir(data), 'rancher/node')));
+});
+
+test("restoring at boot loads none of Node's cp, fs/promises or readline (they would stay in init's memory)", () => {
+  const { data, etc } = dirs();
+  put(join(stateDir(data), 'machine-id'), `${ID}\n`);
+  // A process of its own: what this one has loaded already would hide a module's first load.
+  const script = `import { restoreEtcState } from ${JSON.stringify(new URL('../../init/etcstate.ts', import.meta.url).pathname)};
+const before = new Set(process.moduleLoadList);
+const problems = restoreEtcState({ etc: ${JSON.stringify(etc)}, data: ${JSON.stringify(data)} });
+console.log(JSON.stringify({ problems, loaded: process.moduleLoadList.filter((m) => !before.has(m)) }));`;
+  const out = JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8' }));
+  assert.equal(out.problems, []);
+  assert.is(text(join(etc, 'machine-id')), `${ID}\n`);
+  assert.equal(out.loaded.filter((m: string) => /cp|promises|readline|watchers/.test(m)), []);
 });
 
 test.run();
