@@ -31,8 +31,22 @@ export function serveControl(handlers: Record<string, Handler>, path = CONTROL_S
     });
   });
   server.on('error', () => { /* keep init alive; the CLI reports the socket missing */ });
-  server.listen(path, () => { try { chmodSync(path, 0o600); } catch { /* */ } });
+  server.once('listening', () => { try { chmodSync(path, 0o600); } catch { /* */ } });
+  listenWithoutCluster(server, path);
   return server;
+}
+
+/**
+ * Listens on a Unix socket as `server.listen(path)` does in a process that is not a cluster
+ * worker. listen() first loads node:cluster (six modules) to ask whether this process is one,
+ * and init never is: with the Node the image carries, those modules were about a MiB of init's
+ * memory (code pages and heap) for as long as it runs. `_listen2` is the step listen() then
+ * takes; Node keeps the name for code that wraps it. A Node without it gets listen().
+ */
+export function listenWithoutCluster(server: Server, path: string, backlog = 511): void {
+  const direct = (server as Server & { _listen2?: (address: string, port: number, addressType: number, backlog: number) => void })._listen2;
+  if (typeof direct === 'function') direct.call(server, path, -1, -1, backlog);
+  else server.listen(path);
 }
 
 export function callControl(cmd: string, args: Record<string, unknown> = {}, path = CONTROL_SOCKET): Promise<any> {
