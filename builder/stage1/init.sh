@@ -276,8 +276,9 @@ esac
 # RSS at ready); loops that run long (the updater's chunking) still reach TurboFan within
 # milliseconds. glibc's malloc thresholds stay at 128 KiB: by default glibc raises them to the
 # largest block freed so far and then keeps up to twice that of freed memory in the heap (0.8 to
-# 0.9 MiB of init's RSS at ready). init takes the setting out of its environment
-# (init/own-env.ts), so the programs it starts keep glibc's defaults. Measured in
-# docs/design.md (boot speed).
-GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072 \
+# 0.9 MiB of init's RSS at ready), and one arena serves every thread: init's threads (libuv's
+# pool, V8's worker) do little, and each arena of its own kept its own free memory. init takes
+# the setting out of its environment (init/own-env.ts), so the programs it starts keep glibc's
+# defaults. Measured in docs/design.md (boot speed).
+GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072:glibc.malloc.arena_max=1 \
   exec switch_root /newroot /usr/bin/tini -- /usr/bin/node --no-sparkplug --invocation-count-for-turbofan=30000 --no-maglev /usr/lib/kiln/init.js

@@ -127,7 +127,7 @@ test("what stage 1 sets for init's own process is gone before init runs anything
   assert.ok(line, 'stage 1 execs init');
   const set = [...line!.matchAll(/(?:^|\s)([A-Z_]+)=\S+(?=\s)/g)].map((m) => m[1]);
   assert.equal(set, ['GLIBC_TUNABLES']);
-  assert.match(line!, /GLIBC_TUNABLES=glibc\.malloc\.mmap_threshold=131072:glibc\.malloc\.trim_threshold=131072 exec /);
+  assert.match(line!, /GLIBC_TUNABLES=glibc\.malloc\.mmap_threshold=131072:glibc\.malloc\.trim_threshold=131072:glibc\.malloc\.arena_max=1 exec /);
   process.env.GLIBC_TUNABLES = 'glibc.malloc.trim_threshold=131072';
   const { OWN_ENV } = await import('../../init/own-env.ts');
   assert.equal([...OWN_ENV], set);
