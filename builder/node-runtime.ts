@@ -10,9 +10,10 @@ import { createGunzip } from 'node:zlib';
 import semver from 'semver';
 import * as tar from 'tar-stream';
 import { $ } from 'zx';
-import { ARCH, type Arch } from './arch.ts';
+import { ARCH, hostArch, type Arch } from './arch.ts';
 import type { Cache, Pin } from './cache.ts';
 import type { Logger } from './log.ts';
+import { cutNodeIcu } from './node-icu.ts';
 import { tool } from './tools.ts';
 
 export interface NodePin extends Pin { package: string; version: string }
@@ -52,12 +53,16 @@ async function pinTarball(pkg: string, version: string, meta: any, cache: Cache,
   return { ...pin, package: pkg, version };
 }
 
+/** Names the derived binary's recipe in its cache key: a change to the recipe makes a new one. */
+const NODE_RECIPE = 'strip.icu-en';
+
 /**
- * Returns the path of the stripped `node` binary for a pinned tarball, extracting and
- * stripping it once (the result is kept in the cache keyed by the tarball's sha256).
+ * Returns the path of the image's `node` binary for a pinned tarball: extracted, stripped and
+ * with its ICU data cut to English (node-icu.ts), once; the result is kept in the cache keyed
+ * by the tarball's sha256 and the recipe.
  */
 export async function nodeBinary(pin: NodePin, arch: Arch, cache: Cache, log?: Logger): Promise<string> {
-  const out = `${cache.derivedDir('node', pin.sha256)}/node`;
+  const out = `${cache.derivedDir('node', `${pin.sha256}.${NODE_RECIPE}`)}/node`;
   if (existsSync(out)) return out;
   const tgz = await cache.fetch(pin, log);
   mkdirSync(dirname(out), { recursive: true });
@@ -66,8 +71,29 @@ export async function nodeBinary(pin: NodePin, arch: Arch, cache: Cache, log?: L
   const strip = tool(ARCH[arch].strip);
   await $({ quiet: true })`${strip} --strip-all -o ${out + '.tmp'} ${raw}`;
   rmSync(raw);
+  const work = `${out}.icu`;
+  rmSync(work, { recursive: true, force: true });
+  const icu = await cutNodeIcu(out + '.tmp', work);
+  rmSync(work, { recursive: true, force: true });
+  log?.info(`node: ICU data cut to English: ${mib(icu.before)} -> ${mib(icu.after)} MiB (${icu.removed} items removed)`);
+  if (hostArch() === arch) await checkNode(out + '.tmp');
   renameSync(out + '.tmp', out);
   return out;
+}
+
+const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+
+/**
+ * Runs a binary made for this host once: it starts, knows its ICU, and formats English and
+ * the root's collation. (An arm64 binary on an x86_64 host is checked by its image's boot.)
+ */
+async function checkNode(binary: string): Promise<void> {
+  const script = `const d = new Intl.DateTimeFormat('en-US', { timeZone: 'UTC', dateStyle: 'long' }).format(0);
+process.stdout.write([typeof process.versions.icu, d, ['b', 'a'].sort(new Intl.Collator('en').compare).join('')].join(' '));`;
+  const r = await $({ quiet: true, nothrow: true })`${binary} -e ${script}`;
+  if (r.exitCode !== 0 || r.stdout !== 'string January 1, 1970 ab') {
+    throw new Error(`${binary}: the node binary fails its check after its ICU data was cut (${(r.stdout + r.stderr).trim().slice(0, 300)})`);
+  }
 }
 
 async function extractMember(tgz: string, member: string, dest: string): Promise<void> {

@@ -23,6 +23,9 @@ export const TOOL_PACKAGES: Record<string, string> = {
   'tar': 'tar',
   'gpgv': 'gpgv',
   'veritysetup': 'cryptsetup-bin',
+  // Node's ICU data cut to English (node-icu.ts).
+  'icupkg': 'icu-devtools',
+  'genrb': 'icu-devtools', // the tests' own ICU bundles
   // The ISO: GRUB's images (x86_64), xorriso, and mformat/mcopy for the El Torito EFI image.
   'grub-mkimage': 'grub-common',
   'xorriso': 'xorriso',
