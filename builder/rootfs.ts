@@ -20,6 +20,11 @@ export const BOOT_ONLY_PACKAGES = new Set(['systemd-boot-efi', 'raspi-firmware',
 const PRUNE = ['usr/share/doc', 'usr/share/man', 'usr/share/info', 'usr/share/locale', 'usr/share/lintian', 'usr/share/bug', 'usr/share/common-licenses'];
 /** util-linux's PAM programs: the root has no PAM modules, so busybox's applets serve instead. */
 const PAM_PROGRAMS = ['bin/su', 'sbin/runuser', 'usr/sbin/runuser'];
+/**
+ * util-linux's programs that alone would need a library the root otherwise does without:
+ * lslogins links libsystemd (and through it libgcrypt, lzma, zstd and lz4, 1.4 MiB compressed).
+ */
+const UNUSED_PROGRAMS = ['usr/bin/lslogins'];
 
 /** Extracts a pinned .deb once into the cache and returns the tree. */
 export async function unpackedDeb(pin: LockedDeb, cache: Cache, log?: Logger): Promise<string> {
@@ -91,7 +96,7 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
   const debs: RootDeb[] = [];
   for (const pin of inp.lock.packages) if (!BOOT_ONLY_PACKAGES.has(pin.package) && !firmwarePkgs.has(pin.package)) debs.push({ name: pin.name, file: await cache.fetch(pin, log) });
   await layDebs(dir, debs);
-  for (const p of [...PRUNE, ...PAM_PROGRAMS]) removeInRoot(dir, p);
+  for (const p of [...PRUNE, ...PAM_PROGRAMS, ...UNUSED_PROGRAMS]) removeInRoot(dir, p);
   removeInRoot(dir, `usr/lib/${facts.triplet}/gconv`);
 
   // Busybox applets as symlinks, without overwriting real programs.
