@@ -1,13 +1,15 @@
 // Node's ICU data, cut to the root and English. The Node.js binary links ICU's whole data
 // package (33 MB, a third of the binary and 10 MB of the compressed root): every locale's
-// names, calendars and collation, 200 legacy charset converters and the transliterators.
-// Init speaks English and writes UTC; nothing on the node formats for another locale. So the
-// builder rewrites the package in place with Debian's icupkg (icu-devtools), which refuses a
-// cut that leaves an item missing something it depends on, and zeroes the rest of the symbol.
-// What remains: the root locale and English (as in Node's own small-icu builds), Unicode's
-// properties and normalisation, time zones, break rules and dictionaries, and root collation.
-// Other locales fall back to the root (Intl.DateTimeFormat('de') formats as 'en' does, and
-// supportedLocalesOf leaves them out); TextDecoder knows UTF-8, UTF-16 and Latin-1 only.
+// names, calendars and collation, 200 legacy charset converters, the transliterators and the
+// word-break dictionaries. Init speaks English and writes UTC; nothing on the node formats for
+// another locale or splits Thai or Chinese text into words. So the builder rewrites the package
+// in place with Debian's icupkg (icu-devtools), which refuses a cut that leaves an item missing
+// something it depends on, and zeroes the rest of the symbol. What remains: the root locale and
+// English (as in Node's own small-icu builds), Unicode's properties and normalisation, time
+// zones, the break rules and root collation. Other locales fall back to the root
+// (Intl.DateTimeFormat('de') formats as 'en' does, and supportedLocalesOf leaves them out);
+// TextDecoder knows UTF-8, UTF-16 and Latin-1 only; Intl.Segmenter leaves a run of Thai, Lao,
+// Khmer, Burmese, Chinese or Japanese text whole where it would split it into words.
 import { closeSync, mkdirSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { $ } from 'zx';
@@ -22,13 +24,15 @@ const LOCALE_RES = /^([a-z]{2,3}(?:_[A-Za-z0-9]*)*)\.res$/;
 const TREE_FILES = new Set(['pool.res', 'res_index.res']);
 
 /**
- * The items of an ICU data package (as `icupkg -l` lists them) that the node does without:
- * other locales' bundles, the transliterators (V8 has no API for them), the legacy charset
- * converters (Node's TextDecoder decodes UTF-8, UTF-16 and Latin-1 on its own) and the
- * Unicode character names (nothing in JavaScript reads them).
+ * The items of an ICU data package (as `icupkg -l` lists them) that the node does without.
+ * `remove`: other locales' bundles, the transliterators (V8 has no API for them), the legacy
+ * charset converters (Node's TextDecoder decodes UTF-8, UTF-16 and Latin-1 on its own) and the
+ * Unicode character names (nothing in JavaScript reads them); icupkg checks that nothing kept
+ * needs them. `dictionaries`: the word lists for scripts written without spaces. The root's break
+ * rules name them, and ICU goes without one it cannot find, so they are cut without that check.
  */
-export function icuRemovals(items: readonly string[]): string[] {
-  return items.filter((item) => {
+export function icuCut(items: readonly string[]): { remove: string[]; dictionaries: string[] } {
+  const remove = items.filter((item) => {
     const slash = item.lastIndexOf('/');
     const tree = slash < 0 ? '' : item.slice(0, slash);
     const base = item.slice(slash + 1);
@@ -36,6 +40,7 @@ export function icuRemovals(items: readonly string[]): string[] {
     const m = LOCALE_RES.exec(base);
     return m !== null && !TREE_FILES.has(base) && !ICU_KEEP_LOCALES.includes(m[1]!);
   });
+  return { remove, dictionaries: items.filter((item) => item.endsWith('.dict')) };
 }
 
 export interface IcuRegion { symbol: string; offset: number; size: number }
@@ -99,12 +104,22 @@ export async function cutIcuAt(file: string, region: { offset: number; size: num
     writeFileSync(input, data);
     const icupkg = tool('icupkg');
     const items = (await $({ quiet: true })`${icupkg} -l ${input}`).stdout.split('\n').map((l) => l.trim()).filter(Boolean);
-    const removals = icuRemovals(items);
+    const cut = icuCut(items);
     // A list argument is read as a file only when its name ends in .txt.
-    const list = join(work, 'remove.txt');
-    writeFileSync(list, `${removals.join('\n')}\n`);
-    const cut = await $({ quiet: true, nothrow: true })`${icupkg} -r ${list} ${input} ${output}`;
-    if (cut.exitCode !== 0) throw new Error(`${file}: icupkg could not cut the ICU data: ${(cut.stderr || cut.stdout).trim().split('\n').slice(0, 3).join('; ')}`);
+    const [removeList, dictList] = [join(work, 'remove.txt'), join(work, 'dictionaries.txt')];
+    writeFileSync(removeList, `${cut.remove.join('\n')}\n`);
+    writeFileSync(dictList, `${cut.dictionaries.join('\n')}\n`);
+    const mid = join(work, 'mid');
+    mkdirSync(mid, { recursive: true });
+    const checked = await $({ quiet: true, nothrow: true })`${icupkg} -r ${removeList} ${input} ${join(mid, `${name}.dat`)}`;
+    if (checked.exitCode !== 0) throw new Error(`${file}: icupkg could not cut the ICU data: ${firstLines(checked.stderr || checked.stdout)}`);
+    // The dictionaries without the dependency check, which then names what still refers to
+    // them: anything missing other than a dictionary stops the build.
+    const dicts = await $({ quiet: true, nothrow: true })`${icupkg} --ignore-deps -r ${dictList} ${join(mid, `${name}.dat`)} ${output}`;
+    const missing = [...`${dicts.stdout}\n${dicts.stderr}`.matchAll(/depends on missing item (\S+)/g)].map((m) => m[1]!);
+    const unexpected = missing.filter((item) => !cut.dictionaries.includes(item));
+    if (dicts.exitCode !== 0 || unexpected.length) throw new Error(`${file}: icupkg could not cut the ICU data's dictionaries: ${firstLines(dicts.stderr || dicts.stdout)}`);
+    const removals = [...cut.remove, ...cut.dictionaries];
     const small = readFileSync(output);
     if (icuPackageName(small) !== name || small.length > region.size) throw new Error(`${file}: icupkg wrote no usable package (${small.length} bytes)`);
     const out = Buffer.alloc(region.size);
@@ -115,6 +130,8 @@ export async function cutIcuAt(file: string, region: { offset: number; size: num
     closeSync(fd);
   }
 }
+
+const firstLines = (text: string) => text.trim().split('\n').slice(0, 3).join('; ');
 
 /** Cuts the ICU data of a Node.js binary (see the top of this file); throws when it has none. */
 export async function cutNodeIcu(binary: string, work: string): Promise<{ before: number; after: number; removed: number }> {

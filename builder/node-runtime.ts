@@ -54,7 +54,7 @@ async function pinTarball(pkg: string, version: string, meta: any, cache: Cache,
 }
 
 /** Names the derived binary's recipe in its cache key: a change to the recipe makes a new one. */
-const NODE_RECIPE = 'strip.icu-en';
+const NODE_RECIPE = 'strip.icu-en-2';
 
 /**
  * Returns the path of the image's `node` binary for a pinned tarball: extracted, stripped and

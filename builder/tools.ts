@@ -26,6 +26,7 @@ export const TOOL_PACKAGES: Record<string, string> = {
   // Node's ICU data cut to English (node-icu.ts).
   'icupkg': 'icu-devtools',
   'genrb': 'icu-devtools', // the tests' own ICU bundles
+  'gendict': 'icu-devtools', // and dictionary
   // The ISO: GRUB's images (x86_64), xorriso, and mformat/mcopy for the El Torito EFI image.
   'grub-mkimage': 'grub-common',
   'xorriso': 'xorriso',

@@ -4,16 +4,16 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cutIcuAt, icuPackageName, icuRegion, icuRemovals } from '../../builder/node-icu.ts';
+import { cutIcuAt, icuCut, icuPackageName, icuRegion } from '../../builder/node-icu.ts';
 import { tool } from '../../builder/tools.ts';
 
-test('icuRemovals: other locales, transliterators, converters and character names go; English, the root and shared data stay', () => {
+test('icuCut: other locales, transliterators, converters, character names and dictionaries go; English, the root and shared data stay', () => {
   const keep = [
     'root.res', 'en.res', 'en_001.res', 'en_US.res', 'en_US_POSIX.res', 'pool.res', 'res_index.res',
     'supplementalData.res', 'zoneinfo64.res', 'metaZones.res', 'timezoneTypes.res', 'icuver.res', 'plurals.res',
     'nfkc.nrm', 'uts46.nrm', 'cnvalias.icu', 'confusables.cfu', 'rfc3491.spp', 'uemoji.icu',
     'coll/root.res', 'coll/en.res', 'coll/ucadata.icu', 'coll/res_index.res',
-    'brkitr/root.res', 'brkitr/word.brk', 'brkitr/cjdict.dict', 'brkitr/thaidict.dict',
+    'brkitr/root.res', 'brkitr/word.brk',
     'zone/en.res', 'zone/pool.res', 'zone/tzdbNames.res', 'curr/supplementalData.res', 'unit/root.res',
   ];
   const drop = [
@@ -21,8 +21,9 @@ test('icuRemovals: other locales, transliterators, converters and character name
     'coll/de_.res', 'coll/zh.res', 'zone/fr_CA.res', 'lang/ja.res', 'rbnf/es.res',
     'translit/root.res', 'translit/en.res', 'ibm-37_P100-1995.cnv', 'gb18030-2022.cnv', 'unames.icu',
   ];
-  assert.equal(icuRemovals([...keep, ...drop]).sort(), [...drop].sort());
-  assert.equal(icuRemovals(keep), []);
+  const dictionaries = ['brkitr/cjdict.dict', 'brkitr/thaidict.dict', 'brkitr/khmerdict.dict'];
+  assert.equal(icuCut([...keep, ...dictionaries, ...drop]), { remove: drop, dictionaries });
+  assert.equal(icuCut(keep), { remove: [], dictionaries: [] });
 });
 
 const SYMS = (size: string, ndx = '17') => `
@@ -62,7 +63,14 @@ function fixturePackage(dir: string, bundles: Record<string, string>): Buffer {
   for (const [item, text] of Object.entries(bundles)) {
     const tree = item.includes('/') ? item.slice(0, item.lastIndexOf('/')) : '';
     for (const d of [join(src, tree), join(res, tree)]) mkdirSync(d, { recursive: true });
-    const name = item.slice(item.lastIndexOf('/') + 1).replace(/\.res$/, '');
+    const file = item.slice(item.lastIndexOf('/') + 1);
+    if (file.endsWith('.dict')) {
+      // a word list for Thai, made into a dictionary by gendict
+      writeFileSync(join(src, tree, `${file}.txt`), text);
+      execFileSync(tool('gendict'), ['-q', '--bytes', '--transform', 'offset-0e00', join(src, tree, `${file}.txt`), join(res, tree, file)]);
+      continue;
+    }
+    const name = file.replace(/\.res$/, '');
     writeFileSync(join(src, tree, `${name}.txt`), text);
     execFileSync(tool('genrb'), ['-q', '-s', join(src, tree), '-d', join(res, tree), `${name}.txt`]);
   }
@@ -75,7 +83,7 @@ function fixturePackage(dir: string, bundles: Record<string, string>): Buffer {
 const list = (dat: Buffer, dir: string) => {
   mkdirSync(join(dir, 'list'), { recursive: true });
   writeFileSync(join(dir, 'list', 'icudt99l.dat'), dat);
-  return execFileSync(tool('icupkg'), ['-l', join(dir, 'list', 'icudt99l.dat')], { encoding: 'utf8' }).split('\n').filter(Boolean).sort();
+  return execFileSync(tool('icupkg'), ['--ignore-deps', '-l', join(dir, 'list', 'icudt99l.dat')], { encoding: 'utf8' }).split('\n').filter(Boolean).sort();
 };
 
 test('cutIcuAt: rewrites the package in place, zeroes the rest of the region and leaves the file around it', async () => {
@@ -85,6 +93,8 @@ test('cutIcuAt: rewrites the package in place, zeroes the rest of the region and
       'root.res': 'root{ Greeting{"hello"} }\n', 'en.res': 'en{ Greeting{"hi"} }\n', 'en_US.res': 'en_US{ }\n',
       'fr.res': 'fr{ Greeting{"salut"} }\n', 'fr_CA.res': 'fr_CA{ }\n',
       'coll/root.res': 'root{ Sort{"x"} }\n', 'coll/de.res': 'de{ Sort{"y"} }\n', 'translit/root.res': 'root{ Rules{"a > b"} }\n',
+      // the break rules name their dictionary, as ICU's own do
+      'brkitr/root.res': 'root{ dictionaries{ Thai:process(dependency){"thaidict.dict"} } }\n', 'brkitr/thaidict.dict': '\u0e01\u0e32\n\u0e01\u0e34\u0e19\n',
     });
     assert.is(icuPackageName(dat), 'icudt99l');
     const offset = 1000;
@@ -92,14 +102,14 @@ test('cutIcuAt: rewrites the package in place, zeroes the rest of the region and
     const file = join(dir, 'binary');
     writeFileSync(file, Buffer.concat([Buffer.alloc(offset, 0xaa), dat, Buffer.alloc(8192, 0x55), Buffer.alloc(500, 0xbb)]));
     const r = await cutIcuAt(file, { offset, size }, join(dir, 'work'));
-    assert.equal({ before: r.before, removed: r.removed }, { before: size, removed: 4 });
+    assert.equal({ before: r.before, removed: r.removed }, { before: size, removed: 5 });
     assert.ok(r.after < dat.length, `${r.after} < ${dat.length}`);
     const out = readFileSync(file);
     assert.is(out.length, offset + size + 500);
     assert.ok(out.subarray(0, offset).every((b) => b === 0xaa), 'bytes before the region are kept');
     assert.ok(out.subarray(offset + size).every((b) => b === 0xbb), 'bytes after the region are kept');
     assert.ok(out.subarray(offset + r.after, offset + size).every((b) => b === 0), 'the rest of the region is zero');
-    assert.equal(list(out.subarray(offset, offset + r.after), dir), ['coll/root.res', 'en.res', 'en_US.res', 'root.res']);
+    assert.equal(list(out.subarray(offset, offset + r.after), dir), ['brkitr/root.res', 'coll/root.res', 'en.res', 'en_US.res', 'root.res']);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
