@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { $ } from 'zx';
 import { tool } from './tools.ts';
 
-/** Locales kept in every tree of the package (the root, and English as Node's small-icu keeps it). */
+/** Locales kept in every tree of the package: the root and English. */
 export const ICU_KEEP_LOCALES: readonly string[] = ['root', 'en', 'en_001', 'en_US', 'en_US_POSIX'];
 
 /** A locale bundle's item name: `fr.res`, `coll/zh_Hant_TW.res`, `coll/de_.res` (an alias). */
@@ -119,13 +119,12 @@ export async function cutIcuAt(file: string, region: { offset: number; size: num
     const missing = [...`${dicts.stdout}\n${dicts.stderr}`.matchAll(/depends on missing item (\S+)/g)].map((m) => m[1]!);
     const unexpected = missing.filter((item) => !cut.dictionaries.includes(item));
     if (dicts.exitCode !== 0 || unexpected.length) throw new Error(`${file}: icupkg could not cut the ICU data's dictionaries: ${firstLines(dicts.stderr || dicts.stdout)}`);
-    const removals = [...cut.remove, ...cut.dictionaries];
     const small = readFileSync(output);
     if (icuPackageName(small) !== name || small.length > region.size) throw new Error(`${file}: icupkg wrote no usable package (${small.length} bytes)`);
     const out = Buffer.alloc(region.size);
     small.copy(out);
     writeSync(fd, out, 0, out.length, region.offset);
-    return { before: region.size, after: small.length, removed: removals.length };
+    return { before: region.size, after: small.length, removed: cut.remove.length + cut.dictionaries.length };
   } finally {
     closeSync(fd);
   }
