@@ -109,13 +109,13 @@ export async function cutIcuAt(file: string, region: { offset: number; size: num
     const [removeList, dictList] = [join(work, 'remove.txt'), join(work, 'dictionaries.txt')];
     writeFileSync(removeList, `${cut.remove.join('\n')}\n`);
     writeFileSync(dictList, `${cut.dictionaries.join('\n')}\n`);
-    const mid = join(work, 'mid');
-    mkdirSync(mid, { recursive: true });
-    const checked = await $({ quiet: true, nothrow: true })`${icupkg} -r ${removeList} ${input} ${join(mid, `${name}.dat`)}`;
+    mkdirSync(join(work, 'mid'), { recursive: true });
+    const mid = join(work, 'mid', `${name}.dat`);
+    const checked = await $({ quiet: true, nothrow: true })`${icupkg} -r ${removeList} ${input} ${mid}`;
     if (checked.exitCode !== 0) throw new Error(`${file}: icupkg could not cut the ICU data: ${firstLines(checked.stderr || checked.stdout)}`);
     // The dictionaries without the dependency check, which then names what still refers to
     // them: anything missing other than a dictionary stops the build.
-    const dicts = await $({ quiet: true, nothrow: true })`${icupkg} --ignore-deps -r ${dictList} ${join(mid, `${name}.dat`)} ${output}`;
+    const dicts = await $({ quiet: true, nothrow: true })`${icupkg} --ignore-deps -r ${dictList} ${mid} ${output}`;
     const missing = [...`${dicts.stdout}\n${dicts.stderr}`.matchAll(/depends on missing item (\S+)/g)].map((m) => m[1]!);
     const unexpected = missing.filter((item) => !cut.dictionaries.includes(item));
     if (dicts.exitCode !== 0 || unexpected.length) throw new Error(`${file}: icupkg could not cut the ICU data's dictionaries: ${firstLines(dicts.stderr || dicts.stdout)}`);
