@@ -9,7 +9,9 @@ import { CONFIG_SCHEMA } from './schema.ts';
 
 /** The ajv instance for the config schema; `extra` adds options (the builder's `code`). */
 export function configAjv(useDefaults: boolean, extra: Options = {}): Ajv {
-  const ajv = new Ajv({ allErrors: true, verbose: true, useDefaults, allowUnionTypes: true, strict: true, ...extra });
+  // Not verbose: an error's value and schema node are found from its path (parse.ts), so the
+  // compiled checks carry no copies of the schema's parts for `parentSchema`.
+  const ajv = new Ajv({ allErrors: true, useDefaults, allowUnionTypes: true, strict: true, ...extra });
   ajv.addVocabulary(['x-aliases', 'x-warn-aliases', 'x-merge', 'x-merge-key', 'x-hint', 'x-string']);
   for (const [name, fn] of Object.entries(CONFIG_FORMATS)) ajv.addFormat(name, fn);
   return ajv;

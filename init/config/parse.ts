@@ -451,7 +451,8 @@ const NOT_SUPPORTED: Record<string, string> = {
   ubuntu_advantage: 'kiln is not Ubuntu',
 };
 
-function toSegs(instancePath: string, value: unknown): Seg[] {
+/** An error's path as keys, and the value found there. */
+function toSegs(instancePath: string, value: unknown): { segs: Seg[]; data: unknown } {
   const segs: Seg[] = [];
   let v: any = value;
   for (const raw of instancePath.split('/').slice(1)) {
@@ -460,7 +461,7 @@ function toSegs(instancePath: string, value: unknown): Seg[] {
     segs.push(seg);
     v = v?.[seg];
   }
-  return segs;
+  return { segs, data: v };
 }
 
 const TYPE_NAMES: Record<string, string> = { string: 'a string', array: 'a list', object: 'a map of keys', boolean: 'true or false', integer: 'a whole number', number: 'a number', null: 'nothing' };
@@ -470,25 +471,25 @@ const show = (v: unknown) => (typeof v === 'string' ? `'${clip(v)}'` : clip(JSON
 
 function toProblem(e: ErrorObject, value: unknown, file: string, loc: Locator): ConfigProblem | undefined {
   if (e.keyword === 'propertyNames') return undefined; // its inner error carries the key
-  const path = toSegs(e.instancePath, value);
-  const schema = e.parentSchema as SchemaNode | undefined;
+  // The schema has no anyOf, oneOf or allOf (test/unit/validators.test.ts holds it), so the
+  // node at the error's path is the one whose keyword failed (ajv's verbose `parentSchema`).
+  const { segs: path, data } = toSegs(e.instancePath, value);
+  const schema = schemaAt(path);
   const at = (p: Seg[], atKey: boolean) => ({ file, ...loc.pos(p, atKey), key: clip(keyPath(loc.spelling(p)), 160) });
-  const data = e.data;
   if (e.propertyName !== undefined) {
     const p = [...path, e.propertyName];
-    const hint = schemaAt(path)?.propertyNames?.['x-hint'];
+    const hint = schema?.propertyNames?.['x-hint'];
     return { ...at(p, true), message: `'${clip(e.propertyName)}' is not a valid name here`, fix: hint ? `use ${hint}` : 'rename this key' };
   }
   switch (e.keyword) {
     case 'additionalProperties': {
       const name = String(e.params.additionalProperty);
       const p = [...path, name];
-      const node = schemaAt(path);
-      const valid = Object.keys(node?.properties ?? {});
-      const known = [...valid, ...aliasesOf(node).keys()];
+      const valid = Object.keys(schema?.properties ?? {});
+      const known = [...valid, ...aliasesOf(schema).keys()];
       const near = closest(name, known);
       const fix = path.length === 0 && NOT_SUPPORTED[name] ? NOT_SUPPORTED[name]
-        : near ? `did you mean '${aliasesOf(node).get(near) ?? near}'?`
+        : near ? `did you mean '${aliasesOf(schema).get(near) ?? near}'?`
         : path.length === 0 && schemaAt(['kiln'])!.properties[name] ? `it belongs under kiln: (kiln.${name})`
         : `valid keys: ${valid.join(', ')}`;
       return { ...at(p, true), message: `unknown key '${clip(name)}'`, fix };
@@ -522,10 +523,8 @@ function toProblem(e: ErrorObject, value: unknown, file: string, loc: Locator): 
     case 'maxLength':
       return { ...at(path, false), message: `${show(data)} is too ${e.keyword === 'minLength' ? 'short' : 'long'}`, fix: `use ${e.keyword === 'minLength' ? 'at least' : 'at most'} ${e.params.limit} characters` };
     case 'minimum':
-    case 'maximum': {
-      const node = schemaAt(path);
-      return { ...at(path, false), message: `${show(data)} is out of range`, fix: `use a number from ${node?.minimum ?? '-∞'} to ${node?.maximum ?? '∞'}` };
-    }
+    case 'maximum':
+      return { ...at(path, false), message: `${show(data)} is out of range`, fix: `use a number from ${schema?.minimum ?? '-∞'} to ${schema?.maximum ?? '∞'}` };
     default:
       return { ...at(path, false), message: clip(e.message ?? `fails ${e.keyword}`, 200), fix: 'see docs/config.md' };
   }

@@ -72,7 +72,7 @@ function mutations(base: unknown): unknown[] {
 function verdict(v: ValidateFunction, value: unknown, schemaPath = (p: string, _instancePath: string) => p) {
   const data = structuredClone(value);
   const ok = v(data);
-  return { ok, errors: (v.errors ?? []).map((e) => ({ instancePath: e.instancePath, schemaPath: schemaPath(e.schemaPath, e.instancePath), keyword: e.keyword, params: e.params, message: e.message, data: e.data })), data };
+  return { ok, errors: (v.errors ?? []).map((e) => ({ instancePath: e.instancePath, schemaPath: schemaPath(e.schemaPath, e.instancePath), keyword: e.keyword, params: e.params, message: e.message })), data };
 }
 /**
  * An error's schema path in perKeySchema's split config schema, as the same place in
