@@ -70,10 +70,45 @@ export async function raspi4bDtb(src: string, dest: string): Promise<string> {
 export class PiVm {
   output = '';
   readonly started = performance.now();
+  /** How many times the guest reset the board (each a new QEMU run, as below). */
+  resets = 0;
   private timer: NodeJS.Timeout;
   private seen = [0, 0];
-  private constructor(readonly proc: ResultPromise, readonly dir: string) {
+  private run = 0;
+  private killed = false;
+  private exited: string | undefined;
+  private proc!: ResultPromise;
+
+  /**
+   * QEMU runs with -no-reboot: when the guest resets the board (the watchdog's full reset, as
+   * Linux reboots a Pi), QEMU exits and the same card is booted by a new QEMU, as a Pi comes
+   * back from its reset: U-Boot loaded again from the start. QEMU's in-place reset of raspi3b
+   * was seen not to come back once, on a loaded machine (no output at all for 300 s).
+   */
+  private constructor(private readonly argv: string[], readonly dir: string) {
+    this.spawn();
     this.timer = setInterval(() => this.poll(), 250);
+  }
+
+  private uart(i: number, run = this.run): string { return join(this.dir, `uart${i}.${run}`); }
+
+  private spawn() {
+    const proc = execa(this.argv[0]!, [...this.argv.slice(1), '-no-reboot',
+      '-serial', `file:${this.uart(0)}`, '-serial', `file:${this.uart(1)}`],
+    { reject: false, stdin: 'ignore', buffer: true });
+    this.proc = proc;
+    void proc.then((r) => {
+      if (this.killed || this.proc !== proc) return;
+      this.poll();
+      if (r.exitCode !== 0 || r.signal) {
+        this.exited = `QEMU exited (${r.signal ?? `status ${r.exitCode}`}): ${String(r.stderr ?? '').trim().slice(-2000)}`;
+        return;
+      }
+      this.resets++;
+      this.run++;
+      this.seen = [0, 0];
+      this.spawn();
+    });
   }
 
   /**
@@ -93,16 +128,13 @@ export class PiVm {
     const dtb = board === 'raspi4b'
       ? await raspi4bDtb(await bootFile(img, 'bcm2711-rpi-4-b.dtb', join(dir, 'card.dtb')), join(dir, 'board.dtb'))
       : await bootFile(img, 'bcm2837-rpi-3-b.dtb', join(dir, 'board.dtb'));
-    const proc = execa(qemu[0]!, [...qemu.slice(1), '-display', 'none', '-monitor', 'none', '-nodefaults',
-      '-kernel', uboot, '-dtb', dtb, '-drive', `if=sd,format=raw,file=${img}`,
-      '-serial', `file:${join(dir, 'uart0')}`, '-serial', `file:${join(dir, 'uart1')}`, ...(o.extraArgs ?? [])],
-    { reject: false, stdin: 'ignore', buffer: true });
-    return new PiVm(proc, dir);
+    return new PiVm([...qemu, '-display', 'none', '-monitor', 'none', '-nodefaults',
+      '-kernel', uboot, '-dtb', dtb, '-drive', `if=sd,format=raw,file=${img}`, ...(o.extraArgs ?? [])], dir);
   }
 
   private poll() {
-    for (const [i, f] of ['uart0', 'uart1'].entries()) {
-      const p = join(this.dir, f);
+    for (const i of [0, 1]) {
+      const p = this.uart(i);
       if (!existsSync(p)) continue;
       const b = readFileSync(p);
       if (b.length > this.seen[i]!) {
@@ -123,12 +155,14 @@ export class PiVm {
       this.poll();
       const m = re.exec(this.output.slice(from));
       if (m) return m;
-      if (Date.now() > end) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${re}; last output:\n${this.output.slice(-3000)}\n${(this.proc as any).stderr ?? ''}`);
+      if (this.exited) throw new Error(`${this.exited}\nwhile waiting for ${re}; last output:\n${this.output.slice(-3000)}`);
+      if (Date.now() > end) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${re} (${this.resets} board resets); last output:\n${this.output.slice(-3000)}\n${(this.proc as any).stderr ?? ''}`);
       await new Promise((r) => setTimeout(r, 250));
     }
   }
 
   async kill() {
+    this.killed = true;
     clearInterval(this.timer);
     this.poll();
     this.proc.kill('SIGKILL');

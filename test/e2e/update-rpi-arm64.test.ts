@@ -80,6 +80,7 @@ test('v1 -> v2 on the Pi: staged through uboot.env, booted by boot.scr from slot
     assert.ok(clock!.index < vm.output.search(/kiln: update[: ]/), 'the clock was set before the updater\'s first line');
     const at = vm.output.length;
     await vm.waitFor(/kiln: booting slot b \(tries left a=3 b=2\)/, 300_000, at);
+    assert.is(vm.resets, 1, 'the node reset the board once to boot slot b');
     await vm.waitFor(ready(V2, 'b'), PI_BOOT_TIMEOUT, at);
     await vm.waitFor(new RegExp(`update to ${V2.replace(/[.]/g, '\\.')} succeeded: slot b blessed`), 300_000, at);
     console.log(`  updated and blessed after ${vm.elapsed().toFixed(1)} s (QEMU start to blessing)`);
