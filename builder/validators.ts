@@ -49,10 +49,32 @@ export function perKeySchema(schema: SchemaNode): SchemaNode {
   return out;
 }
 
+/** Keywords that only annotate: they decide no verdict and no error's content. */
+const ANNOTATION = (k: string) => k === 'description' || k === 'default' || k === 'examples' || k === 'title' || k === 'deprecated' || k.startsWith('x-');
+
+/**
+ * The schema without its annotations. The compiled checks keep as object literals the parts of
+ * the schema they look things up in (the names of an object's keys, an enum's values, a list of
+ * types), and each literal is the whole node there: with the descriptions and hints, 50 KB of
+ * init's bundle, made into objects when the bundle loads. Only keywords are dropped, never a
+ * property's name (a key called `default` stays); test/unit/validators.test.ts holds the
+ * schema to the keywords walked here.
+ */
+export function withoutAnnotations(node: SchemaNode): SchemaNode {
+  const out: SchemaNode = {};
+  for (const [k, v] of Object.entries(node)) {
+    if (ANNOTATION(k)) continue;
+    if ((k === 'properties' || k === '$defs') && v && typeof v === 'object') out[k] = Object.fromEntries(Object.entries<SchemaNode>(v).map(([n, sub]) => [n, withoutAnnotations(sub)]));
+    else if ((k === 'items' || k === 'additionalProperties' || k === 'propertyNames') && v && typeof v === 'object' && !Array.isArray(v)) out[k] = withoutAnnotations(v);
+    else out[k] = v;
+  }
+  return out;
+}
+
 export function compileValidators(): CompiledValidators {
   const config = () => {
     const ajv = configAjv(false, { code: { source: true, formats: FORMATS }, inlineRefs: false });
-    return standaloneCode(ajv, ajv.compile(perKeySchema(CONFIG_SCHEMA)));
+    return standaloneCode(ajv, ajv.compile(withoutAnnotations(perKeySchema(CONFIG_SCHEMA))));
   };
   const channels = new Ajv2020({ ...MANIFEST_AJV_OPTIONS, code: { source: true } });
   return {
