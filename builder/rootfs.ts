@@ -1,10 +1,11 @@
 // Assembles the read-only root tree for one architecture: Debian parts, Node, our init
 // bundle, overlay/, kernel modules and the generated /etc files.
 import { chmodSync, closeSync, openSync, readSync, existsSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ARCH, type Arch } from './arch.ts';
 import { busyboxApplets } from './busybox.ts';
 import { checkSharedLibraries } from './elfdeps.ts';
+import { INIT_LATER } from './bundle.ts';
 import type { Cache } from './cache.ts';
 import { extractDeb } from './debian/index.ts';
 import { copyIntoRoot, dirInRoot, existsInRoot, removeInRoot, symlinkInRoot, writeInRoot } from './inroot.ts';
@@ -115,6 +116,7 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
   for (const [p, text] of Object.entries(inp.baked ?? {})) writeInRoot(dir, p, text);
   for (const a of inp.addons ?? []) writeInRoot(dir, `usr/lib/kiln/addons/${a.metadata.name}.json`, JSON.stringify(a, null, 2) + '\n');
   copyIntoRoot(dir, 'usr/lib/kiln/init.js', inp.initBundle);
+  copyIntoRoot(dir, `usr/lib/kiln/${INIT_LATER}`, join(dirname(inp.initBundle), INIT_LATER));
   copyIntoRoot(dir, 'usr/lib/kiln/kiln.js', inp.cliBundle);
   if (existsSync(inp.overlayDir)) layOverlay(dir, inp.overlayDir);
 

@@ -1,13 +1,14 @@
 // What `kiln status`, `kiln upgrade`, `kiln channel` and the other node commands ask init
 // over the control socket (control.ts carries the requests; this file answers them).
 // The add-ons, the installer and post-boot are imported when asked for: nothing before ready
-// needs them, so boot does not load them (docs/design.md, "Boot speed and memory").
+// needs them, so boot does not load them (docs/design.md, "Boot speed, memory and size").
 import { clockLine, clockState } from '../clock.ts';
 import { selectedChannel, setChannel } from '../configure.ts';
 import { serveControl, type Handler } from '../control.ts';
 import { run } from '../exec.ts';
 import { read } from '../system.ts';
 import { bootCount, leaseIp, type BootContext } from './context.ts';
+import { installConfigText } from './install-task.ts';
 
 /** The updater, or why there is none yet. */
 function updaterOf(ctx: BootContext, notYet: string) {
@@ -44,7 +45,7 @@ export function controlHandlers(ctx: BootContext): Record<string, Handler> {
       ctx.updater?.setChannel(want as 'beta' | 'rc' | 'stable');
       return msg;
     },
-    'install-config': async (a) => (await import('./install-task.ts')).installConfigText(ctx, typeof a.configUrl === 'string' ? a.configUrl : ctx.cfg().kiln.install.config_url, typeof a.extra === 'string' ? a.extra : undefined),
+    'install-config': async (a) => installConfigText(ctx, typeof a.configUrl === 'string' ? a.configUrl : ctx.cfg().kiln.install.config_url, typeof a.extra === 'string' ? a.extra : undefined),
     rollback: async () => (await updaterOf(ctx, 'the updater is not running yet').rollback()).message ?? 'rolling back',
     reboot: () => { setTimeout(() => ctx.power('reboot', 'kiln reboot'), 100); return 'rebooting'; },
     poweroff: () => { setTimeout(() => ctx.power('poweroff', 'kiln poweroff'), 100); return 'powering off'; },

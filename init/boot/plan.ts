@@ -21,6 +21,7 @@ import { linkUp } from '../network.ts';
 import type { BootInfo } from '../boot.ts';
 import type { BootTask, TaskResult } from '../sequencer.ts';
 import { startControl } from './control-api.ts';
+import { unattendedInstall } from './install-task.ts';
 import type { BootContext } from './context.ts';
 import {
   applyLocalConfig, bringUpLinks, chooseLocalConfig, countThisBoot, fetchSshKeys, growData, installCachedKeys, loadBootModules, loadK3sModules,
@@ -88,7 +89,7 @@ export function bootPlan(ctx: BootContext): BootTask[] {
     // The live ISO installs itself when the config names a disk or the boot menu's install
     // entry was picked; it may power off, so nothing after it starts before it is done, and
     // every service before it has started (shutdown stops what has started).
-    { phase: 'install', name: 'unattended', needs: ['config', 'config/devices', 'data/grow', 'config/ssh', 'config-network/boot_cmd', 'config-network/ntp'], run: async () => (await import('./install-task.ts')).unattendedInstall(ctx) },
+    { phase: 'install', name: 'unattended', needs: ['config', 'config/devices', 'data/grow', 'config/ssh', 'config-network/boot_cmd', 'config-network/ntp'], run: () => unattendedInstall(ctx) },
 
     // boot_cmd runs "before k3s starts" (docs/config.md).
     { phase: 'k3s', name: 'start', needs: ['mount/base filesystems', 'mount/protect init', 'data/logs', 'drivers', 'data/etc state', 'data/machine id', 'config/apply', 'config', 'config-network/ntp', 'config-network/boot_cmd', 'install/unattended', 'clock floor', 'k3s drivers'], run: () => startK3s(ctx) },
