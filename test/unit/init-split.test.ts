@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bundleSplit, INIT_ENTRY, INIT_LATER } from '../../builder/bundle.ts';
@@ -38,7 +38,7 @@ test('a module both files import is one instance; a later module runs when impor
       '',
     ].join('\n'),
   };
-  execFileSync('mkdir', ['-p', src]);
+  mkdirSync(src, { recursive: true });
   for (const [n, t] of Object.entries(files)) writeFileSync(join(src, n), t);
   const out = join(dir, 'fixture', 'init.js');
   const split = await bundleSplit(join(src, 'entry.ts'), out);
