@@ -1,7 +1,7 @@
 // Bundles init and the node's `kiln` command (with everything they import) into CommonJS
 // files for the image's Node: one for the command, two for init (bundleSplit). The schema validators go in compiled to code
 // (builder/validators.ts) and ajv's compiler stays out (precompiledValidators).
-import { build, type Plugin } from 'esbuild';
+import { build, type Metafile, type Plugin } from 'esbuild';
 import { dirname, join, relative } from 'node:path';
 import { compileValidators, type CompiledValidators } from './validators.ts';
 
@@ -103,7 +103,8 @@ export async function bundleSplit(entry: string, out: string): Promise<SplitBund
   const toLater: Plugin = {
     name: 'kiln-init-later',
     setup(b) {
-      b.onResolve({ filter: new RegExp(`^\\./${INIT_LATER.replace('.', '\\.')}$`), namespace: 'kiln-later' }, (a) => ({ path: a.path, external: true }));
+      // What a stub imports is the later file, found beside boot's at run time.
+      b.onResolve({ filter: /.*/, namespace: 'kiln-later' }, (a) => ({ path: a.path, external: true }));
       b.onResolve({ filter: /^\./ }, async (a) => {
         if (a.kind !== 'dynamic-import') return undefined;
         const r = await b.resolve(a.path, { resolveDir: a.resolveDir, kind: 'import-statement' });
@@ -116,8 +117,8 @@ export async function bundleSplit(entry: string, out: string): Promise<SplitBund
   };
   // Boot's modules, and what boot imports dynamically.
   const first = await build({ ...NODE_BUNDLE, entryPoints: [entry], write: false, outfile: out, metafile: true, plugins: [precompiledValidators(), toLater] });
-  const boot = new Set(Object.keys(first.metafile.inputs).filter((i) => !i.includes(':')).map((i) => join(REPO, i)));
-  const esm = new Set(Object.entries(first.metafile.inputs).filter(([, v]) => v.format === 'esm').map(([i]) => join(REPO, i)));
+  const boot = new Set(files(first.metafile).map((i) => join(REPO, i)));
+  const esm = new Set(files(first.metafile).filter((i) => first.metafile.inputs[i]!.format === 'esm').map((i) => join(REPO, i)));
   // The later file, taking boot's modules from boot's table.
   const shared = new Set<string>();
   const fromBoot: Plugin = {
@@ -158,9 +159,11 @@ export async function bundleSplit(entry: string, out: string): Promise<SplitBund
     ...NODE_BUNDLE, stdin: { contents: bootEntry, resolveDir: REPO, loader: 'js', sourcefile: 'init' }, outfile: out, metafile: true,
     plugins: [precompiledValidators(), toLater],
   });
-  const added = Object.keys(final.metafile.inputs).filter((i) => !i.includes(':') && i !== 'init' && !boot.has(join(REPO, i)));
+  const added = files(final.metafile).filter((i) => !boot.has(join(REPO, i)));
   if (added.length) throw new Error(`init's bundle: sharing modules with ${INIT_LATER} brought ${added.join(', ')} into boot's file`);
-  const inputs = (m: { inputs: Record<string, unknown> }) => Object.keys(m.inputs).filter((i) => i !== 'init' && i !== 'init-later' && !i.startsWith('kiln-later:') && !i.startsWith('kiln-shared:')).sort();
-  return { boot: inputs(final.metafile), later: inputs(laterBuild.metafile), shared: [...shared].map(rel).sort() };
+  return { boot: files(final.metafile), later: files(laterBuild.metafile), shared: [...shared].map(rel).sort() };
 }
+
+/** A build's modules that are files (not a plugin's virtual modules or the generated entries). */
+const files = (m: Metafile) => Object.keys(m.inputs).filter((i) => !i.includes(':') && i !== 'init' && i !== 'init-later').sort();
 export async function bundleCli(out: string): Promise<void> { await bundle(CLI_ENTRY, out); }

@@ -90,7 +90,7 @@ export class PiVm {
     this.timer = setInterval(() => this.poll(), 250);
   }
 
-  private uart(i: number, run = this.run): string { return join(this.dir, `uart${i}.${run}`); }
+  private uart(i: number): string { return join(this.dir, `uart${i}.${this.run}`); }
 
   private spawn() {
     const proc = execa(this.argv[0]!, [...this.argv.slice(1), '-no-reboot',
