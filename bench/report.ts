@@ -19,6 +19,13 @@ export function parseTimings(line: string): Timings | undefined {
   return ready && start && rssMiB !== undefined ? { readyS: Number(ready), initStartS: Number(start), rssMiB, ...split } : undefined;
 }
 
+/** Init's `start` line (plan.ts startLine): seconds from its process's start to its first code and to its modules loaded. */
+export interface InitStart { codeS: number; loadedS: number }
+export function parseStart(line: string): InitStart | undefined {
+  const m = /start \(s since init start\): init's code ([\d.]+), its modules loaded ([\d.]+)/.exec(line);
+  return m ? { codeS: Number(m[1]), loadedS: Number(m[2]) } : undefined;
+}
+
 /** The boot's critical path from the `task times` line, with the needs of the plan this tree has. */
 export function bootCriticalPath(taskTimesLine: string): PathStep[] {
   // Making the plan runs nothing, so a context of nothing will do: only the needs are read.
@@ -50,12 +57,14 @@ export function median(xs: number[]): number | undefined {
  * `kernel`: the kernel with a one-line initramfs of its own (no stage 1), the memory floor;
  * `modules`: the node floor after loading the image's module lists.
  */
-export interface FloorLine { kind: 'sh' | 'node' | 'modules' | 'kernel'; readyS: number; rssMiB?: number; anonMiB?: number; fileMiB?: number; heapLimitMiB?: number }
+export interface FloorLine { kind: 'sh' | 'node' | 'modules' | 'kernel'; readyS: number; initStartS?: number; rssMiB?: number; anonMiB?: number; fileMiB?: number; heapLimitMiB?: number }
 export function floorLine(line: string): FloorLine | undefined {
   const m = /kiln-floor: (sh|node|modules|kernel) ready ([\d.]+) s after the kernel/.exec(line);
   if (!m) return undefined;
   const heap = /\bheap limit ([\d.]+) MiB/.exec(line)?.[1];
-  return { kind: m[1] as FloorLine['kind'], readyS: Number(m[2]), ...rssParts(line), ...(heap ? { heapLimitMiB: Number(heap) } : {}) };
+  // Node's floors say when their process started: what is left is Node's own start.
+  const start = /init started ([\d.]+) s after the kernel/.exec(line)?.[1];
+  return { kind: m[1] as FloorLine['kind'], readyS: Number(m[2]), ...(start ? { initStartS: Number(start) } : {}), ...rssParts(line), ...(heap ? { heapLimitMiB: Number(heap) } : {}) };
 }
 
 /**

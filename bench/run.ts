@@ -18,7 +18,7 @@ import { DEFAULT_PARAMS } from '../channels/chunks.ts';
 import { K3S_STANDIN } from '../test/e2e/image.ts';
 import { cidataImage } from '../test/e2e/helpers.ts';
 import { deltaTable, rootOf, type DeltaRow } from './delta.ts';
-import { bisectSmallest, bootCriticalPath, floorLine, formatPath, goalTable, median, parseTimings, type GoalRow } from './report.ts';
+import { bisectSmallest, bootCriticalPath, floorLine, formatPath, goalTable, median, parseStart, parseTimings, type GoalRow } from './report.ts';
 import { verityBench } from './verity.ts';
 
 // The goal rows (issues: boot, memory, size, CLI, delta updates) by default. --all adds the
@@ -90,7 +90,7 @@ goals.push({ measure: `${arch} raw.zst (zstd -19)`, goal: '<= 50 MiB', now: mib(
 const STAGE1_WAIT_MS = arch === 'arm64' ? 180_000 : 75_000;
 /** An emulated arm64 boot (AAVMF, a translated CPU of another kind) takes two to three times as long. */
 const SLOW = arch === 'arm64' ? 2.5 : 1;
-interface BootResult { first?: number; ready?: number; accel: string; timings?: string; tasks?: string; cpu?: string; again?: string }
+interface BootResult { first?: number; ready?: number; accel: string; timings?: string; tasks?: string; cpu?: string; start?: string; again?: string }
 /**
  * One boot from a fresh copy of the disk through the firmware and systemd-boot, as a machine
  * boots it. `again`: then the power button, and the timings of the next boot of the same disk
@@ -107,7 +107,8 @@ async function boot(memMiB: number, timeoutMs = 300_000 * SLOW, extraDrives: str
     const timings = ready ? await vm.waitFor(/kiln: timings: (.*)\r?\n/, 30_000).then((m) => m[1], () => undefined) : undefined;
     const tasks = timings ? await vm.waitFor(/kiln: (task times .*)\r?\n/, 10_000).then((m) => m[1], () => undefined) : undefined;
     const cpu = tasks ? await vm.waitFor(/kiln: (cpu at ready .*)\r?\n/, 10_000).then((m) => m[1], () => undefined) : undefined;
-    return { first, ready, accel: vm.accel, timings, tasks, cpu, again: again && timings ? await bootAgain(vm, disk, memMiB, timeoutMs).catch(() => undefined) : undefined };
+    const start = tasks ? await vm.waitFor(/kiln: (start \(s since init start\).*)\r?\n/, 10_000).then((m) => m[1], () => undefined) : undefined;
+    return { first, ready, accel: vm.accel, timings, tasks, cpu, start, again: again && timings ? await bootAgain(vm, disk, memMiB, timeoutMs).catch(() => undefined) : undefined };
   } catch { return { accel: vm.accel }; } finally { await vm.kill(); rmSync(join(disk, '..'), { recursive: true, force: true }); }
 }
 /** The power button on a booted machine, then its disk's next boot: the timings line (a failure here loses nothing of the first boot's). */
@@ -183,12 +184,16 @@ if (path.length) row('boot critical path (s since init start)', formatPath(path)
 if (b1.tasks) row('init task times', b1.tasks);
 // On one vCPU, idle near nothing means ready waits for work, not for a device or a timer.
 if (b1.cpu) row('init CPU on the way to ready', b1.cpu);
+const st = b1.start ? parseStart(b1.start) : undefined;
+if (b1.start) row("init's start: Node's, then its modules'", b1.start);
 // The floors boot the image as it was built, as that boot did (stage 1 formats the data partition).
 const fsh = await floorBoot('sh', 256);
 const fnode = await floorBoot('node', 256);
 const fmod = await floorBoot('modules', 256);
 row('floor: kernel start -> sh init printed a line', fsh ? s2(fsh.readyS) : 'did not print');
 row('floor: kernel start -> node -e printed a line (RSS, V8 heap limit)', fnode ? `${s2(fnode.readyS)} (${fnode.rssMiB?.toFixed(1)} MiB, ${fnode.heapLimitMiB} MiB)` : 'did not print');
+/** Node's own start in the floor: from its process's start to its line. */
+const nodeStartS = fnode?.initStartS !== undefined ? fnode.readyS - fnode.initStartS : undefined;
 row("floor: kernel start -> node -e printed a line after a shell loaded the image's modules", fmod ? s2(fmod.readyS) : 'did not print');
 const kilnReady = t1 ? t1.initStartS + t1.readyS : undefined;
 const readyFloor = `${s2(fsh?.readyS)} (sh init), ${s2(fnode?.readyS)} (node -e 0), ${s2(fmod?.readyS)} (node -e 0 after the modules)`;
@@ -197,7 +202,9 @@ goals.push(t1
   ? {
     measure: `kernel start -> kiln: ready (${arch}, ${b1.accel})`, goal: '<= 6 s', now: s2(kilnReady),
     floor: readyFloor,
-    note: [over(kilnReady, fsh?.readyS, 'sh'), over(kilnReady, fnode?.readyS, 'node -e 0'), over(kilnReady, fmod?.readyS, 'node -e 0 after the modules'), tAgain && `the next boot ${s2(tAgain.initStartS + tAgain.readyS)}`, `init started ${s2(t1.initStartS)}`, `critical path: ${path.map((p) => p.id).join(' -> ') || '-'}`].filter(Boolean).join('; '),
+    note: [over(kilnReady, fsh?.readyS, 'sh'), over(kilnReady, fnode?.readyS, 'node -e 0'), over(kilnReady, fmod?.readyS, 'node -e 0 after the modules'), tAgain && `the next boot ${s2(tAgain.initStartS + tAgain.readyS)}`, `init started ${s2(t1.initStartS)}`,
+      st && `then Node's start ${s2(st.codeS)}${nodeStartS !== undefined ? ` (node -e 0: ${s2(nodeStartS)})` : ''}, init's modules ${s2(st.loadedS - st.codeS)}, to ready ${s2(t1.readyS - st.loadedS)}`,
+      `critical path: ${path.map((p) => p.id).join(' -> ') || '-'}`].filter(Boolean).join('; '),
   }
   : { measure: `kernel start -> kiln: ready (${arch}, ${b1.accel})`, goal: '<= 6 s', now: 'did not reach ready', floor: readyFloor });
 /** Anonymous memory (heaps) and mapped file pages (Node's binary), init against the floor. */

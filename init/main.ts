@@ -4,11 +4,12 @@
 //
 // This file only wires the parts together: the boot plan (boot/plan.ts) runs, then the
 // post-boot steps (boot/post-boot.ts); the control socket's answers are in boot/control-api.ts.
+import { CODE_START_S } from './started.ts'; // first: Node's start ends here
 import './own-env.ts'; // before init starts any program
 import { existsSync } from 'node:fs';
 import { bootChainLine, bootInfo, cmdlineArg } from './boot.ts';
 import { bootContext } from './boot/context.ts';
-import { bootPlan, cpuLine, readyLine, rssSplit, timingsLine } from './boot/plan.ts';
+import { bootPlan, cpuLine, readyLine, rssSplit, startLine, timingsLine } from './boot/plan.ts';
 import { saveClockQuietly } from './boot/tasks.ts';
 import { debug, flushLog, LOG_DIR, say, setBootOffset } from './log.ts';
 import { isShuttingDown, shutdown, type PowerAction } from './power.ts';
@@ -16,6 +17,8 @@ import { runPlan, sinceStartMs, taskTimesLine } from './sequencer.ts';
 import { Supervisor } from './services/supervisor.ts';
 import { read } from './system.ts';
 
+/** Seconds from this process's start to every module of boot's having run its top level. */
+const MODULES_LOADED_S = process.uptime();
 process.on('uncaughtException', (e) => { try { say(`internal error (contained): ${e?.stack ?? e}`); } catch { /* */ } });
 process.on('unhandledRejection', (e) => { try { say(`internal error (contained): ${(e as Error)?.stack ?? e}`); } catch { /* */ } });
 // Keep the event loop alive whatever else ends.
@@ -49,6 +52,7 @@ async function boot() {
   say(taskTimesLine(results));
   const cpu = cpuLine(read('/proc/self/stat'), procStatAtStart, read('/proc/stat'));
   if (cpu) say(cpu);
+  say(startLine(CODE_START_S, MODULES_LOADED_S));
   // Whatever reads init.log once ready is on the console finds boot's lines there: the
   // post-boot steps below may keep the event loop (and the batch timer) busy for a while.
   flushLog();

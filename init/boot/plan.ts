@@ -126,6 +126,14 @@ export function timingsLine(results: TaskResult[], nowMs: number, initStartS: nu
   return `timings: since init start (s): ${since}, ready ${(nowMs / 1000).toFixed(2)}; init started ${initStartS.toFixed(2)} s after the kernel; rss ${(rssBytes / 1048576).toFixed(1)} MiB${parts}`;
 }
 
+/**
+ * Init's own start, for `npm run bench`: when its first line of code ran (Node's start before
+ * it) and when its modules had all run their top level (loading the bundle).
+ */
+export function startLine(codeS: number, loadedS: number): string {
+  return `start (s since init start): init's code ${codeS.toFixed(2)}, its modules loaded ${loadedS.toFixed(2)}`;
+}
+
 /** Clock ticks per second in /proc's CPU times (USER_HZ: 100 on every Linux port kiln runs on). */
 const USER_HZ = 100;
 

@@ -4,8 +4,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { bisectSmallest, bootCriticalPath, floorLine, formatPath, goalTable, median, parseTimings } from '../../bench/report.ts';
-import { timingsLine } from '../../init/boot/plan.ts';
+import { bisectSmallest, bootCriticalPath, floorLine, formatPath, goalTable, median, parseStart, parseTimings } from '../../bench/report.ts';
+import { startLine, timingsLine } from '../../init/boot/plan.ts';
 import { taskTimesLine, type TaskResult } from '../../init/sequencer.ts';
 
 test('the timings line gives ready, init start and RSS, as init prints it', () => {
@@ -15,6 +15,8 @@ test('the timings line gives ready, init start and RSS, as init prints it', () =
   const split = timingsLine([], 3456, 2.5, 48.25 * 1048576, { anonMiB: 17.46, fileMiB: 30.79 });
   assert.equal(parseTimings(`kiln: ${split}\r`), { readyS: 3.46, initStartS: 2.5, rssMiB: 48.3, anonMiB: 17.5, fileMiB: 30.8 });
   assert.is(parseTimings('kiln: something else'), undefined);
+  assert.equal(parseStart(`kiln: ${startLine(1.534, 2.061)}\r`), { codeS: 1.53, loadedS: 2.06 });
+  assert.is(parseStart('kiln: cpu at ready (s): init 4.30'), undefined);
 });
 
 test('the critical path runs through the real plan\'s needs', () => {
@@ -53,6 +55,8 @@ test("the node floors' line from stage 1 gives their time and RSS", () => {
     assert.ok(f && f.kind === kind && f.readyS > 0 && f.rssMiB! > 5 && f.rssMiB! < 500 && f.heapLimitMiB! > 8, out);
     // The split adds up to the RSS it splits (to the rounding of three figures).
     assert.ok(Math.abs(f!.anonMiB! + f!.fileMiB! - f!.rssMiB!) < 0.5 && f!.anonMiB! > 1 && f!.fileMiB! > 1, out);
+    // When the process started: what is left of its line's time is Node's own start.
+    assert.ok(f!.initStartS! > 0 && f!.readyS - f!.initStartS! > 0 && f!.readyS - f!.initStartS! < 2, out);
   }
   assert.equal(floorLine('kiln-floor: sh ready 1.93 s after the kernel\r'), { kind: 'sh', readyS: 1.93 });
   assert.equal(floorLine('kiln-floor: kernel ready 2.61 s after the kernel\r'), { kind: 'kernel', readyS: 2.61 });
