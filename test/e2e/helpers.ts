@@ -50,12 +50,36 @@ export function sshKeypair(): { key: string; pub: string } {
   return { key, pub: readFileSync(`${key}.pub`, 'utf8').trim() };
 }
 
-/** Runs a command on the guest over SSH (through QEMU's hostfwd) as `user`, retrying while sshd comes up. */
+/** One ssh run of a command on the guest (through QEMU's hostfwd) as `user`. */
+function sshOnce(port: number, key: string, command: string, user: string, timeout: '60s' | '600s') {
+  return $({ quiet: true, nothrow: true, timeout })`ssh -i ${key} -p ${port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20 -o BatchMode=yes -o LogLevel=ERROR ${user}@127.0.0.1 ${command}`;
+}
+
+/** Runs a command on the guest over SSH as `user`, retrying while sshd comes up. */
 export async function ssh(port: number, key: string, command: string, tries = 30, user = 'root'): Promise<string> {
   let last = '';
   for (let i = 0; i < tries; i++) {
-    const r = await $({ quiet: true, nothrow: true, timeout: '60s' })`ssh -i ${key} -p ${port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20 -o BatchMode=yes -o LogLevel=ERROR ${user}@127.0.0.1 ${command}`;
+    const r = await sshOnce(port, key, command, user, '60s');
     if (r.exitCode === 0) return r.stdout;
+    last = `${r.stderr.trim()} (exit ${r.exitCode})`;
+    await new Promise((res) => setTimeout(res, 3000));
+  }
+  throw new Error(`ssh ${command}: ${last}`);
+}
+
+/**
+ * Runs a command that reboots the guest (`kiln upgrade`), once SSH answers. The reboot may close
+ * the connection before ssh has the command's exit status (exit 255): the command ran, and the
+ * caller waits on the console for what it did. Retried then, it would run a second time, or
+ * knock for minutes on a guest that is down or paused. A command that ran and failed (the
+ * updater not started yet) is tried again.
+ */
+export async function sshRebooting(port: number, key: string, command: string, tries = 10, user = 'root'): Promise<string> {
+  let last = '';
+  for (let i = 0; i < tries; i++) {
+    await ssh(port, key, 'true', 30, user);
+    const r = await sshOnce(port, key, command, user, '600s');
+    if (r.exitCode === 0 || r.exitCode === 255) return r.stdout;
     last = `${r.stderr.trim()} (exit ${r.exitCode})`;
     await new Promise((res) => setTimeout(res, 3000));
   }

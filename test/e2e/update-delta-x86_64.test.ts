@@ -9,7 +9,7 @@ import * as assert from 'uvu/assert';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Vm } from '../../builder/qemu.ts';
-import { freePort, ssh } from './helpers.ts';
+import { freePort, ssh, sshRebooting } from './helpers.ts';
 import { BOOT_TIMEOUT, scratchCopy } from './image.ts';
 import { readyRe, updateOut, x86UpdateSetup } from './update-fixture.ts';
 
@@ -27,7 +27,7 @@ test('a server refusing Range falls back to the full download; a delta survives 
     try {
       await vm.waitFor(readyRe('1.0.0', 'a'), BOOT_TIMEOUT);
       await vm.waitFor(/kiln: blessed slot a/, 120_000);
-      await ssh(port, me.key, 'kiln upgrade');
+      await sshRebooting(port, me.key, 'kiln upgrade');
       await vm.waitFor(/delta of 1\.1\.0 falls back to the full download \(no-range\)/, 300_000);
       await vm.waitFor(readyRe('1.1.0', 'b'), BOOT_TIMEOUT);
       await vm.waitFor(/kiln: update to 1\.1\.0 succeeded: slot b blessed/, 300_000);
@@ -60,7 +60,7 @@ test('a server refusing Range falls back to the full download; a delta survives 
     try {
       await vm.waitFor(readyRe('1.0.0', 'a'), BOOT_TIMEOUT);
       serve.bytesPerSecond = undefined;
-      await ssh(port, me.key, 'kiln upgrade');
+      await sshRebooting(port, me.key, 'kiln upgrade');
       await vm.waitFor(/kiln: update: 1\.1\.0 assembled from \d+ local bytes and \d+ fetched/, 600_000);
       await vm.waitFor(readyRe('1.1.0', 'b'), BOOT_TIMEOUT);
       await vm.waitFor(/kiln: update to 1\.1\.0 succeeded: slot b blessed/, 300_000);

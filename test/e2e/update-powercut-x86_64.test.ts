@@ -3,7 +3,7 @@
 // finish the update (resuming the download where the progress record says).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ssh } from './helpers.ts';
+import { ssh, sshRebooting } from './helpers.ts';
 import { BOOT_TIMEOUT, espList } from './image.ts';
 import { readyRe, x86UpdateSetup } from './update-fixture.ts';
 
@@ -30,7 +30,7 @@ test('killed during the download: slot A boots with data intact, the next upgrad
       await vm.waitFor(readyRe('1.0.0', 'a'), BOOT_TIMEOUT);
       assert.is((await ssh(port, me.key, 'cat /var/lib/kiln/precious')).trim(), 'precious');
       const before = http.hits.length;
-      await ssh(port, me.key, 'kiln upgrade');
+      await sshRebooting(port, me.key, 'kiln upgrade');
       await vm.waitFor(readyRe('1.1.0', 'b'), BOOT_TIMEOUT);
       await vm.waitFor(/kiln: update to 1\.1\.0 succeeded: slot b blessed/, 300_000);
       assert.ok(http.hits.slice(before).some((h) => /root\.squashfs bytes=[1-9]/.test(h)), `the download resumed with a Range request: ${http.hits.slice(before).join(' | ')}`);

@@ -23,7 +23,7 @@ import { kernelFromLock, unpackedDeb } from '../../builder/rootfs.ts';
 import { signEfi } from '../../builder/secureboot.ts';
 import { buildUki, readPe } from '../../builder/uki.ts';
 import { readGpt } from '../../init/disk/gpt.ts';
-import { ssh } from './helpers.ts';
+import { ssh, sshRebooting } from './helpers.ts';
 import { BOOT_TIMEOUT, espList } from './image.ts';
 import { publishStable, readyRe, snakeoilSigner, updateOut, x86UpdateSetup } from './update-fixture.ts';
 
@@ -87,7 +87,7 @@ test('v1 -> v2 under Secure Boot, signed UKI staged unchanged; a v3 root changed
     await vm.waitFor(/kiln: blessed slot a/, 120_000);
     assert.match(await ssh(port, me.key, 'kiln upgrade --check'), /1\.1\.0/);
     const v2From = vm.output.length;
-    await ssh(port, me.key, 'kiln upgrade');
+    await sshRebooting(port, me.key, 'kiln upgrade');
     // Drained (k3s stand-in) before the reboot, then into slot b, judged healthy and blessed.
     const drained = await vm.waitFor(/kiln: update: drained node (\S+)/, 300_000);
     await vm.waitFor(readyRe('1.1.0', 'b'), BOOT_TIMEOUT);
@@ -134,7 +134,7 @@ test('v1 -> v2 under Secure Boot, signed UKI staged unchanged; a v3 root changed
     // staging and the first boot of the new slot.
     await vm.qmp('set-action', { reboot: 'shutdown', shutdown: 'pause' });
     const from = vm.output.length;
-    await ssh(port, me.key, 'kiln upgrade');
+    await sshRebooting(port, me.key, 'kiln upgrade');
     await stopped(vm, 600_000);
     await vm.waitFor(/kiln: update: 1\.2\.0 staged in slot a/, 1000, from);
     assert.equal(await espList(disk, 'EFI/Linux'), ['kiln-a+3.efi', 'kiln-b.efi']);
