@@ -12,9 +12,11 @@ function rssParts(line: string): { rssMiB?: number; anonMiB?: number; fileMiB?: 
   if (!m) return {};
   return { rssMiB: Number(m[1]), ...(m[2] !== undefined ? { anonMiB: Number(m[2]), fileMiB: Number(m[3]) } : {}) };
 }
+/** `init started S s after the kernel`, in init's timings line and Node's floors' lines. */
+const initStarted = (line: string) => /init started ([\d.]+) s after the kernel/.exec(line)?.[1];
 export function parseTimings(line: string): Timings | undefined {
   const ready = /\bready ([\d.]+)/.exec(line)?.[1];
-  const start = /init started ([\d.]+) s after the kernel/.exec(line)?.[1];
+  const start = initStarted(line);
   const { rssMiB, ...split } = rssParts(line);
   return ready && start && rssMiB !== undefined ? { readyS: Number(ready), initStartS: Number(start), rssMiB, ...split } : undefined;
 }
@@ -63,7 +65,7 @@ export function floorLine(line: string): FloorLine | undefined {
   if (!m) return undefined;
   const heap = /\bheap limit ([\d.]+) MiB/.exec(line)?.[1];
   // Node's floors say when their process started: what is left is Node's own start.
-  const start = /init started ([\d.]+) s after the kernel/.exec(line)?.[1];
+  const start = initStarted(line);
   return { kind: m[1] as FloorLine['kind'], readyS: Number(m[2]), ...(start ? { initStartS: Number(start) } : {}), ...rssParts(line), ...(heap ? { heapLimitMiB: Number(heap) } : {}) };
 }
 

@@ -117,8 +117,9 @@ export async function bundleSplit(entry: string, out: string): Promise<SplitBund
   };
   // Boot's modules, and what boot imports dynamically.
   const first = await build({ ...NODE_BUNDLE, entryPoints: [entry], write: false, outfile: out, metafile: true, plugins: [precompiledValidators(), toLater] });
-  const boot = new Set(files(first.metafile).map((i) => join(REPO, i)));
-  const esm = new Set(files(first.metafile).filter((i) => first.metafile.inputs[i]!.format === 'esm').map((i) => join(REPO, i)));
+  const bootFiles = files(first.metafile);
+  const boot = new Set(bootFiles.map((i) => join(REPO, i)));
+  const esm = new Set(bootFiles.filter((i) => first.metafile.inputs[i]!.format === 'esm').map((i) => join(REPO, i)));
   // The later file, taking boot's modules from boot's table.
   const shared = new Set<string>();
   const fromBoot: Plugin = {
@@ -166,4 +167,5 @@ export async function bundleSplit(entry: string, out: string): Promise<SplitBund
 
 /** A build's modules that are files (not a plugin's virtual modules or the generated entries). */
 const files = (m: Metafile) => Object.keys(m.inputs).filter((i) => !i.includes(':') && i !== 'init' && i !== 'init-later').sort();
+
 export async function bundleCli(out: string): Promise<void> { await bundle(CLI_ENTRY, out); }
