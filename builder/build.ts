@@ -28,6 +28,7 @@ import { buildUki } from './uki.ts';
 import { bundleCli, bundleInit } from './bundle.ts';
 import { withBuildLock } from './buildlock.ts';
 import { secureBootEsp, secureBootSigner, signEfi, type SecureBootOptions } from './secureboot.ts';
+import { moduleSignatures } from './kmod.ts';
 
 export const REPO = resolve(new URL('..', import.meta.url).pathname);
 
@@ -130,6 +131,8 @@ async function buildLocked(opts: BuildOptions): Promise<BuildRecord> {
   }
 
   mkdirSync(out, { recursive: true });
+  const sigs = moduleSignatures({ setting: profile.kernel.module_signatures, secureBoot: !!sb, cmdline: profile.kernel.cmdline });
+  log.info(`kernel modules: signatures ${sigs.keep ? 'kept' : 'removed'} (${sigs.why})`);
   const work = join(out, '.work');
   const initBundle = join(work, 'init.js');
   const cliBundle = join(work, 'kiln.js');
@@ -156,6 +159,7 @@ async function buildLocked(opts: BuildOptions): Promise<BuildRecord> {
     if (k3s) k3sInfo[arch] = k3s.version;
     const root = await log.stage(`${arch}: root tree`, () => assembleRoot(join(w, 'root'), {
       arch, version, profile, lock: al, kernel, nodeBinary: node, initBundle, cliBundle, overlayDir: join(REPO, 'overlay'), sourceDateEpoch: sde, k3s, addons: addons.map((a) => a.resource), baked,
+      keepModuleSignatures: sigs.keep,
     }, cache, log));
     const rootImage = await log.stage(`${arch}: root image (${profile.root.filesystem})`, () =>
       buildRootImage(root.dir, `${base}.root.${profile.root.filesystem}`, profile.root.filesystem, sde, `${version}:${arch}`));
@@ -164,7 +168,7 @@ async function buildLocked(opts: BuildOptions): Promise<BuildRecord> {
     verities[arch] = { rootHash: verity.rootHash, treeBytes: verity.treeBytes };
     const stage1Extra = await stage1VerityFiles(root.dir, ARCH[arch].triplet, ARCH[arch].ldso, verity.param);
     const initrd = await log.stage(`${arch}: stage-1 initramfs`, () =>
-      buildStage1(join(w, 'stage1.cpio.zst'), kernel, join(root.dir, 'bin/busybox'), profile.modules.stage1, stage1Extra, profile.modules.coldplug_stage1, ARCH[arch].cpuModules));
+      buildStage1(join(w, 'stage1.cpio.zst'), kernel, join(root.dir, 'bin/busybox'), profile.modules.stage1, stage1Extra, profile.modules.coldplug_stage1, ARCH[arch].cpuModules, sigs.keep));
     const files = await bootFiles({ arch, profile, version, sde, base, work: w, kernel, initrd, rootImage, verityParam: verity.param, secureBoot: sb, debTree, log });
     // The root image and the UKI are what a release publishes, whatever the formats.
     await record(files.rootImage, arch, 'root');

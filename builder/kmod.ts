@@ -154,3 +154,41 @@ export function firmwareNames(tree: ModuleTree, files: string[]): string[] {
   for (const f of files) for (const fw of modinfo(readFileSync(join(tree.dir, f)), 'firmware')) if (fw) names.add(fw);
   return [...names].sort();
 }
+
+// Linux's sign-file appends to a module: the PKCS#7 signature, a 12-byte description of it
+// (its length big-endian in the last 4 bytes), then this line.
+const SIGNED_MAGIC = Buffer.from('~Module signature appended~\n');
+
+/** A module file without its appended signature; one without a signature comes back as it is. */
+export function withoutSignature(ko: Buffer, name = 'module'): Buffer {
+  if (ko.length < SIGNED_MAGIC.length + 12 || !ko.subarray(ko.length - SIGNED_MAGIC.length).equals(SIGNED_MAGIC)) return ko;
+  const sigLen = ko.readUInt32BE(ko.length - SIGNED_MAGIC.length - 4);
+  const end = ko.length - SIGNED_MAGIC.length - 12 - sigLen;
+  if (end < 0) throw new Error(`${name}: its signature trailer claims ${sigLen} bytes, more than the file holds; the kernel package is damaged`);
+  return ko.subarray(0, end);
+}
+
+/** Kernel command-line words that make the kernel refuse a module without a valid signature. */
+const ENFORCING = /(^|\s)(module\.sig_enforce=(1|y|Y)|lockdown=\S+)(\s|$)/;
+
+/**
+ * Whether an image's modules keep Debian's signatures. The kernel checks a signed module at
+ * every load (a SHA-256 of the file and an RSA check, about as much guest work under emulation
+ * as loading it), but it only refuses an unsigned one when locked down: under UEFI Secure Boot,
+ * or when the command line enforces signatures. So they are kept for an image signed for
+ * Secure Boot or with such a command line, and otherwise removed: the modules come from the
+ * verified root or the initramfs inside the UKI, which already vouch for them.
+ */
+export function moduleSignatures(o: { setting: 'auto' | 'keep'; secureBoot: boolean; cmdline: string }): { keep: boolean; why: string } {
+  if (o.setting === 'keep') return { keep: true, why: 'kernel.module_signatures is keep' };
+  if (o.secureBoot) return { keep: true, why: 'the image is signed for Secure Boot, where the kernel locks down and refuses unsigned modules' };
+  const m = ENFORCING.exec(o.cmdline);
+  if (m) return { keep: true, why: `the kernel command line has ${m[2]}, so the kernel refuses unsigned modules` };
+  return { keep: false, why: 'no Secure Boot signing and no enforcing command line: the kernel would check each signature at load for nothing' };
+}
+
+/** A module file's bytes as an image carries them. */
+export function moduleBytes(tree: ModuleTree, rel: string, keepSignatures: boolean): Buffer {
+  const b = readFileSync(join(tree.dir, rel));
+  return keepSignatures ? b : withoutSignature(b, rel);
+}

@@ -34,7 +34,11 @@ export const PROFILE_SCHEMA = {
       type: 'object', additionalProperties: false, default: {},
       properties: {
         flavour: { enum: ['cloud', 'generic'], default: 'cloud', description: "Debian kernel flavour: 'cloud' (small, virtual machines) or 'generic' (all hardware)" },
-        cmdline: { type: 'string', default: 'quiet panic=10', description: 'Extra kernel command line (console and slot are added)' },
+        cmdline: { type: 'string', default: 'quiet panic=10 cryptomgr.notests=1', description: "Extra kernel command line (console and slot are added). cryptomgr.notests=1 skips the kernel's crypto self-tests at boot, as kernels built with the upstream default do (fips=1 runs them regardless)" },
+        module_signatures: {
+          enum: ['auto', 'keep'], default: 'auto',
+          description: "Debian's signatures on the kernel modules. 'auto': kept when the image is signed for Secure Boot (--secure-boot-key) or the command line enforces them (module.sig_enforce=1, lockdown=), where the kernel refuses unsigned modules; otherwise removed, so the kernel does not check each module as it loads it (the verified root and the UKI already vouch for them; the kernel notes one unsigned module in its log and taint flags). 'keep': always kept",
+        },
       },
     },
     modules: {
@@ -97,7 +101,7 @@ export interface Profile {
   arches: Arch[];
   formats: Format[];
   update_target: string;
-  kernel: { flavour: 'cloud' | 'generic'; cmdline: string };
+  kernel: { flavour: 'cloud' | 'generic'; cmdline: string; module_signatures: 'auto' | 'keep' };
   modules: { stage1: string[]; boot: string[]; include: string[]; coldplug_stage1: string[]; coldplug: string[] };
   firmware: { packages: string[]; max_mib: number };
   root: { filesystem: 'squashfs' | 'erofs' };

@@ -9,7 +9,7 @@ import { INIT_LATER } from './bundle.ts';
 import type { Cache } from './cache.ts';
 import { extractDeb } from './debian/index.ts';
 import { copyIntoRoot, dirInRoot, existsInRoot, removeInRoot, symlinkInRoot, writeInRoot } from './inroot.ts';
-import { aliasEntries, firmwareNames, formatModulesAlias, indexModules, loadableNames, mergeResolutions, modulesDep, modulesUnder, resolveModules, type ModuleTree, type Resolution } from './kmod.ts';
+import { aliasEntries, firmwareNames, formatModulesAlias, indexModules, loadableNames, mergeResolutions, moduleBytes, modulesDep, modulesUnder, resolveModules, type ModuleTree, type Resolution } from './kmod.ts';
 import { chooseFirmware } from './firmware.ts';
 import type { ArchLock, LockedDeb } from './lock.ts';
 import type { Logger } from './log.ts';
@@ -77,6 +77,8 @@ export interface RootInputs {
   addons?: { metadata: { name: string } }[];
   /** Files laid into the root as given (path relative to / -> contents). */
   baked?: Record<string, string>;
+  /** Keep the modules' signatures (moduleSignatures in kmod.ts); removed when false. */
+  keepModuleSignatures?: boolean;
 }
 
 export interface RootResult { dir: string; modules: Resolution }
@@ -133,7 +135,7 @@ export async function assembleRoot(dir: string, inp: RootInputs, cache: Cache, l
     resolveModules(k.modules, modulesUnder(k.modules, inp.profile.modules.coldplug ?? [], 'modules.coldplug'), 'modules.coldplug'),
   );
   const mdir = `lib/modules/${k.version}`;
-  for (const f of all.order) copyIntoRoot(dir, `${mdir}/${f}`, join(k.modules.dir, f));
+  for (const f of all.order) writeInRoot(dir, `${mdir}/${f}`, moduleBytes(k.modules, f, inp.keepModuleSignatures ?? true));
   for (const f of ['modules.builtin', 'modules.order', 'modules.builtin.modinfo']) {
     if (existsSync(join(k.modules.dir, f))) copyIntoRoot(dir, `${mdir}/${f}`, join(k.modules.dir, f));
   }

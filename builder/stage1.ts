@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { $ } from 'zx';
 import { writeCpio, type CpioEntry } from './formats/cpio.ts';
 import { libraryClosure } from './elfdeps.ts';
-import { aliasEntries, formatModulesAlias, loadableNames, mergeResolutions, modulesDep, modulesUnder, resolveModules } from './kmod.ts';
+import { aliasEntries, formatModulesAlias, loadableNames, mergeResolutions, moduleBytes, modulesDep, modulesUnder, resolveModules } from './kmod.ts';
 import type { Kernel } from './rootfs.ts';
 import { tool } from './tools.ts';
 
@@ -21,7 +21,7 @@ export interface Stage1Extra { path: string; data: Buffer; mode: number }
  * the root is opened if /proc/cpuinfo shows its flag; the ones this kernel does not ship are
  * left out.
  */
-export function stage1Entries(kernel: Kernel, busybox: string, modules: string[], extra: Stage1Extra[] = [], coldplug: string[] = [], cpu: { module: string; flag: string }[] = []): CpioEntry[] {
+export function stage1Entries(kernel: Kernel, busybox: string, modules: string[], extra: Stage1Extra[] = [], coldplug: string[] = [], cpu: { module: string; flag: string }[] = [], keepSignatures = true): CpioEntry[] {
   const shipped = new Set(loadableNames(kernel.modules, cpu.map((c) => c.module)));
   const cpuMods = cpu.filter((c) => shipped.has(c.module));
   const cpuNames = cpuMods.map((c) => c.module);
@@ -47,7 +47,7 @@ export function stage1Entries(kernel: Kernel, busybox: string, modules: string[]
   for (const f of res.order) {
     const parts = `${mroot}/${f}`.split('/');
     for (let i = 2; i < parts.length; i++) dirs.add(parts.slice(0, i).join('/'));
-    entries.push({ path: `${mroot}/${f}`, type: 'file', mode: 0o644, data: readFileSync(join(kernel.modules.dir, f)) });
+    entries.push({ path: `${mroot}/${f}`, type: 'file', mode: 0o644, data: moduleBytes(kernel.modules, f, keepSignatures) });
   }
   for (const x of extra) {
     const parts = x.path.split('/');
@@ -61,8 +61,8 @@ export function stage1Entries(kernel: Kernel, busybox: string, modules: string[]
 }
 
 /** Writes the compressed stage-1 initramfs and returns its path. */
-export async function buildStage1(out: string, kernel: Kernel, busybox: string, modules: string[], extra: Stage1Extra[] = [], coldplug: string[] = [], cpu: { module: string; flag: string }[] = []): Promise<string> {
-  const cpio = writeCpio(stage1Entries(kernel, busybox, modules, extra, coldplug, cpu), { mtime: 0 });
+export async function buildStage1(out: string, kernel: Kernel, busybox: string, modules: string[], extra: Stage1Extra[] = [], coldplug: string[] = [], cpu: { module: string; flag: string }[] = [], keepSignatures = true): Promise<string> {
+  const cpio = writeCpio(stage1Entries(kernel, busybox, modules, extra, coldplug, cpu, keepSignatures), { mtime: 0 });
   writeFileSync(`${out}.cpio`, cpio);
   // zstd output carries no timestamps or names, so it is reproducible.
   await $({ quiet: true })`${tool('zstd')} -q -f -19 -T0 ${out + '.cpio'} -o ${out}`;

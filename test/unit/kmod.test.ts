@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { indexModules, modinfo, moduleDeps, modulesDep, resolveModules, ModuleError } from '../../builder/kmod.ts';
+import { indexModules, modinfo, moduleBytes, moduleDeps, moduleSignatures, modulesDep, resolveModules, withoutSignature, ModuleError } from '../../builder/kmod.ts';
 
 // Module files are ELF objects whose .modinfo section holds NUL-separated key=value strings;
 // the resolver only reads those strings, so a stand-in file carrying them is enough here.
@@ -56,6 +56,46 @@ test('a module the kernel lacks is an error naming it and the fix', () => {
   const t = indexModules(tree());
   assert.throws(() => resolveModules(t, ['nosuchmod'], 'modules.boot'), (e: Error) =>
     e instanceof ModuleError && /modules.boot: module 'nosuchmod' is neither built into nor shipped/.test(e.message) && /remove it from the profile/.test(e.message));
+});
+
+// sign-file's trailer, written out by hand: the signature, its 12-byte description (algorithm,
+// hash, id type 2 = PKCS#7, two zero lengths, 3 bytes of padding, the signature's length
+// big-endian), then the magic line.
+function signed(body: Buffer, sig: Buffer): Buffer {
+  const desc = Buffer.alloc(12); desc[2] = 2; desc.writeUInt32BE(sig.length, 8);
+  return Buffer.concat([body, sig, desc, Buffer.from('~Module signature appended~\n')]);
+}
+
+test('withoutSignature takes off exactly the appended signature and leaves other files alone', () => {
+  const body = ko('name=demo', 'depends=');
+  const sig = Buffer.from('0\x82\x01\x02 a PKCS#7 blob stand-in ~Module signature appended~\n inside');
+  assert.equal(withoutSignature(signed(body, sig)), body);
+  assert.equal(withoutSignature(body), body);
+  // Signed twice over is not something sign-file makes; one trailer comes off per call.
+  assert.equal(withoutSignature(withoutSignature(signed(signed(body, sig), sig))), body);
+  const bad = signed(body, sig); bad.writeUInt32BE(1 << 20, bad.length - 28 - 4);
+  assert.throws(() => withoutSignature(bad, 'kernel/fs/demo.ko'), /kernel\/fs\/demo\.ko: its signature trailer claims 1048576 bytes/);
+});
+
+test('moduleBytes reads a module from the tree with or without its signature', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-kmod-sig-'));
+  const body = ko('name=demo');
+  const file = signed(body, Buffer.from('signature'));
+  mkdirSync(join(dir, 'kernel'), { recursive: true }); writeFileSync(join(dir, 'kernel/demo.ko'), file);
+  const t = { dir, byName: new Map([['demo', 'kernel/demo.ko']]), builtin: new Set<string>() };
+  assert.equal(moduleBytes(t, 'kernel/demo.ko', true), file);
+  assert.equal(moduleBytes(t, 'kernel/demo.ko', false), body);
+});
+
+test('moduleSignatures keeps them where the kernel would refuse unsigned modules', () => {
+  const at = (o: Partial<Parameters<typeof moduleSignatures>[0]>) => moduleSignatures({ setting: 'auto', secureBoot: false, cmdline: 'quiet panic=10', ...o }).keep;
+  assert.is(at({}), false);
+  assert.is(at({ secureBoot: true }), true);
+  assert.is(at({ setting: 'keep' }), true);
+  assert.is(at({ cmdline: 'quiet module.sig_enforce=1' }), true);
+  assert.is(at({ cmdline: 'lockdown=integrity panic=10' }), true);
+  assert.is(at({ cmdline: 'module.sig_enforce=0 xlockdown=none' }), false);
+  assert.match(moduleSignatures({ setting: 'auto', secureBoot: false, cmdline: 'lockdown=integrity' }).why, /lockdown=integrity/);
 });
 
 test.run();

@@ -16,11 +16,14 @@ test('the default profile loads with its defaults filled in', () => {
   assert.is(p.kernel.flavour, 'cloud');
   assert.is(p.root.filesystem, 'squashfs');
   assert.ok(p.lockFile.endsWith('images/default.lock.json'));
+  assert.is(p.kernel.module_signatures, 'auto');
+  const k = write('name: x\nkernel:\n  module_signatures: strip\n');
+  assert.throws(() => loadProfile(k), (e: Error) => e.message.includes(`${k}: kernel.module_signatures: 'strip' is not valid (valid: auto, keep)`));
 });
 
 test('unknown keys and bad values are named with the valid choices', () => {
   const f = write('name: x\nkernel:\n  flavor: cloud\n');
-  assert.throws(() => loadProfile(f), (e: Error) => e instanceof ProfileError && e.message.includes(`${f}: kernel.flavor: unknown key (valid: flavour, cmdline)`));
+  assert.throws(() => loadProfile(f), (e: Error) => e instanceof ProfileError && e.message.includes(`${f}: kernel.flavor: unknown key (valid: flavour, cmdline, module_signatures)`));
   const g = write('name: x\narches: [x86_64, riscv64]\n');
   assert.throws(() => loadProfile(g), (e: Error) => e.message.includes(`${g}: arches.1: 'riscv64' is not valid (valid: x86_64, arm64)`));
   assert.throws(() => loadProfile('/nonexistent/p.yaml'), /not found/);
