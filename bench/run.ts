@@ -154,12 +154,12 @@ const ukiParts = (() => {
  * the kernel below about 160 MiB, so the smallest memory of what runs after the firmware is
  * found, not the firmware's.
  */
-async function floorBoot(kind: 'sh' | 'node' | 'modules' | 'init' | 'kernel', memMiB: number, o: { noUefi?: boolean; timeoutMs?: number } = {}) {
+async function floorBoot(kind: 'sh' | 'node' | 'modules' | 'init' | 'kernel', memMiB: number, o: { noUefi?: boolean; timeoutMs?: number; icount?: boolean } = {}) {
   const vm = await Vm.start({
     arch, disk: raw, snapshot: true, memMiB, allowReboot: false, ...(o.noUefi ? { firmware: arch === 'x86_64' ? 'bios' as const : 'none' as const } : {}),
-    extraArgs: kind === 'kernel'
+    extraArgs: [...(o.icount ? ['-icount', 'shift=0'] : []), ...kind === 'kernel'
       ? ['-kernel', ukiParts.kernel, '-initrd', ukiParts.oneLine, '-append', ukiParts.cmdline]
-      : ['-kernel', ukiParts.kernel, '-initrd', ukiParts.initrd, '-append', `${ukiParts.cmdline} kiln.slot=a${kind === 'init' ? '' : ` kiln.floor=${kind}`}`],
+      : ['-kernel', ukiParts.kernel, '-initrd', ukiParts.initrd, '-append', `${ukiParts.cmdline} kiln.slot=a${kind === 'init' ? '' : ` kiln.floor=${kind}`}`]],
   });
   try {
     // A firmware that cannot load the kernel in this memory shows no stage 1 at all (the kernel
@@ -195,6 +195,11 @@ row('floor: kernel start -> node -e printed a line (RSS, V8 heap limit)', fnode 
 /** Node's own start in the floor: from its process's start to its line. */
 const nodeStartS = fnode?.initStartS !== undefined ? fnode.readyS - fnode.initStartS : undefined;
 row("floor: kernel start -> node -e printed a line after a shell loaded the image's modules", fmod ? s2(fmod.readyS) : 'did not print');
+// The same boot and floor under -icount shift=0: the guest's clock advances 1 ns per instruction,
+// so these count the guest's work, and a busy or quiet host does not move them.
+const icInit = await floorBoot('init', 256, { icount: true });
+const icMod = await floorBoot('modules', 256, { icount: true });
+row('guest work: kernel start -> kiln: ready, and the modules floor (-icount shift=0, 1 ns an instruction)', `${icInit ? s2(icInit.readyS) : 'did not reach ready'}, floor ${icMod ? s2(icMod.readyS) : 'did not print'}`);
 const kilnReady = t1 ? t1.initStartS + t1.readyS : undefined;
 const readyFloor = `${s2(fsh?.readyS)} (sh init), ${s2(fnode?.readyS)} (node -e 0), ${s2(fmod?.readyS)} (node -e 0 after the modules)`;
 const over = (now: number | undefined, floor: number | undefined, what: string) => (now !== undefined && floor !== undefined ? `+${s2(now - floor)} over ${what}` : undefined);
@@ -203,6 +208,7 @@ goals.push(t1
     measure: `kernel start -> kiln: ready (${arch}, ${b1.accel})`, goal: '<= 6 s', now: s2(kilnReady),
     floor: readyFloor,
     note: [over(kilnReady, fsh?.readyS, 'sh'), over(kilnReady, fnode?.readyS, 'node -e 0'), over(kilnReady, fmod?.readyS, 'node -e 0 after the modules'), tAgain && `the next boot ${s2(tAgain.initStartS + tAgain.readyS)}`, `init started ${s2(t1.initStartS)}`,
+      icInit && icMod && `guest work (1 ns an instruction) ${s2(icInit.readyS)} against the modules floor's ${s2(icMod.readyS)}`,
       st && `then Node's start ${s2(st.codeS)}${nodeStartS !== undefined ? ` (node -e 0: ${s2(nodeStartS)})` : ''}, init's modules ${s2(st.loadedS - st.codeS)}, to ready ${s2(t1.readyS - st.loadedS)}`,
       `critical path: ${path.map((p) => p.id).join(' -> ') || '-'}`].filter(Boolean).join('; '),
   }

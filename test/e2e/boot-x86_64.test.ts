@@ -3,15 +3,19 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Vm } from '../../builder/qemu.ts';
+import { join } from 'node:path';
 import { BOOT_TIMEOUT, espList, READY, scratchCopy, testImage, TEST_VERSION } from './image.ts';
+import { moduleSigned } from './helpers.ts';
 
 let disk = '';
 let kernel = '';
+let work = '';
 
 test.before(async () => {
   const img = await testImage('x86_64');
   disk = await scratchCopy(img.raw);
   kernel = img.rec.kernel.x86_64;
+  work = img.work;
 });
 
 test('first boot reaches ready on slot A, gets a DHCP address and blesses the slot', async () => {
@@ -25,7 +29,9 @@ test('first boot reaches ready on slot A, gets a DHCP address and blesses the sl
     assert.match(vm.output, new RegExp(`kiln-stage1: started, kernel ${kernel.replace(/[.]/g, '\\.')}`));
     // OVMF without Secure Boot enforcing; the root came up through dm-verity.
     assert.match(vm.output, /kiln: boot chain: secure-boot=off root=verified/);
-    // QEMU's user network hands out 10.0.2.15.
+    // QEMU's user network hands out 10.0.2.15: virtio_net, from the boot list, loaded without
+    // the signature the build took off it (no Secure Boot key, no enforcing command line).
+    assert.not.ok(moduleSigned(join(work, 'root', 'lib', 'modules', kernel), 'virtio_net'), 'an image not signed for Secure Boot carries its modules without signatures');
     await vm.waitFor(/kiln: network \S+ 10\.0\.2\.15/, 60_000);
     await vm.waitFor(/kiln: blessed slot a/, 60_000);
     await vm.qmp('system_powerdown');

@@ -15,6 +15,7 @@ import { createLogger } from '../../builder/log.ts';
 import { Vm } from '../../builder/qemu.ts';
 import { readPe } from '../../builder/uki.ts';
 import { BOOT_TIMEOUT, K3S_STANDIN, READY, scratchCopy, TEST_VERSION } from './image.ts';
+import { moduleSigned } from './helpers.ts';
 
 const KEYS = join(REPO, 'out', 'test-secureboot-keys');
 const OUT = join(REPO, 'out', 'test-secureboot');
@@ -34,7 +35,7 @@ async function signedImage() {
     secureBoot: { ...k, enroll: KEYS }, log: createLogger({ quiet: !process.env.KILN_VERBOSE }),
   });
   const file = (kind: string) => join(OUT, rec.outputs.find((o) => o.kind === kind)!.file);
-  return { raw: file('raw'), uki: file('uki'), ...k };
+  return { raw: file('raw'), uki: file('uki'), modules: join(OUT, '.work', 'x86_64', 'root', 'lib', 'modules', rec.kernel.x86_64!), ...k };
 }
 
 /** Changes the last character of the root hash on the ESP's UKI command line (a UKI pinning another root). */
@@ -64,6 +65,8 @@ test('setup mode: systemd-boot enrols our keys, then the signed image boots with
     const chain = await vm.waitFor(/kiln: boot chain: secure-boot=(\S+) root=(\S+)[\r\n]/, BOOT_TIMEOUT);
     assert.is(chain[1], 'on', 'the firmware enforces Secure Boot after enrolment');
     assert.is(chain[2], 'verified');
+    // Locked down by Secure Boot, the kernel loads only signed modules: the build kept Debian's.
+    assert.ok(moduleSigned(img.modules, 'virtio_net'), 'an image signed for Secure Boot keeps its modules\' signatures');
     await vm.waitFor(READY, BOOT_TIMEOUT);
     enrolledVars = join(mkdtempSync(join(tmpdir(), 'kiln-sb-vars-')), 'efivars.fd');
     copyFileSync(join(vm.workDir, 'efivars.fd'), enrolledVars);
