@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { $ } from 'zx';
 import { readGpt } from '../../init/disk/gpt.ts';
-import { indexModules } from '../../builder/kmod.ts';
+import { indexModules, withoutSignature } from '../../builder/kmod.ts';
 
 /** A FAT volume labelled CIDATA holding user-data and meta-data (what cloud-init's NoCloud reads). */
 export async function cidataImage(userData: string, metaData = 'instance-id: e2e\n'): Promise<string> {
@@ -173,9 +173,10 @@ export function gptNames(disk: string): string[] {
   return diskGpt(disk).partitions.map((p) => p.name);
 }
 
-/** Whether module `name` in an image's module folder still ends in sign-file's trailer. */
+/** Whether module `name` in an image's module folder still carries sign-file's trailer. */
 export function moduleSigned(modulesDir: string, name: string): boolean {
   const rel = indexModules(modulesDir).byName.get(name);
   if (!rel) throw new Error(`no module ${name} under ${modulesDir}`);
-  return readFileSync(join(modulesDir, rel)).subarray(-28).toString('latin1') === '~Module signature appended~\n';
+  const ko = readFileSync(join(modulesDir, rel));
+  return withoutSignature(ko, rel).length !== ko.length;
 }
