@@ -59,14 +59,15 @@ export function median(xs: number[]): number | undefined {
  * `kernel`: the kernel with a one-line initramfs of its own (no stage 1), the memory floor;
  * `modules`: the node floor after loading the image's module lists.
  */
-export interface FloorLine { kind: 'sh' | 'node' | 'modules' | 'kernel'; readyS: number; initStartS?: number; rssMiB?: number; anonMiB?: number; fileMiB?: number; heapLimitMiB?: number }
+export interface FloorLine { kind: 'sh' | 'node' | 'modules' | 'again' | 'kernel'; readyS: number; initStartS?: number; processStartS?: number; rssMiB?: number; anonMiB?: number; fileMiB?: number; heapLimitMiB?: number }
 export function floorLine(line: string): FloorLine | undefined {
-  const m = /kiln-floor: (sh|node|modules|kernel) ready ([\d.]+) s after the kernel/.exec(line);
+  const m = /kiln-floor: (sh|node|modules|again|kernel) ready ([\d.]+) s after the kernel/.exec(line);
   if (!m) return undefined;
   const heap = /\bheap limit ([\d.]+) MiB/.exec(line)?.[1];
   // Node's floors say when their process started: what is left is Node's own start.
   const start = initStarted(line);
-  return { kind: m[1] as FloorLine['kind'], readyS: Number(m[2]), ...(start ? { initStartS: Number(start) } : {}), ...rssParts(line), ...(heap ? { heapLimitMiB: Number(heap) } : {}) };
+  const proc = /process started ([\d.]+) s after the kernel/.exec(line)?.[1];
+  return { kind: m[1] as FloorLine['kind'], readyS: Number(m[2]), ...(start ? { initStartS: Number(start) } : {}), ...(proc ? { processStartS: Number(proc) } : {}), ...rssParts(line), ...(heap ? { heapLimitMiB: Number(heap) } : {}) };
 }
 
 /**

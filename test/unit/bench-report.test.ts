@@ -57,7 +57,14 @@ test("the node floors' line from stage 1 gives their time and RSS", () => {
     assert.ok(Math.abs(f!.anonMiB! + f!.fileMiB! - f!.rssMiB!) < 0.5 && f!.anonMiB! > 1 && f!.fileMiB! > 1, out);
     // When the process started: what is left of its line's time is Node's own start.
     assert.ok(f!.initStartS! > 0 && f!.readyS - f!.initStartS! > 0 && f!.readyS - f!.initStartS! < 2, out);
+    // The process began (by /proc/self/stat, in 10 ms ticks) before Node's own code did.
+    assert.ok(f!.processStartS! > 0 && f!.processStartS! <= f!.initStartS! + 0.01 && f!.initStartS! - f!.processStartS! < 2, out);
   }
+  // The modules floor runs it once more (`again`), so the first run must end after its line.
+  assert.match(sh, /KILN_FLOOR_ONCE=1 \/usr\/bin\/node -e "\$1"; KILN_FLOOR=again exec \/usr\/bin\/node -e "\$1"/);
+  const once = spawnSync(process.execPath, ['-e', js!], { encoding: 'utf8', timeout: 5000, env: { ...process.env, KILN_FLOOR: 'again', KILN_FLOOR_ONCE: '1' } });
+  assert.is(once.status, 0, 'with KILN_FLOOR_ONCE the floor program exits after its line');
+  assert.is(floorLine(once.stdout)?.kind, 'again');
   assert.equal(floorLine('kiln-floor: sh ready 1.93 s after the kernel\r'), { kind: 'sh', readyS: 1.93 });
   assert.equal(floorLine('kiln-floor: kernel ready 2.61 s after the kernel\r'), { kind: 'kernel', readyS: 2.61 });
   assert.is(floorLine('kiln: ready version=1'), undefined);
