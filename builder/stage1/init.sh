@@ -272,7 +272,7 @@ NODE_FLOOR='const u = require("fs").readFileSync("/proc/uptime", "utf8").split("
 case "$FLOOR" in
   sh) exec switch_root /newroot /usr/bin/tini -- /bin/sh -c 'echo "kiln-floor: sh ready $(cut -d" " -f1 /proc/uptime) s after the kernel" > /dev/console; exec sleep 2147483647';;
   node) KILN_FLOOR=node exec switch_root /newroot /usr/bin/tini -- /usr/bin/node -e "$NODE_FLOOR";;
-  modules) KILN_FLOOR=modules exec switch_root /newroot /usr/bin/tini -- /bin/sh -c 'modprobe -a $(cat /usr/lib/kiln/modules-load /usr/lib/kiln/modules-load-k3s 2>/dev/null) 2>/dev/null; KILN_FLOOR_ONCE=1 /usr/bin/node -e "$1"; KILN_FLOOR=again exec /usr/bin/node -e "$1"' kiln-floor "$NODE_FLOOR";;
+  modules) KILN_FLOOR=modules exec switch_root /newroot /usr/bin/tini -- /bin/sh -c 'modprobe -a $(cat /usr/lib/kiln/modules-load /usr/lib/kiln/modules-load-k3s 2>/dev/null) 2>/dev/null; KILN_FLOOR_ONCE=1 /usr/bin/node -e "$1"; KILN_FLOOR=again /usr/bin/node -e "$1" & wait' kiln-floor "$NODE_FLOOR";;
 esac
 # Tier up to TurboFan ten times later than by default, and skip V8's baseline (Sparkplug) and
 # mid-tier (Maglev) compilers: boot's code runs a few times and is done, so compiling it again
