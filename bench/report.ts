@@ -71,6 +71,15 @@ export function floorLine(line: string): FloorLine | undefined {
 }
 
 /**
+ * When a floor alone takes longer than the goal allows, no init can meet it on this run's
+ * machine: the note naming those floors (seconds), or undefined when none is over.
+ */
+export function floorsOverGoal(goalS: number, floors: [{ readyS: number } | undefined, string][]): string | undefined {
+  const over = floors.filter(([f]) => f !== undefined && f.readyS > goalS).map(([f, what]) => `${what} ${f!.readyS.toFixed(2)} s`);
+  return over.length ? `the floor alone is over the goal here: ${over.join(', ')}` : undefined;
+}
+
+/**
  * The smallest of `sizes` (ascending) for which `works` holds, trying as few as a bisection
  * needs; `works` is taken to hold for every size above one that works. `first`: the index
  * to try first (the goal's size, so its answer is always measured). Undefined if none works.

@@ -18,7 +18,7 @@ import { DEFAULT_PARAMS } from '../channels/chunks.ts';
 import { K3S_STANDIN } from '../test/e2e/image.ts';
 import { cidataImage } from '../test/e2e/helpers.ts';
 import { deltaTable, rootOf, type DeltaRow } from './delta.ts';
-import { bisectSmallest, bootCriticalPath, floorLine, type FloorLine, formatPath, goalTable, median, parseStart, parseTimings, type GoalRow } from './report.ts';
+import { bisectSmallest, bootCriticalPath, floorLine, floorsOverGoal, type FloorLine, formatPath, goalTable, median, parseStart, parseTimings, type GoalRow } from './report.ts';
 import { verityBench } from './verity.ts';
 
 // The goal rows (issues: boot, memory, size, CLI, delta updates) by default. --all adds the
@@ -213,17 +213,12 @@ row("guest work: Node's start in the modules floor from its process's start, fir
   icFirst !== undefined && icAgain !== undefined ? `${s2(icFirst)}${beforeCode(icMod)}, again ${s2(icAgain)}${beforeCode(icMod?.again)}` : 'not printed');
 const kilnReady = t1 ? t1.initStartS + t1.readyS : undefined;
 const readyFloor = `${s2(fsh?.readyS)} (sh init), ${s2(fnode?.readyS)} (node -e 0), ${s2(fmod?.readyS)} (node -e 0 after the modules)`;
-/** The goal is out of reach on this run's machine when a floor alone takes longer: which do. */
-const floorsOver = (goal: number, floors: [{ readyS: number } | undefined, string][]) => {
-  const over = floors.filter(([f]) => f && f.readyS > goal).map(([f, what]) => `${what} ${s2(f!.readyS)}`);
-  return over.length ? `the floor alone is over the goal here: ${over.join(', ')}` : undefined;
-};
 const over = (now: number | undefined, floor: number | undefined, what: string) => (now !== undefined && floor !== undefined ? `+${s2(now - floor)} over ${what}` : undefined);
 goals.push(t1
   ? {
     measure: `kernel start -> kiln: ready (${arch}, ${b1.accel})`, goal: '<= 6 s', now: s2(kilnReady),
     floor: readyFloor,
-    note: [floorsOver(6, [[fsh, 'sh'], [fnode, 'node -e 0'], [fmod, 'node -e 0 after the modules']]),
+    note: [floorsOverGoal(6, [[fsh, 'sh'], [fnode, 'node -e 0'], [fmod, 'node -e 0 after the modules']]),
       over(kilnReady, fsh?.readyS, 'sh'), over(kilnReady, fnode?.readyS, 'node -e 0'), over(kilnReady, fmod?.readyS, 'node -e 0 after the modules'), tAgain && `the next boot ${s2(tAgain.initStartS + tAgain.readyS)}`, `init started ${s2(t1.initStartS)}`,
       icInit && icMod && `guest work (1 ns an instruction) ${s2(icInit.readyS)} against the modules floor's ${s2(icMod.readyS)}`,
       icFirst !== undefined && icAgain !== undefined && `of which Node's start from its process's start ${s2(icFirst)}, ${s2(icAgain)} with its pages cached`,

@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { bisectSmallest, bootCriticalPath, floorLine, formatPath, goalTable, median, parseStart, parseTimings } from '../../bench/report.ts';
+import { bisectSmallest, bootCriticalPath, floorLine, floorsOverGoal, formatPath, goalTable, median, parseStart, parseTimings } from '../../bench/report.ts';
 import { startLine, timingsLine } from '../../init/boot/plan.ts';
 import { taskTimesLine, type TaskResult } from '../../init/sequencer.ts';
 
@@ -70,6 +70,14 @@ test("the node floors' line from stage 1 gives their time and RSS", () => {
   assert.equal(floorLine('kiln-floor: sh ready 1.93 s after the kernel\r'), { kind: 'sh', readyS: 1.93 });
   assert.equal(floorLine('kiln-floor: kernel ready 2.61 s after the kernel\r'), { kind: 'kernel', readyS: 2.61 });
   assert.is(floorLine('kiln: ready version=1'), undefined);
+});
+
+test('a floor over the goal is named, and none when all are under it', () => {
+  assert.is(floorsOverGoal(6, [[{ readyS: 2.3 }, 'sh'], [{ readyS: 4.1 }, 'node -e 0'], [undefined, 'node -e 0 after the modules']]), undefined);
+  assert.is(floorsOverGoal(6, [[{ readyS: 2.3 }, 'sh'], [{ readyS: 6.5 }, 'node -e 0'], [{ readyS: 7.33 }, 'node -e 0 after the modules']]),
+    'the floor alone is over the goal here: node -e 0 6.50 s, node -e 0 after the modules 7.33 s');
+  // At the goal is not over it.
+  assert.is(floorsOverGoal(6, [[{ readyS: 6 }, 'sh']]), undefined);
 });
 
 test('the smallest size that works, by bisection, the goal size first', async () => {
