@@ -57,14 +57,16 @@ export function median(xs: number[]): number | undefined {
 /** The floor's line (builder/stage1/init.sh, kiln.floor=): seconds from the kernel's start, and Node's RSS. */
 /**
  * `kernel`: the kernel with a one-line initramfs of its own (no stage 1), the memory floor;
- * `modules`: the node floor after loading the image's module lists.
+ * `modules`: the node floor after loading the image's module lists; `again`: the modules floor's
+ * second Node, its pages then cached. `initStartS`: when Node's own code began (as init's
+ * timings line counts it); `processStartS`: when its process did, before Node was loaded.
  */
 export interface FloorLine { kind: 'sh' | 'node' | 'modules' | 'again' | 'kernel'; readyS: number; initStartS?: number; processStartS?: number; rssMiB?: number; anonMiB?: number; fileMiB?: number; heapLimitMiB?: number }
 export function floorLine(line: string): FloorLine | undefined {
   const m = /kiln-floor: (sh|node|modules|again|kernel) ready ([\d.]+) s after the kernel/.exec(line);
   if (!m) return undefined;
   const heap = /\bheap limit ([\d.]+) MiB/.exec(line)?.[1];
-  // Node's floors say when their process started: what is left is Node's own start.
+  // Node's floors say when Node's own code began, and when their process did.
   const start = initStarted(line);
   const proc = /process started ([\d.]+) s after the kernel/.exec(line)?.[1];
   return { kind: m[1] as FloorLine['kind'], readyS: Number(m[2]), ...(start ? { initStartS: Number(start) } : {}), ...(proc ? { processStartS: Number(proc) } : {}), ...rssParts(line), ...(heap ? { heapLimitMiB: Number(heap) } : {}) };

@@ -195,7 +195,7 @@ const fnode = await floorBoot('node', 256);
 const fmod = await floorBoot('modules', 256);
 row('floor: kernel start -> sh init printed a line', fsh ? s2(fsh.readyS) : 'did not print');
 row('floor: kernel start -> node -e printed a line (RSS, V8 heap limit)', fnode ? `${s2(fnode.readyS)} (${fnode.rssMiB?.toFixed(1)} MiB, ${fnode.heapLimitMiB} MiB)` : 'did not print');
-/** Node's own start in a floor line: from its process's start to its line. */
+/** Node's own start in a floor line: from its own code's start (`init started`) to its line. */
 const ownStart = (f: FloorLine | undefined) => (f?.initStartS !== undefined ? f.readyS - f.initStartS : undefined);
 const nodeStartS = ownStart(fnode);
 row("floor: kernel start -> node -e printed a line after a shell loaded the image's modules", fmod ? s2(fmod.readyS) : 'did not print');

@@ -55,7 +55,7 @@ test("the node floors' line from stage 1 gives their time and RSS", () => {
     assert.ok(f && f.kind === kind && f.readyS > 0 && f.rssMiB! > 5 && f.rssMiB! < 500 && f.heapLimitMiB! > 8, out);
     // The split adds up to the RSS it splits (to the rounding of three figures).
     assert.ok(Math.abs(f!.anonMiB! + f!.fileMiB! - f!.rssMiB!) < 0.5 && f!.anonMiB! > 1 && f!.fileMiB! > 1, out);
-    // When the process started: what is left of its line's time is Node's own start.
+    // When Node's own code began: what is left of its line's time is Node's own start.
     assert.ok(f!.initStartS! > 0 && f!.readyS - f!.initStartS! > 0 && f!.readyS - f!.initStartS! < 2, out);
     // The process began (by /proc/self/stat, in 10 ms ticks) before Node's own code did.
     assert.ok(f!.processStartS! > 0 && f!.processStartS! <= f!.initStartS! + 0.01 && f!.initStartS! - f!.processStartS! < 2, out);
