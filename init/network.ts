@@ -1,6 +1,6 @@
 // Links and addresses. Without config, the first ethernet link gets DHCP.
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
-import { runOk, sleep } from './exec.ts';
+import { existsSync, mkdirSync, readdirSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
+import { runOk } from './exec.ts';
 import { LEASE_DIR } from './services/dhcp.ts';
 import { read } from './system.ts';
 
@@ -28,20 +28,38 @@ export async function linkUp(iface: string, sysNet = '/sys/class/net'): Promise<
 }
 
 /** The lease recorded by the udhcpc hook, once there is one. */
-export function lease(iface: string): Record<string, string> | undefined {
-  const text = read(`${LEASE_DIR}/${iface}`);
+export function lease(iface: string, dir = LEASE_DIR): Record<string, string> | undefined {
+  const text = read(`${dir}/${iface}`);
   if (!text) return undefined;
   return Object.fromEntries(text.split('\n').filter(Boolean).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
 }
 
-export async function waitForLease(iface: string, timeoutMs: number): Promise<Record<string, string> | undefined> {
+/**
+ * Waits for the hook to record a lease. The hook's rename into the folder wakes the wait at
+ * once (inotify), so boot does not sit out a polling interval on its critical path; a slow
+ * poll stays behind it, and is all there is where no watch could be set.
+ */
+export async function waitForLease(iface: string, timeoutMs: number, dir = LEASE_DIR, slowPollMs = 1000): Promise<Record<string, string> | undefined> {
   const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    const l = lease(iface);
-    if (l?.ip) return l;
-    await sleep(100);
-  }
-  return undefined;
+  let wake = () => { /* set below */ };
+  let watcher: FSWatcher | undefined;
+  try {
+    mkdirSync(dir, { recursive: true });
+    watcher = watch(dir, () => wake());
+    watcher.on('error', () => { watcher?.close(); watcher = undefined; });
+  } catch { watcher = undefined; }
+  try {
+    for (;;) {
+      const l = lease(iface, dir);
+      if (l?.ip) return l;
+      const left = end - Date.now();
+      if (left <= 0) return undefined;
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.min(watcher ? slowPollMs : 100, left));
+        wake = () => { clearTimeout(t); r(); };
+      });
+    }
+  } finally { watcher?.close(); }
 }
 
 /** Static name servers win over DHCP's: the marker tells the udhcpc hook to leave resolv.conf alone. */

@@ -15,7 +15,7 @@ import { migrateOldEtc, PERSISTENT_ETC, restoreEtcState, stateDir } from '../etc
 import { runOk } from '../exec.ts';
 import { growDataPartition } from '../grow.ts';
 import { debug, enableFileLog, LOG_DIR, say } from '../log.ts';
-import { configureStatic, ethernetLinks, linkUp, waitForLease } from '../network.ts';
+import { configureStatic, ethernetLinks, waitForLease } from '../network.ts';
 import { watchNewPowerButtons, watchPowerButton } from '../power.ts';
 import { dhcpService } from '../services/dhcp.ts';
 import { k3sService } from '../services/k3s.ts';
@@ -197,8 +197,8 @@ export async function bringUpLinks(ctx: BootContext): Promise<void> {
   for (const l of links.filter((x) => ifs[x] && ifs[x].addresses.length)) {
     try { say(`network ${l} ${await configureStatic(l, ifs[l])} (static)`); } catch (e) { say(`network ${l}: ${(e as Error).message}`); }
   }
+  // udhcpc's hook sets the link up (deconfig, which udhcpc runs first): no spawn of ip here.
   for (const l of dhcp) {
-    await linkUp(l);
     ctx.supervisor.add(dhcpService(l, () => read('/proc/sys/kernel/hostname').trim()));
     void ctx.supervisor.start(`dhcp-${l}`);
   }
