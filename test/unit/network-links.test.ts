@@ -46,7 +46,7 @@ test('no lease: the wait ends at its timeout with nothing, and a lease already t
   assert.equal(await waitForLease('eth0', 300, dir), undefined);
   writeFileSync(join(dir, 'eth1'), 'ip=192.168.1.7\nmask=24\n');
   assert.equal((await waitForLease('eth1', 300, dir))?.ip, '192.168.1.7');
-  // A lease file without an address (the hook writes ip= first, always) is not a lease.
+  // A lease file whose ip= line is empty is not a lease.
   writeFileSync(join(dir, 'eth2'), 'ip=\nmask=24\n');
   assert.equal(await waitForLease('eth2', 200, dir), undefined);
 });
