@@ -69,7 +69,19 @@ export function bootDisk(sys = '/sys', mountinfo = read('/proc/self/mountinfo'))
   if (!root || !/^\d+:\d+$/.test(root[2] ?? '')) return undefined;
   let dev: string;
   try { dev = realpathSync(join(sys, 'dev/block', root[2]!)); } catch { return undefined; }
-  return parentDisk(join(sys, 'class/block'), basename(dev));
+  return diskUnder(join(sys, 'class/block'), basename(dev), 0);
+}
+
+/**
+ * The disk under a block device: a partition's parent, or, for a device-mapper device (the
+ * verified root is dm-verity over a partition), the one disk all its slaves lie on.
+ */
+function diskUnder(classBlock: string, name: string, depth: number): string | undefined {
+  let slaves: string[] = [];
+  try { slaves = readdirSync(join(classBlock, name, 'slaves')); } catch { /* not stacked */ }
+  if (!slaves.length || depth > 4) return parentDisk(classBlock, name);
+  const disks = new Set(slaves.map((s) => diskUnder(classBlock, s, depth + 1)));
+  return disks.size === 1 ? [...disks][0] : undefined;
 }
 
 let bootDiskCache: { disk: string | undefined } | undefined;

@@ -15,7 +15,7 @@ import { readGpt } from '../../init/disk/gpt.ts';
 import { createLogger } from '../../builder/log.ts';
 import { Vm } from '../../builder/qemu.ts';
 import { tool } from '../../builder/tools.ts';
-import { cidataImage, freePort, ssh, sshKeypair } from './helpers.ts';
+import { cidataImage, freePort, ssh, sshKeypair, strangerDisk } from './helpers.ts';
 import { BOOT_TIMEOUT, K3S_STANDIN, READY, TEST_VERSION, testImage } from './image.ts';
 
 const MiB = 1024 * 1024;
@@ -57,13 +57,16 @@ test('a resized qcow2: kiln-data grows to the disk\'s end on boot and keeps its 
   const diskBytes = rawBytes + 2048 * MiB;
   const wantSectors = diskBytes / 512 - 34 - data.firstLba + 1; // to the last usable LBA (backup GPT after it)
 
-  // Boot 2 on the larger disk.
+  // Boot 2 on the larger disk, with another kiln disk's labels beside it (vdc): the verified
+  // root's own disk is the one whose data partition grows and whose ESP is mounted.
   port = await freePort();
-  vm = await Vm.start({ arch: 'x86_64', disk, memMiB: 384, hostfwd: [[port, 22]], extraDrives: drives, allowReboot: false });
+  vm = await Vm.start({ arch: 'x86_64', disk, memMiB: 384, hostfwd: [[port, 22]], extraDrives: [...drives, `file=${strangerDisk('x86_64')},format=raw,if=virtio`], allowReboot: false });
   try {
     const m = await vm.waitFor(GROWN, BOOT_TIMEOUT);
-    await vm.waitFor(READY, BOOT_TIMEOUT);
+    const ready = await vm.waitFor(READY, BOOT_TIMEOUT);
+    assert.not.match(ready[0] + vm.output, /degraded|data\/esp failed/, 'a second disk with kiln\'s labels must not hide this disk\'s ESP');
     assert.is(Number(m[1]), Math.floor((wantSectors * 512) / MiB));
+    assert.is((await ssh(port, alice.key, "grep ' /efi ' /proc/mounts | cut -d' ' -f1")).trim(), '/dev/vda1');
     const out = (await ssh(port, alice.key, 'cat /data/before-resize.txt; cat /sys/class/block/vda/size /sys/class/block/vda4/size; df -k /data | tail -1; /sbin/dumpe2fs -h /dev/vda4 2>/dev/null | grep -E "^Block (count|size):"')).split('\n');
     assert.is(out[0], 'kept across the resize');
     assert.is(Number(out[1]), diskBytes / 512);

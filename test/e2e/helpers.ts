@@ -1,13 +1,14 @@
 // Pieces the end-to-end tests share: a NoCloud CIDATA volume, a stand-in for GitHub's
 // key service on loopback, an SSH client, free ports.
 import { execFileSync } from 'node:child_process';
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { createServer as netServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { $ } from 'zx';
-import { readGpt } from '../../init/disk/gpt.ts';
+import { buildGpt, randomGuid, readGpt } from '../../init/disk/gpt.ts';
+import { layoutFor } from '../../init/disk/layout.ts';
 import { indexModules, withoutSignature } from '../../builder/kmod.ts';
 
 /** A FAT volume labelled CIDATA holding user-data and meta-data (what cloud-init's NoCloud reads). */
@@ -146,6 +147,20 @@ export function blankDisk(mib: number): string {
   const fd = openSync(f, 'w');
   ftruncateSync(fd, mib * 1048576);
   closeSync(fd);
+  return f;
+}
+
+/**
+ * A second disk with kiln's partition table and labels but other GUIDs and nothing in its
+ * partitions: another kiln disk left in the machine, whose partitions the node must never take
+ * for its own.
+ */
+export function strangerDisk(arch: 'x86_64' | 'arm64', mib = 64): string {
+  const f = blankDisk(mib);
+  const size = mib * 1048576;
+  const g = buildGpt({ diskSizeBytes: size, diskGuid: randomGuid(), partitions: layoutFor(arch, size, 8, 8).map((p) => ({ ...p, guid: randomGuid() })) });
+  const fd = openSync(f, 'r+');
+  try { writeSync(fd, g.primary, 0, g.primary.length, 0); writeSync(fd, g.backup, 0, g.backup.length, g.backupOffset); } finally { closeSync(fd); }
   return f;
 }
 

@@ -60,6 +60,33 @@ test('bootDisk: the disk of the partition mounted on /', () => {
   assert.is(bootDisk(s.root, ''), undefined);
 });
 
+/** A device-mapper device (dm-verity's root) in the fake /sys, stacked on these partitions. */
+function fakeDm(s: ReturnType<typeof fakeSys>, name: string, minor: number, slaves: string[]) {
+  const d = join(s.root, 'devices/virtual/block', name);
+  mkdirSync(join(d, 'slaves'), { recursive: true });
+  writeFileSync(join(d, 'uevent'), `MAJOR=253\nMINOR=${minor}\nDEVNAME=${name}\nDEVTYPE=disk\n`);
+  for (const p of slaves) symlinkSync(join(s.cls, p), join(d, 'slaves', p));
+  symlinkSync(d, join(s.cls, name));
+  symlinkSync(d, join(s.root, 'dev/block', `253:${minor}`));
+}
+
+test('bootDisk: a verified root (dm-verity over a partition) is on that partition\'s disk', () => {
+  // The verified root is /dev/dm-0: its disk is the one under it, so a second kiln disk's ESP
+  // is never taken for this one's (which left the ESP unmounted and the slot unblessed).
+  const s = fakeSys([{ name: 'sda', major: 8 }, { name: 'vda', major: 254 }]);
+  fakeDm(s, 'dm-0', 0, ['vda2']);
+  assert.is(bootDisk(s.root, mountinfo('253:0')), 'vda');
+  assert.is(partitionByLabel('esp', s.root, mountinfo('253:0')), 'vda1');
+  assert.is(partitionByLabel('kiln-root-b', s.root, mountinfo('253:0')), 'vda3');
+  // Stacked twice (verity over another mapping) still leads to the disk.
+  fakeDm(s, 'dm-1', 1, ['dm-0']);
+  assert.is(bootDisk(s.root, mountinfo('253:1')), 'vda');
+  // A mapping over two disks has no one boot disk: no answer rather than a guess.
+  fakeDm(s, 'dm-2', 2, ['vda2', 'sda2']);
+  assert.is(bootDisk(s.root, mountinfo('253:2')), undefined);
+  assert.is(partitionByLabel('esp', s.root, mountinfo('253:2')), undefined);
+});
+
 test('partitionByLabel: a second disk with the same labels is never picked', () => {
   // sda sorts first: the old lookup took its kiln-root-b, which an update would overwrite.
   const s = fakeSys([{ name: 'sda', major: 8 }, { name: 'vda', major: 254 }]);
