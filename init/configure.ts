@@ -18,7 +18,8 @@ import { appendFile, closeDir, openChildDir, openDir, replaceFile, resolveTruste
 import { writeStaticDns } from './network.ts';
 import { appendRotating, LOG_DIR, say } from './log.ts';
 import { isoUtc } from './utc.ts';
-import { loadModules, mount, read, setHostname, setSysctl } from './system.ts';
+import { bootDisk, bootDiskFor, loadModules, mount, parentDisk, read, setHostname, setSysctl } from './system.ts';
+import { PARTLABELS } from './disk/layout.ts';
 
 export interface Gathered {
   sources: SourceText[]; scripts: { name: string; text: string }[]; hostname?: string; notes: string[];
@@ -47,22 +48,45 @@ async function fetchSource(g: Gathered, url: string, key: string, o: { allowInse
 }
 
 /**
- * Filesystem label -> device for every block device, from ONE blkid run: each probe of every
- * disk costs about a second under emulation, and a label lookup per source took several. The
- * network pass asks again (a stick may have come late); while the block devices are the same
- * ones, the local pass's answer stands.
+ * Filesystem label -> device for the block devices a config volume may be on, from ONE blkid
+ * run: each probe of every disk costs about a second under emulation, and a label lookup per
+ * source took several. The network pass asks again (a stick may have come late); while the
+ * block devices are the same ones, the local pass's answer stands.
  */
 let probed: { devices: string; labels: Map<string, string> } | undefined;
-export async function blockLabels(o: { sysBlock?: string; blkid?: () => Promise<RunResult> } = {}): Promise<Map<string, string>> {
+export async function blockLabels(o: { sys?: string; mountinfo?: string; blkid?: (devices: string[]) => Promise<RunResult> } = {}): Promise<Map<string, string>> {
+  const sys = o.sys ?? '/sys';
+  const classBlock = join(sys, 'class/block');
   let devices = '';
-  try { devices = readdirSync(o.sysBlock ?? '/sys/class/block').sort().join(' '); } catch { /* no sysfs: probe */ }
+  try { devices = readdirSync(classBlock).sort().join(' '); } catch { /* no sysfs: probe */ }
   if (devices && probed?.devices === devices) return probed.labels;
+  const candidates = devices ? labelCandidates(classBlock, sys === '/sys' && o.mountinfo === undefined ? bootDiskFor(classBlock) : bootDisk(sys, o.mountinfo ?? '')) : [];
+  // Nothing but the node's own disk (the usual cloud or metal boot with no config volume): no spawn.
+  if (devices && !candidates.length) { probed = { devices, labels: new Map() }; return probed.labels; }
   // util-linux's blkid (in /sbin) replaces busybox's applet when the image ships it; both print
   // `/dev/vdb: LABEL="cidata" ... TYPE="vfat"`. Exit 2: no device has a filesystem it knows.
-  const r = await (o.blkid ?? (() => run('blkid', [], { timeoutMs: 15_000, env: { ...process.env, PATH: '/bin:/sbin:/usr/bin:/usr/sbin' } })))();
+  const r = await (o.blkid ?? ((devs: string[]) => run('blkid', devs, { timeoutMs: 15_000, env: { ...process.env, PATH: '/bin:/sbin:/usr/bin:/usr/sbin' } })))(candidates);
   const labels = parseBlkid(r.stdout);
   probed = devices && (r.code === 0 || r.code === 2) ? { devices, labels } : undefined;
   return labels;
+}
+
+/**
+ * The block devices that may hold a config volume, as /dev paths: not kiln's own partitions of
+ * the boot disk (by their GPT names) nor that disk itself, nor device-mapper, loop, RAM or zram
+ * devices. A partition someone added to the boot disk, or any partition of an MBR card (no
+ * names), is still probed.
+ */
+export function labelCandidates(classBlock: string, disk: string | undefined): string[] {
+  const own = new Set<string>(Object.values(PARTLABELS));
+  const out: string[] = [];
+  for (const name of readdirSync(classBlock).sort()) {
+    if (/^(dm-|loop|ram|zram)\d/.test(name)) continue;
+    const u = read(join(classBlock, name, 'uevent'));
+    if (disk && (name === disk || (own.has(/^PARTNAME=(.*)$/m.exec(u)?.[1] ?? '') && parentDisk(classBlock, name) === disk))) continue;
+    out.push(`/dev/${/^DEVNAME=(.*)$/m.exec(u)?.[1] ?? name}`);
+  }
+  return out;
 }
 
 export function parseBlkid(text: string): Map<string, string> {

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bootDisk, partitionByLabel, rootIsShared } from '../../init/system.ts';
 import { partitionBySpec, siblingPartition } from '../../init/bootctl/devices.ts';
+import { labelCandidates } from '../../init/configure.ts';
 import { buildMbr } from '../../init/disk/mbr.ts';
 import { buildGpt, GPT_TYPES, guidToBytes, randomGuid, stableGuid } from '../../init/disk/gpt.ts';
 import { layoutFor } from '../../init/disk/layout.ts';
@@ -98,6 +99,25 @@ test('partitionByLabel: a second disk with the same labels is never picked', () 
   const one = fakeSys([{ name: 'vda', major: 254 }]);
   assert.is(partitionByLabel('kiln-data', one.root, ''), 'vda4', 'a single disk is found without knowing the boot disk');
   assert.is(partitionByLabel('nope', one.root, mountinfo('254:2')), undefined);
+});
+
+test('config volumes are looked for beside the boot disk, not on kiln\'s own partitions', () => {
+  const s = fakeSys([{ name: 'sda', major: 8 }, { name: 'vda', major: 254 }]);
+  fakeDm(s, 'dm-0', 0, ['vda2']);
+  // A partition someone added to the boot disk, and a CD drive.
+  const extra = join(s.root, 'devices/pci0/vda/vda5');
+  mkdirSync(extra);
+  writeFileSync(join(extra, 'uevent'), 'MAJOR=254\nMINOR=5\nDEVNAME=vda5\nDEVTYPE=partition\nPARTN=5\nPARTNAME=cidata\n');
+  symlinkSync(extra, join(s.cls, 'vda5'));
+  mkdirSync(join(s.root, 'devices/pci0/sr0'));
+  writeFileSync(join(s.root, 'devices/pci0/sr0/uevent'), 'MAJOR=11\nMINOR=0\nDEVNAME=sr0\nDEVTYPE=disk\n');
+  symlinkSync(join(s.root, 'devices/pci0/sr0'), join(s.cls, 'sr0'));
+  const disk = bootDisk(s.root, mountinfo('253:0'));
+  assert.is(disk, 'vda');
+  // sda carries kiln's labels too, but it is not the boot disk: it may be anything, so it is probed.
+  assert.equal(labelCandidates(s.cls, disk), ['/dev/sda', '/dev/sda1', '/dev/sda2', '/dev/sda3', '/dev/sda4', '/dev/sr0', '/dev/vda5']);
+  // No boot disk known (the live ISO): everything but device-mapper, loop and RAM devices.
+  assert.equal(labelCandidates(s.cls, undefined), ['/dev/sda', '/dev/sda1', '/dev/sda2', '/dev/sda3', '/dev/sda4', '/dev/sr0', '/dev/vda', '/dev/vda1', '/dev/vda2', '/dev/vda3', '/dev/vda4', '/dev/vda5']);
 });
 
 test('partitionBySpec: the same MBR signature on a second card is ignored', () => {

@@ -76,21 +76,31 @@ test('the network pass reuses the local pass\'s blkid while the block devices ar
   const { mkdtempSync, mkdirSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
-  const sysBlock = mkdtempSync(join(tmpdir(), 'kiln-block-'));
-  for (const d of ['vda', 'vda1']) mkdirSync(join(sysBlock, d));
+  const sys = mkdtempSync(join(tmpdir(), 'kiln-sys-'));
+  const sysBlock = join(sys, 'class/block');
+  for (const d of ['vda', 'vda1']) mkdirSync(join(sysBlock, d), { recursive: true });
   let runs = 0, code = 0;
-  const blkid = async () => { runs++; return { code, signal: null, stdout: `/dev/vda1: LABEL="ESP" TYPE="vfat"\n/dev/sda: LABEL="cidata" TYPE="vfat"\n`.slice(0, runs > 1 ? undefined : 35), stderr: '' }; };
-  assert.equal([...await blockLabels({ sysBlock, blkid })], [['ESP', '/dev/vda1']]);
-  assert.equal([...await blockLabels({ sysBlock, blkid })], [['ESP', '/dev/vda1']]);
+  const asked: string[][] = [];
+  const blkid = async (devs: string[]) => { runs++; asked.push(devs); return { code, signal: null, stdout: `/dev/vda1: LABEL="ESP" TYPE="vfat"\n/dev/sda: LABEL="cidata" TYPE="vfat"\n`.slice(0, runs > 1 ? undefined : 35), stderr: '' }; };
+  // No boot disk known (no mountinfo): every device is a candidate.
+  assert.equal([...await blockLabels({ sys, mountinfo: '', blkid })], [['ESP', '/dev/vda1']]);
+  assert.equal([...await blockLabels({ sys, mountinfo: '', blkid })], [['ESP', '/dev/vda1']]);
   assert.is(runs, 1, 'same devices: probed once');
+  assert.equal(asked[0], ['/dev/vda', '/dev/vda1']);
   mkdirSync(join(sysBlock, 'sda'));
-  assert.equal([...await blockLabels({ sysBlock, blkid })], [['ESP', '/dev/vda1'], ['cidata', '/dev/sda']], 'a device that came late is probed');
+  assert.equal([...await blockLabels({ sys, mountinfo: '', blkid })], [['ESP', '/dev/vda1'], ['cidata', '/dev/sda']], 'a device that came late is probed');
   assert.is(runs, 2);
   code = 1;
   mkdirSync(join(sysBlock, 'sdb'));
-  await blockLabels({ sysBlock, blkid });
-  await blockLabels({ sysBlock, blkid });
+  await blockLabels({ sys, mountinfo: '', blkid });
+  await blockLabels({ sys, mountinfo: '', blkid });
   assert.is(runs, 4, 'a failed probe is not kept');
+  // Only device-mapper, loop and RAM devices: nothing to probe, and no blkid at all.
+  const bare = mkdtempSync(join(tmpdir(), 'kiln-sys-'));
+  for (const d of ['dm-0', 'loop0', 'loop1', 'ram0', 'zram0']) mkdirSync(join(bare, 'class/block', d), { recursive: true });
+  assert.equal([...await blockLabels({ sys: bare, mountinfo: '', blkid })], []);
+  assert.equal([...await blockLabels({ sys: bare, mountinfo: '', blkid })], []);
+  assert.is(runs, 4, 'no candidate: blkid is not run');
 });
 
 test.run();
