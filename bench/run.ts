@@ -88,6 +88,8 @@ goals.push({ measure: `${arch} raw.zst (zstd -19)`, goal: '<= 50 MiB', now: mib(
 
 /** Stage 1 starts within half a minute even when emulated on a loaded machine; later, it never will. */
 const STAGE1_WAIT_MS = arch === 'arm64' ? 180_000 : 75_000;
+/** OVMF's and AAVMF's report of an exception: the firmware (or a loader running in it) is stopped. */
+const FIRMWARE_FAULT = /X64 Exception|Synchronous Exception/;
 /** An emulated arm64 boot (AAVMF, a translated CPU of another kind) takes two to three times as long. */
 const SLOW = arch === 'arm64' ? 2.5 : 1;
 interface BootResult { first?: number; ready?: number; accel: string; timings?: string; tasks?: string; cpu?: string; start?: string; again?: string }
@@ -96,12 +98,15 @@ interface BootResult { first?: number; ready?: number; accel: string; timings?: 
  * boots it. `again`: then the power button, and the timings of the next boot of the same disk
  * (no partition to grow or format, no new disk ids: every boot after the first).
  */
-async function boot(memMiB: number, timeoutMs = 300_000 * SLOW, extraDrives: string[] = [], again = false): Promise<BootResult> {
+async function boot(memMiB: number, timeoutMs = 300_000 * SLOW, extraDrives: string[] = [], again = false, rng = true): Promise<BootResult> {
   const disk = join(mkdtempSync(join(tmpdir(), 'kiln-bench-')), 'd.raw');
   execFileSync('cp', ['--sparse=always', raw, disk]);
-  const vm = await Vm.start({ arch, disk, memMiB, allowReboot: false, extraDrives });
+  const vm = await Vm.start({ arch, disk, memMiB, allowReboot: false, extraDrives, rng });
   try {
-    const first = await vm.waitFor(/kiln-stage1: started/, Math.min(timeoutMs, STAGE1_WAIT_MS)).then(() => vm.elapsed());
+    // A fault in the firmware ends the wait at once: stage 1 will never come.
+    const first = await vm.waitFor(new RegExp(`kiln-stage1: started|${FIRMWARE_FAULT.source}`), Math.min(timeoutMs, STAGE1_WAIT_MS))
+      .then((m) => (FIRMWARE_FAULT.test(m[0]) ? undefined : vm.elapsed()));
+    if (first === undefined) return { accel: vm.accel };
     // A panic (init or tini killed for memory) ends the wait at once.
     const ready = await vm.waitFor(/kiln: ready |Kernel panic/, timeoutMs).then((m) => (m[0].startsWith('kiln') ? vm.elapsed() : undefined), () => undefined);
     const timings = ready ? await vm.waitFor(/kiln: timings: (.*)\r?\n/, 30_000).then((m) => m[1], () => undefined) : undefined;
@@ -154,9 +159,9 @@ const ukiParts = (() => {
  * the kernel below about 160 MiB, so the smallest memory of what runs after the firmware is
  * found, not the firmware's.
  */
-async function floorBoot(kind: 'sh' | 'node' | 'modules' | 'init' | 'kernel', memMiB: number, o: { noUefi?: boolean; timeoutMs?: number; icount?: boolean } = {}): Promise<(FloorLine & { again?: FloorLine }) | undefined> {
+async function floorBoot(kind: 'sh' | 'node' | 'modules' | 'init' | 'kernel', memMiB: number, o: { noUefi?: boolean; timeoutMs?: number; icount?: boolean; rng?: boolean } = {}): Promise<(FloorLine & { again?: FloorLine }) | undefined> {
   const vm = await Vm.start({
-    arch, disk: raw, snapshot: true, memMiB, allowReboot: false, ...(o.noUefi ? { firmware: arch === 'x86_64' ? 'bios' as const : 'none' as const } : {}),
+    arch, disk: raw, snapshot: true, memMiB, allowReboot: false, rng: o.rng, ...(o.noUefi ? { firmware: arch === 'x86_64' ? 'bios' as const : 'none' as const } : {}),
     extraArgs: [...(o.icount ? ['-icount', 'shift=0'] : []), ...kind === 'kernel'
       ? ['-kernel', ukiParts.kernel, '-initrd', ukiParts.oneLine, '-append', ukiParts.cmdline]
       : ['-kernel', ukiParts.kernel, '-initrd', ukiParts.initrd, '-append', `${ukiParts.cmdline} kiln.slot=a${kind === 'init' ? '' : ` kiln.floor=${kind}`}`]],
@@ -164,8 +169,8 @@ async function floorBoot(kind: 'sh' | 'node' | 'modules' | 'init' | 'kernel', me
   try {
     // A firmware that cannot load the kernel in this memory shows no stage 1 at all (the kernel
     // floor has no stage 1: its one line, or the exception, is waited for below).
-    if (kind !== 'kernel') await vm.waitFor(/kiln-stage1: started|X64 Exception/, STAGE1_WAIT_MS);
-    const m = await vm.waitFor(/kiln-floor: .*\r?\n|kiln: timings: .*\r?\n|Kernel panic|X64 Exception/, o.timeoutMs ?? 180_000 * SLOW);
+    if (kind !== 'kernel') await vm.waitFor(new RegExp(`kiln-stage1: started|${FIRMWARE_FAULT.source}`), STAGE1_WAIT_MS);
+    const m = await vm.waitFor(new RegExp(`kiln-floor: .*\\r?\\n|kiln: timings: .*\\r?\\n|Kernel panic|${FIRMWARE_FAULT.source}`), o.timeoutMs ?? 180_000 * SLOW);
     if (kind === 'init') { const t = parseTimings(m[0]); return t && { kind: 'node' as const, readyS: t.initStartS + t.readyS, rssMiB: t.rssMiB }; }
     const f = floorLine(m[0]);
     // The modules floor runs Node a second time, its pages then cached (builder/stage1/init.sh).
@@ -270,23 +275,36 @@ if (!values.quick) {
     if (!r.first && (stoppedBefore === undefined || mem > stoppedBefore)) stoppedBefore = mem;
     return !!r.ready;
   }, SIZES.indexOf(128));
+  // The same without the VM's virtio-rng device, when 128 MiB was not enough with it: AAVMF
+  // faults below 160 MiB once the arm64 kernel's EFI stub has randomness to place itself with.
+  const below = SIZES.filter((m) => kilnMin === undefined || m < kilnMin);
+  const noRng = kilnMin === undefined || kilnMin > 128;
+  const noRngMin = noRng ? await bisectSmallest(below, async (mem) => !!(await boot(mem, 180_000 * SLOW, [], false, false)).ready, below.indexOf(128)) : undefined;
   // The firmware and the kernel alone (a one-line initramfs, through the same firmware): what no
-  // stage 1 or init can go below.
+  // stage 1 or init can go below; with no virtio-rng device too when kiln was measured so.
   const kernelMin = await bisectSmallest(SIZES, async (mem) => !!(await floorBoot('kernel', mem, { timeoutMs: 60_000 * SLOW })), SIZES.indexOf(128));
+  const kernelNoRngMin = noRng ? await bisectSmallest(SIZES, async (mem) => !!(await floorBoot('kernel', mem, { timeoutMs: 60_000 * SLOW, rng: false })), SIZES.indexOf(128)) : undefined;
   // After the firmware: the node floor, and init itself at the goal's 128 MiB, booted directly.
   const floorMin = await bisectSmallest(FLOOR_SIZES, async (mem) => !!(await floorBoot('node', mem, { noUefi: true, timeoutMs: 120_000 * SLOW })), FLOOR_SIZES.indexOf(96));
   const init128 = await floorBoot('init', 128, { noUefi: true, timeoutMs: 240_000 * SLOW });
   const minRam = kilnMin === undefined ? `none of ${SIZES[0]}..${SIZES.at(-1)} MiB` : `${kilnMin} MiB`;
   row(`minimum RAM reaching ready (bisected over ${SIZES.join(',')})`, minRam);
+  if (kilnMin === undefined || kilnMin > 128) row('minimum RAM reaching ready with no virtio-rng device', noRngMin === undefined ? `none below ${minRam}` : `${noRngMin} MiB`);
   if (stoppedBefore !== undefined) row('largest memory the firmware did not reach stage 1 in', `${stoppedBefore} MiB`);
   row('floor: minimum RAM for the firmware and kernel to run a one-line initramfs', kernelMin === undefined ? 'none' : `${kernelMin} MiB`);
+  if (noRng) row('floor: the same with no virtio-rng device', kernelNoRngMin === undefined ? 'none' : `${kernelNoRngMin} MiB`);
   row('floor: minimum RAM for node -e 0 to print a line (direct kernel boot)', floorMin === undefined ? 'none' : `${floorMin} MiB`);
   row('init at 128 MiB, direct kernel boot (kernel start -> ready, RSS)', init128 ? `${s2(init128.readyS)}, ${init128.rssMiB?.toFixed(1)} MiB` : 'did not reach ready');
   goals.push({
-    measure: `reaches ready with -m 128 (${arch})`, goal: 'yes', now: kilnMin !== undefined && kilnMin <= 128 ? `yes; smallest ${minRam}` : `no; smallest ${minRam}`,
-    floor: [kernelMin === undefined ? undefined : `${kernelMin} MiB (firmware + kernel)`, floorMin === undefined ? undefined : `${floorMin} MiB (node -e 0, no firmware)`].filter(Boolean).join(', ') || '-',
+    measure: `reaches ready with -m 128 (${arch})`, goal: 'yes',
+    now: kilnMin !== undefined && kilnMin <= 128 ? `yes; smallest ${minRam}`
+      : noRngMin !== undefined && noRngMin <= 128 ? `yes with no virtio-rng device (smallest ${noRngMin} MiB); with one, smallest ${minRam}`
+        : `no; smallest ${minRam}`,
+    floor: [kernelMin === undefined ? undefined : `${kernelMin} MiB (firmware + kernel)`, kernelNoRngMin === undefined ? undefined : `${kernelNoRngMin} MiB (the same, no virtio-rng)`,
+      floorMin === undefined ? undefined : `${floorMin} MiB (node -e 0, no firmware)`].filter(Boolean).join(', ') || '-',
     note: [
       kilnMin !== undefined && kernelMin !== undefined ? `+${kilnMin - kernelMin} MiB over the firmware and kernel` : undefined,
+      noRngMin !== undefined && kernelNoRngMin !== undefined ? `+${noRngMin - kernelNoRngMin} MiB over them with no virtio-rng device` : undefined,
       stoppedBefore !== undefined ? `at ${stoppedBefore} MiB the firmware never reached stage 1` : undefined,
       `init booted directly at 128 MiB: ${init128 ? `ready ${s2(init128.readyS)} after the kernel` : 'not ready'}`,
     ].filter(Boolean).join('; '),

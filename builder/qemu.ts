@@ -79,6 +79,11 @@ export interface VmOptions {
   virtioDisk?: boolean;
   /** NIC model on the user network (default virtio-net-pci), e.g. 'e1000e'. */
   nic?: string;
+  /**
+   * false: no virtio-rng device. With one, AAVMF below 160 MiB faults once the arm64 kernel's
+   * EFI stub has randomness to place itself with (docs/design.md, "Memory to reach ready").
+   */
+  rng?: boolean;
 }
 
 export async function qemuCommand(o: VmOptions, workDir: string): Promise<{ cmd: string; args: string[]; qmp: string; accel: string }> {
@@ -110,7 +115,7 @@ export async function qemuCommand(o: VmOptions, workDir: string): Promise<{ cmd:
     ...cdrom,
     ...(o.virtioDisk === false ? [] : ['-drive', `file=${o.disk},format=${o.format ?? (o.disk.endsWith('.qcow2') ? 'qcow2' : 'raw')},if=virtio${o.snapshot ? ',snapshot=on' : ''}`]),
     '-netdev', `user,id=n0${fwd}${o.netdevExtra ? `,${o.netdevExtra}` : ''}`, '-device', `${o.nic ?? 'virtio-net-pci'},netdev=n0`,
-    '-device', 'virtio-rng-pci',
+    ...(o.rng === false ? [] : ['-device', 'virtio-rng-pci']),
     '-qmp', `unix:${qmp},server=on,wait=off`,
     ...(o.allowReboot === false ? ['-no-reboot'] : []),
     ...(o.extraDrives ?? []).flatMap((d) => ['-drive', d]),

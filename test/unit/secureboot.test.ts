@@ -194,6 +194,8 @@ test('QEMU Secure Boot firmware: OVMF SMM build on q35 with SMM, secure flash, t
   };
   const plain = await argsFor({});
   assert.not.match(plain.args, /smm=on|secboot|property=secure/);
+  assert.match(plain.args, /-device virtio-rng-pci/);
+  assert.not.match((await argsFor({ rng: false })).args, /virtio-rng/, 'rng: false leaves the entropy device out');
   const snake = await argsFor({ secureBoot: 'snakeoil' });
   assert.match(snake.args, /-machine q35,smm=on /);
   assert.match(snake.args, /readonly=on,file=\/usr\/share\/OVMF\/OVMF_CODE_4M\.secboot\.fd/);
