@@ -80,8 +80,9 @@ export interface VmOptions {
   /** NIC model on the user network (default virtio-net-pci), e.g. 'e1000e'. */
   nic?: string;
   /**
-   * false: no virtio-rng device. With one, AAVMF below 160 MiB faults once the arm64 kernel's
-   * EFI stub has randomness to place itself with (docs/design.md, "Memory to reach ready").
+   * false: no virtio-rng device. With one, AAVMF below 160 MiB leaves the arm64 kernel's EFI
+   * stub no room to place the kernel, and the firmware faults (docs/design.md, "arm64 reaches
+   * ready at 128 MiB").
    */
   rng?: boolean;
 }
