@@ -18,7 +18,7 @@ import { appendFile, closeDir, openChildDir, openDir, replaceFile, resolveTruste
 import { writeStaticDns } from './network.ts';
 import { appendRotating, LOG_DIR, say } from './log.ts';
 import { isoUtc } from './utc.ts';
-import { bootDisk, bootDiskFor, loadModules, mount, parentDisk, read, setHostname, setSysctl } from './system.ts';
+import { bootDiskFor, loadModules, mount, parentDisk, read, setHostname, setSysctl } from './system.ts';
 import { PARTLABELS } from './disk/layout.ts';
 
 export interface Gathered {
@@ -60,7 +60,7 @@ export async function blockLabels(o: { sys?: string; mountinfo?: string; blkid?:
   let devices = '';
   try { devices = readdirSync(classBlock).sort().join(' '); } catch { /* no sysfs: probe */ }
   if (devices && probed?.devices === devices) return probed.labels;
-  const candidates = devices ? labelCandidates(classBlock, sys === '/sys' && o.mountinfo === undefined ? bootDiskFor(classBlock) : bootDisk(sys, o.mountinfo ?? '')) : [];
+  const candidates = devices ? labelCandidates(classBlock, bootDiskFor(classBlock, o.mountinfo)) : [];
   // Nothing but the node's own disk (the usual cloud or metal boot with no config volume): no spawn.
   if (devices && !candidates.length) { probed = { devices, labels: new Map() }; return probed.labels; }
   // util-linux's blkid (in /sbin) replaces busybox's applet when the image ships it; both print
