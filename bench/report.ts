@@ -47,6 +47,18 @@ export function goalTable(rows: GoalRow[]): string {
   return [line(head), ['measure', 'goal', 'now', 'floor'].map((k) => '-'.repeat(w(k as keyof GoalRow))).concat('-'.repeat(8)).join('-|-'), ...rows.map(line)].join('\n');
 }
 
+/**
+ * Seconds measured in several rounds: the median, and each round in order ("-" for one that
+ * gave no figure), so a reader sees how far single boots on this machine spread.
+ */
+export function roundsOf(xs: (number | undefined)[]): { median?: number; text: string } {
+  const got = xs.filter((x): x is number => x !== undefined);
+  const m = median(got);
+  if (m === undefined) return { text: '-' };
+  const each = xs.map((x) => (x === undefined ? '-' : x.toFixed(2))).join(' / ');
+  return { median: m, text: xs.length > 1 ? `${m.toFixed(2)} s (median of ${got.length}: ${each})` : `${m.toFixed(2)} s` };
+}
+
 /** The median of some numbers (undefined for none). */
 export function median(xs: number[]): number | undefined {
   if (!xs.length) return undefined;

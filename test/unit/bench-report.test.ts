@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { bisectSmallest, bootCriticalPath, floorLine, floorsOverGoal, formatPath, goalTable, median, parseStart, parseTimings } from '../../bench/report.ts';
+import { bisectSmallest, bootCriticalPath, floorLine, floorsOverGoal, formatPath, goalTable, median, parseStart, parseTimings, roundsOf } from '../../bench/report.ts';
 import { startLine, timingsLine } from '../../init/boot/plan.ts';
 import { taskTimesLine, type TaskResult } from '../../init/sequencer.ts';
 
@@ -40,6 +40,14 @@ test('the goal table lines up its columns', () => {
   assert.is(median([3, 1, 2]), 2);
   assert.is(median([4, 1, 2, 3]), 2.5);
   assert.is(median([]), undefined);
+});
+
+test('a figure from several rounds is their median, with each round in order', () => {
+  assert.equal(roundsOf([6.52, 6.1, 6.31]), { median: 6.31, text: '6.31 s (median of 3: 6.52 / 6.10 / 6.31)' });
+  // A round that gave no figure is shown and left out of the median.
+  assert.equal(roundsOf([6.5, undefined, 6.1]), { median: 6.3, text: '6.30 s (median of 2: 6.50 / - / 6.10)' });
+  assert.equal(roundsOf([4.8]), { median: 4.8, text: '4.80 s' });
+  assert.equal(roundsOf([undefined]), { text: '-' });
 });
 
 test("the node floors' line from stage 1 gives their time and RSS", () => {
