@@ -36,7 +36,7 @@ export interface Floor {
   floorS?: number;
   /** Which source gave it. */
   from?: FloorSource;
-  /** True when the clock is below the floor and must be stepped to floorS. */
+  /** True when the clock is more than a second below the floor and must be stepped to floorS. */
   step: boolean;
   /** Sources that were ignored, and why. */
   ignored: string[];
@@ -59,7 +59,10 @@ export function clockFloor(i: FloorInput): Floor {
     if (!best || s > best.s) best = { s, from };
   }
   if (!best) return { step: false, ignored };
-  return { floorS: best.s, from: best.from, step: best.s > Math.floor(i.nowS), ignored };
+  // The sources count whole seconds, and the kernel sets the clock from the RTC's whole second,
+  // dropping the fraction: an RTC read a moment later is then often a second ahead of a clock
+  // that is right. Only a floor more than a second ahead moves the clock.
+  return { floorS: best.s, from: best.from, step: best.s > i.nowS + 1, ignored };
 }
 
 /** Seconds since the epoch from a file holding one integer (build time, RTC, saved clock). */

@@ -19,6 +19,16 @@ test('the floor is the newest source, and the clock is stepped only when below i
   assert.is(clockFloor({ nowS: BUILD + 99 * DAY, buildS: BUILD, savedS: BUILD + DAY }).step, false);
 });
 
+test('an RTC a second ahead of the clock the kernel set from it moves nothing; two seconds do', () => {
+  // The kernel set the clock to the RTC's whole second T at 0.7 s past it; 2.5 s later the clock
+  // reads T + 2.5 and the RTC T + 3.
+  const T = BUILD + 40 * DAY;
+  assert.equal(clockFloor({ nowS: T + 2.5, rtcS: T + 3, buildS: BUILD }), { floorS: T + 3, from: 'rtc', step: false, ignored: [] });
+  assert.is(clockFloor({ nowS: T + 1, rtcS: T + 2 }).step, false);
+  assert.is(clockFloor({ nowS: T + 0.9, rtcS: T + 2 }).step, true);
+  assert.is(clockFloor({ nowS: T, rtcS: T + 2, buildS: BUILD }).step, true);
+});
+
 test('garbage sources are ignored by name; no source at all is no floor', () => {
   const f = clockFloor({ nowS: 0, buildS: BUILD, savedS: 99_999_999_999, rtcS: Number.NaN });
   assert.is(f.floorS, BUILD);
