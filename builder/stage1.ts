@@ -12,7 +12,8 @@ import { tool } from './tools.ts';
 export const STAGE1_INIT = new URL('./stage1/init.sh', import.meta.url).pathname;
 
 /** Files stage 1 carries besides busybox and modules (dmsetup and its libraries, /etc/kiln/verity). */
-export interface Stage1Extra { path: string; data: Buffer; mode: number }
+/** A file for stage 1, or with `target` a symbolic link to that absolute path. */
+export interface Stage1Extra { path: string; data?: Buffer; mode: number; target?: string }
 
 /**
  * `coldplug`: module folders (profile modules.coldplug_stage1) whose modules stage 1 loads by
@@ -52,7 +53,7 @@ export function stage1Entries(kernel: Kernel, busybox: string, modules: string[]
   for (const x of extra) {
     const parts = x.path.split('/');
     for (let i = 1; i < parts.length; i++) dirs.add(parts.slice(0, i).join('/'));
-    entries.push({ path: x.path, type: 'file', mode: x.mode, data: x.data });
+    entries.push(x.target ? { path: x.path, type: 'symlink', target: x.target } : { path: x.path, type: 'file', mode: x.mode, data: x.data });
   }
   for (const d of ['bin', 'dev', 'etc', 'etc/kiln', 'lib']) dirs.delete(d);
   dirs.add('lib/modules'); dirs.add(mroot);
@@ -72,16 +73,19 @@ export async function buildStage1(out: string, kernel: Kernel, busybox: string, 
 /**
  * dmsetup and the shared libraries it needs, copied from the assembled root (so they are the
  * locked Debian packages' files), plus the root's verity parameter. The dynamic loader goes
- * to its usual path; libraries go to the path their SONAME is found at.
+ * to its usual path, with a link where programs name it (x86_64's /lib64) rather than a
+ * second copy; libraries go to the path their SONAME is found at.
  */
 export async function stage1VerityFiles(root: string, triplet: string, ldso: { path: string; link?: string }, param: string): Promise<Stage1Extra[]> {
   const dmsetup = ['usr/sbin/dmsetup', 'sbin/dmsetup'].find((p) => existsSync(join(root, p)));
   if (!dmsetup) throw new Error('the root has no dmsetup: add dmsetup (and libdevmapper1.02.1) to debian.packages in the profile and run \'kiln lock\'');
   const libs = await libraryClosure(root, [dmsetup], triplet);
-  const files = [...new Set([...libs, ...[ldso.path, ldso.link].filter((x): x is string => !!x).map((x) => x.replace(/^\//, ''))])];
+  const link = ldso.link?.replace(/^\//, '');
+  const files = [...new Set([...libs, ldso.path.replace(/^\//, '')])].filter((f) => f !== link);
   return [
     { path: 'bin/dmsetup', data: readFileSync(join(root, dmsetup)), mode: 0o755 },
     ...files.map((f) => ({ path: f, data: readFileSync(insideRoot(root, f)), mode: 0o755 })),
+    ...(link ? [{ path: link, target: ldso.path, mode: 0o777 }] : []),
     { path: 'etc/kiln/verity', data: Buffer.from(`${param.replace(/^kiln\.verity=/, '')}\n`), mode: 0o644 },
   ];
 }
