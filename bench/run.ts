@@ -18,7 +18,7 @@ import { DEFAULT_PARAMS } from '../channels/chunks.ts';
 import { K3S_STANDIN } from '../test/e2e/image.ts';
 import { cidataImage } from '../test/e2e/helpers.ts';
 import { deltaTable, rootOf, type DeltaRow } from './delta.ts';
-import { bisectSmallest, bootCriticalPath, floorLine, floorsOverGoal, type FloorLine, formatPath, goalTable, median, parseStart, parseTimings, roundsOf, type GoalRow } from './report.ts';
+import { bisectSmallest, bootCriticalPath, floorLine, floorsOverGoal, type FloorLine, formatPath, goalTable, median, parseStart, parseTimings, roundsOf, type GoalRow, type Timings } from './report.ts';
 import { verityBench } from './verity.ts';
 
 // The goal rows (issues: boot, memory, size, CLI, delta updates) by default. --all adds the
@@ -93,6 +93,8 @@ const STAGE1_WAIT_MS = arch === 'arm64' ? 180_000 : 75_000;
 const FIRMWARE_FAULT = /X64 Exception|Synchronous Exception/;
 /** An emulated arm64 boot (AAVMF, a translated CPU of another kind) takes two to three times as long. */
 const SLOW = arch === 'arm64' ? 2.5 : 1;
+/** Kernel start to ready, from a parsed timings line (its ready counts from init's start). */
+function readyAfterKernel(t: Timings | undefined): number | undefined { return t && t.initStartS + t.readyS; }
 interface BootResult { first?: number; ready?: number; accel: string; timings?: string; tasks?: string; cpu?: string; start?: string; again?: string }
 /**
  * One boot from a fresh copy of the disk through the firmware and systemd-boot, as a machine
@@ -172,7 +174,7 @@ async function floorBoot(kind: 'sh' | 'node' | 'modules' | 'init' | 'kernel', me
     // floor has no stage 1: its one line, or the exception, is waited for below).
     if (kind !== 'kernel') await vm.waitFor(new RegExp(`kiln-stage1: started|${FIRMWARE_FAULT.source}`), STAGE1_WAIT_MS);
     const m = await vm.waitFor(new RegExp(`kiln-floor: .*\\r?\\n|kiln: timings: .*\\r?\\n|Kernel panic|${FIRMWARE_FAULT.source}`), o.timeoutMs ?? 180_000 * SLOW);
-    if (kind === 'init') { const t = parseTimings(m[0]); return t && { kind: 'node' as const, readyS: t.initStartS + t.readyS, rssMiB: t.rssMiB }; }
+    if (kind === 'init') { const t = parseTimings(m[0]); return t && { kind: 'node' as const, readyS: readyAfterKernel(t)!, rssMiB: t.rssMiB }; }
     const f = floorLine(m[0]);
     // The modules floor runs Node a second time, its pages then cached (builder/stage1/init.sh).
     const again = f && kind === 'modules' ? await vm.waitFor(/kiln-floor: again .*\r?\n/, 60_000 * SLOW).then((a) => floorLine(a[0]), () => undefined) : undefined;
@@ -209,10 +211,10 @@ row("floor: kernel start -> node -e printed a line after a shell loaded the imag
 // host slows them all), so the ready row takes medians over ROUNDS rounds, each a first boot of
 // kiln and then the three floors, back to back; the rows above are the first round's.
 const ROUNDS = Math.max(1, Number(values.rounds ?? (values.quick ? 1 : 3)) || 1);
-const readyOf = (b: BootResult) => { const t = b.timings ? parseTimings(b.timings) : undefined; return t && t.initStartS + t.readyS; };
-const rounds = [{ kiln: readyOf(b1), sh: fsh?.readyS, node: fnode?.readyS, mod: fmod?.readyS }];
+const rounds = [{ kiln: readyAfterKernel(t1), sh: fsh?.readyS, node: fnode?.readyS, mod: fmod?.readyS }];
 for (let r = 1; r < ROUNDS; r++) {
-  const kiln = readyOf(await boot(256));
+  const b = await boot(256);
+  const kiln = readyAfterKernel(b.timings ? parseTimings(b.timings) : undefined);
   const sh = (await floorBoot('sh', 256))?.readyS, node = (await floorBoot('node', 256))?.readyS, mod = (await floorBoot('modules', 256))?.readyS;
   rounds.push({ kiln, sh, node, mod });
 }
@@ -246,7 +248,7 @@ goals.push(t1
     note: [ROUNDS > 1 && `medians of ${ROUNDS} rounds; kiln's rounds ${rounds.map((r) => r.kiln?.toFixed(2) ?? '-').join(' / ')} s`,
       floorsOverGoal(6, [[asFloor(rSh.median), 'sh'], [asFloor(rNode.median), 'node -e 0'], [asFloor(rMod.median), 'node -e 0 after the modules']]),
       over(kilnReady, rSh.median, 'sh'), over(kilnReady, rNode.median, 'node -e 0'), over(kilnReady, rMod.median, 'node -e 0 after the modules'),
-      tAgain && `the next boot ${s2(tAgain.initStartS + tAgain.readyS)}${first}`, `init started ${s2(t1.initStartS)}${first}`,
+      tAgain && `the next boot ${s2(readyAfterKernel(tAgain))}${first}`, `init started ${s2(t1.initStartS)}${first}`,
       icInit && icMod && `guest work (1 ns an instruction) ${s2(icInit.readyS)} against the modules floor's ${s2(icMod.readyS)}`,
       icFirst !== undefined && icAgain !== undefined && `of which Node's start from its process's start ${s2(icFirst)}, ${s2(icAgain)} with its pages cached`,
       st && `then Node's start ${s2(st.codeS)}${nodeStartS !== undefined ? ` (node -e 0: ${s2(nodeStartS)})` : ''}, init's modules ${s2(st.loadedS - st.codeS)}, to ready ${s2(t1.readyS - st.loadedS)}${first}`,

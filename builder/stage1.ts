@@ -11,8 +11,10 @@ import { tool } from './tools.ts';
 
 export const STAGE1_INIT = new URL('./stage1/init.sh', import.meta.url).pathname;
 
-/** Files stage 1 carries besides busybox and modules (dmsetup and its libraries, /etc/kiln/verity). */
-/** A file for stage 1, or with `target` a symbolic link to that absolute path. */
+/**
+ * Files stage 1 carries besides busybox and modules (dmsetup and its libraries, /etc/kiln/verity);
+ * with `target`, a symbolic link to that absolute path instead.
+ */
 export interface Stage1Extra { path: string; data?: Buffer; mode: number; target?: string }
 
 /**
