@@ -73,14 +73,10 @@ export function watchButton(ctx: BootContext): string {
 
 // ---- clock
 
-const FIRST_SAVE_MS = 60_000;
-
 /**
  * The clock floor (clock.ts): before anything uses TLS, the clock goes up to the newest of the
- * RTC, the build time and the time saved on /data. Then the saved time is refreshed a minute
- * later and every SAVE_INTERVAL_MS (and at shutdown, main.ts), so the next boot starts no
- * further back. Not at once: the save is a write and an fsync (a journal commit of all boot
- * has written so far) that nothing before ready needs.
+ * RTC, the build time and the time saved on /data. Then the saved time is refreshed every
+ * SAVE_INTERVAL_MS (and at shutdown, main.ts), so the next boot starts no further back.
  */
 export async function setClockFloor(): Promise<string | undefined> {
   const f = clockFloor(readFloorSources('/'));
@@ -93,7 +89,7 @@ export async function setClockFloor(): Promise<string | undefined> {
   }
   clockState.floor = { atS: f.floorS, from: f.from, stepped: f.step };
   setInterval(saveClockQuietly, SAVE_INTERVAL_MS).unref();
-  setTimeout(saveClockQuietly, FIRST_SAVE_MS).unref();
+  saveClockQuietly();
   if (!f.step) return `clock at or above ${isoUtcS(f.floorS)} (${f.from})`;
   say(`clock set to ${isoUtcS(f.floorS)} (${f.from})`);
   return undefined;
