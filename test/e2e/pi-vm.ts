@@ -96,7 +96,7 @@ export class PiVm {
    * A guest kernel that keeps reporting a soft lockup (one CPU stuck in the kernel for 45 s or
    * more) is powered off and the same card powered on again, once per VM: under
    * QEMU 7.2's raspi3b, on a loaded host, init's main thread was seen stuck in the kernel for
-   * minutes before ready, in boots of cards that boot on every other try (docs/design.md,
+   * minutes before ready, in one boot of a card that reached ready in every other (docs/design.md,
    * "Raspberry Pi"). The report is printed, so a lockup is never silent; a second one fails.
    */
   private constructor(private readonly argv: string[], readonly dir: string) {
