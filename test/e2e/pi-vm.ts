@@ -119,10 +119,8 @@ export class PiVm {
       if (this.restarting) {
         this.restarting = false;
         this.lockups++;
-        this.run++;
-        this.seen = [0, 0];
         this.output += '\n';
-        this.spawn();
+        this.nextRun();
         return;
       }
       if (r.exitCode !== 0 || r.signal) {
@@ -130,10 +128,15 @@ export class PiVm {
         return;
       }
       this.resets++;
-      this.run++;
-      this.seen = [0, 0];
-      this.spawn();
+      this.nextRun();
     });
+  }
+
+  /** The same card in a new QEMU, its UARTs in new files. */
+  private nextRun() {
+    this.run++;
+    this.seen = [0, 0];
+    this.spawn();
   }
 
   /**
