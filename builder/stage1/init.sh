@@ -9,6 +9,10 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 
+# Every $(...) and every applet but the shell's builtins is a fork, which an emulated CPU pays
+# for with a new address space: stage 1 reads files with `read` and cuts strings with the
+# shell's own expansions where it can.
+read -r CMDLINE < /proc/cmdline; read -r KVER < /proc/sys/kernel/osrelease
 say() { echo "kiln-stage1: $*" > /dev/console; }
 fail() {
   say "FATAL: $*"
@@ -16,16 +20,18 @@ fail() {
   say "rebooting in 5 s (the boot loader falls back after the slot's tries are spent)"
   sleep 5; echo b > /proc/sysrq-trigger; reboot -f
 }
-arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1="*) echo "${w#*=}"; return;; esac; done; }
+# argv VAR NAME: VAR is the value of the command line's first NAME=, or empty.
+argv() { eval "$1="; set -f; for w in $CMDLINE; do case "$w" in "$2="*) eval "$1=\${w#*=}"; break;; esac; done; set +f; }
 
-say "started, kernel $(uname -r)"
+say "started, kernel $KVER"
 # One modprobe for the list (each is a fork and a read of modules.dep); one by one only to name a failure.
-MODS=$(cat /etc/kiln/stage1-modules)
+MODS=""; while read -r m; do MODS="$MODS $m"; done < /etc/kiln/stage1-modules
 modprobe -a $MODS 2>/dev/null || for m in $MODS; do modprobe "$m" 2>/dev/null || say "module $m failed"; done
 # The CPU's own SHA-256 and CRC32C, before dm-verity and ext4 pick an implementation: each module
 # whose instructions /proc/cpuinfo lists ("module flag" lines). Without them the kernel's C code does it.
 cpu_modules() {
-  flags=" $(grep -m1 -E '^(flags|Features)' /proc/cpuinfo | cut -d: -f2 | tr '\t' ' ') "
+  flags=""
+  while IFS= read -r l; do case "$l" in flags*|Features*) flags=" ${l#*:} "; break;; esac; done < /proc/cpuinfo
   while read -r m f; do
     case "$flags" in *" $f "*) modprobe -q "$m" 2>/dev/null;; esac
   done < /etc/kiln/stage1-cpu-modules
@@ -38,7 +44,7 @@ cpu_modules
 # stick behind xhci) a moment later. Only modaliases not tried before are passed on.
 mkdir -p /tmp; : > /tmp/modalias.seen
 coldplug() {
-  [ -e "/lib/modules/$(uname -r)/modules.alias" ] || return 0
+  [ -e "/lib/modules/$KVER/modules.alias" ] || return 0
   find /sys/devices -name modalias -type f 2>/dev/null | xargs cat 2>/dev/null | sort -u > /tmp/modalias.now
   sort /tmp/modalias.seen /tmp/modalias.seen /tmp/modalias.now | uniq -u > /tmp/modalias.new
   [ -s /tmp/modalias.new ] || return 0
@@ -47,20 +53,6 @@ coldplug() {
 }
 coldplug
 
-# The slot: kiln.slot= when a boot loader passes it (U-Boot on the Pi, direct kernel boot);
-# otherwise the systemd-boot entry that was picked (LoaderEntrySelected, UTF-16 after 4
-# attribute bytes), so one unified kernel image serves either slot.
-SLOT=$(arg kiln.slot); ESPUUID=""
-if [ -d /sys/firmware/efi ] && [ -z "$(arg kiln.live)" ]; then
-  mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
-  LV=/sys/firmware/efi/efivars/Loader%s-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
-  [ -z "$SLOT" ] && ENTRY=$(tail -c +5 "$(printf $LV EntrySelected)" 2>/dev/null | tr -d '\000')
-  case "$ENTRY" in kiln-a*) SLOT=a;; kiln-b*) SLOT=b;; esac
-  # The ESP systemd-boot was started from: its disk is the only one whose partitions we use.
-  ESPUUID=$(tail -c +5 "$(printf $LV DevicePartUUID)" 2>/dev/null | tr -d '\000' | tr A-F a-f)
-fi
-SLOT=${SLOT:-a}
-say "slot $SLOT${ENTRY:+ (boot entry $ENTRY)}"
 
 # Block devices appear asynchronously after the drivers load.
 # A block device's PARTNAME and DEVNAME (into U_PART, U_DEV), read by the shell itself: these
@@ -71,90 +63,122 @@ uevent() {
     case "$k" in PARTNAME) U_PART=$v;; DEVNAME) U_DEV=$v;; esac
   done < "$1"
 }
-# A partition labelled $1: on BOOTDISK when known, else the only one; '!' when two disks have it
-# (a copy of this disk, or one made to look like it, must never supply the root).
+# The disk a partition (or any block device, /sys/class/block/$1) belongs to, into U_DISK:
+# the last component of its sysfs folder's parent.
+diskof() { U_DISK=""; cd -P "/sys/class/block/$1/.." 2>/dev/null && U_DISK=${PWD##*/}; cd /; }
+# A partition labelled $1, into U_FOUND: on BOOTDISK when known, else the only one; '!' when two
+# disks have it (a copy of this disk, or one made to look like it, must never supply the root).
 partdev() {
-  found=""
+  U_FOUND=""
   for u in /sys/class/block/*/uevent; do
     uevent "$u"; [ "$U_PART" = "$1" ] || continue
-    p=$U_DEV
-    if [ -n "$BOOTDISK" ]; then [ -e "/sys/block/$BOOTDISK/$p" ] && { echo "$p"; return; }
-    elif [ -n "$found" ]; then echo '!'; return
-    else found=$p; fi
+    if [ -n "$BOOTDISK" ]; then [ -e "/sys/block/$BOOTDISK/$U_DEV" ] && { U_FOUND=$U_DEV; return; }
+    elif [ -n "$U_FOUND" ]; then U_FOUND='!'; return
+    else U_FOUND=$U_DEV; fi
   done
-  echo "$found"
 }
-# Unique GUID (lower case) of GPT partition $1 (entries at LBA 2, as kiln writes them).
+# Unique GUID (lower case) of GPT partition $1 (entries at LBA 2, as kiln writes them) into
+# U_GUID: the first three fields are stored little-endian.
 partuuid() {
-  d=$(basename "$(readlink -f "/sys/class/block/$1/..")"); n=$(cat "/sys/class/block/$1/partition")
-  ss=$(cat "/sys/block/$d/queue/logical_block_size" 2>/dev/null || echo 512)
-  dd if="/dev/$d" bs=1 skip=$((ss * 2 + (n - 1) * 128 + 16)) count=16 2>/dev/null | od -An -tx1 | tr -d ' \n' \
-    | sed -r 's/^(..)(..)(..)(..)(..)(..)(..)(..)(....)/\4\3\2\1-\6\5-\8\7-\9-/'
+  U_GUID=""; diskof "$1"; d=$U_DISK; read -r n < "/sys/class/block/$1/partition"
+  ss=512; [ -r "/sys/block/$d/queue/logical_block_size" ] && read -r ss < "/sys/block/$d/queue/logical_block_size"
+  set -- $(dd if="/dev/$d" bs=1 skip=$((ss * 2 + (n - 1) * 128 + 16)) count=16 2>/dev/null | od -An -tx1)
+  [ $# = 16 ] || return 0
+  U_GUID="$4$3$2$1-$6$5-$8$7-$9${10}-${11}${12}${13}${14}${15}${16}"
 }
-# The disk holding the ESP the firmware booted (LoaderDevicePartUUID); '!' when two disks do.
+# Hex text $1 in lower case, into U_LOW (GUIDs and disk signatures hold nothing else).
+lower() {
+  U_LOW=""; s=$1
+  while [ -n "$s" ]; do
+    c=${s%"${s#?}"}; s=${s#?}
+    case "$c" in A) c=a;; B) c=b;; C) c=c;; D) c=d;; E) c=e;; F) c=f;; esac
+    U_LOW=$U_LOW$c
+  done
+}
+# The disk holding the ESP the firmware booted (ESPUUID, lower case), into U_FOUND; '!' when
+# two disks do.
 espdisk() {
-  found=""
+  U_FOUND=""
   for u in /sys/class/block/*/uevent; do
     uevent "$u"; [ "$U_PART" = esp ] || continue
-    p=$U_DEV
-    [ "$(partuuid "$p")" = "$ESPUUID" ] || continue
-    [ -n "$found" ] && { echo '!'; return; }
-    found=$(basename "$(readlink -f "/sys/class/block/$p/..")")
+    p=$U_DEV; partuuid "$p"
+    [ "$U_GUID" = "$ESPUUID" ] || continue
+    [ -n "$U_FOUND" ] && { U_FOUND='!'; return; }
+    diskof "$p"; U_FOUND=$U_DISK
   done
-  echo "$found"
 }
 # kiln.root= / kiln.data= name partitions where there are no partition names (MBR on the Pi,
 # passed by the U-Boot script): /dev/NAME, or PARTUUID=<MBR disk signature>-<number> as Linux
-# spells it. Prints the device name without /dev.
+# spells it. The device name without /dev, into U_FOUND.
 specdev() {
+  U_FOUND=""
   case "$1" in
-    /dev/*) [ -b "$1" ] && echo "${1#/dev/}";;
+    /dev/*) [ -b "$1" ] && U_FOUND=${1#/dev/};;
     PARTUUID=*)
-      want=$(echo "${1#PARTUUID=}" | tr A-F a-f); found=""
+      lower "${1#PARTUUID=}"; want=$U_LOW; hex=0123456789abcdef
       for p in /sys/class/block/*/partition; do
         [ -e "$p" ] || continue
-        d=${p%/partition}; disk=$(basename "$(readlink -f "$d/..")")
+        d=${p%/partition}; diskof "${d##*/}"; disk=$U_DISK
         [ -z "$BOOTDISK" ] || [ "$disk" = "$BOOTDISK" ] || continue
-        sig=$(dd if="/dev/$disk" bs=1 skip=440 count=4 2>/dev/null | od -An -tx4 | tr -d ' \n')
-        [ "$sig-$(printf %02x "$(cat "$p")")" = "$want" ] || continue
+        set -- $(dd if="/dev/$disk" bs=1 skip=440 count=4 2>/dev/null | od -An -tx1)
+        read -r n < "$p"
+        [ "$4$3$2$1-${hex:$((n / 16)):1}${hex:$((n % 16)):1}" = "$want" ] || continue
         # Two cards with one signature (the same image written twice): no guessing.
-        [ -n "$found" ] && { echo '!'; return; }
-        found=${d##*/}
-      done
-      echo "$found";;
+        [ -n "$U_FOUND" ] && { U_FOUND='!'; return; }
+        U_FOUND=${d##*/}
+      done;;
   esac
 }
 # The driver the kernel picks for a hash: the highest priority one registered for its name.
 hashdriver() {
   awk -v want="$1" '$1 == "name" { n = $3 } $1 == "driver" { d = $3 } $1 == "priority" && n == want && $3 > p { p = $3; best = d } END { print best ? best : "?" }' /proc/crypto
 }
+
+# The slot: kiln.slot= when a boot loader passes it (U-Boot on the Pi, direct kernel boot);
+# otherwise the systemd-boot entry that was picked (LoaderEntrySelected, UTF-16 after 4
+# attribute bytes), so one unified kernel image serves either slot.
+# efivar FILE: an EFI variable's ASCII text in UTF-16, into U_VAR. `read` drops NUL bytes (the
+# text's high bytes and its terminator); the 4 attribute bytes before it leave one character,
+# their first byte (never NUL: a variable stage 1 can read has at least the boot-service bit).
+efivar() { U_VAR=""; [ -r "$1" ] && IFS= read -r U_VAR < "$1"; U_VAR=${U_VAR#?}; }
+argv SLOT kiln.slot; argv LIVE kiln.live; ESPUUID=""
+if [ -d /sys/firmware/efi ] && [ -z "$LIVE" ]; then
+  mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
+  LV=/sys/firmware/efi/efivars/Loader; LG=4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
+  [ -z "$SLOT" ] && { efivar "${LV}EntrySelected-$LG"; ENTRY=$U_VAR; }
+  case "$ENTRY" in kiln-a*) SLOT=a;; kiln-b*) SLOT=b;; esac
+  # The ESP systemd-boot was started from: its disk is the only one whose partitions we use.
+  efivar "${LV}DevicePartUUID-$LG"; lower "$U_VAR"; ESPUUID=$U_LOW
+fi
+SLOT=${SLOT:-a}
+say "slot $SLOT${ENTRY:+ (boot entry $ENTRY)}"
+
 # dm-verity: kiln.verity=sha256:<data blocks>:<salt>:<root hash> from the UKI's command line
 # (signed with it under Secure Boot), else /etc/kiln/verity in this initramfs (the Pi's slot
 # boot files). The tree follows the data after one superblock block. A bad block reboots
 # (restart_on_corruption), so the tries counter moves on to the other slot.
-VERITY=$(arg kiln.verity); [ -n "$VERITY" ] || VERITY=$(cat /etc/kiln/verity 2>/dev/null)
+argv VERITY kiln.verity; [ -n "$VERITY" ] || { [ -r /etc/kiln/verity ] && read -r VERITY < /etc/kiln/verity; }
 VERIFIED=""
 verity_open() { # $1: device name without /dev/; mounts the verified root on /newroot
-  set -- "$1" $(echo "$VERITY" | tr : ' ')
+  oifs=$IFS; IFS=:; set -f; set -- "$1" $VERITY; set +f; IFS=$oifs
   [ "$2" = sha256 ] && [ -n "$5" ] || fail "malformed root hash parameter: $VERITY"
-  [ "$(dd if="/dev/$1" bs=4096 skip="$3" count=1 2>/dev/null | head -c 6)" = verity ] \
+  [ "$(dd if="/dev/$1" bs=2 skip=$(($3 * 2048)) count=3 2>/dev/null)" = verity ] \
     || fail "/dev/$1 (kiln-root-$SLOT) has no hash tree where its root hash says: corrupt, or not the root this kernel was built for"
   LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/lib/aarch64-linux-gnu:/usr/lib/x86_64-linux-gnu:/usr/lib/aarch64-linux-gnu \
     dmsetup create kiln-root --readonly --noudevsync \
     --table "0 $(($3 * 8)) verity 1 /dev/$1 /dev/$1 4096 4096 $3 $(($3 + 1)) sha256 $5 $4 1 restart_on_corruption" \
     || fail "cannot set up dm-verity on /dev/$1 (are dm_mod and dm_verity in modules.stage1?)"
-  dm=""; for n in /sys/block/dm-*/dm/name; do [ "$(cat "$n" 2>/dev/null)" = kiln-root ] && dm=$(echo "$n" | cut -d/ -f4); done
+  dm=""; for n in /sys/block/dm-*/dm/name; do nm=""; [ -r "$n" ] && read -r nm < "$n"; [ "$nm" = kiln-root ] && { dm=${n#/sys/block/}; dm=${dm%%/*}; }; done
   [ -n "$dm" ] || fail "dm-verity device for /dev/$1 did not appear"
   mount -t squashfs -o ro "/dev/$dm" /newroot 2>/dev/null || mount -t erofs -o ro "/dev/$dm" /newroot \
     || fail "cannot mount the verified root /dev/$dm (/dev/$1, kiln-root-$SLOT)"
   VERIFIED=$5
-  say "root /dev/$1 verified by dm-verity (root hash $(echo "$5" | cut -c1-16)..., $2 by $(hashdriver "$2"))"
+  say "root /dev/$1 verified by dm-verity (root hash ${5%"${5#????????????????}"}..., $2 by $(hashdriver "$2"))"
 }
 
 # Live mode (the ISO, kiln.live=<volume label>): the root image is a file on the medium,
 # loop-mounted read-only; data is tmpfs unless the medium's own disk has a kiln-data volume
 # (never a disk's kiln-data: that disk may be the one being installed to).
-LIVE=$(arg kiln.live)
 if [ -n "$LIVE" ]; then
   i=0; MEDIUM=""
   while [ -z "$MEDIUM" ] && [ $i -lt 300 ]; do MEDIUM=$(findfs "LABEL=$LIVE" 2>/dev/null); [ -n "$MEDIUM" ] || { [ $((i % 10)) = 9 ] && coldplug; usleep 100000; }; i=$((i+1)); done
@@ -171,26 +195,26 @@ if [ -n "$LIVE" ]; then
   say "live: root image from $MEDIUM"
   ROOT="$MEDIUM:kiln/root.img"
   DISK=${MEDIUM#/dev/}
-  [ -e "/sys/class/block/$DISK/partition" ] && DISK=$(basename "$(readlink -f "/sys/class/block/$DISK/..")")
+  [ -e "/sys/class/block/$DISK/partition" ] && { diskof "$DISK"; DISK=$U_DISK; }
   DATA=""
   for p in /sys/block/$DISK/$DISK*; do
     [ -e "$p" ] && blkid "/dev/${p##*/}" 2>/dev/null | grep -q 'LABEL="kiln-data"' && DATA=${p##*/}
   done
 else
-  i=0; ROOT=""; BOOTDISK=""; ROOTSPEC=$(arg kiln.root)
+  i=0; ROOT=""; BOOTDISK=""; argv ROOTSPEC kiln.root
   if [ -n "$ROOTSPEC" ]; then
-    while [ -z "$ROOT" ] && [ $i -lt 500 ]; do ROOT=$(specdev "$ROOTSPEC"); [ -n "$ROOT" ] || { [ $((i % 50)) = 49 ] && coldplug; usleep 20000; }; i=$((i+1)); done
+    while [ -z "$ROOT" ] && [ $i -lt 500 ]; do specdev "$ROOTSPEC"; ROOT=$U_FOUND; [ -n "$ROOT" ] || { [ $((i % 50)) = 49 ] && coldplug; usleep 20000; }; i=$((i+1)); done
     [ "$ROOT" = '!' ] && fail "two disks have a partition $ROOTSPEC (kiln.root): remove the copy"
     [ -n "$ROOT" ] || fail "no partition $ROOTSPEC (kiln.root, slot $SLOT)"
     say "root $ROOTSPEC is /dev/$ROOT"
   else
     if [ -n "$ESPUUID" ]; then
-      while [ -z "$BOOTDISK" ] && [ $i -lt 500 ]; do BOOTDISK=$(espdisk); [ -n "$BOOTDISK" ] || { [ $((i % 50)) = 49 ] && coldplug; usleep 20000; }; i=$((i+1)); done
+      while [ -z "$BOOTDISK" ] && [ $i -lt 500 ]; do espdisk; BOOTDISK=$U_FOUND; [ -n "$BOOTDISK" ] || { [ $((i % 50)) = 49 ] && coldplug; usleep 20000; }; i=$((i+1)); done
       [ "$BOOTDISK" = '!' ] && fail "two disks hold the ESP this machine booted from (PARTUUID $ESPUUID): remove or wipe the copy"
       [ -n "$BOOTDISK" ] && say "boot disk /dev/$BOOTDISK" || say "no disk holds the ESP $ESPUUID; looking for labels on every disk"
       i=0
     fi
-    while [ -z "$ROOT" ] && [ $i -lt 500 ]; do ROOT=$(partdev "kiln-root-$SLOT"); [ -n "$ROOT" ] || { [ $((i % 50)) = 49 ] && coldplug; usleep 20000; }; i=$((i+1)); done
+    while [ -z "$ROOT" ] && [ $i -lt 500 ]; do partdev "kiln-root-$SLOT"; ROOT=$U_FOUND; [ -n "$ROOT" ] || { [ $((i % 50)) = 49 ] && coldplug; usleep 20000; }; i=$((i+1)); done
     [ "$ROOT" = '!' ] && fail "two disks have a partition labelled kiln-root-$SLOT and none is known to be the boot disk: remove the copy"
     [ -n "$ROOT" ] || fail "no partition labelled kiln-root-$SLOT${BOOTDISK:+ on /dev/$BOOTDISK}"
   fi
@@ -200,56 +224,55 @@ else
       || fail "cannot mount /dev/$ROOT (kiln-root-$SLOT) as squashfs or erofs"
   fi
   # The root's disk from here on, whichever way the root was found.
-  BOOTDISK=$(basename "$(readlink -f "/sys/class/block/$ROOT/..")")
-  DATASPEC=$(arg kiln.data)
+  diskof "$ROOT"; BOOTDISK=$U_DISK
+  argv DATASPEC kiln.data
   if [ -n "$DATASPEC" ]; then
-    DATA=$(specdev "$DATASPEC"); [ "$DATA" = '!' ] && DATA=""
+    specdev "$DATASPEC"; DATA=$U_FOUND; [ "$DATA" = '!' ] && DATA=""
     [ -n "$DATA" ] || say "no single partition $DATASPEC (kiln.data)"
-  else DATA=$(partdev kiln-data); fi
+  else partdev kiln-data; DATA=$U_FOUND; fi
 fi
 [ -x /newroot/usr/bin/node ] || fail "kiln-root-$SLOT has no /usr/bin/node"
 
+DATAOK=""
 if [ -n "$DATA" ]; then
-  if ! mount -t ext4 -o noatime "/dev/$DATA" /newroot/data 2>/dev/null; then
-    # Only a blank partition is formatted: never destroy something we cannot read.
-    if [ "$(dd if=/dev/$DATA bs=65536 count=16 2>/dev/null | tr -d '\000' | wc -c)" = 0 ]; then
-      say "data partition /dev/$DATA is blank: formatting"
-      mke2fs -q -L kiln-data "/dev/$DATA" && mount -t ext4 -o noatime "/dev/$DATA" /newroot/data
-    fi
+  if mount -t ext4 -o noatime "/dev/$DATA" /newroot/data 2>/dev/null; then DATAOK=1
+  # Only a blank partition is formatted: never destroy something we cannot read.
+  elif [ "$(dd if=/dev/$DATA bs=65536 count=16 2>/dev/null | tr -d '\000' | wc -c)" = 0 ]; then
+    say "data partition /dev/$DATA is blank: formatting"
+    mke2fs -q -L kiln-data "/dev/$DATA" && mount -t ext4 -o noatime "/dev/$DATA" /newroot/data && DATAOK=1
   fi
 fi
-if ! grep -q ' /newroot/data ' /proc/mounts; then
+if [ -z "$DATAOK" ]; then
   if [ -n "$LIVE" ]; then say "live: data on tmpfs (nothing persists)"
   else say "WARNING: data partition unavailable; /etc and /var changes will not persist"; fi
   mount -t tmpfs -o mode=0755 tmpfs /newroot/data
 fi
-for d in var root home; do
-  mkdir -p /newroot/data/overlay/$d/upper /newroot/data/overlay/$d/work
-  mount -t overlay overlay -o lowerdir=/newroot/$d,upperdir=/newroot/data/overlay/$d/upper,workdir=/newroot/data/overlay/$d/work /newroot/$d \
-    || fail "cannot mount the /$d overlay"
-done
 # /etc starts from the root every boot: its upper is on /run's tmpfs (init keeps that mount),
 # so no file on data can hide or replace the root's. Init puts the named state back from /data.
-mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /newroot/run && mkdir -p /newroot/run/kiln/etc/upper /newroot/run/kiln/etc/work \
-  && mount -t overlay overlay -o lowerdir=/newroot/etc,upperdir=/newroot/run/kiln/etc/upper,workdir=/newroot/run/kiln/etc/work /newroot/etc \
+mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /newroot/run || fail "cannot mount /run"
+O=/newroot/data/overlay E=/newroot/run/kiln/etc
+mkdir -p $O/var/upper $O/var/work $O/root/upper $O/root/work $O/home/upper $O/home/work $E/upper $E/work
+for d in var root home; do
+  mount -t overlay overlay -o lowerdir=/newroot/$d,upperdir=$O/$d/upper,workdir=$O/$d/work /newroot/$d \
+    || fail "cannot mount the /$d overlay"
+done
+mount -t overlay overlay -o lowerdir=/newroot/etc,upperdir=$E/upper,workdir=$E/work /newroot/etc \
   || fail "cannot mount the /etc overlay"
 
 # The rest of the pseudo filesystems a Kubernetes node needs, mounted here, where a mount costs
 # a shell's fork rather than a spawn from Node; init mounts whatever it finds missing
-# (mountBase in init/system.ts), so these are an optimisation, not a contract.
+# (mountBase in init/system.ts), so these are an optimisation, not a contract. The /dev/fd
+# links are left to init, where each is a call, not a process.
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts 2>/dev/null
 mount -t tmpfs -o mode=1777,nosuid,nodev shm /dev/shm 2>/dev/null
-for l in fd:/proc/self/fd stdin:/proc/self/fd/0 stdout:/proc/self/fd/1 stderr:/proc/self/fd/2; do
-  [ -e "/dev/${l%%:*}" ] || ln -s "${l#*:}" "/dev/${l%%:*}"
-done
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup 2>/dev/null
 [ -d /sys/kernel/security ] && mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /newroot/tmp 2>/dev/null
 # The loopback interface likewise (network/loopback brings it up when it is not).
 ip link set lo up 2>/dev/null
 
-FLOOR=$(arg kiln.floor)
+argv FLOOR kiln.floor
 mount --move /dev /newroot/dev
 mount --move /sys /newroot/sys
 mount --move /proc /newroot/proc

@@ -27,6 +27,9 @@ test('first boot reaches ready on slot A, gets a DHCP address and blesses the sl
     assert.is(m[2], 'a');
     assert.is(m[3], 'x86_64');
     assert.match(vm.output, new RegExp(`kiln-stage1: started, kernel ${kernel.replace(/[.]/g, '\\.')}`));
+    // The slot from systemd-boot's entry, and the root only from the disk whose ESP it booted.
+    assert.match(vm.output, /kiln-stage1: slot a \(boot entry kiln-a\+3\.efi\)/);
+    assert.match(vm.output, /kiln-stage1: boot disk \/dev\/vda\r?\n/);
     // OVMF without Secure Boot enforcing; the root came up through dm-verity.
     assert.match(vm.output, /kiln: boot chain: secure-boot=off root=verified/);
     // QEMU's user network hands out 10.0.2.15: virtio_net, from the boot list, loaded without

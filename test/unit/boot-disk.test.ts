@@ -132,22 +132,20 @@ test('partitionBySpec: the same MBR signature on a second card is ignored', () =
 
 test('stage 1: its GPT GUID conversion agrees with init/disk/gpt.ts', () => {
   // Stage 1 compares LoaderDevicePartUUID with each ESP's unique GUID read raw from the disk.
-  const script = readFileSync(join(import.meta.dirname, '../../builder/stage1/init.sh'), 'utf8');
-  const expr = /\| sed -r '([^']+)'/.exec(script)?.[1];
-  assert.ok(expr, 'stage 1 converts GUID bytes with sed -r');
   for (const guid of [GPT_TYPES.esp, randomUUID().toUpperCase(), stableGuid('x')]) {
-    const r = spawnSync('busybox', ['sed', '-r', expr!], { input: guidToBytes(guid).toString('hex'), encoding: 'utf8' });
-    assert.is(r.stdout.trim(), guid.toLowerCase());
+    const s = fakeSys([{ name: 'vda', major: 254, espGuid: guid }]);
+    assert.is(stage1(s, 'partuuid vda1; echo "$U_GUID"'), guid.toLowerCase());
   }
+  const script = readFileSync(join(import.meta.dirname, '../../builder/stage1/init.sh'), 'utf8');
   assert.match(script, /two disks hold the ESP this machine booted from/);
 });
 
 /** Runs stage 1's partition helpers in busybox sh against a fake /sys and /dev. */
 function stage1(s: ReturnType<typeof fakeSys>, call: string, env: Record<string, string> = {}): string {
   const script = readFileSync(join(import.meta.dirname, '../../builder/stage1/init.sh'), 'utf8');
-  const defs = script.slice(script.indexOf('uevent() {'), script.indexOf('# kiln.root= / kiln.data='))
+  const defs = script.slice(script.indexOf('uevent() {'), script.indexOf('# The driver the kernel picks'))
     .replaceAll('/sys/', '$S/').replaceAll('"/dev/', '"$D/');
-  assert.ok(defs.includes('partdev() {') && defs.includes('espdisk() {') && defs.includes('partuuid() {'), 'stage 1 defines uevent, partdev, partuuid, espdisk');
+  assert.ok(['partdev', 'espdisk', 'partuuid', 'specdev', 'diskof', 'lower'].every((f) => defs.includes(`${f}() {`)), 'stage 1 defines its partition helpers');
   const r = spawnSync('busybox', ['sh', '-c', `${defs}\n${call}`], { env: { PATH: process.env.PATH, S: s.root, D: s.dev, BOOTDISK: '', ESPUUID: '', ...env }, encoding: 'utf8' });
   assert.is(r.status, 0, r.stderr);
   return r.stdout.trim();
@@ -168,20 +166,47 @@ test('stage 1: the root comes from the disk whose ESP the firmware booted, never
   const mine = randomGuid(), theirs = randomGuid();
   // sda sorts before vda: the old lookup took sda's kiln-root-a.
   const s = fakeSys([{ name: 'sda', major: 8, espGuid: theirs }, { name: 'vda', major: 254, espGuid: mine }]);
-  assert.is(stage1(s, 'partuuid vda1'), mine.toLowerCase());
-  assert.is(stage1(s, 'espdisk', { ESPUUID: mine.toLowerCase() }), 'vda');
-  assert.is(stage1(s, 'espdisk', { ESPUUID: theirs.toLowerCase() }), 'sda');
-  assert.is(stage1(s, 'partdev kiln-root-a', { BOOTDISK: 'vda' }), 'vda2');
-  assert.is(stage1(s, 'partdev kiln-data', { BOOTDISK: 'vda' }), 'vda4');
-  assert.is(stage1(s, 'partdev kiln-root-a'), '!', 'no boot disk known and two candidates: no guess');
+  assert.is(stage1(s, 'partuuid vda1; echo "$U_GUID"'), mine.toLowerCase());
+  assert.is(stage1(s, 'espdisk; echo "$U_FOUND"', { ESPUUID: mine.toLowerCase() }), 'vda');
+  assert.is(stage1(s, 'espdisk; echo "$U_FOUND"', { ESPUUID: theirs.toLowerCase() }), 'sda');
+  assert.is(stage1(s, 'partdev kiln-root-a; echo "$U_FOUND"', { BOOTDISK: 'vda' }), 'vda2');
+  assert.is(stage1(s, 'partdev kiln-data; echo "$U_FOUND"', { BOOTDISK: 'vda' }), 'vda4');
+  assert.is(stage1(s, 'partdev kiln-root-a; echo "$U_FOUND"'), '!', 'no boot disk known and two candidates: no guess');
   // Two disks holding the very ESP that booted (the same image written twice): refused.
   const twins = fakeSys([{ name: 'sda', major: 8, espGuid: mine }, { name: 'vda', major: 254, espGuid: mine }]);
-  assert.is(stage1(twins, 'espdisk', { ESPUUID: mine.toLowerCase() }), '!');
-  assert.is(stage1(twins, 'espdisk', { ESPUUID: randomGuid().toLowerCase() }), '', 'an ESP on no disk');
+  assert.is(stage1(twins, 'espdisk; echo "$U_FOUND"', { ESPUUID: mine.toLowerCase() }), '!');
+  assert.is(stage1(twins, 'espdisk; echo "$U_FOUND"', { ESPUUID: randomGuid().toLowerCase() }), '', 'an ESP on no disk');
   const one = fakeSys([{ name: 'vda', major: 254, espGuid: mine }]);
-  assert.is(stage1(one, 'partdev kiln-root-b'), 'vda3', 'one disk: found without an anchor');
+  assert.is(stage1(one, 'partdev kiln-root-b; echo "$U_FOUND"'), 'vda3', 'one disk: found without an anchor');
 });
 
+test('stage 1: kiln.root=PARTUUID= is found on the boot disk only, whatever the case of its hex', () => {
+  const s = fakeSys([{ name: 'mmcblk0', major: 179, sig: 0x1f65ff1b }, { name: 'mmcblk1', major: 180, sig: 0x1f65ff1b }]);
+  const spec = (v: string, env: Record<string, string> = {}) => stage1(s, `specdev '${v}'; echo "$U_FOUND"`, env);
+  assert.is(spec('PARTUUID=1F65FF1B-02', { BOOTDISK: 'mmcblk1' }), 'mmcblk1p2');
+  assert.is(spec('PARTUUID=1f65ff1b-04', { BOOTDISK: 'mmcblk0' }), 'mmcblk0p4');
+  assert.is(spec('PARTUUID=1f65ff1b-02'), '!', 'two cards with one signature and no boot disk: no guess');
+  assert.is(spec('PARTUUID=1f65ff1c-02', { BOOTDISK: 'mmcblk1' }), '', 'another signature');
+  assert.is(spec('PARTUUID=1f65ff1b-05', { BOOTDISK: 'mmcblk1' }), '', 'no fifth partition');
+});
+
+test('stage 1: command-line values and EFI variables read without a process', () => {
+  const script = readFileSync(join(import.meta.dirname, '../../builder/stage1/init.sh'), 'utf8');
+  const line = (f: string) => script.split('\n').find((l) => l.startsWith(`${f}() {`))!;
+  const d = mkdtempSync(join(tmpdir(), 'kiln-efivar-'));
+  writeFileSync(join(d, 'kiln.x=a-file'), '');
+  const sh = (body: string, env: Record<string, string> = {}) =>
+    spawnSync('busybox', ['sh', '-c', `${line('argv')}\n${line('efivar')}\n${body}`], { cwd: d, env: { PATH: process.env.PATH, ...env }, encoding: 'utf8' }).stdout;
+  const CMDLINE = 'console=ttyS0 kiln.slot=b kiln.verity=sha256:9:00ff:ab kiln.slot=a kiln.x=* kiln.empty=';
+  assert.is(sh('argv S kiln.slot; argv V kiln.verity; argv N kiln.none; argv E kiln.empty; argv X kiln.x; echo "$S|$V|$N|$E|$X"', { CMDLINE }), 'b|sha256:9:00ff:ab|||*\n',
+    'the first of a name wins, a missing one is empty, and a * is not a file name pattern');
+  // systemd-boot's variables: 4 attribute bytes (boot service and runtime), then UTF-16LE text.
+  const efi = (text: string) => Buffer.concat([Buffer.from([6, 0, 0, 0]), Buffer.from(`${text}\0`, 'utf16le')]);
+  writeFileSync(join(d, 'entry'), efi('kiln-b.conf'));
+  writeFileSync(join(d, 'uuid'), efi('0FC63DAF-8483-4772-8E79-3D69D8477DE4'));
+  assert.is(sh(`efivar ${d}/entry; echo "[$U_VAR]"; efivar ${d}/uuid; echo "[$U_VAR]"; efivar ${d}/none; echo "[$U_VAR]"`),
+    '[kiln-b.conf]\n[0FC63DAF-8483-4772-8E79-3D69D8477DE4]\n[]\n');
+});
 
 test('rootIsShared: the root mount in use, its optional fields only', () => {
   assert.ok(rootIsShared(mountinfo('254:2')), 'stage 1 made the root shared');

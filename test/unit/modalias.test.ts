@@ -128,7 +128,7 @@ test("stage 1's coldplug passes each new modalias under /sys/devices to modprobe
   const dev = (rel: string, v: string) => { mkdirSync(join(dir, 'sys/devices', rel), { recursive: true }); writeFileSync(join(dir, 'sys/devices', rel, 'modalias'), v + '\n'); };
   dev('pci0000:00/0000:00:1f.2', devices[1]![1]);
   dev('pci0000:00/0000:00:1d.0', devices[3]![1]);
-  const run = () => execFileSync('chroot', [dir, '/bin/sh', '-c', `export PATH=/bin; : >> /tmp/modalias.seen\n${fn}\ncoldplug; cat /tmp/calls 2>/dev/null; : > /tmp/calls`]).toString();
+  const run = () => execFileSync('chroot', [dir, '/bin/sh', '-c', `export PATH=/bin; KVER=$(uname -r); : >> /tmp/modalias.seen\n${fn}\ncoldplug; cat /tmp/calls 2>/dev/null; : > /tmp/calls`]).toString();
   assert.is(run(), '', 'no modules.alias: coldplug does nothing');
   mkdirSync(join(dir, 'lib/modules', release()), { recursive: true });
   writeFileSync(join(dir, 'lib/modules', release(), 'modules.alias'), 'alias pci:* x\n');
