@@ -134,13 +134,14 @@ hashdriver() {
   awk -v want="$1" '$1 == "name" { n = $3 } $1 == "driver" { d = $3 } $1 == "priority" && n == want && $3 > p { p = $3; best = d } END { print best ? best : "?" }' /proc/crypto
 }
 
-# The slot: kiln.slot= when a boot loader passes it (U-Boot on the Pi, direct kernel boot);
-# otherwise the systemd-boot entry that was picked (LoaderEntrySelected, UTF-16 after 4
-# attribute bytes), so one unified kernel image serves either slot.
 # efivar FILE: an EFI variable's ASCII text in UTF-16, into U_VAR. `read` drops NUL bytes (the
 # text's high bytes and its terminator); the 4 attribute bytes before it leave one character,
 # their first byte (never NUL: a variable stage 1 can read has at least the boot-service bit).
 efivar() { U_VAR=""; [ -r "$1" ] && IFS= read -r U_VAR < "$1"; U_VAR=${U_VAR#?}; }
+
+# The slot: kiln.slot= when a boot loader passes it (U-Boot on the Pi, direct kernel boot);
+# otherwise the systemd-boot entry that was picked (LoaderEntrySelected), so one unified kernel
+# image serves either slot.
 argv SLOT kiln.slot; argv LIVE kiln.live; ESPUUID=""
 if [ -d /sys/firmware/efi ] && [ -z "$LIVE" ]; then
   mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
