@@ -113,6 +113,15 @@ export function bootDiskFor(classBlock: string, mountinfo?: string): string | un
   return ownBootDisk(dirname(dirname(classBlock)), mountinfo);
 }
 
+/**
+ * The named modules not loaded yet: /sys/module has a folder for every loaded module (a name's
+ * dashes are underscores there). A built-in module without parameters has none and counts as
+ * not loaded; modprobe then finds it built in and does nothing.
+ */
+export function unloadedModules(names: string[], sysModule = '/sys/module'): string[] {
+  return names.filter((n) => !existsSync(`${sysModule}/${n.replace(/-/g, '_')}`));
+}
+
 /** Loads modules by name (busybox modprobe reads the modules.dep the builder wrote). */
 export async function loadModules(names: string[]): Promise<{ loaded: string[]; failed: string[] }> {
   // One modprobe for all (a process start costs ~80 ms under emulation); one by one only to

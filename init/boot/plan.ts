@@ -46,6 +46,7 @@ export function bootPlan(ctx: BootContext): BootTask[] {
     { phase: 'mount', name: 'protect init', needs: ['mount/base filesystems'], run: () => protectInit() },
     { phase: 'mount', name: 'control socket', needs: ['mount/base filesystems'], run: () => startControl(ctx) },
 
+    // Stage 1 loads both lists before Node starts; these load what it could not, and name it.
     { phase: 'modules', name: 'load', needs: [], gives: ['drivers'], run: loadBootModules },
     // After the boot modules: two modprobes at once finish no sooner than one.
     { phase: 'modules', name: 'k3s', needs: ['drivers'], gives: ['k3s drivers'], run: loadK3sModules },

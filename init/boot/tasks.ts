@@ -22,7 +22,7 @@ import { k3sService } from '../services/k3s.ts';
 import { ntpService } from '../services/ntp.ts';
 import { sshService } from '../services/ssh.ts';
 import { wifiDhcpService, wifiService, wirelessLinks } from '../services/wifi.ts';
-import { isMounted, loadModules, read } from '../system.ts';
+import { isMounted, loadModules, read, unloadedModules } from '../system.ts';
 import { Coldplug, loadAliasTable, scanModaliases, startHotplug } from '../coldplug.ts';
 import { chosenOk, k3sStatus, report, type BootContext } from './context.ts';
 import { isoUtcS } from '../utc.ts';
@@ -44,12 +44,14 @@ export async function loadK3sModules(): Promise<string> {
   return `${await loadListed('/usr/lib/kiln/modules-load-k3s')} loaded`;
 }
 
+/** Stage 1 loads both lists before init starts: only what it could not load is tried (and named) here. */
 async function loadListed(list: string): Promise<number> {
   const names = read(list).split('\n').map((s) => s.trim()).filter(Boolean);
-  if (!names.length) return 0;
-  const r = await loadModules(names);
+  const missing = unloadedModules(names);
+  if (!missing.length) return names.length;
+  const r = await loadModules(missing);
   if (r.failed.length) say(`modules not loaded: ${r.failed.join(', ')}`);
-  return r.loaded.length;
+  return names.length - r.failed.length;
 }
 
 /** Hardware images (with a modules.alias): drivers by modalias now and for devices arriving later. */

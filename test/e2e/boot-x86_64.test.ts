@@ -30,6 +30,8 @@ test('first boot reaches ready on slot A, gets a DHCP address and blesses the sl
     // The slot from systemd-boot's entry, and the root only from the disk whose ESP it booted.
     assert.match(vm.output, /kiln-stage1: slot a \(boot entry kiln-a\+3\.efi\)/);
     assert.match(vm.output, /kiln-stage1: boot disk \/dev\/vda\r?\n/);
+    // The root's module lists, loaded by stage 1 before Node starts (init loads only what is missing).
+    assert.match(vm.output, /kiln-stage1: root modules loaded \(\d+\)/);
     // OVMF without Secure Boot enforcing; the root came up through dm-verity.
     assert.match(vm.output, /kiln: boot chain: secure-boot=off root=verified/);
     // QEMU's user network hands out 10.0.2.15: virtio_net, from the boot list, loaded without
