@@ -169,9 +169,12 @@ export async function sync(): Promise<void> { await run('sync', [], { timeoutMs:
  * Waits (bounded) until every virtio device has its driver bound, every USB stick usb-storage
  * has taken has its disk, and no block device has appeared for SETTLE_MS: a config volume
  * probed a moment after the root must not be missed. When a block device appeared is the
- * ctime of its node in /dev, which devtmpfs makes as the device is added (sysfs's own times
- * are those of a first lookup): devices probed long before init count as settled at once,
- * and boot waits only when something is new or has no node yet.
+ * birth time of its node in /dev, which devtmpfs makes as the device is added (sysfs's own
+ * times are those of a first lookup): devices probed long before init count as settled at
+ * once, and boot waits only when something is new or has no node yet. Not the node's ctime:
+ * every write through a node sets it, so the boot disk looked new for SETTLE_MS after init
+ * grew its data partition (a GPT written through /dev/vda). A filesystem that keeps no birth
+ * times (statx gives 0) falls back to the ctime.
  */
 export const SETTLE_MS = 300;
 export async function settleDevices(maxMs = 8000, o: { blockDir?: string; virtioDir?: string; devDir?: string; usbStorageDir?: string } = {}): Promise<string> {
@@ -196,7 +199,7 @@ export async function settleDevices(maxMs = 8000, o: { blockDir?: string; virtio
   /** When the newest of these block devices appeared, no later than now (a clock stepped back must not stall boot). */
   const newest = (devs: string[]) => {
     let t = 0;
-    for (const d of devs) { try { t = Math.max(t, lstatSync(`${devDir}/${d}`).ctimeMs); } catch { t = Date.now(); } }
+    for (const d of devs) { try { const st = lstatSync(`${devDir}/${d}`); t = Math.max(t, st.birthtimeMs || st.ctimeMs); } catch { t = Date.now(); } }
     return Math.min(t, Date.now());
   };
   const first = list();

@@ -1,9 +1,9 @@
 // settleDevices: boot waits for block devices only while one is new. Temp folders stand in for
 // /sys/class/block, /sys/bus/virtio/devices, /sys/bus/usb/drivers/usb-storage and /dev
-// (devtmpfs, whose node ctimes say when each device appeared).
+// (devtmpfs, whose node birth times say when each device appeared).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SETTLE_MS, settleDevices } from '../../init/system.ts';
@@ -28,6 +28,20 @@ test('devices that appeared before the wait: settled at once', async () => {
   await sleep(SETTLE_MS + 50);
   const ms = await timed(() => settleDevices(5000, dirs));
   assert.ok(ms < SETTLE_MS, `returned after ${ms} ms`);
+  rmSync(root, { recursive: true });
+});
+
+test('a device written through its node is not new: only its birth counts', async () => {
+  const { root, dirs, add } = fake();
+  add('vda');
+  await sleep(SETTLE_MS + 50);
+  // What growing the data partition does to the boot disk's node: a write sets its ctime.
+  writeFileSync(join(dirs.devDir, 'vda'), 'a new GPT');
+  const st = statSync(join(dirs.devDir, 'vda'));
+  const ms = await timed(() => settleDevices(5000, dirs));
+  if (st.birthtimeMs) assert.ok(ms < SETTLE_MS, `waited ${ms} ms for a device written to, not added`);
+  // A filesystem without birth times: the ctime stands in, and the write reads as new.
+  else assert.ok(ms >= SETTLE_MS, `no birth time here: the ctime counts (${ms} ms)`);
   rmSync(root, { recursive: true });
 });
 
