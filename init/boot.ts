@@ -7,11 +7,13 @@ import { run } from './exec.ts';
 import { randomHex } from './safefs.ts';
 import { say } from './log.ts';
 import { blessRename, cmdlineArg, slotFromCmdline, type Slot } from './slot.ts';
-import { mount, partitionByLabel, read } from './system.ts';
+import { isMounted, mount, partitionByLabel, read } from './system.ts';
 import { partitionBySpec } from './bootctl/devices.ts';
 
 export const STATE_DIR = '/var/lib/kiln';
 export const ESP_MOUNT = '/efi';
+/** The ESP's mount options, stage 1's as well (builder/stage1/init.sh). */
+export const ESP_OPTIONS = 'rw,noatime,umask=0077,shortname=mixed,utf8=0,iocharset=ascii';
 
 export interface BootInfo { version: string; arch: string; slot: Slot; cmdline: string; kernel: string; chain: BootChain }
 
@@ -89,8 +91,10 @@ export async function mountEsp(): Promise<string> {
   const spec = cmdlineArg(read('/proc/cmdline'), 'kiln.boot');
   const dev = partitionByLabel('esp') ?? partitionBySpec(spec);
   if (!dev) throw new Error(spec ? `no partition ${spec} (kiln.boot)` : 'no partition labelled esp');
-  await mount('vfat', `/dev/${dev}`, ESP_MOUNT, 'rw,noatime,umask=0077,shortname=mixed,utf8=0,iocharset=ascii');
-  return dev;
+  // Stage 1 mounts it with the same options when it can; mount() leaves a mounted /efi be.
+  const early = isMounted(ESP_MOUNT);
+  await mount('vfat', `/dev/${dev}`, ESP_MOUNT, ESP_OPTIONS);
+  return early ? `${dev} (mounted by stage 1)` : dev;
 }
 
 /** Drops the tries suffix of this slot's boot entry. Returns what it did. */

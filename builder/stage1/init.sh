@@ -273,6 +273,16 @@ mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /newroot/tmp 2>/dev/null
 # The loopback interface likewise (network/loopback brings it up when it is not).
 ip link set lo up 2>/dev/null
 
+# The ESP, found as init finds it (test/unit/boot-disk.test.ts holds the two together) while
+# /sys is still here: the boot disk's partition labelled esp, else kiln.boot= (the Pi's MBR
+# card, which has no partition names). The live system has none.
+ESP=""
+if [ -z "$LIVE" ]; then
+  partdev esp; ESP=$U_FOUND
+  if [ -z "$ESP" ] || [ "$ESP" = '!' ]; then argv ESPSPEC kiln.boot; ESP=""; [ -n "$ESPSPEC" ] && specdev "$ESPSPEC" && ESP=$U_FOUND; fi
+  [ "$ESP" = '!' ] && ESP=""
+fi
+
 argv FLOOR kiln.floor
 mount --move /dev /newroot/dev
 mount --move /sys /newroot/sys
@@ -311,6 +321,10 @@ if [ -n "$MODS" ]; then
   if chroot /newroot /bin/modprobe -a $MODS 2>/dev/null; then say "root modules loaded ($N)"
   else say "not all of the root's $N modules loaded: init names the missing"; fi
 fi
+# The ESP on /efi, now that vfat is loaded (above): a fork of busybox here rather than a spawn
+# from Node on the way to ready. Init mounts it when it is not mounted (data/esp) and says why
+# when it cannot, so a failure here is left to it. The options are init's ESP_OPTIONS.
+[ -n "$ESP" ] && chroot /newroot /bin/mount -t vfat -o rw,noatime,umask=0077,shortname=mixed,utf8=0,iocharset=ascii "/dev/$ESP" /efi 2>/dev/null
 # Tier up to TurboFan ten times later than by default, and skip V8's baseline (Sparkplug) and
 # mid-tier (Maglev) compilers: boot's code runs a few times and is done, so compiling it again
 # only costs a one-CPU board time and touches the compilers' pages (Maglev alone was 2.2 MiB of

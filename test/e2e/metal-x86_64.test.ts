@@ -67,6 +67,8 @@ test('metal x86_64: USB stick -> unattended install (device: auto) onto AHCI -> 
   const watched = [...new Set(log.split('\n').filter((l) => / power button: /.test(l)).flatMap((l) => l.match(/event\d+ \([^)]*\)/g) ?? []))];
   console.log(`# metal: power keys watched: ${watched.join(', ')}`);
   assert.ok(watched.length >= 4, `init should watch four devices with a power key; init.log says: ${watched.join(', ')}`);
+  // The ESP on the SATA disk, mounted by stage 1 (vfat among the modules it loads), which init found.
+  assert.match(log, /data\/esp: esp on \/dev\/sd[a-z]1 \(mounted by stage 1\)/);
 });
 
 test('metal x86_64: SeaBIOS boots the USB stick -> unattended install (device: auto) onto NVMe -> the NVMe disk boots alone under OVMF', async () => {

@@ -4,10 +4,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bootDisk, partitionByLabel, rootIsShared } from '../../init/system.ts';
+import { ESP_MOUNT, ESP_OPTIONS } from '../../init/boot.ts';
 import { partitionBySpec, siblingPartition } from '../../init/bootctl/devices.ts';
 import { labelCandidates } from '../../init/configure.ts';
 import { buildMbr } from '../../init/disk/mbr.ts';
@@ -188,6 +189,28 @@ test('stage 1: kiln.root=PARTUUID= is found on the boot disk only, whatever the 
   assert.is(spec('PARTUUID=1f65ff1b-02'), '!', 'two cards with one signature and no boot disk: no guess');
   assert.is(spec('PARTUUID=1f65ff1c-02', { BOOTDISK: 'mmcblk1' }), '', 'another signature');
   assert.is(spec('PARTUUID=1f65ff1b-05', { BOOTDISK: 'mmcblk1' }), '', 'no fifth partition');
+});
+
+test('stage 1 mounts the ESP as init finds it: the boot disk\'s esp, else kiln.boot=, and not on the live system', () => {
+  const script = readFileSync(join(import.meta.dirname, '../../builder/stage1/init.sh'), 'utf8');
+  const block = script.slice(script.indexOf('# The ESP, found as init finds it'), script.indexOf('argv FLOOR kiln.floor'));
+  assert.ok(script.includes(`chroot /newroot /bin/mount -t vfat -o ${ESP_OPTIONS} "/dev/$ESP" ${ESP_MOUNT} `), 'stage 1 mounts the ESP where init does, with its options');
+  const argv = script.split('\n').find((l) => l.startsWith('argv() {'))!;
+  const esp = (s: ReturnType<typeof fakeSys>, env: Record<string, string>) =>
+    stage1(s, `${argv}\n${block}\necho "$ESP"`, { CMDLINE: '', LIVE: '', ...env });
+  const two = fakeSys([{ name: 'sda', major: 8 }, { name: 'vda', major: 254 }]);
+  assert.is(esp(two, { BOOTDISK: 'vda' }), 'vda1');
+  assert.is(esp(two, { BOOTDISK: 'sda' }), 'sda1');
+  assert.is(esp(two, {}), '', 'two disks with an esp and no boot disk: left to init, which says so');
+  assert.is(esp(two, { BOOTDISK: 'vda', LIVE: 'KILN' }), '', 'the live system has no ESP');
+  // The Pi's MBR card has no partition names: its boot script passes kiln.boot=.
+  const pi = fakeSys([{ name: 'mmcblk0', major: 179, sig: 0x1f65ff1b }]);
+  for (const d of readdirSync(pi.cls)) {
+    const u = join(pi.cls, d, 'uevent');
+    writeFileSync(u, readFileSync(u, 'utf8').replace(/^PARTNAME=.*\n/m, ''));
+  }
+  assert.is(esp(pi, { BOOTDISK: 'mmcblk0', CMDLINE: 'console=ttyAMA0 kiln.boot=PARTUUID=1f65ff1b-01 kiln.slot=a' }), 'mmcblk0p1');
+  assert.is(esp(pi, { BOOTDISK: 'mmcblk0', CMDLINE: 'kiln.slot=a' }), '', 'no label and no kiln.boot=: left to init');
 });
 
 test('stage 1: command-line values and EFI variables read without a process', () => {
