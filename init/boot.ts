@@ -7,7 +7,7 @@ import { run } from './exec.ts';
 import { randomHex } from './safefs.ts';
 import { say } from './log.ts';
 import { blessRename, cmdlineArg, slotFromCmdline, type Slot } from './slot.ts';
-import { isMounted, mount, partitionByLabel, read } from './system.ts';
+import { mount, mountSource, partitionByLabel, read } from './system.ts';
 import { partitionBySpec } from './bootctl/devices.ts';
 
 export const STATE_DIR = '/var/lib/kiln';
@@ -87,14 +87,15 @@ export function ensureMachineId(file = '/etc/machine-id', saved = join(stateDir(
 }
 
 export async function mountEsp(): Promise<string> {
+  // Stage 1 mounts it (with ESP_OPTIONS) wherever it finds it: one read of /proc/mounts then.
+  const early = mountSource(ESP_MOUNT);
+  if (early) return `${early.replace(/^\/dev\//, '')} (mounted by stage 1)`;
   // MBR (the Pi) has no labels: its boot script names the FAT partition with kiln.boot=.
   const spec = cmdlineArg(read('/proc/cmdline'), 'kiln.boot');
   const dev = partitionByLabel('esp') ?? partitionBySpec(spec);
   if (!dev) throw new Error(spec ? `no partition ${spec} (kiln.boot)` : 'no partition labelled esp');
-  // Stage 1 mounts it with the same options when it can; mount() leaves a mounted /efi be.
-  const early = isMounted(ESP_MOUNT);
   await mount('vfat', `/dev/${dev}`, ESP_MOUNT, ESP_OPTIONS);
-  return early ? `${dev} (mounted by stage 1)` : dev;
+  return dev;
 }
 
 /** Drops the tries suffix of this slot's boot entry. Returns what it did. */

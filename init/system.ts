@@ -6,8 +6,13 @@ import { run, runOk } from './exec.ts';
 
 export const read = (p: string, fallback = '') => { try { return readFileSync(p, 'utf8'); } catch { return fallback; } };
 
+/** What is mounted on target (a disk's /dev path, or the filesystem's name), or undefined when nothing is. */
+export function mountSource(target: string): string | undefined {
+  return read('/proc/mounts').split('\n').map((l) => l.split(' ')).find((f) => f[1] === target)?.[0];
+}
+
 export function isMounted(target: string): boolean {
-  return read('/proc/mounts').split('\n').some((l) => l.split(' ')[1] === target);
+  return mountSource(target) !== undefined;
 }
 
 export async function mount(type: string, source: string, target: string, options?: string): Promise<void> {

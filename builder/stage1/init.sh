@@ -279,7 +279,7 @@ ip link set lo up 2>/dev/null
 ESP=""
 if [ -z "$LIVE" ]; then
   partdev esp; ESP=$U_FOUND
-  if [ -z "$ESP" ] || [ "$ESP" = '!' ]; then argv ESPSPEC kiln.boot; ESP=""; [ -n "$ESPSPEC" ] && specdev "$ESPSPEC" && ESP=$U_FOUND; fi
+  if [ -z "$ESP" ] || [ "$ESP" = '!' ]; then argv ESPSPEC kiln.boot; specdev "$ESPSPEC"; ESP=$U_FOUND; fi
   [ "$ESP" = '!' ] && ESP=""
 fi
 
