@@ -17,6 +17,8 @@ export const CGROUP_ROOT = '/sys/fs/cgroup';
 export const CONTROLLERS = ['cpu', 'cpuset', 'io', 'memory', 'pids'];
 /** cpu.max's period: 100 ms, the kernel's default. */
 const CPU_PERIOD_US = 100_000;
+/** cpu.weight's default (and init's own group's): the share a group gets when the CPU is contended. */
+export const CPU_WEIGHT = 100;
 
 export interface Limits {
   /** memory.max in bytes: the service's group is reclaimed, then OOM-killed, above it. */
@@ -89,9 +91,10 @@ export class CgroupTree {
 
   /**
    * Makes a service's group and writes its limits ("max" where none is declared, so a limit
-   * removed from the spec is lifted on the next start). Returns the group and what could not be applied.
+   * removed from the spec is lifted on the next start) and its CPU weight. Returns the group
+   * and what could not be applied.
    */
-  prepare(id: string, limits?: Limits): { dir: string; procs: string; problems: string[] } | undefined {
+  prepare(id: string, limits?: Limits, cpuWeight = CPU_WEIGHT): { dir: string; procs: string; problems: string[] } | undefined {
     const name = groupName(id);
     if (!name) return undefined;
     const dir = join(this.root, this.base, name);
@@ -105,7 +108,14 @@ export class CgroupTree {
       }
       try { writeFileSync(join(dir, file), files[file]); } catch (e) { if (declared !== undefined) problems.push(`${file} not set: ${(e as Error).message}`); }
     }
+    this.setCpuWeight(dir, cpuWeight);
     return { dir, procs: join(dir, 'cgroup.procs'), problems };
+  }
+
+  /** A group's cpu.weight (1 to 10000); false where the cpu controller or the group is missing. */
+  setCpuWeight(dir: string, weight: number): boolean {
+    if (!this.enabled.includes('cpu')) return false;
+    try { writeFileSync(join(dir, 'cpu.weight'), String(Math.min(10_000, Math.max(1, Math.round(weight))))); return true; } catch { return false; }
   }
 
   /** memory.current of a group, if the memory controller accounts it. */

@@ -6,7 +6,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import type { KilnConfig } from '../config/schema.ts';
 import { run } from '../exec.ts';
 import { isMounted, mount, setSysctl } from '../system.ts';
-import type { RunSpec, ServiceSpec } from './service.ts';
+import { STARTUP_CPU_WEIGHT, type RunSpec, type ServiceSpec } from './service.ts';
 
 export const K3S = '/usr/bin/k3s';
 
@@ -58,6 +58,8 @@ export function k3sService(config: () => KilnConfig): ServiceSpec {
     description: 'Kubernetes (k3s)',
     condition: () => existsSync(K3S),
     run: async () => { await prepareK3sHost(); return k3sCommand(config()); },
+    // Boot waits for the spawn only (run_cmd comes after it); k3s's own start comes after ready.
+    startupCpuWeight: STARTUP_CPU_WEIGHT,
     restart: 'always',
     backoff: { initialMs: 2000, maxMs: 60_000, resetAfterMs: 300_000 },
     // Each probe runs k3s's kubectl (a large Go binary): often while waiting, seldom once ready,

@@ -11,7 +11,7 @@ import { clockState, parseTracking, saveClock, type Tracking } from '../clock.ts
 import { run } from '../exec.ts';
 import { read } from '../system.ts';
 import { LEASE_DIR } from './dhcp.ts';
-import type { ServiceSpec } from './service.ts';
+import { STARTUP_CPU_WEIGHT, type ServiceSpec } from './service.ts';
 
 export const CHRONYD = '/usr/sbin/chronyd';
 export const CHRONYC = '/usr/bin/chronyc';
@@ -130,6 +130,8 @@ export function ntpService(o: NtpOptions): ServiceSpec {
       writeFileSync(confFile, chronyConf(pick.servers, stateDir), { mode: 0o644 });
       return { cmd: CHRONYD, args: chronydArgs(confFile) };
     },
+    // Nothing on the way to ready waits for the clock's sync (the floor is set before).
+    startupCpuWeight: STARTUP_CPU_WEIGHT,
     restart: 'always',
     backoff: { initialMs: 5000, maxMs: 300_000, resetAfterMs: 600_000 },
     // Healthy = synced. Asked every 5 s until then (first 2 s after the start: chronyd has not

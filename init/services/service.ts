@@ -24,10 +24,20 @@ export interface ServiceSpec {
   /** SIGTERM (or stopSignal), then SIGKILL after this long. */
   stopTimeoutMs?: number;
   stopSignal?: NodeJS.Signals;
+  /**
+   * cpu.weight of the service's group until boot is done (systemd's StartupCPUWeight=), then
+   * the default 100. For a service nothing on the way to ready waits for: on a busy CPU its
+   * own start then yields to boot's tasks instead of sharing the CPU with them. Only a share
+   * under contention: on an idle CPU the service runs at full speed.
+   */
+  startupCpuWeight?: number;
   /** memory.max / cpu.max of the service's own cgroup (none: unlimited). */
   limits?: Limits;
   /** The service's oom_score_adj (default 0: init's -1000 is not inherited). */
   oomScoreAdj?: number;
 }
+
+/** The startup CPU weight of the services boot does not wait for: a tenth of init's share. */
+export const STARTUP_CPU_WEIGHT = 10;
 
 export const DEFAULT_BACKOFF = { initialMs: 1000, maxMs: 60_000, resetAfterMs: 120_000 };

@@ -2,7 +2,7 @@
 // keys are made on first start (-R) under /etc/dropbear, a link to /data/state/etc/dropbear (etcstate.ts).
 import { existsSync, mkdirSync } from 'node:fs';
 import type { KilnConfig } from '../config/schema.ts';
-import type { ServiceSpec } from './service.ts';
+import { STARTUP_CPU_WEIGHT, type ServiceSpec } from './service.ts';
 
 export const DROPBEAR = '/usr/sbin/dropbear';
 
@@ -34,6 +34,8 @@ export function sshService(o: { port?: number; config?: () => KilnConfig; passwo
       mkdirSync('/etc/dropbear', { recursive: true, mode: 0o700 });
       return { cmd: DROPBEAR, args: dropbearArgs(o.port ?? 22, o.config ? sshPasswordLogin(o.config()) : false) };
     },
+    // Nothing on the way to ready waits for SSH: its start yields to boot's tasks.
+    startupCpuWeight: STARTUP_CPU_WEIGHT,
     restart: 'always',
     backoff: { initialMs: 1000, maxMs: 30_000, resetAfterMs: 60_000 },
     stopTimeoutMs: 3000,

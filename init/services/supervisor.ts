@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import { delimiter, join } from 'node:path';
 import { entering } from '../exec.ts';
 import { appendRotating } from '../log.ts';
-import { activeCgroups, checkLimits, groupMembers, rssOf, type CgroupTree } from './cgroups.ts';
+import { activeCgroups, checkLimits, CPU_WEIGHT, groupMembers, rssOf, type CgroupTree } from './cgroups.ts';
 import { DEFAULT_BACKOFF, type ServiceSpec } from './service.ts';
 
 export type State = 'waiting' | 'starting' | 'running' | 'backoff' | 'stopping' | 'stopped' | 'finished' | 'failed' | 'skipped';
@@ -89,12 +89,28 @@ export function startOrder(specs: ServiceSpec[]): string[] {
 export class Supervisor extends EventEmitter {
   private services = new Map<string, Instance>();
   private shuttingDown = false;
+  private startupOver = false;
   constructor(readonly o: SupervisorOptions) { super(); }
+
+  /**
+   * Boot is done: every group started with a startup CPU weight gets the default, and so
+   * does every later start. Idempotent.
+   */
+  endStartup(): void {
+    if (this.startupOver) return;
+    this.startupOver = true;
+    const tree = this.o.cgroups === null ? undefined : this.o.cgroups ?? activeCgroups();
+    for (const inst of this.services.values()) {
+      if (inst.spec.startupCpuWeight !== undefined && inst.cgroupDir) tree?.setCpuWeight(inst.cgroupDir, CPU_WEIGHT);
+    }
+  }
 
   add(spec: ServiceSpec): void {
     if (this.services.has(spec.id)) throw new Error(`service ${spec.id} declared twice`);
     const bad = checkLimits(spec.id, spec.limits, spec.oomScoreAdj);
     if (bad) throw new Error(bad);
+    const w = spec.startupCpuWeight;
+    if (w !== undefined && !(Number.isInteger(w) && w >= 1 && w <= 10_000)) throw new Error(`service ${spec.id}: startupCpuWeight must be a whole number from 1 to 10000 (got ${w})`);
     this.services.set(spec.id, new Instance(spec));
   }
 
@@ -225,7 +241,8 @@ export class Supervisor extends EventEmitter {
     const tree = this.o.cgroups === null ? undefined : this.o.cgroups ?? activeCgroups();
     if (!tree) return undefined;
     try {
-      const g = tree.prepare(inst.spec.id, inst.spec.limits);
+      const weight = !this.startupOver && inst.spec.startupCpuWeight !== undefined ? inst.spec.startupCpuWeight : CPU_WEIGHT;
+      const g = tree.prepare(inst.spec.id, inst.spec.limits, weight);
       if (!g) { this.o.say?.(`service ${inst.spec.id}: the id cannot name a cgroup; it runs in init's`); return undefined; }
       for (const p of g.problems) this.o.say?.(`service ${inst.spec.id}: ${p}`);
       inst.cgroupDir = g.dir;

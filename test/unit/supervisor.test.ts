@@ -187,6 +187,44 @@ test('declared limits are checked when the service is added', () => {
   assert.throws(() => sup.add({ id: 'x', description: '', run: sh('true'), limits: { memoryBytes: 1000 } }), /service x: limits.memoryBytes must be a whole number of bytes, at least 4 MiB/);
   assert.throws(() => sup.add({ id: 'y', description: '', run: sh('true'), limits: { cpus: 0 } }), /service y: limits.cpus must be/);
   assert.throws(() => sup.add({ id: 'z', description: '', run: sh('true'), oomScoreAdj: -1001 }), /service z: oomScoreAdj must be a whole number from -1000 to 1000/);
+  assert.throws(() => sup.add({ id: 'w', description: '', run: sh('true'), startupCpuWeight: 0 }), /service w: startupCpuWeight must be a whole number from 1 to 10000 \(got 0\)/);
+});
+
+test('a startup CPU weight holds until boot is done; then that group and every later start get the default', async () => {
+  const root = fakeCgroupRoot();
+  const tree = new CgroupTree(root);
+  tree.setup();
+  const { sup } = fresh(tree);
+  sup.add({ id: 'ssh', description: 'nothing waits for it', startupCpuWeight: 10, run: sh('exec sleep 60') });
+  sup.add({ id: 'dhcp', description: 'boot waits for it', run: sh('exec sleep 60') });
+  sup.add({ id: 'late', description: 'started after boot', startupCpuWeight: 10, run: sh('exec sleep 60') });
+  const weight = (id: string) => readFileSync(join(root, 'kiln', id, 'cpu.weight'), 'utf8');
+  try {
+    await sup.start('ssh');
+    await sup.start('dhcp');
+    assert.is(weight('ssh'), '10');
+    assert.is(weight('dhcp'), '100', 'the default, written so a group left from before is reset');
+    sup.endStartup();
+    assert.is(weight('ssh'), '100');
+    await sup.start('late');
+    assert.is(weight('late'), '100');
+    sup.endStartup();
+    assert.is(weight('ssh'), '100');
+  } finally { await sup.stopAll(); }
+});
+
+test('no cpu controller: a startup weight is not written, and the service runs', async () => {
+  const root = fakeCgroupRoot('memory pids');
+  const tree = new CgroupTree(root);
+  tree.setup();
+  const { sup } = fresh(tree);
+  sup.add({ id: 'ssh', description: '', startupCpuWeight: 10, run: sh('exec sleep 60') });
+  try {
+    await sup.start('ssh');
+    assert.not.ok(existsSync(join(root, 'kiln/ssh/cpu.weight')));
+    sup.endStartup();
+    assert.is(sup.status()[0].state, 'running');
+  } finally { await sup.stopAll(); }
 });
 
 test('each service gets its own group with its limits, joined before its program runs (fake cgroup root)', async () => {
