@@ -18,6 +18,7 @@ kiln:
   labels: {role: e2e}
   taints: ['dedicated=test:NoSchedule']
   k3s_args: [server, --disable, traefik]
+boot_cmd: ['cat /sys/fs/cgroup/kiln/ssh/cpu.weight /sys/fs/cgroup/kiln/dhcp-eth0/cpu.weight > /run/e2e-weights-at-boot']
 `);
   const port = await freePort();
   const vm = await Vm.start({ arch: 'x86_64', disk, memMiB: 384, hostfwd: [[port, 22]], extraDrives: [`file=${cidata},format=raw,if=virtio,readonly=on`] });
@@ -44,6 +45,10 @@ kiln:
       assert.is(f?.[f.indexOf('-') + 1], type, `${dir} is ${type}`);
     }
     assert.is((await ssh(port, me.key, 'readlink /dev/fd; readlink /dev/stdin')).trim(), '/proc/self/fd\n/proc/self/fd/0');
+    // Until ready, SSH (nothing on the way waits for it) had a tenth of init's CPU weight and
+    // DHCP (network/links waits for its lease) the default; from ready on, the default for all.
+    assert.is((await ssh(port, me.key, 'cat /run/e2e-weights-at-boot')).trim(), '10\n100');
+    assert.is((await ssh(port, me.key, 'cat /sys/fs/cgroup/kiln/init/cpu.weight /sys/fs/cgroup/kiln/ssh/cpu.weight /sys/fs/cgroup/kiln/ntp/cpu.weight /sys/fs/cgroup/kiln/k3s/cpu.weight')).trim(), '100\n100\n100\n100');
     // k3s's modules (their own list, loaded by modules/k3s) are in, and the settings they bring.
     const mods = (await ssh(port, me.key, 'cut -d" " -f1 /proc/modules')).split('\n');
     for (const m of ['br_netfilter', 'vxlan', 'nf_conntrack', 'iptable_nat', 'xt_conntrack']) assert.ok(mods.includes(m), `${m} is loaded`);

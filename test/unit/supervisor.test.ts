@@ -293,8 +293,14 @@ test('real cgroupfs: the service and what it forks at once are in its group', as
   const { sup } = fresh(tree);
   try {
     tree.setup();
-    sup.add({ id: 'svc', description: '', run: sh(`sleep 60 & echo $! > ${d}/child; exec sleep 60`) });
+    sup.add({ id: 'svc', description: '', startupCpuWeight: 10, run: sh(`sleep 60 & echo $! > ${d}/child; exec sleep 60`) });
     await sup.startAll();
+    if (tree.enabled.includes('cpu')) {
+      const weight = () => readFileSync(join(root, 'kiln/svc/cpu.weight'), 'utf8').trim();
+      assert.is(weight(), '10', 'the kernel took the startup weight');
+      sup.endStartup();
+      assert.is(weight(), '100');
+    } else console.log('  (cpu.weight not checked: no cpu controller here)');
     assert.ok(await waitFor(() => existsSync(`${d}/child`) && readFileSync(`${d}/child`, 'utf8').endsWith('\n')));
     const rel = root.slice(realCgroup2.length);
     const cg = (pid: number) => readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'));
