@@ -42,11 +42,12 @@ export function limitFiles(l: Limits = {}): { 'memory.max': string; 'cpu.max': s
   };
 }
 
-/** Checks declared limits; a message naming the key and the fix, or undefined. */
-export function checkLimits(id: string, l: Limits | undefined, oomScoreAdj: number | undefined): string | undefined {
+/** Checks a spec's declared limits, OOM score and startup CPU weight; a message naming the key and the fix, or undefined. */
+export function checkLimits(id: string, l: Limits | undefined, oomScoreAdj: number | undefined, startupCpuWeight?: number): string | undefined {
   if (l?.memoryBytes !== undefined && !(Number.isInteger(l.memoryBytes) && l.memoryBytes >= 4 << 20)) return `service ${id}: limits.memoryBytes must be a whole number of bytes, at least 4 MiB (got ${l.memoryBytes})`;
   if (l?.cpus !== undefined && !(typeof l.cpus === 'number' && l.cpus >= 0.01 && l.cpus <= 4096)) return `service ${id}: limits.cpus must be a number of CPUs between 0.01 and 4096 (got ${l.cpus})`;
   if (oomScoreAdj !== undefined && !(Number.isInteger(oomScoreAdj) && oomScoreAdj >= -1000 && oomScoreAdj <= 1000)) return `service ${id}: oomScoreAdj must be a whole number from -1000 to 1000 (got ${oomScoreAdj})`;
+  if (startupCpuWeight !== undefined && !(Number.isInteger(startupCpuWeight) && startupCpuWeight >= 1 && startupCpuWeight <= 10_000)) return `service ${id}: startupCpuWeight must be a whole number from 1 to 10000 (got ${startupCpuWeight})`;
   return undefined;
 }
 
@@ -112,10 +113,10 @@ export class CgroupTree {
     return { dir, procs: join(dir, 'cgroup.procs'), problems };
   }
 
-  /** A group's cpu.weight (1 to 10000); false where the cpu controller or the group is missing. */
+  /** A group's cpu.weight (checkLimits holds it to 1..10000); false where the cpu controller or the group is missing. */
   setCpuWeight(dir: string, weight: number): boolean {
     if (!this.enabled.includes('cpu')) return false;
-    try { writeFileSync(join(dir, 'cpu.weight'), String(Math.min(10_000, Math.max(1, Math.round(weight))))); return true; } catch { return false; }
+    try { writeFileSync(join(dir, 'cpu.weight'), String(weight)); return true; } catch { return false; }
   }
 
   /** memory.current of a group, if the memory controller accounts it. */

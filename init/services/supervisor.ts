@@ -92,6 +92,11 @@ export class Supervisor extends EventEmitter {
   private startupOver = false;
   constructor(readonly o: SupervisorOptions) { super(); }
 
+  /** The services' cgroups: the tree given, else the one init set up at boot; none when null. */
+  private cgroups(): CgroupTree | undefined {
+    return this.o.cgroups === null ? undefined : this.o.cgroups ?? activeCgroups();
+  }
+
   /**
    * Boot is done: every group started with a startup CPU weight gets the default, and so
    * does every later start. Idempotent.
@@ -99,7 +104,7 @@ export class Supervisor extends EventEmitter {
   endStartup(): void {
     if (this.startupOver) return;
     this.startupOver = true;
-    const tree = this.o.cgroups === null ? undefined : this.o.cgroups ?? activeCgroups();
+    const tree = this.cgroups();
     for (const inst of this.services.values()) {
       if (inst.spec.startupCpuWeight !== undefined && inst.cgroupDir) tree?.setCpuWeight(inst.cgroupDir, CPU_WEIGHT);
     }
@@ -107,10 +112,8 @@ export class Supervisor extends EventEmitter {
 
   add(spec: ServiceSpec): void {
     if (this.services.has(spec.id)) throw new Error(`service ${spec.id} declared twice`);
-    const bad = checkLimits(spec.id, spec.limits, spec.oomScoreAdj);
+    const bad = checkLimits(spec.id, spec.limits, spec.oomScoreAdj, spec.startupCpuWeight);
     if (bad) throw new Error(bad);
-    const w = spec.startupCpuWeight;
-    if (w !== undefined && !(Number.isInteger(w) && w >= 1 && w <= 10_000)) throw new Error(`service ${spec.id}: startupCpuWeight must be a whole number from 1 to 10000 (got ${w})`);
     this.services.set(spec.id, new Instance(spec));
   }
 
@@ -238,7 +241,7 @@ export class Supervisor extends EventEmitter {
 
   /** Makes the service's cgroup (with its limits) and returns its cgroup.procs, or undefined without cgroups. */
   private placeGroup(inst: Instance): string | undefined {
-    const tree = this.o.cgroups === null ? undefined : this.o.cgroups ?? activeCgroups();
+    const tree = this.cgroups();
     if (!tree) return undefined;
     try {
       const weight = !this.startupOver && inst.spec.startupCpuWeight !== undefined ? inst.spec.startupCpuWeight : CPU_WEIGHT;
@@ -257,7 +260,7 @@ export class Supervisor extends EventEmitter {
   private memoryOf(inst: Instance): number | undefined {
     const pid = inst.child?.pid;
     if (!pid) return undefined;
-    const tree = this.o.cgroups === null ? undefined : this.o.cgroups ?? activeCgroups();
+    const tree = this.cgroups();
     if (inst.cgroupDir && tree) {
       const m = tree.memoryCurrent(inst.cgroupDir);
       if (m !== undefined) return m;
