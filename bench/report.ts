@@ -94,16 +94,28 @@ export function floorsOverGoal(goalS: number, floors: [{ readyS: number } | unde
 }
 
 /**
- * The smallest of `sizes` (ascending) for which `works` holds, trying as few as a bisection
- * needs; `works` is taken to hold for every size above one that works. `first`: the index
- * to try first (the goal's size, so its answer is always measured). Undefined if none works.
+ * The smallest of `sizes` (ascending) for which `works` holds; `works` is taken to hold for
+ * every size above one that works. `first`: the index to try first (the goal's size, so its
+ * answer is always measured). From there the search steps away one size, then two, four, …,
+ * until the answer is bracketed, and bisects the bracket: the answer is usually beside the
+ * goal's size, and a size far below it can cost a long timeout to fail (a kernel that never
+ * starts in it shows nothing). Undefined if none works.
  */
 export async function bisectSmallest(sizes: number[], works: (size: number) => Promise<boolean>, first?: number): Promise<number | undefined> {
   let lo = -1, hi = sizes.length; // sizes[lo] fails (or none), sizes[hi] works (or none known)
-  let mid = first !== undefined && first >= 0 && first < sizes.length ? first : (lo + hi) >> 1;
+  if (first !== undefined && first >= 0 && first < sizes.length) {
+    const firstWorks = await works(sizes[first]!);
+    if (firstWorks) hi = first; else lo = first;
+    for (let step = 1; hi - lo > 1; step *= 2) {
+      const i = firstWorks ? Math.max(hi - step, lo + 1) : Math.min(lo + step, hi - 1);
+      const ok = await works(sizes[i]!);
+      if (ok) hi = i; else lo = i;
+      if (ok !== firstWorks) break;
+    }
+  }
   while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
     if (await works(sizes[mid]!)) hi = mid; else lo = mid;
-    mid = (lo + hi) >> 1;
   }
   return sizes[hi];
 }

@@ -30,6 +30,10 @@ import { verityBench } from './verity.ts';
 const { values } = parseArgs({ options: { arch: { type: 'string', default: 'x86_64' }, quick: { type: 'boolean' }, rounds: { type: 'string' }, cold: { type: 'boolean' }, all: { type: 'boolean' } } });
 const arch = values.arch as Arch;
 const benchStart = performance.now();
+/** Wall time of the run's parts (the last row's note): where the 15 minutes go. */
+const parts: [string, number][] = [];
+let partStart = benchStart;
+const endPart = (name: string) => { const t = performance.now(); parts.push([name, (t - partStart) / 60_000]); partStart = t; };
 const log = createLogger({ quiet: true });
 // k3s releases cannot be fetched everywhere: the stand-in keeps the figures comparable; set
 // KILN_BENCH_REAL_K3S=1 where the real binary is in the cache or --artifacts.
@@ -86,6 +90,7 @@ row('UKI (kernel + stage-1)', mib(a.outputs.find((o) => o.kind === 'uki')!.size)
 // kernel and stage 1), which no layout of the disk around them can shrink.
 const ukiZst = Number(execFileSync('sh', ['-c', `zstd -q -19 -T0 -c ${uki} | wc -c`]).toString().trim());
 const imgFloor = statSync(root).size + ukiZst;
+endPart('the CLI and the builds');
 goals.push({ measure: `${arch} raw.zst (zstd -19)`, goal: '<= 50 MiB', now: mib(Number(zst)), floor: `${mib(imgFloor)} (root ${mib(statSync(root).size)} + UKI.zst ${mib(ukiZst)})`, note: `${Number(zst) >= imgFloor ? '+' : ''}${mib(Number(zst) - imgFloor)}` });
 
 /** Stage 1 starts within half a minute even when emulated on a loaded machine; later, it never will. */
@@ -237,6 +242,7 @@ const beforeCode = (f: FloorLine | undefined) => (f?.processStartS !== undefined
 const icFirst = wholeStart(icMod), icAgain = wholeStart(icMod?.again);
 row("guest work: Node's start in the modules floor from its process's start, first and again (its pages then cached)",
   icFirst !== undefined && icAgain !== undefined ? `${s2(icFirst)}${beforeCode(icMod)}, again ${s2(icAgain)}${beforeCode(icMod?.again)}` : 'not printed');
+endPart('boots and floors');
 const kilnReady = rKiln.median;
 const readyFloor = `${s2(rSh.median)} (sh init), ${s2(rNode.median)} (node -e 0), ${s2(rMod.median)} (node -e 0 after the modules)`;
 const asFloor = (x: number | undefined) => (x === undefined ? undefined : { readyS: x });
@@ -285,6 +291,7 @@ if (values.all) {
       row(`format ${o.kind} (${o.target})`, st.blocks * 512 < st.size * 0.9 ? `${mib(st.size)} (${mib(st.blocks * 512)} allocated)` : mib(st.size));
     }
   }
+  endPart('--all: a data source and every format');
 }
 
 // The smallest memory that reaches ready, by bisection over these sizes (128, the goal, tried
@@ -334,6 +341,7 @@ if (!values.quick) {
       `init booted directly at 128 MiB: ${init128 ? `ready ${s2(init128.readyS)} after the kernel` : 'not ready'}`,
     ].filter(Boolean).join('; '),
   });
+  endPart('the smallest memory');
 } else goals.push({ measure: `reaches ready with -m 128 (${arch})`, goal: 'yes', now: 'not measured (--quick)', floor: '-' });
 // One arch per run (an emulated arm64 boot takes minutes): the other arch's row says how to get it.
 const other = arch === 'x86_64' ? 'arm64' : 'x86_64';
@@ -360,6 +368,7 @@ if (!values.quick) {
     const now = rs.find((r) => r.params === DEFAULT_PARAMS), floor = rs.find((r) => r.params === FINE);
     goals.push({ measure: `delta: ${now?.scenario ?? name}`, goal, now: now ? pct(now) : '-', floor: floor ? `${pct(floor)} (4 KiB chunks)` : '-', note: now ? `of a ${mib(now.size)} root, ${now.ranges} ranges` : undefined });
   }
+  endPart('delta updates');
 }
 // The cost of dm-verity: the same image booted with and without it, in this run (bench/verity.ts).
 const vf = await verityBench({ arch, dir: join(out, 'a'), rec: a, row, rounds: values.all ? 3 : 1 }).catch((e: Error) => { row('verity cost', `not measured: ${e.message}`); return undefined; });
@@ -368,10 +377,12 @@ if (vf) {
   goals.push({ measure: 'verity: boot to ready with / without it', goal: 'as measured', now: with_ && without ? `${(with_ / without).toFixed(2)}x` : '-', floor: without ? `${s2(without)} (no verity)` : '-',
     note: `hash tree ${(vf.treeBytes / 1024).toFixed(0)} KiB, ${((100 * vf.treeBytes) / vf.dataBytes).toFixed(2)}% of the root` });
 }
+endPart('verity');
 // The bench's own time: the default run is meant to end within 15 minutes.
 const benchMin = (performance.now() - benchStart) / 60_000;
 const runKind = values.all ? '--all' : values.quick ? '--quick' : values.cold ? '--cold' : 'the default run';
-goals.push({ measure: 'npm run bench itself', goal: runKind === 'the default run' ? '< 15 min' : 'as measured', now: `${benchMin.toFixed(1)} min`, floor: '-', note: `${runKind}, ${arch}` });
+goals.push({ measure: 'npm run bench itself', goal: runKind === 'the default run' ? '< 15 min' : 'as measured', now: `${benchMin.toFixed(1)} min`, floor: '-',
+  note: `${runKind}, ${arch}; ${parts.map(([n, m]) => `${n} ${m.toFixed(1)}`).join(', ')} min` });
 // In the issue's order: boot, memory, the smallest RAM, size, the CLI, then delta updates.
 const ORDER = ['kernel start', 'init RSS', 'reaches ready', `${arch} raw.zst`, 'kiln --help', 'kiln config validate', 'delta:', 'verity:', 'npm run bench'];
 const rank = (g: GoalRow) => { const i = ORDER.findIndex((p) => g.measure.startsWith(p)); return i < 0 ? ORDER.length : i; };

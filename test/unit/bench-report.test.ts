@@ -100,4 +100,31 @@ test('the smallest size that works, by bisection, the goal size first', async ()
   }
 });
 
+test('the search gallops from the first size: an answer beside it takes two tries, and every answer is right', async () => {
+  const sizes = [64, 80, 96, 112, 128, 160, 192, 256];
+  const tries = async (smallest: number, first?: number) => {
+    const tried: number[] = [];
+    const got = await bisectSmallest(sizes, async (m) => { tried.push(m); return m >= smallest; }, first);
+    return { got, tried };
+  };
+  // The answer one size above or below the first guess: two boots, none far from it.
+  assert.equal(await tries(160, 4), { got: 160, tried: [128, 160] });
+  assert.equal(await tries(128, 4), { got: 128, tried: [128, 112] });
+  // Further away it steps twice as far each time, then bisects what it bracketed.
+  assert.equal(await tries(96, 3), { got: 96, tried: [112, 96, 64, 80] });
+  const floor = [48, 64, 80, 96, 112, 128];
+  const tried: number[] = [];
+  assert.is(await bisectSmallest(floor, async (m) => { tried.push(m); return m >= 96; }, 3), 96);
+  assert.equal(tried, [96, 80], 'the node floor: 64 MiB, where the kernel never starts, is not tried');
+  // Against a plain scan, for every answer and every first guess: the same result, each size tried once.
+  for (const smallest of [...sizes, 999]) {
+    for (const first of [undefined, ...sizes.keys()]) {
+      const { got, tried: t } = await tries(smallest, first);
+      assert.is(got, sizes.find((m) => m >= smallest), `smallest ${smallest}, first ${first}`);
+      assert.is(new Set(t).size, t.length, `${t}`);
+      assert.ok(t.length <= 6, `smallest ${smallest}, first ${first}: ${t}`);
+    }
+  }
+});
+
 test.run();
