@@ -294,38 +294,49 @@ if (values.all) {
   endPart('--all: a data source and every format');
 }
 
-// The smallest memory that reaches ready, by bisection over these sizes (128, the goal, tried
+// The smallest memory that reaches ready, searched over these sizes (128, the goal, tried
 // first), for init (a first boot) and for the node floor.
 const SIZES = [64, 80, 96, 112, 128, 160, 192, 256];
 const FLOOR_SIZES = [48, 64, 80, 96, 112, 128];
+/** A search's test, keeping each size it tried and the answer, for the search's row. */
+function logged(works: (mem: number) => Promise<boolean>) {
+  const tried: string[] = [];
+  const test = async (mem: number) => { const ok = await works(mem); tried.push(`${mem} ${ok ? 'yes' : 'no'}`); return ok; };
+  return Object.assign(test, { tried: () => `tried ${tried.join(', ') || 'none'}` });
+}
 if (!values.quick) {
   // Through the firmware and systemd-boot, as a machine boots; a boot that never reaches stage 1
   // failed in the firmware or boot loader, before the kernel.
   let stoppedBefore: number | undefined;
-  const kilnMin = await bisectSmallest(SIZES, async (mem) => {
+  const kiln = logged(async (mem) => {
     const r = await boot(mem, 180_000 * SLOW);
     if (!r.first && (stoppedBefore === undefined || mem > stoppedBefore)) stoppedBefore = mem;
     return !!r.ready;
-  }, SIZES.indexOf(128));
+  });
+  const kilnMin = await bisectSmallest(SIZES, kiln, SIZES.indexOf(128));
   // The same without the VM's virtio-rng device, when 128 MiB was not enough with it: with the
   // device, AAVMF below 160 MiB leaves the arm64 kernel's EFI stub no room to place the kernel.
   const below = SIZES.filter((m) => kilnMin === undefined || m < kilnMin);
   const noRng = kilnMin === undefined || kilnMin > 128;
-  const noRngMin = noRng ? await bisectSmallest(below, async (mem) => !!(await boot(mem, 180_000 * SLOW, [], false, false)).ready, below.indexOf(128)) : undefined;
+  const kilnNoRng = logged(async (mem) => !!(await boot(mem, 180_000 * SLOW, [], false, false)).ready);
+  const noRngMin = noRng ? await bisectSmallest(below, kilnNoRng, below.indexOf(128)) : undefined;
   // The firmware and the kernel alone (a one-line initramfs, through the same firmware): what no
   // stage 1 or init can go below; with no virtio-rng device too when kiln was measured so.
-  const kernelMin = await bisectSmallest(SIZES, async (mem) => !!(await floorBoot('kernel', mem, { timeoutMs: 60_000 * SLOW })), SIZES.indexOf(128));
-  const kernelNoRngMin = noRng ? await bisectSmallest(SIZES, async (mem) => !!(await floorBoot('kernel', mem, { timeoutMs: 60_000 * SLOW, rng: false })), SIZES.indexOf(128)) : undefined;
+  const kernel = logged(async (mem) => !!(await floorBoot('kernel', mem, { timeoutMs: 60_000 * SLOW })));
+  const kernelMin = await bisectSmallest(SIZES, kernel, SIZES.indexOf(128));
+  const kernelNoRng = logged(async (mem) => !!(await floorBoot('kernel', mem, { timeoutMs: 60_000 * SLOW, rng: false })));
+  const kernelNoRngMin = noRng ? await bisectSmallest(SIZES, kernelNoRng, SIZES.indexOf(128)) : undefined;
   // After the firmware: the node floor, and init itself at the goal's 128 MiB, booted directly.
-  const floorMin = await bisectSmallest(FLOOR_SIZES, async (mem) => !!(await floorBoot('node', mem, { noUefi: true, timeoutMs: 120_000 * SLOW })), FLOOR_SIZES.indexOf(96));
+  const nodeMem = logged(async (mem) => !!(await floorBoot('node', mem, { noUefi: true, timeoutMs: 120_000 * SLOW })));
+  const floorMin = await bisectSmallest(FLOOR_SIZES, nodeMem, FLOOR_SIZES.indexOf(96));
   const init128 = await floorBoot('init', 128, { noUefi: true, timeoutMs: 240_000 * SLOW });
   const minRam = kilnMin === undefined ? `none of ${SIZES[0]}..${SIZES.at(-1)} MiB` : `${kilnMin} MiB`;
-  row(`minimum RAM reaching ready (bisected over ${SIZES.join(',')})`, minRam);
-  if (noRng) row('minimum RAM reaching ready with no virtio-rng device', noRngMin === undefined ? `none below ${minRam}` : `${noRngMin} MiB`);
+  row(`minimum RAM reaching ready (searched over ${SIZES.join(',')})`, `${minRam} (${kiln.tried()})`);
+  if (noRng) row('minimum RAM reaching ready with no virtio-rng device', `${noRngMin === undefined ? `none below ${minRam}` : `${noRngMin} MiB`} (${kilnNoRng.tried()})`);
   if (stoppedBefore !== undefined) row('largest memory the firmware did not reach stage 1 in', `${stoppedBefore} MiB`);
-  row('floor: minimum RAM for the firmware and kernel to run a one-line initramfs', kernelMin === undefined ? 'none' : `${kernelMin} MiB`);
-  if (noRng) row('floor: the same with no virtio-rng device', kernelNoRngMin === undefined ? 'none' : `${kernelNoRngMin} MiB`);
-  row('floor: minimum RAM for node -e 0 to print a line (direct kernel boot)', floorMin === undefined ? 'none' : `${floorMin} MiB`);
+  row('floor: minimum RAM for the firmware and kernel to run a one-line initramfs', `${kernelMin === undefined ? 'none' : `${kernelMin} MiB`} (${kernel.tried()})`);
+  if (noRng) row('floor: the same with no virtio-rng device', `${kernelNoRngMin === undefined ? 'none' : `${kernelNoRngMin} MiB`} (${kernelNoRng.tried()})`);
+  row('floor: minimum RAM for node -e 0 to print a line (direct kernel boot)', `${floorMin === undefined ? 'none' : `${floorMin} MiB`} (${nodeMem.tried()})`);
   row('init at 128 MiB, direct kernel boot (kernel start -> ready, RSS)', init128 ? `${s2(init128.readyS)}, ${init128.rssMiB?.toFixed(1)} MiB` : 'did not reach ready');
   goals.push({
     measure: `reaches ready with -m 128 (${arch})`, goal: 'yes',
