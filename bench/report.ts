@@ -101,7 +101,7 @@ export function floorsOverGoal(goalS: number, floors: [{ readyS: number } | unde
  * goal's size, and a size far below it can cost a long timeout to fail (a kernel that never
  * starts in it shows nothing). Undefined if none works.
  */
-export async function bisectSmallest(sizes: number[], works: (size: number) => Promise<boolean>, first?: number): Promise<number | undefined> {
+export async function smallestThatWorks(sizes: number[], works: (size: number) => Promise<boolean>, first?: number): Promise<number | undefined> {
   let lo = -1, hi = sizes.length; // sizes[lo] fails (or none), sizes[hi] works (or none known)
   if (first !== undefined && first >= 0 && first < sizes.length) {
     const firstWorks = await works(sizes[first]!);

@@ -18,7 +18,7 @@ import { DEFAULT_PARAMS } from '../channels/chunks.ts';
 import { K3S_STANDIN } from '../test/e2e/image.ts';
 import { cidataImage } from '../test/e2e/helpers.ts';
 import { deltaTable, rootOf, type DeltaRow } from './delta.ts';
-import { bisectSmallest, bootCriticalPath, floorLine, floorsOverGoal, type FloorLine, formatPath, goalTable, median, parseStart, parseTimings, roundsOf, type GoalRow, type Timings } from './report.ts';
+import { smallestThatWorks, bootCriticalPath, floorLine, floorsOverGoal, type FloorLine, formatPath, goalTable, median, parseStart, parseTimings, roundsOf, type GoalRow, type Timings } from './report.ts';
 import { verityBench } from './verity.ts';
 
 // The goal rows (issues: boot, memory, size, CLI, delta updates) by default. --all adds the
@@ -313,22 +313,22 @@ if (!values.quick) {
     if (!r.first && (stoppedBefore === undefined || mem > stoppedBefore)) stoppedBefore = mem;
     return !!r.ready;
   });
-  const kilnMin = await bisectSmallest(SIZES, kiln, SIZES.indexOf(128));
+  const kilnMin = await smallestThatWorks(SIZES, kiln, SIZES.indexOf(128));
   // The same without the VM's virtio-rng device, when 128 MiB was not enough with it: with the
   // device, AAVMF below 160 MiB leaves the arm64 kernel's EFI stub no room to place the kernel.
   const below = SIZES.filter((m) => kilnMin === undefined || m < kilnMin);
   const noRng = kilnMin === undefined || kilnMin > 128;
   const kilnNoRng = logged(async (mem) => !!(await boot(mem, 180_000 * SLOW, [], false, false)).ready);
-  const noRngMin = noRng ? await bisectSmallest(below, kilnNoRng, below.indexOf(128)) : undefined;
+  const noRngMin = noRng ? await smallestThatWorks(below, kilnNoRng, below.indexOf(128)) : undefined;
   // The firmware and the kernel alone (a one-line initramfs, through the same firmware): what no
   // stage 1 or init can go below; with no virtio-rng device too when kiln was measured so.
   const kernel = logged(async (mem) => !!(await floorBoot('kernel', mem, { timeoutMs: 60_000 * SLOW })));
-  const kernelMin = await bisectSmallest(SIZES, kernel, SIZES.indexOf(128));
+  const kernelMin = await smallestThatWorks(SIZES, kernel, SIZES.indexOf(128));
   const kernelNoRng = logged(async (mem) => !!(await floorBoot('kernel', mem, { timeoutMs: 60_000 * SLOW, rng: false })));
-  const kernelNoRngMin = noRng ? await bisectSmallest(SIZES, kernelNoRng, SIZES.indexOf(128)) : undefined;
+  const kernelNoRngMin = noRng ? await smallestThatWorks(SIZES, kernelNoRng, SIZES.indexOf(128)) : undefined;
   // After the firmware: the node floor, and init itself at the goal's 128 MiB, booted directly.
   const nodeMem = logged(async (mem) => !!(await floorBoot('node', mem, { noUefi: true, timeoutMs: 120_000 * SLOW })));
-  const floorMin = await bisectSmallest(FLOOR_SIZES, nodeMem, FLOOR_SIZES.indexOf(96));
+  const floorMin = await smallestThatWorks(FLOOR_SIZES, nodeMem, FLOOR_SIZES.indexOf(96));
   const init128 = await floorBoot('init', 128, { noUefi: true, timeoutMs: 240_000 * SLOW });
   const minRam = kilnMin === undefined ? `none of ${SIZES[0]}..${SIZES.at(-1)} MiB` : `${kilnMin} MiB`;
   row(`minimum RAM reaching ready (searched over ${SIZES.join(',')})`, `${minRam} (${kiln.tried()})`);

@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { bisectSmallest, bootCriticalPath, floorLine, floorsOverGoal, formatPath, goalTable, median, parseStart, parseTimings, roundsOf } from '../../bench/report.ts';
+import { smallestThatWorks, bootCriticalPath, floorLine, floorsOverGoal, formatPath, goalTable, median, parseStart, parseTimings, roundsOf } from '../../bench/report.ts';
 import { startLine, timingsLine } from '../../init/boot/plan.ts';
 import { taskTimesLine, type TaskResult } from '../../init/sequencer.ts';
 
@@ -88,11 +88,11 @@ test('a floor over the goal is named, and none when all are under it', () => {
   assert.is(floorsOverGoal(6, [[{ readyS: 6 }, 'sh']]), undefined);
 });
 
-test('the smallest size that works, by bisection, the goal size first', async () => {
+test('the smallest size that works, the goal size first', async () => {
   const sizes = [64, 80, 96, 112, 128, 160, 192, 256];
   for (const smallest of [64, 96, 112, 128, 256, 999]) {
     const tried: number[] = [];
-    const got = await bisectSmallest(sizes, async (m) => { tried.push(m); return m >= smallest; }, 4);
+    const got = await smallestThatWorks(sizes, async (m) => { tried.push(m); return m >= smallest; }, 4);
     assert.is(got, smallest === 999 ? undefined : smallest);
     assert.is(tried[0], 128);
     assert.ok(tried.length <= 4, `${tried}`);
@@ -104,7 +104,7 @@ test('the search gallops from the first size: an answer beside it takes two trie
   const sizes = [64, 80, 96, 112, 128, 160, 192, 256];
   const tries = async (smallest: number, first?: number) => {
     const tried: number[] = [];
-    const got = await bisectSmallest(sizes, async (m) => { tried.push(m); return m >= smallest; }, first);
+    const got = await smallestThatWorks(sizes, async (m) => { tried.push(m); return m >= smallest; }, first);
     return { got, tried };
   };
   // The answer one size above or below the first guess: two boots, none far from it.
@@ -114,7 +114,7 @@ test('the search gallops from the first size: an answer beside it takes two trie
   assert.equal(await tries(96, 3), { got: 96, tried: [112, 96, 64, 80] });
   const floor = [48, 64, 80, 96, 112, 128];
   const tried: number[] = [];
-  assert.is(await bisectSmallest(floor, async (m) => { tried.push(m); return m >= 96; }, 3), 96);
+  assert.is(await smallestThatWorks(floor, async (m) => { tried.push(m); return m >= 96; }, 3), 96);
   assert.equal(tried, [96, 80], 'the node floor: 64 MiB, where the kernel never starts, is not tried');
   // Against a plain scan, for every answer and every first guess: the same result, each size tried once.
   for (const smallest of [...sizes, 999]) {
