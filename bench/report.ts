@@ -96,22 +96,23 @@ export function floorsOverGoal(goalS: number, floors: [{ readyS: number } | unde
 /**
  * The smallest of `sizes` (ascending) for which `works` holds; `works` is taken to hold for
  * every size above one that works. `first`: the index to try first (the goal's size, so its
- * answer is always measured). From there the search steps away one size, then two, four, …,
- * until the answer is bracketed, and bisects the bracket: the answer is usually beside the
- * goal's size, and a size far below it can cost a long timeout to fail (a kernel that never
- * starts in it shows nothing). Undefined if none works.
+ * answer is always measured); from there the search walks one size at a time toward the
+ * answer, since the answer is usually beside the goal's size and a size far below it can cost
+ * a long timeout to fail (a kernel that never starts in it shows nothing). Without `first`, a
+ * bisection. Undefined if none works.
  */
 export async function smallestThatWorks(sizes: number[], works: (size: number) => Promise<boolean>, first?: number): Promise<number | undefined> {
   let lo = -1, hi = sizes.length; // sizes[lo] fails (or none), sizes[hi] works (or none known)
   if (first !== undefined && first >= 0 && first < sizes.length) {
-    const firstWorks = await works(sizes[first]!);
-    if (firstWorks) hi = first; else lo = first;
-    for (let step = 1; hi - lo > 1; step *= 2) {
-      const i = firstWorks ? Math.max(hi - step, lo + 1) : Math.min(lo + step, hi - 1);
-      const ok = await works(sizes[i]!);
-      if (ok) hi = i; else lo = i;
-      if (ok !== firstWorks) break;
+    if (await works(sizes[first]!)) {
+      hi = first;
+      while (hi > 0 && await works(sizes[hi - 1]!)) hi--;
+    } else {
+      lo = first;
+      while (lo + 1 < sizes.length && !(await works(sizes[lo + 1]!))) lo++;
+      hi = lo + 1;
     }
+    return sizes[hi];
   }
   while (hi - lo > 1) {
     const mid = (lo + hi) >> 1;
