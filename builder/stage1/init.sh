@@ -259,6 +259,12 @@ for d in var root home; do
 done
 mount -t overlay overlay -o lowerdir=/newroot/etc,upperdir=$E/upper,workdir=$E/work /newroot/etc \
   || fail "cannot mount the /etc overlay"
+# k3s's state on the data partition, bound over /var's overlay (containerd's snapshotter cannot
+# sit on an overlayfs): here a mount is a shell's fork, and from Node a spawn on the way to
+# k3s's start. Init binds whatever it finds unbound (prepareK3sHost, init/services/k3s.ts).
+for d in rancher kubelet; do
+  mkdir -p /newroot/data/$d /newroot/var/lib/$d && mount -o bind /newroot/data/$d /newroot/var/lib/$d 2>/dev/null
+done
 
 # The rest of the pseudo filesystems a Kubernetes node needs, mounted here, where a mount costs
 # a shell's fork rather than a spawn from Node; init mounts whatever it finds missing
