@@ -77,7 +77,7 @@ export function say(msg: string): void {
   toFile(`${stamp()} ${msg}\n`);
 }
 
-/** Detail for init.log only (and the console when kiln.debug is on the command line). */
+/** Detail for init.log only (and the console when `KILN_DEBUG=1` is on the command line: the kernel hands it to init's environment). */
 export function debug(msg: string): void {
   if (process.env.KILN_DEBUG) consoleWrite(`kiln: (debug) ${msg}\n`);
   toFile(`${stamp()} ${msg}\n`);
